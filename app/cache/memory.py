@@ -1,0 +1,74 @@
+"""In-process LRU cache with a time-to-live per entry and a bound on the number of entries."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+
+class MemoryCache:
+    """Least-recently-used eviction once ``max_entries`` is reached; expired entries never hit.
+
+    Each method runs without awaiting, so concurrent coroutines on one event loop never see a
+    half-done update; the lock covers callers on other threads (sync code in a thread pool).
+    """
+
+    name = "memory"
+
+    def __init__(
+        self,
+        max_entries: int,
+        default_ttl_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        if default_ttl_s <= 0:
+            raise ValueError(f"default_ttl_s must be > 0, got {default_ttl_s}")
+        self.max_entries = max_entries
+        self.default_ttl_s = default_ttl_s
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str) -> bytes | None:
+        now = self._clock()
+        with self._lock:
+            item = self._entries.get(key)
+            if item is None:
+                return None
+            expires_at, value = item
+            if expires_at <= now:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return value
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        ttl = self.default_ttl_s if ttl_s is None else ttl_s
+        if ttl <= 0:
+            await self.delete(key)
+            return
+        expires_at = self._clock() + ttl
+        with self._lock:
+            self._entries[key] = (expires_at, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    async def delete(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        with self._lock:
+            self._entries.clear()

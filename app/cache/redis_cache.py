@@ -1,0 +1,85 @@
+"""Redis cache (``redis.asyncio``): shared by every replica, bounded in time on every call.
+
+A failure of any kind surfaces as :class:`CacheError` within about ``timeout_s``, so a slow or
+dead Redis makes requests slower by at most that, never failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from app.cache.errors import CacheError
+
+T = TypeVar("T")
+
+
+class RedisCache:
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float,
+        default_ttl_s: float,
+        max_connections: int = 64,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if default_ttl_s <= 0:
+            raise ValueError(f"default_ttl_s must be > 0, got {default_ttl_s}")
+        self.timeout_s = timeout_s
+        self.default_ttl_s = default_ttl_s
+        # Blocking pool: a burst beyond max_connections waits (bounded by the call timeout)
+        # instead of failing at once. One immediate retry replaces a pooled connection that
+        # died with a Redis restart, so the first call after a restart already succeeds.
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._client = aioredis.Redis(connection_pool=self._pool)
+
+    async def _call(self, what: str, call: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await call
+        except TimeoutError as exc:
+            raise CacheError(self.name, f"{what} timed out after {self.timeout_s:g} s") from exc
+        except (RedisError, OSError) as exc:
+            raise CacheError(self.name, f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._call("GET", self._client.get(key))
+        return None if value is None else bytes(value)
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        ttl = self.default_ttl_s if ttl_s is None else ttl_s
+        if ttl <= 0:
+            await self.delete(key)
+            return
+        # Millisecond precision: a sub-second TTL must not round to "no expiry" or to zero.
+        await self._call("SET", self._client.set(key, value, px=max(1, round(ttl * 1000))))
+
+    async def delete(self, key: str) -> None:
+        await self._call("DEL", self._client.delete(key))
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self._call("PING", self._client.ping()))
+        except CacheError:
+            return False
+
+    async def close(self) -> None:
+        await self._client.aclose()
+        await self._pool.aclose()

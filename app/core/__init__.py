@@ -1,0 +1,1 @@
+"""Library code shared by the gateway, the trainers and the Triton models."""

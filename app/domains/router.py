@@ -1,0 +1,160 @@
+"""Routes of /v1/domains and their examples: thin; the logic is in the service."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Query, Request, status
+from pydantic import ValidationError
+
+from app.core.types import Domain, Example
+from app.deps import DomainsDep, TenantDep
+from app.domains.protocol import (
+    Deleted,
+    DomainIn,
+    DomainList,
+    DomainOut,
+    EntityTypeIn,
+    ExampleOut,
+    ExamplePage,
+    ExamplesAdded,
+    ExamplesIn,
+    SpanOut,
+)
+from app.domains.service import DomainService
+from app.errors import InvalidRequest, MalformedBody, PayloadTooLarge
+
+router = APIRouter(prefix="/v1/domains", tags=["domains"])
+
+_MAX_BODY_BYTES = 20 * 1024 * 1024
+
+
+async def _out(service: DomainService, tenant: str, domain: Domain) -> DomainOut:
+    return DomainOut(
+        name=domain.name,
+        description=domain.description,
+        entity_types=[
+            EntityTypeIn(name=t.name, description=t.description) for t in domain.entity_types
+        ],
+        required_types=domain.required_types,
+        score_threshold=service.threshold(domain),
+        version=domain.version,
+        examples=await service.count_examples(tenant, domain.name),
+    )
+
+
+def _example_out(example: Example) -> ExampleOut:
+    return ExampleOut(
+        id=example.id or "",
+        text=example.text,
+        entities=[
+            SpanOut(start=s.start, end=s.end, type=s.type, text=example.text[s.start : s.end])
+            for s in example.entities
+        ],
+    )
+
+
+@router.post("", response_model=DomainOut, status_code=status.HTTP_201_CREATED)
+async def create_domain(body: DomainIn, service: DomainsDep, tenant: TenantDep) -> DomainOut:
+    return await _out(service, tenant, await service.create(tenant, body))
+
+
+@router.get("", response_model=DomainList)
+async def list_domains(service: DomainsDep, tenant: TenantDep) -> DomainList:
+    return DomainList(domains=[await _out(service, tenant, d) for d in await service.list(tenant)])
+
+
+@router.get("/{name}", response_model=DomainOut)
+async def get_domain(name: str, service: DomainsDep, tenant: TenantDep) -> DomainOut:
+    return await _out(service, tenant, await service.get(tenant, name))
+
+
+@router.delete("/{name}", response_model=Deleted)
+async def delete_domain(name: str, service: DomainsDep, tenant: TenantDep) -> Deleted:
+    removed = await service.delete(tenant, name)
+    return Deleted(deleted=name, examples_deleted=removed)
+
+
+@router.post(
+    "/{name}/examples",
+    response_model=ExamplesAdded,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": ExamplesIn.model_json_schema()},
+                "text/plain": {
+                    "schema": {"type": "string", "description": "CoNLL: token<TAB>tag lines"}
+                },
+            },
+            "required": True,
+        }
+    },
+)
+async def add_examples(
+    name: str, request: Request, service: DomainsDep, tenant: TenantDep
+) -> ExamplesAdded:
+    """Add labelled examples: JSON ``{examples: [{text, entities}]}`` or a CoNLL/BIO text body."""
+    raw = await request.body()
+    if len(raw) > _MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"body has {len(raw)} bytes; the limit is {_MAX_BODY_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in ("application/json", "") and text.lstrip().startswith(("{", "[")):
+        examples = service.from_json(_parse_examples_json(text).examples)
+    elif content_type in ("text/plain", "text/x-conll", "text/tab-separated-values", ""):
+        examples = service.parse_conll(text)
+    else:
+        raise MalformedBody(
+            f"unsupported content-type {content_type!r}; use application/json or text/plain (CoNLL)"
+        )
+    domain, ids = await service.add_examples(tenant, name, examples)
+    return ExamplesAdded(domain=name, added=len(ids), ids=ids, version=domain.version)
+
+
+def _parse_examples_json(text: str) -> ExamplesIn:
+    try:
+        return ExamplesIn.model_validate_json(text)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise MalformedBody(f"body is not valid JSON: {exc.errors()[0]['msg']}") from exc
+        raise InvalidRequest(_describe(exc)) from exc
+    except json.JSONDecodeError as exc:
+        raise MalformedBody(f"body is not valid JSON: {exc.msg}") from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+@router.get("/{name}/examples", response_model=ExamplePage)
+async def list_examples(
+    name: str,
+    service: DomainsDep,
+    tenant: TenantDep,
+    offset: int = Query(0, ge=0, description="Examples to skip."),
+    limit: int = Query(50, ge=1, le=500, description="Examples per page."),
+) -> ExamplePage:
+    examples, total = await service.list_examples(tenant, name, offset, limit)
+    return ExamplePage(
+        domain=name,
+        total=total,
+        offset=offset,
+        limit=limit,
+        examples=[_example_out(e) for e in examples],
+    )
+
+
+@router.delete("/{name}/examples/{example_id}", response_model=Deleted)
+async def delete_example(
+    name: str, example_id: str, service: DomainsDep, tenant: TenantDep
+) -> Deleted:
+    await service.delete_example(tenant, name, example_id)
+    return Deleted(deleted=example_id, examples_deleted=1)

@@ -1,0 +1,177 @@
+"""Domains and their example pools: validation, ingest (embed + store) and versioning."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from anyio import to_thread
+
+from app.core.readers import BioFormatError, parse_bio
+from app.core.types import Domain, EntityType, Example, Span
+from app.domains.protocol import DomainIn, ExampleIn
+from app.errors import Conflict, InvalidRequest, MalformedBody, NotFound
+from app.metrics import Metrics
+from app.retrieval import Retriever
+from app.settings import Settings
+from app.store.base import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+class DomainService:
+    def __init__(
+        self, settings: Settings, store: VectorStore, retriever: Retriever, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.retriever = retriever
+        self.metrics = metrics
+
+    # --- domains ---------------------------------------------------------------------------
+    async def create(self, tenant: str, spec: DomainIn) -> Domain:
+        names = [t.name for t in spec.entity_types]
+        _no_duplicates(names, "entity_types")
+        unknown = [r for r in spec.required_types if r not in names]
+        if unknown:
+            raise InvalidRequest(
+                f"required_types {unknown} are not among the domain's entity_types {names}"
+            )
+        if len(names) > self.settings.max_entity_types:
+            raise InvalidRequest(
+                f"entity_types: at most {self.settings.max_entity_types} types; got {len(names)}"
+            )
+        if await to_thread.run_sync(self.store.get_domain, tenant, spec.name) is not None:
+            raise Conflict(f"domain {spec.name!r} already exists; DELETE it first to redefine it")
+        now = time.time()
+        domain = Domain(
+            tenant=tenant,
+            name=spec.name,
+            description=spec.description,
+            entity_types=[
+                EntityType(name=t.name, description=t.description) for t in spec.entity_types
+            ],
+            required_types=list(spec.required_types),
+            score_threshold=spec.score_threshold,
+            created_at=now,
+            updated_at=now,
+        )
+        await to_thread.run_sync(self.store.put_domain, domain)
+        log.info("domain created", extra={"domain": spec.name, "tenant": tenant})
+        return domain
+
+    async def get(self, tenant: str, name: str) -> Domain:
+        domain = await to_thread.run_sync(self.store.get_domain, tenant, name)
+        if domain is None:
+            raise NotFound(f"unknown domain {name!r}; create it with POST /v1/domains")
+        return domain
+
+    async def store_has(self, tenant: str, name: str) -> bool:
+        return await to_thread.run_sync(self.store.get_domain, tenant, name) is not None
+
+    async def list(self, tenant: str) -> list[Domain]:
+        return await to_thread.run_sync(self.store.list_domains, tenant)
+
+    async def delete(self, tenant: str, name: str) -> int:
+        await self.get(tenant, name)
+        return await to_thread.run_sync(self.store.delete_domain, tenant, name)
+
+    async def count_examples(self, tenant: str, name: str) -> int:
+        _, total = await to_thread.run_sync(self.store.list_examples, tenant, name, 0, 0)
+        return total
+
+    def threshold(self, domain: Domain) -> float:
+        if domain.score_threshold is not None:
+            return domain.score_threshold
+        return self.settings.default_score_threshold
+
+    # --- examples --------------------------------------------------------------------------
+    def parse_conll(self, body: str) -> list[Example]:
+        try:
+            examples = parse_bio(body, source="request body")
+        except BioFormatError as exc:
+            raise MalformedBody(f"CoNLL body: {exc}") from exc
+        if not examples:
+            raise MalformedBody("CoNLL body holds no sentence ('token<TAB>tag' lines expected)")
+        return examples
+
+    def from_json(self, examples: Sequence[ExampleIn]) -> list[Example]:
+        return [
+            Example(
+                text=e.text,
+                entities=[Span(start=s.start, end=s.end, type=s.type) for s in e.entities],
+            )
+            for e in examples
+        ]
+
+    async def add_examples(
+        self, tenant: str, name: str, examples: Sequence[Example], source: str = "api"
+    ) -> tuple[Domain, list[str]]:
+        """Validate every example first, then store all of them or none."""
+        domain = await self.get(tenant, name)
+        limit = self.settings.max_examples_per_upload
+        if len(examples) > limit:
+            raise InvalidRequest(f"examples: at most {limit} per upload; got {len(examples)}")
+        types = {t.name for t in domain.entity_types}
+        for index, example in enumerate(examples):
+            self._validate_example(index, example, types)
+        ids = await to_thread.run_sync(self.retriever.index, tenant, name, list(examples))
+        domain = await self._bump(domain)
+        self.metrics.examples_added.labels(domain=name, source=source).inc(len(ids))
+        log.info("examples added", extra={"domain": name, "count": len(ids), "source": source})
+        return domain, ids
+
+    def _validate_example(self, index: int, example: Example, types: set[str]) -> None:
+        where = f"examples[{index}]"
+        if not example.text.strip():
+            raise InvalidRequest(f"{where}.text is empty")
+        if len(example.text) > self.settings.max_text_chars:
+            raise InvalidRequest(
+                f"{where}.text has {len(example.text)} characters; "
+                f"the limit is {self.settings.max_text_chars}"
+            )
+        spans = sorted(example.entities, key=lambda s: (s.start, s.end))
+        for position, span in enumerate(spans):
+            label = f"{where}.entities (start={span.start}, end={span.end}, type={span.type!r})"
+            if span.type not in types:
+                raise InvalidRequest(
+                    f"{label}: unknown type; the domain's types are {sorted(types)}"
+                )
+            if not 0 <= span.start < span.end <= len(example.text):
+                raise InvalidRequest(
+                    f"{label}: offsets must satisfy 0 <= start < end <= {len(example.text)} "
+                    "(the text's length)"
+                )
+            if not example.text[span.start : span.end].strip():
+                raise InvalidRequest(f"{label}: the span is only white space")
+            if position and spans[position - 1].end > span.start:
+                raise InvalidRequest(f"{label}: overlaps another entity")
+
+    async def list_examples(
+        self, tenant: str, name: str, offset: int, limit: int
+    ) -> tuple[list[Example], int]:
+        await self.get(tenant, name)
+        return await to_thread.run_sync(self.store.list_examples, tenant, name, offset, limit)
+
+    async def delete_example(self, tenant: str, name: str, example_id: str) -> Domain:
+        domain = await self.get(tenant, name)
+        if not await to_thread.run_sync(self.store.delete_example, tenant, name, example_id):
+            raise NotFound(f"domain {name!r} has no example {example_id!r}")
+        return await self._bump(domain)
+
+    async def _bump(self, domain: Domain) -> Domain:
+        updated = domain.model_copy(
+            update={"version": domain.version + 1, "updated_at": time.time()}
+        )
+        await to_thread.run_sync(self.store.put_domain, updated)
+        return updated
+
+
+def _no_duplicates(names: Sequence[str], field: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        key = name.lower()
+        if key in seen:
+            raise InvalidRequest(f"{field}: duplicate entity type {name!r}")
+        seen.add(key)

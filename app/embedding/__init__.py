@@ -1,0 +1,1 @@
+"""Text embedders: whole sentences and word by word."""

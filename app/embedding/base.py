@@ -1,0 +1,34 @@
+"""The embedder interface."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from app.core.words import Word
+
+
+@dataclass(frozen=True)
+class WordVectors:
+    """The words of one text with one L2-normalised vector each (``vectors.shape == (n, d)``)."""
+
+    words: list[Word]
+    vectors: np.ndarray
+
+
+class Embedder(Protocol):
+    """Turns text into L2-normalised float32 vectors (cosine similarity == inner product)."""
+
+    name: str
+    dimension: int
+
+    def embed_sentences(self, texts: Sequence[str]) -> np.ndarray:
+        """One vector per text, shape ``(len(texts), dimension)``."""
+        ...
+
+    def embed_words(self, texts: Sequence[str]) -> list[WordVectors]:
+        """The words of each text (see :func:`app.core.words.split_words`) with a vector each."""
+        ...

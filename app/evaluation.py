@@ -1,0 +1,180 @@
+"""``nerve eval``: run a labelled split through the same pipeline the API uses, and score it.
+
+The pool is the domain's train split, indexed in a fresh store; every test sentence goes
+through :meth:`app.ner.service.NERService.extract` (retrieval, prompt, LLM, parser), with pool
+sentences identical to the query excluded (CrossNER repeats some sentences across splits).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from app.components import Components, build_components
+from app.core.crossner_types import entity_types_for
+from app.core.readers import entity_types_of, read_split
+from app.core.scoring import ScoreReport, score
+from app.core.types import Example
+from app.domains.protocol import DomainIn, EntityTypeIn
+from app.ner.protocol import NERRequest
+from app.settings import Settings
+
+TENANT = "eval"
+
+
+@dataclass
+class EvalResult:
+    domain: str
+    split: str
+    sentences: int
+    report: ScoreReport
+    latencies_ms: list[float] = field(default_factory=list)
+    escalated: int = 0
+    pool_size: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+    predictions: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def median_latency_ms(self) -> float:
+        return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "split": self.split,
+            "sentences": self.sentences,
+            "pool_size": self.pool_size,
+            "micro": {
+                "precision": self.report.precision,
+                "recall": self.report.recall,
+                "f1": self.report.f1,
+            },
+            "median_latency_ms": self.median_latency_ms,
+            "p95_latency_ms": _percentile(self.latencies_ms, 95),
+            "escalated": self.escalated,
+            "settings": self.settings,
+            "report": self.report.to_dict(),
+        }
+
+
+async def evaluate(
+    settings: Settings,
+    data_dir: Path,
+    domain: str,
+    split: str = "test",
+    *,
+    pool_split: str = "train",
+    limit: int | None = None,
+    top_k: int | None = None,
+    method: str = "wraner",
+    components: Components | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    pool = read_split(data_dir, domain, pool_split)
+    test = read_split(data_dir, domain, split)
+    if limit is not None:
+        test = test[:limit]
+    with tempfile.TemporaryDirectory(prefix="nerve-eval-") as scratch:
+        if components is None:
+            run_settings = settings.model_copy(
+                update={"data_dir": Path(scratch), "milvus_uri": None, "cache_entries": 0}
+            )
+            components = build_components(run_settings)
+            own = True
+        else:
+            own = False
+        try:
+            return await _run(components, domain, split, pool, test, top_k, method, progress)
+        finally:
+            if own:
+                await components.close()
+
+
+async def _run(
+    components: Components,
+    domain: str,
+    split: str,
+    pool: list[Example],
+    test: list[Example],
+    top_k: int | None,
+    method: str,
+    progress: bool,
+) -> EvalResult:
+    names = entity_types_of([*pool, *test])
+    types = entity_types_for(names)
+    if await components.domains.store_has(TENANT, domain):
+        await components.domains.delete(TENANT, domain)
+    await components.domains.create(
+        TENANT,
+        DomainIn(
+            name=domain,
+            entity_types=[EntityTypeIn(name=t.name, description=t.description) for t in types],
+        ),
+    )
+    await components.domains.add_examples(TENANT, domain, pool, source="eval")
+
+    predictions: list[list[dict[str, Any]]] = []
+    latencies: list[float] = []
+    escalated = 0
+    with Progress(
+        TextColumn(f"[bold]{domain}/{split}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[f1]}"),
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task("eval", total=len(test), f1="")
+        gold_so_far: list[list[Any]] = []
+        for index, example in enumerate(test):
+            request = NERRequest(text=example.text, domain=domain, top_k=top_k, method=method)  # type: ignore[arg-type]
+            started = time.perf_counter()
+            response = await components.ner.extract(
+                TENANT, request, f"eval-{index}", exclude_same_text=True
+            )
+            latencies.append((time.perf_counter() - started) * 1000)
+            escalated += int(response.escalate)
+            predictions.append([e.model_dump() for e in response.entities])
+            gold_so_far.append(example.entities)
+            if index % 10 == 9:
+                running = score(gold_so_far, [_spans(p) for p in predictions])
+                bar.update(task, f1=f"F1 {running.f1 * 100:.1f}")
+            bar.advance(task)
+    report = score([e.entities for e in test], [_spans(p) for p in predictions])
+    settings = components.settings
+    return EvalResult(
+        domain=domain,
+        split=split,
+        sentences=len(test),
+        report=report,
+        latencies_ms=latencies,
+        escalated=escalated,
+        pool_size=len(pool),
+        settings={
+            "method": method,
+            "model": components.generator.model,
+            "generator": components.generator.name,
+            "retrieval": settings.retrieval,
+            "word_embedding": settings.word_embedding,
+            "top_k": settings.default_top_k if top_k is None else top_k,
+            "adapter": settings.llm_adapter,
+        },
+        predictions=predictions,
+    )
+
+
+def _spans(entities: list[dict[str, Any]]) -> list[tuple[int, int, str]]:
+    return [(e["start"], e["end"], e["type"]) for e in entities]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]

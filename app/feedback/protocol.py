@@ -1,0 +1,34 @@
+"""Wire models of /v1/feedback."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.domains.protocol import SpanIn
+
+Outcome = Literal["resolved", "escalated"]
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(
+        min_length=1, max_length=128, description="The request_id of the /v1/ner answer."
+    )
+    outcome: Outcome = Field(description="What happened to the case: resolved or escalated.")
+    entities: list[SpanIn] | None = Field(
+        None,
+        description="The correct entities of the request's text (character offsets). Given, "
+        "the text becomes a new example of the domain; [] means it has none.",
+    )
+
+
+class FeedbackOut(BaseModel):
+    request_id: str
+    domain: str
+    outcome: Outcome
+    predicted: Outcome = Field(description="What the answer predicted (escalate or not).")
+    example_id: str | None = Field(description="Id of the example added, if entities were given.")
+    domain_version: int = Field(description="The domain's version after this feedback.")

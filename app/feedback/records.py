@@ -1,0 +1,119 @@
+"""What /v1/feedback needs of recent /v1/ner requests, kept in the cache backend.
+
+With Redis the records are shared by every replica and survive restarts of the gateway;
+without it they live in this process (bounded, lost on restart). Writing a record is best
+effort (a request never fails for it); reading one is not: a backend failure while handling
+feedback is a 503, never a misleading "unknown request".
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import BaseModel, Field, ValidationError
+
+from app.cache.base import Cache
+from app.cache.errors import CacheError
+from app.cache.keys import request_record_key
+from app.cache.memory import MemoryCache
+from app.cache.redis_cache import RedisCache
+from app.errors import BackendUnavailable
+from app.feedback.protocol import Outcome
+from app.metrics import Metrics
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KIND = "request_record"
+# Feedback usually follows within hours; a week covers a slow human review queue.
+DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+# In-process records (no Redis): at most this many; a record holds the text (<= max_text_chars).
+MEMORY_RECORDS = 10_000
+
+
+class RecordedSpan(BaseModel):
+    start: int
+    end: int
+    type: str
+    score: float
+
+
+class RequestRecord(BaseModel):
+    request_id: str
+    tenant: str
+    domain: str
+    method: str
+    text: str
+    escalate: bool
+    reasons: list[str] = Field(default_factory=list)
+    entities: list[RecordedSpan] = Field(default_factory=list)
+    created_at: float
+    outcome: Outcome | None = None
+    reported_at: float | None = None
+    example_id: str | None = None
+
+
+class RecordStore:
+    def __init__(self, cache: Cache, metrics: Metrics, retention_s: float) -> None:
+        if retention_s <= 0:
+            raise ValueError(f"retention_s must be > 0, got {retention_s}")
+        self.cache = cache
+        self.metrics = metrics
+        self.retention_s = retention_s
+
+    def _count(self, result: str) -> None:
+        self.metrics.cache_requests.labels(cache=self.cache.name, kind=KIND, result=result).inc()
+
+    async def put(self, record: RequestRecord) -> bool:
+        """Store (or overwrite) a record; False when the backend failed (logged, counted)."""
+        key = request_record_key(tenant=record.tenant, request_id=record.request_id)
+        try:
+            await self.cache.set(key, record.model_dump_json().encode(), self.retention_s)
+        except CacheError as exc:
+            self.metrics.backend_errors.labels(backend=self.cache.name).inc()
+            log.warning("request record not stored: %s", exc, extra={"id": record.request_id})
+            return False
+        return True
+
+    async def get(self, tenant: str, request_id: str) -> RequestRecord | None:
+        """The record, or None if unknown, expired or another tenant's; 503 if the backend fails."""
+        key = request_record_key(tenant=tenant, request_id=request_id)
+        try:
+            raw = await self.cache.get(key)
+        except CacheError as exc:
+            self._count("error")
+            self.metrics.backend_errors.labels(backend=self.cache.name).inc()
+            raise BackendUnavailable(
+                self.cache.name, f"request records unavailable: {exc}"
+            ) from exc
+        if raw is None:
+            self._count("miss")
+            return None
+        self._count("hit")
+        try:
+            return RequestRecord.model_validate_json(raw)
+        except ValidationError:
+            # Written by an incompatible version: as good as expired.
+            log.warning("unreadable request record dropped", extra={"id": request_id})
+            return None
+
+    async def close(self) -> None:
+        await self.cache.close()
+
+
+def build_record_store(
+    settings: Settings, metrics: Metrics, retention_s: float = DEFAULT_RETENTION_S
+) -> RecordStore:
+    """Redis when ``redis_url`` is set, else in process; independent of ``cache_entries``
+    (turning answer caching off must not turn feedback off)."""
+    cache: Cache
+    if settings.redis_url:
+        cache = RedisCache(
+            settings.redis_url,
+            timeout_s=settings.redis_timeout_s,
+            default_ttl_s=retention_s,
+            max_connections=settings.max_in_flight + 16,
+        )
+    else:
+        cache = MemoryCache(MEMORY_RECORDS, retention_s)
+    return RecordStore(cache, metrics, retention_s)

@@ -1,0 +1,120 @@
+"""/v1/feedback: record the real outcome of an answer; a correction becomes a new example."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from app.core.types import Example, Span
+from app.domains.service import DomainService
+from app.errors import Conflict, InvalidRequest, NotFound
+from app.feedback.protocol import FeedbackIn, FeedbackOut, Outcome
+from app.feedback.records import RecordedSpan, RecordStore, RequestRecord
+from app.metrics import Metrics
+from app.ner.protocol import NERResponse
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_SOURCE = "feedback"
+
+
+def _outcome(escalate: bool) -> Outcome:
+    return "escalated" if escalate else "resolved"
+
+
+class FeedbackService:
+    def __init__(
+        self,
+        records: RecordStore,
+        domains: DomainService,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.records = records
+        self.domains = domains
+        self.metrics = metrics
+        self._clock = clock
+
+    async def remember(self, tenant: str, text: str, response: NERResponse) -> None:
+        """Keep what feedback on this answer will need. Never raises: a request must not fail
+        because its record could not be written (the store counts and logs that)."""
+        record = RequestRecord(
+            request_id=response.request_id,
+            tenant=tenant,
+            domain=response.domain,
+            method=response.method,
+            text=text,
+            escalate=response.escalate,
+            reasons=list(response.escalation_reasons),
+            entities=[
+                RecordedSpan(start=e.start, end=e.end, type=e.type, score=e.score)
+                for e in response.entities
+            ],
+            created_at=self._clock(),
+        )
+        await self.records.put(record)
+
+    async def report(self, tenant: str, body: FeedbackIn) -> FeedbackOut:
+        record = await self.records.get(tenant, body.request_id)
+        if record is None:
+            hours = self.records.retention_s / 3600
+            raise NotFound(
+                f"no record of request {body.request_id!r}: unknown to this tenant, or older "
+                f"than the {hours:g} h that records are kept"
+            )
+        if record.outcome is not None:
+            raise Conflict(
+                f"feedback on request {body.request_id!r} was already recorded "
+                f"(outcome {record.outcome!r})"
+            )
+        domain = await self.domains.get(tenant, record.domain)
+        example_id: str | None = None
+        if body.entities is not None:
+            example = Example(
+                text=record.text,
+                entities=[Span(start=s.start, end=s.end, type=s.type) for s in body.entities],
+            )
+            try:
+                domain, ids = await self.domains.add_examples(
+                    tenant, record.domain, [example], source=FEEDBACK_SOURCE
+                )
+            except InvalidRequest as exc:
+                raise InvalidRequest(
+                    f"entities do not fit the text of request {body.request_id!r}: {exc.message}"
+                ) from exc
+            example_id = ids[0] if ids else None
+
+        predicted = _outcome(record.escalate)
+        self.metrics.reported_outcomes.labels(
+            domain=record.domain, outcome=body.outcome, predicted=predicted
+        ).inc()
+        reported = record.model_copy(
+            update={"outcome": body.outcome, "reported_at": self._clock(), "example_id": example_id}
+        )
+        if not await self.records.put(reported):
+            log.warning(
+                "feedback recorded but not marked; a repeat would count twice",
+                extra={"id": body.request_id},
+            )
+        log.info(
+            "feedback",
+            extra={
+                "domain": record.domain,
+                "outcome": body.outcome,
+                "predicted": predicted,
+                "example_id": example_id,
+            },
+        )
+        return FeedbackOut(
+            request_id=body.request_id,
+            domain=record.domain,
+            outcome=body.outcome,
+            predicted=predicted,
+            example_id=example_id,
+            domain_version=domain.version,
+        )
+
+    async def close(self) -> None:
+        await self.records.close()

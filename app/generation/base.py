@@ -1,0 +1,49 @@
+"""The generator interface shared by llama.cpp in process, OpenAI-compatible HTTP and Triton."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    max_tokens: int = 128
+    stop: Sequence[str] = ()
+    # The query-independent head of the prompt; backends that cache a prefix key on it.
+    prefix: str = ""
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its text, its log-probability, its offset in ``Generation.text``."""
+
+    text: str
+    logprob: float
+    offset: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    tokens: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+
+
+class Generator(Protocol):
+    """A text-completion backend. Raises :class:`app.errors.BackendUnavailable` when down."""
+
+    name: str
+    model: str
+
+    async def generate(self, request: GenerationRequest) -> Generation: ...
+
+    async def ready(self) -> bool:
+        """True when a generation would succeed now (model loaded, server up)."""
+        ...
+
+    async def close(self) -> None: ...

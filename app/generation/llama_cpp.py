@@ -1,0 +1,280 @@
+"""llama.cpp in process: greedy completion with per-token log-probabilities.
+
+:class:`LlamaCppEngine` is the synchronous core (also used by the CPU Triton model, so both
+paths produce the same text); :class:`LlamaCppGenerator` is the asynchronous ``Generator``.
+
+Log-probabilities: llama-cpp-python's ``create_completion(logprobs=...)`` needs
+``logits_all=True``, which keeps ``n_ctx x n_vocab`` floats (2 GB for Gemma's 262k vocabulary
+at 2048 tokens) and computes the full-vocabulary head for every prompt token. Instead the engine
+drives ``Llama.generate`` itself and reads only the last position's logits after each step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import anyio
+import numpy as np
+
+from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
+from app.generation.base import Generation, GenerationRequest, TokenLogprob
+from app.generation.models import ensure_base_gguf, resolve_adapter
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BACKEND = "llm"
+
+
+class LlamaCppEngine:
+    """One GGUF model (optionally with a LoRA GGUF) answering one completion at a time.
+
+    Thread-safe: a lock serialises the calls, because a ``Llama`` object is not. The KV cache
+    keeps the previous prompt, and ``Llama.generate`` re-evaluates only the tokens after the
+    longest common prefix, so the fixed head of few-shot prompts is computed once.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        lora_path: Path | None = None,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        n_batch: int = 512,
+    ) -> None:
+        from llama_cpp import Llama
+
+        if not model_path.is_file():
+            raise BackendUnavailable(BACKEND, f"model file {model_path} does not exist")
+        self.model_path = model_path
+        self.lora_path = lora_path
+        self.n_ctx = n_ctx
+        self.name = model_path.stem + (f"+{lora_path.stem}" if lora_path else "")
+        self._lock = threading.Lock()
+        try:
+            self._llm = Llama(
+                model_path=str(model_path),
+                lora_path=str(lora_path) if lora_path else None,
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                n_batch=min(n_batch, n_ctx),
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise BackendUnavailable(BACKEND, f"cannot load {self.name}: {exc}") from exc
+        self._vocab = self._llm._model.vocab
+        self._n_vocab = self._llm.n_vocab()
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LlamaCppEngine:
+        model_path = settings.llm_model_path or ensure_base_gguf(settings.models_dir)
+        return cls(
+            model_path,
+            lora_path=resolve_adapter(settings.llm_adapter),
+            n_ctx=settings.llm_context_tokens,
+            n_threads=settings.llm_threads,
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def tokenize(self, text: str) -> list[int]:
+        # special=False: a client's text that happens to spell "<bos>" stays plain text.
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        deadline: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Generation:
+        """Greedy completion of ``prompt``; the text excludes the stop sequence that ended it.
+
+        ``deadline`` is a ``time.monotonic()`` instant: generation stops there with
+        :class:`BackendTimeout` (checked between tokens; the prompt pass itself is atomic), and
+        so it does when ``cancelled()`` turns true (a Triton client that gave up).
+        Raises :class:`InvalidRequest` when the prompt and ``max_tokens`` exceed the context:
+        the caller chose the examples, so the caller must send fewer.
+        """
+        if max_tokens < 1:
+            raise InvalidRequest(f"max_tokens must be at least 1; got {max_tokens}")
+        wait = None if deadline is None else deadline - time.monotonic()
+        if wait is not None and wait <= 0:
+            raise BackendTimeout(BACKEND, "deadline passed before the generation started")
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
+            raise BackendTimeout(BACKEND, "the model stayed busy until the deadline")
+        try:
+            if self._closed:
+                raise BackendUnavailable(BACKEND, "the model is closed")
+            stops = tuple(s for s in stop if s)
+            return self._complete_locked(prompt, max_tokens, stops, deadline, cancelled)
+        finally:
+            self._lock.release()
+
+    def _complete_locked(
+        self,
+        prompt: str,
+        max_tokens: int,
+        stop: tuple[str, ...],
+        deadline: float | None,
+        cancelled: Callable[[], bool] | None,
+    ) -> Generation:
+        import llama_cpp
+
+        prompt_tokens = self.tokenize(prompt)
+        if len(prompt_tokens) + max_tokens > self.n_ctx:
+            raise InvalidRequest(
+                f"the prompt is {len(prompt_tokens)} tokens and max_tokens is {max_tokens}: "
+                f"together more than the model's context of {self.n_ctx} tokens; "
+                "send fewer examples (top_k) or a shorter text"
+            )
+        pieces: list[bytes] = []
+        logprobs: list[float] = []
+        finish_reason = "length"
+        stop_at: int | None = None
+        longest_stop = max((len(s) for s in stop), default=0)
+        scanned = 0
+        try:
+            for token in self._llm.generate(
+                prompt_tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0
+            ):
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    finish_reason = "stop"
+                    break
+                pieces.append(self._piece(token))
+                logprobs.append(self._last_logprob(token))
+                if stop:
+                    text = b"".join(pieces).decode("utf-8", errors="ignore")
+                    stop_at = _find_stop(text, stop, max(0, scanned - longest_stop))
+                    scanned = len(text)
+                    if stop_at is not None:
+                        finish_reason = "stop"
+                        break
+                if len(pieces) >= max_tokens:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise BackendTimeout(
+                        BACKEND, f"generation passed its deadline after {len(pieces)} tokens"
+                    )
+                if cancelled is not None and cancelled():
+                    raise BackendTimeout(BACKEND, f"cancelled after {len(pieces)} tokens")
+        except (RuntimeError, OSError) as exc:
+            # A failed decode leaves the KV cache in an unknown state: forget the cached prefix.
+            self._llm.reset()
+            raise BackendUnavailable(BACKEND, f"llama.cpp failed: {exc}") from exc
+        return _assemble(pieces, logprobs, stop_at, finish_reason, len(prompt_tokens))
+
+    def _piece(self, token: int) -> bytes:
+        import llama_cpp
+
+        size = 64
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, False)
+            if n >= 0:
+                return buffer.raw[:n]
+            size = -n  # the piece needs -n bytes
+
+    def _last_logprob(self, token: int) -> float:
+        # The logits of the step that chose ``token`` are still in the context: the next
+        # decode happens only when the generator is resumed.
+        logits = np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(self._n_vocab,))
+        top = float(logits.max())
+        return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._llm.close()
+
+
+def _find_stop(text: str, stop: tuple[str, ...], start: int) -> int | None:
+    hits = [i for i in (text.find(s, start) for s in stop) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _assemble(
+    pieces: list[bytes],
+    logprobs: list[float],
+    stop_at: int | None,
+    finish_reason: str,
+    prompt_tokens: int,
+) -> Generation:
+    """Text and per-token (text, logprob, char offset), cut before the stop sequence.
+
+    A character split over byte-fallback pieces belongs to the piece that completes it (the
+    others get empty text at the same offset); offsets index the final text.
+    """
+    text = b"".join(pieces).decode("utf-8", errors="replace")
+    offsets: list[int] = []
+    consumed = b""
+    for piece in pieces:
+        offsets.append(len(consumed.decode("utf-8", errors="ignore")))
+        consumed += piece
+    if stop_at is not None:
+        text = text[:stop_at]
+    ends = [*offsets[1:], len(text)]
+    tokens = [
+        TokenLogprob(text=text[start : min(end, len(text))], logprob=logprob, offset=start)
+        for start, end, logprob in zip(offsets, ends, logprobs, strict=True)
+        if start < len(text)
+    ]
+    return Generation(
+        text=text, tokens=tokens, finish_reason=finish_reason, prompt_tokens=prompt_tokens
+    )
+
+
+class LlamaCppGenerator:
+    """The in-process ``Generator``: the engine in a worker thread, one call at a time."""
+
+    name = "llama_cpp"
+
+    def __init__(self, engine: LlamaCppEngine, *, timeout_s: float = 60.0) -> None:
+        self._engine = engine
+        self._timeout_s = timeout_s
+        self.model = engine.name
+        # An asyncio lock queues waiting requests on the event loop instead of parking one
+        # worker thread per request on the engine's own lock.
+        self._lock = anyio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LlamaCppGenerator:
+        return cls(LlamaCppEngine.from_settings(settings), timeout_s=settings.generation_timeout_s)
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        timeout = request.timeout_s or self._timeout_s
+        deadline = time.monotonic() + timeout
+        with anyio.move_on_after(timeout) as scope:
+            await self._lock.acquire()
+        if scope.cancelled_caught:
+            raise BackendTimeout(BACKEND, f"no free model slot within {timeout:g} s")
+        try:
+            # Not abandoned on cancellation: the lock stays held until llama.cpp is really done.
+            return await anyio.to_thread.run_sync(self._run, request, deadline)
+        finally:
+            self._lock.release()
+
+    def _run(self, request: GenerationRequest, deadline: float) -> Generation:
+        return self._engine.complete(
+            request.prompt, max_tokens=request.max_tokens, stop=request.stop, deadline=deadline
+        )
+
+    async def ready(self) -> bool:
+        return not self._engine.closed
+
+    async def close(self) -> None:
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._engine.close)

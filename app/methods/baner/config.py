@@ -1,0 +1,77 @@
+"""BANER's configuration: the architecture saved next to the trained weights, and the query-time
+options (tunable without retraining). Plain data, no torch import."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PACKAGED_ENCODER = "packaged:all-MiniLM-L6-v2"
+CONFIG_FILE = "baner.json"
+WEIGHTS_FILE = "adapter.safetensors"
+
+
+@dataclass
+class BanerConfig:
+    """How the network is built; stored as ``baner.json`` beside ``adapter.safetensors``."""
+
+    # The base encoder: PACKAGED_ENCODER or a sentence-transformers/HF model directory.
+    encoder: str = PACKAGED_ENCODER
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    head_dim: int = 256
+    span_dim: int = 256
+    # Longest entity, in words, used to sample non-entity spans for the contrastive loss.
+    max_span_words: int = 8
+    # Temperature of the boundary-aware contrastive loss.
+    temperature: float = 0.1
+    # Longest window of sub-tokens one forward pass sees (longer texts are windowed).
+    max_subtokens: int = 256
+    # The source label set the network was trained with (LAR aligns target types to it).
+    source_types: list[dict[str, str]] = field(default_factory=list)
+    # What produced the weights: command, data, steps, scores (informational).
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, directory: Path) -> Path:
+        path = Path(directory) / CONFIG_FILE
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> BanerConfig:
+        path = Path(directory) / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no BANER config {CONFIG_FILE} in {directory}")
+        raw = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown BANER config keys {unknown}")
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class BanerOptions:
+    """Query-time knobs (no retraining): how support examples steer detection and typing."""
+
+    # Weight of the support-word nearest-neighbour tag distribution against the tagger's own.
+    knn_weight: float = 0.3
+    # Support words voting for each query word, and the softmax temperature of their votes.
+    knn_neighbours: int = 8
+    knn_temperature: float = 0.05
+    # Type score = proto_weight * prototype similarity + nearest_weight * best support-span
+    # similarity + the rest * type-description similarity (types with support; others use the
+    # description only).
+    proto_weight: float = 0.4
+    nearest_weight: float = 0.4
+    # Softmax temperature turning type similarities into probabilities.
+    type_temperature: float = 0.05
+    # Spans whose tagger score is below this are dropped.
+    min_span_score: float = 0.0
+    # Alternatives returned per entity.
+    candidates: int = 3
+    # Encoded support examples and type descriptions kept between queries.
+    cache_entries: int = 4096

@@ -1,0 +1,270 @@
+"""BANER at query time: detect spans, then type them against the request's support examples.
+
+Stage 1 (span detection): the trained type-agnostic BIO tagger, its per-word distribution mixed
+with a nearest-neighbour vote of the support examples' words, decoded by constrained Viterbi.
+Stage 2 (type classification): each span's boundary representation against, per requested type,
+the prototype and the nearest of its support spans and the representation of its description.
+Nothing is trained per domain: a new domain only brings its types and examples.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.core.types import EntityType, Example
+from app.core.words import Word, split_words
+from app.methods.baner.artefact import load_artefact
+from app.methods.baner.config import BanerOptions
+from app.methods.baner.decoding import WordSpan, viterbi_bio
+from app.methods.baner.encoder import make_word_batch, word_windows
+from app.methods.baner.losses import TAG_B, TAG_I, TAG_O
+from app.methods.baner.net import BanerNet
+from app.methods.baner.support import EncodedSupport, SupportSet, softmax
+from app.methods.lar.alignment import type_text
+from app.methods.wire import Candidate, TypedEntity
+
+_BATCH = 16
+
+
+@dataclass(frozen=True)
+class EncodedText:
+    text: str
+    words: list[Word]
+    states: torch.Tensor  # (W, hidden + shape) word states
+    tag_probs: np.ndarray  # (W, 3) the tagger's own distribution
+    word_vectors: np.ndarray  # (W, hidden) L2-normalised, for nearest-neighbour tagging
+
+
+class _Lru:
+    """A small least-recently-used map (per extractor instance)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[Hashable, object] = OrderedDict()
+
+    def get(self, key: Hashable) -> object | None:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        return None
+
+    def put(self, key: Hashable, value: object) -> None:
+        if self.capacity <= 0:
+            return
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+
+def word_span_of(words: Sequence[Word], start: int, end: int) -> tuple[int, int] | None:
+    """The words a character span ``[start, end)`` overlaps, as (first, last); None if none."""
+    inside = [i for i, w in enumerate(words) if w.end > start and w.start < end]
+    return (inside[0], inside[-1]) if inside else None
+
+
+def bio_tags(words: Sequence[Word], example: Example) -> tuple[np.ndarray, np.ndarray]:
+    """Type-agnostic BIO tags of ``words`` and the type covering each word."""
+    tags = np.full(len(words), TAG_O, dtype=np.int64)
+    kinds = np.full(len(words), "", dtype=object)
+    for span in example.entities:
+        covered = word_span_of(words, span.start, span.end)
+        if covered is None:
+            continue
+        first, last = covered
+        if (tags[first : last + 1] != TAG_O).any():
+            continue  # overlapping annotation: keep the first
+        tags[first] = TAG_B
+        tags[first + 1 : last + 1] = TAG_I
+        kinds[first : last + 1] = span.type
+    return tags, kinds
+
+
+class BanerExtractor:
+    """Thread-safe: one forward pass at a time (torch modules are not re-entrant for us)."""
+
+    def __init__(self, tokenizer: object, net: BanerNet, options: BanerOptions | None = None):
+        self.tokenizer = tokenizer
+        self.net = net.eval()
+        self.options = options or BanerOptions()
+        self._lock = threading.Lock()
+        self._support_cache = _Lru(self.options.cache_entries)
+        self._type_cache = _Lru(self.options.cache_entries)
+
+    @classmethod
+    def load(
+        cls, directory: Path, encoder: str | None = None, options: BanerOptions | None = None
+    ) -> BanerExtractor:
+        tokenizer, net = load_artefact(directory, encoder)
+        return cls(tokenizer, net, options)
+
+    @property
+    def source_types(self) -> list[EntityType]:
+        return [EntityType.model_validate(t) for t in self.net.config.source_types]
+
+    # --- encoding --------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str]) -> list[EncodedText]:
+        split = [split_words(t) for t in texts]
+        windows: list[tuple[int, int, int]] = []  # (text index, first word, end word)
+        for index, words in enumerate(split):
+            for first, end in word_windows(
+                self.tokenizer, [w.text for w in words], self.net.config.max_subtokens
+            ):
+                windows.append((index, first, end))
+        pieces: list[list[torch.Tensor]] = [[] for _ in texts]
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(windows), _BATCH):
+                chunk = windows[start : start + _BATCH]
+                batch_words = [[w.text for w in split[i][a:b]] for i, a, b in chunk]
+                batch = make_word_batch(self.tokenizer, batch_words, self.net.config.max_subtokens)
+                states = self.net.word_states(batch)
+                for row, (index, first, end) in enumerate(chunk):
+                    pieces[index].append(states[row, : end - first])
+            out: list[EncodedText] = []
+            for text, words, parts in zip(texts, split, pieces, strict=True):
+                states = torch.cat(parts) if parts else torch.zeros((0, self._state_dim()))
+                probs = torch.softmax(self.net.tag_logits(states), dim=-1).numpy()
+                vectors = torch.nn.functional.normalize(states[:, : self.net.hidden], dim=-1)
+                out.append(EncodedText(text, words, states, probs, vectors.numpy()))
+        return out
+
+    def _state_dim(self) -> int:
+        return self.net.hidden + self.net.tagger[0].in_features - self.net.hidden
+
+    def span_reps(self, encoded: EncodedText, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+        """(N, D) boundary representations of word spans (first, last) of ``encoded``."""
+        if not spans:
+            return np.zeros((0, self.net.config.span_dim), dtype=np.float32)
+        index = torch.tensor([(0, a, b) for a, b in spans], dtype=torch.long)
+        with self._lock, torch.inference_mode():
+            return self.net.span_reps(encoded.states.unsqueeze(0), index).numpy()
+
+    def type_anchors(self, entity_types: Sequence[EntityType]) -> np.ndarray:
+        """(T, D) representations of the types' names and descriptions (cached per text)."""
+        texts = [type_text(t) for t in entity_types]
+        missing = [t for t in dict.fromkeys(texts) if self._type_cache.get(t) is None]
+        if missing:
+            encoded = self.tokenizer(
+                missing, padding=True, truncation=True, max_length=64, return_tensors="pt"
+            )
+            with self._lock, torch.inference_mode():
+                reps = self.net.type_reps(encoded["input_ids"], encoded["attention_mask"]).numpy()
+            for text, rep in zip(missing, reps, strict=True):
+                self._type_cache.put(text, rep)
+        if not texts:
+            return np.zeros((0, self.net.config.span_dim), dtype=np.float32)
+        return np.stack([self._type_cache.get(t) for t in texts])  # type: ignore[misc]
+
+    def encode_support(self, examples: Sequence[Example]) -> list[EncodedSupport]:
+        keys = [_support_key(e) for e in examples]
+        todo = [
+            (k, e)
+            for k, e in zip(keys, examples, strict=True)
+            if self._support_cache.get(k) is None
+        ]
+        if todo:
+            encoded = self.encode([e.text for _, e in todo])
+            for (key, example), enc in zip(todo, encoded, strict=True):
+                tags, kinds = bio_tags(enc.words, example)
+                spans, span_types = [], []
+                for span in example.entities:
+                    covered = word_span_of(enc.words, span.start, span.end)
+                    if covered is not None:
+                        spans.append(covered)
+                        span_types.append(span.type)
+                self._support_cache.put(
+                    key,
+                    EncodedSupport(
+                        enc.word_vectors, tags, kinds, self.span_reps(enc, spans), tuple(span_types)
+                    ),
+                )
+        return [self._support_cache.get(k) for k in keys]  # type: ignore[misc]
+
+    def support_set(self, examples: Sequence[Example], types: Sequence[str]) -> SupportSet:
+        return SupportSet.build(
+            self.encode_support(examples), types, self.net.hidden, self.net.config.span_dim
+        )
+
+    # --- the two stages --------------------------------------------------------------------
+    def detect(self, encoded: EncodedText, support: SupportSet) -> list[WordSpan]:
+        probs = encoded.tag_probs
+        knn = support.knn_tag_probs(
+            encoded.word_vectors, self.options.knn_neighbours, self.options.knn_temperature
+        )
+        if self.options.knn_weight > 0 and not np.isnan(knn).any():
+            probs = (1 - self.options.knn_weight) * probs + self.options.knn_weight * knn
+        return [s for s in viterbi_bio(probs) if s.score >= self.options.min_span_score]
+
+    def classify(
+        self,
+        encoded: EncodedText,
+        spans: Sequence[tuple[int, int]],
+        entity_types: Sequence[EntityType],
+        support: SupportSet,
+    ) -> np.ndarray:
+        """(N, T) type probabilities of ``spans`` among ``entity_types``."""
+        reps = self.span_reps(encoded, spans)
+        names = [t.name for t in entity_types]
+        sims = support.type_similarities(
+            reps,
+            names,
+            self.type_anchors(entity_types),
+            self.options.proto_weight,
+            self.options.nearest_weight,
+        )
+        return softmax(sims, self.options.type_temperature)
+
+    def extract(
+        self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]
+    ) -> list[TypedEntity]:
+        if not entity_types or not text.strip():
+            return []
+        encoded = self.encode([text])[0]
+        support_set = self.support_set(support, [t.name for t in entity_types])
+        spans = self.detect(encoded, support_set)
+        word_spans = [(s.first, s.last) for s in spans]
+        probs = self.classify(encoded, word_spans, entity_types, support_set)
+        return [
+            typed_entity(encoded, span, row, entity_types, self.options.candidates, span.score)
+            for span, row in zip(spans, probs, strict=True)
+        ]
+
+
+def typed_entity(
+    encoded: EncodedText,
+    span: WordSpan | tuple[int, int],
+    type_probs: np.ndarray,
+    entity_types: Sequence[EntityType],
+    candidates: int,
+    span_score: float,
+) -> TypedEntity:
+    first, last = (span.first, span.last) if isinstance(span, WordSpan) else span
+    start, end = encoded.words[first].start, encoded.words[last].end
+    order = np.argsort(-type_probs)
+    best = int(order[0])
+    return TypedEntity(
+        text=encoded.text[start:end],
+        type=entity_types[best].name,
+        start=start,
+        end=end,
+        score=float(np.clip(span_score * type_probs[best], 0.0, 1.0)),
+        candidates=[
+            Candidate(type=entity_types[int(i)].name, score=round(float(type_probs[i]), 4))
+            for i in order[:candidates]
+        ],
+    )
+
+
+def _support_key(example: Example) -> Hashable:
+    return (
+        example.id,
+        example.text,
+        tuple((s.start, s.end, s.type) for s in example.entities),
+    )

@@ -1,0 +1,62 @@
+"""The interface the NER service dispatches ``method=baner|lar`` to.
+
+Two implementations each: in process (:mod:`app.methods.inprocess`, the embedded default) and a
+Triton client (:mod:`app.methods.triton_client`, the same models served by
+``model_repository/{baner,lar}``). Both raise :class:`app.errors.BackendUnavailable` naming the
+method when they cannot answer, and :class:`app.errors.InvalidRequest` for a bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from app.core.types import EntityType, Example, Span
+from app.methods.lar.reconcile import EntityLike, Reconciled
+from app.methods.wire import TypedEntity
+
+
+class EncoderMethod(Protocol):
+    """Extracts entities of ``entity_types`` from ``text`` with the help of ``support``.
+
+    ``support`` are the domain's retrieved examples: they steer span detection and define the
+    type prototypes, so a new domain needs no retraining. Entities come back in text order,
+    non-overlapping, with character offsets into ``text``, types among ``entity_types`` and a
+    score in [0, 1]; ``candidates`` ranks the alternatives of each type choice.
+    """
+
+    name: str
+    model: str
+
+    async def extract(
+        self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]
+    ) -> list[TypedEntity]: ...
+
+    async def ready(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class LabelReassignment(EncoderMethod, Protocol):
+    """LAR: also re-types given mentions, and reconciles an LLM's answer with the request."""
+
+    async def retype(
+        self,
+        text: str,
+        mentions: Sequence[Span],
+        entity_types: Sequence[EntityType],
+        support: Sequence[Example],
+    ) -> list[TypedEntity]:
+        """One entity per mention that covers a word of ``text`` (input order), with the
+        probability of every requested type in ``candidates``."""
+        ...
+
+    async def reconcile(
+        self,
+        text: str,
+        entities: Sequence[EntityLike],
+        entity_types: Sequence[EntityType],
+        support: Sequence[Example],
+    ) -> Reconciled:
+        """The LLM's ``entities`` with only requested types and no overlaps; changes listed."""
+        ...

@@ -1,0 +1,192 @@
+"""Evaluate ``baner`` / ``lar`` on CrossNER splits, the method called directly (no HTTP).
+
+    python -m app.methods.evaluate --method baner --method lar --split test --support-k 20
+
+Protocol as ``nerve eval``: the domain's train split is the pool, indexed with the service's
+word-level retriever in a fresh Milvus Lite; each sentence's support is its top-k retrieved pool
+examples (pool sentences identical to it excluded), or the whole pool with ``--support-k 0``.
+Micro-F1 over exact (start, end, type), misc included. Latency is the method's call alone; the
+retrieval's is reported beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tqdm import tqdm
+
+from app.core.crossner_types import entity_types_for
+from app.core.readers import entity_types_of, read_split
+from app.core.scoring import score
+from app.core.types import EntityType, Example
+from app.methods.base import EncoderMethod
+from app.methods.factory import DEFAULT_ARTEFACT, EncoderMethodsConfig, build_encoder_methods
+from app.retrieval import Retriever
+
+DOMAINS = ("politics", "science", "music", "literature", "ai")
+TENANT = "eval"
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@dataclass
+class DomainRun:
+    domain: str
+    method: str
+    sentences: int
+    f1: float
+    precision: float
+    recall: float
+    span_f1: float
+    latencies_ms: list[float] = field(default_factory=list)
+    retrieval_ms: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "method": self.method,
+            "sentences": self.sentences,
+            "f1": round(self.f1 * 100, 2),
+            "precision": round(self.precision * 100, 2),
+            "recall": round(self.recall * 100, 2),
+            "span_f1": round(self.span_f1 * 100, 2),
+            "median_latency_ms": round(statistics.median(self.latencies_ms), 2),
+            "median_retrieval_ms": round(statistics.median(self.retrieval_ms), 2)
+            if self.retrieval_ms
+            else 0.0,
+        }
+
+
+class SupportSource:
+    """The support examples of each query: retrieved top-k, or the whole pool."""
+
+    def __init__(self, retriever: Retriever | None, domain: str, pool: list[Example], k: int):
+        self.retriever = retriever
+        self.domain = domain
+        self.pool = pool
+        self.k = k
+
+    def __call__(self, text: str) -> tuple[list[Example], float]:
+        started = time.perf_counter()
+        if self.k <= 0 or self.retriever is None:
+            key = " ".join(text.split())
+            support = [e for e in self.pool if " ".join(e.text.split()) != key]
+        else:
+            hits = self.retriever.retrieve(
+                TENANT, self.domain, text, self.k, exclude_same_text=True
+            )
+            support = [h.example for h in hits]
+        return support, (time.perf_counter() - started) * 1000
+
+
+async def run_domain(
+    methods: dict[str, EncoderMethod],
+    support_of: SupportSource,
+    test: list[Example],
+    types: list[EntityType],
+    domain: str,
+) -> list[DomainRun]:
+    predictions: dict[str, list[list[Any]]] = {name: [] for name in methods}
+    latencies: dict[str, list[float]] = {name: [] for name in methods}
+    retrieval: list[float] = []
+    for example in tqdm(test, desc=domain, unit="sent"):
+        support, retrieval_ms = support_of(example.text)
+        retrieval.append(retrieval_ms)
+        for name, method in methods.items():
+            started = time.perf_counter()
+            entities = await method.extract(example.text, types, support)
+            latencies[name].append((time.perf_counter() - started) * 1000)
+            predictions[name].append(entities)
+    runs = []
+    gold = [e.entities for e in test]
+    for name in methods:
+        report = score(gold, predictions[name])
+        spans = score(
+            [[(s.start, s.end, "x") for s in g] for g in gold],
+            [[(p.start, p.end, "x") for p in pred] for pred in predictions[name]],
+        )
+        runs.append(
+            DomainRun(
+                domain, name, len(test), report.f1, report.precision, report.recall, spans.f1,
+                latencies[name], retrieval,
+            )
+        )
+    return runs
+
+
+def build_retriever(scratch: Path) -> Retriever:
+    from app.embedding.sentence_transformers import SentenceTransformerEmbedder
+    from app.store.milvus import MilvusStore
+
+    embedder = SentenceTransformerEmbedder()
+    store = MilvusStore(str(scratch / "milvus.db"), embedder.dimension, prefix="enceval")
+    return Retriever(embedder, store, mode="word")
+
+
+@app.command()
+def main(
+    method: Annotated[list[str], typer.Option(help="baner and/or lar.")] = ["baner"],  # noqa: B006
+    domains: Annotated[str, typer.Option(help="Comma-separated CrossNER domains.")] = ",".join(
+        DOMAINS
+    ),
+    data_dir: Annotated[Path, typer.Option(help="CrossNER data root.")] = Path(
+        "../shared/data/crossner"
+    ),
+    split: Annotated[str, typer.Option(help="Split scored.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="First N sentences only.")] = None,
+    support_k: Annotated[int, typer.Option(help="Retrieved support examples (0: pool).")] = 20,
+    artefact: Annotated[Path, typer.Option(help="BANER artefact directory.")] = DEFAULT_ARTEFACT,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    built = build_encoder_methods(EncoderMethodsConfig(artefact_dir=artefact))
+    chosen = {name: built.get(name) for name in method}
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="nerve-enceval-") as scratch:
+        retriever = build_retriever(Path(scratch)) if support_k > 0 else None
+        for domain in domains.split(","):
+            pool = read_split(data_dir, domain, "train")
+            test = read_split(data_dir, domain, split)[:limit]
+            types = entity_types_for(entity_types_of([*pool, *test]))
+            if retriever is not None:
+                retriever.index(TENANT, domain, pool)
+            runs = asyncio.run(
+                run_domain(chosen, SupportSource(retriever, domain, pool, support_k), test, types,
+                           domain)
+            )
+            for run in runs:
+                results.append(run.to_dict())
+                typer.echo(json.dumps(run.to_dict()))
+        if retriever is not None:
+            retriever.store.close()
+    summary = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "split": split,
+        "limit": limit,
+        "support_k": support_k,
+        "artefact": str(artefact),
+        "results": results,
+        "average_f1": {
+            name: round(statistics.mean(r["f1"] for r in results if r["method"] == name), 2)
+            for name in method
+        },
+    }
+    typer.echo(json.dumps(summary["average_f1"]))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,94 @@
+"""Build the ``baner`` and ``lar`` methods the NER service dispatches to, from settings.
+
+In process (default) both share one loaded network; with ``encoder_backend="triton"`` they are
+clients of the Triton models of the same names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from app.generation.base import Generator
+from app.methods.base import EncoderMethod, LabelReassignment
+from app.settings import REPO_ROOT, Settings
+
+DEFAULT_ARTEFACT = REPO_ROOT / "model_repository" / "baner" / "1"
+
+
+@dataclass(frozen=True)
+class EncoderMethodsConfig:
+    """What :func:`build_encoder_methods` needs; :meth:`from_settings` reads it from Settings."""
+
+    backend: Literal["inprocess", "triton"] = "inprocess"
+    artefact_dir: Path = DEFAULT_ARTEFACT
+    # Where the base encoder is read from (None: where the artefact's config says).
+    encoder: str | None = None
+    lar_inference: Literal["direct", "enhanced"] = "direct"
+    triton_url: str = "127.0.0.1:8001"
+    triton_baner_model: str = "baner"
+    triton_lar_model: str = "lar"
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EncoderMethodsConfig:
+        # The encoder_* fields are proposed additions to Settings; until they exist the
+        # defaults above apply.
+        defaults = cls()
+        artefact = getattr(settings, "baner_artefact_dir", None)
+        encoder = getattr(settings, "encoder_model", None)
+        return cls(
+            backend=getattr(settings, "encoder_backend", defaults.backend),
+            artefact_dir=Path(artefact) if artefact else defaults.artefact_dir,
+            encoder=str(encoder) if encoder else None,
+            lar_inference=getattr(settings, "lar_inference", defaults.lar_inference),
+            triton_url=settings.triton_url,
+            triton_baner_model=getattr(settings, "triton_baner_model", defaults.triton_baner_model),
+            triton_lar_model=getattr(settings, "triton_lar_model", defaults.triton_lar_model),
+            timeout_s=getattr(settings, "encoder_timeout_s", defaults.timeout_s),
+        )
+
+
+@dataclass(frozen=True)
+class EncoderMethods:
+    baner: EncoderMethod
+    lar: LabelReassignment
+
+    def get(self, method: str) -> EncoderMethod:
+        if method == "baner":
+            return self.baner
+        if method == "lar":
+            return self.lar
+        raise KeyError(method)
+
+    async def close(self) -> None:
+        await self.baner.close()
+        await self.lar.close()
+
+
+def build_encoder_methods(
+    config: EncoderMethodsConfig, generator: Generator | None = None
+) -> EncoderMethods:
+    """Both methods. In process this loads the network (blocking, ~1-2 s on CPU).
+
+    ``generator`` is the LLM used by LAR's enhanced inference (in process only).
+    """
+    if config.backend == "triton":
+        from app.methods.triton_client import TritonEncoderMethod, TritonLar
+
+        return EncoderMethods(
+            TritonEncoderMethod("baner", config.triton_url, config.triton_baner_model,
+                                config.timeout_s),
+            TritonLar("lar", config.triton_url, config.triton_lar_model, config.timeout_s),
+        )
+    from app.methods.baner.extractor import BanerExtractor
+    from app.methods.inprocess import InProcessBaner, InProcessLar
+    from app.methods.lar.reassign import LabelReassigner, LarOptions
+
+    extractor = BanerExtractor.load(config.artefact_dir, config.encoder)
+    reassigner = LabelReassigner(extractor, LarOptions(inference=config.lar_inference))
+    return EncoderMethods(
+        InProcessBaner(extractor),
+        InProcessLar(reassigner, generator if config.lar_inference == "enhanced" else None),
+    )

@@ -1,0 +1,104 @@
+"""BANER and LAR in the gateway's process (the embedded default): the torch work runs in a
+worker thread so the event loop stays free."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from app.core.types import EntityType, Example, Span
+from app.errors import BackendUnavailable, NerveError
+from app.generation.base import Generator
+from app.methods.baner.extractor import BanerExtractor
+from app.methods.lar.reassign import LabelReassigner, enhance
+from app.methods.lar.reconcile import EntityLike, Reconciled, reconcile
+from app.methods.wire import TypedEntity
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def _run(name: str, call: Callable[[], T]) -> T:
+    try:
+        return await asyncio.to_thread(call)
+    except NerveError:
+        raise
+    except Exception as exc:  # a failing model is a backend failure: 503 naming it
+        log.exception("%s failed", name)
+        raise BackendUnavailable(name, f"inference failed ({exc.__class__.__name__})") from exc
+
+
+class InProcessBaner:
+    name = "baner"
+
+    def __init__(self, extractor: BanerExtractor) -> None:
+        self.extractor = extractor
+        self.model = f"baner:{extractor.net.config.encoder}"
+
+    async def extract(
+        self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]
+    ) -> list[TypedEntity]:
+        return await _run(self.name, lambda: self.extractor.extract(text, entity_types, support))
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+class InProcessLar:
+    """LAR over the same network as BANER; enhanced inference when given a generator."""
+
+    name = "lar"
+
+    def __init__(self, reassigner: LabelReassigner, generator: Generator | None = None) -> None:
+        if reassigner.options.inference == "enhanced" and generator is None:
+            raise ValueError("LAR enhanced inference needs a generator (the LLM)")
+        self.reassigner = reassigner
+        self.generator = generator
+        self.model = f"lar:{reassigner.extractor.net.config.encoder}"
+
+    async def extract(
+        self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]
+    ) -> list[TypedEntity]:
+        result = await _run(
+            self.name, lambda: self.reassigner.extract(text, entity_types, support)
+        )
+        if self.reassigner.options.inference == "enhanced" and self.generator is not None:
+            return await enhance(text, result.entities, self.generator, self.reassigner.options)
+        return result.entities
+
+    async def retype(
+        self,
+        text: str,
+        mentions: Sequence[Span],
+        entity_types: Sequence[EntityType],
+        support: Sequence[Example],
+    ) -> list[TypedEntity]:
+        result = await _run(
+            self.name, lambda: self.reassigner.reassign(text, mentions, entity_types, support)
+        )
+        return result.entities
+
+    async def reconcile(
+        self,
+        text: str,
+        entities: Sequence[EntityLike],
+        entity_types: Sequence[EntityType],
+        support: Sequence[Example],
+    ) -> Reconciled:
+        return await reconcile(
+            text,
+            entities,
+            [t.name for t in entity_types],
+            lambda mentions: self.retype(text, mentions, entity_types, support),
+        )
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None

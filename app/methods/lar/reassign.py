@@ -1,0 +1,240 @@
+"""LAR's label reassignment: re-type each detected mention among the request's target types.
+
+Direct inference scores every target type for a mention in its context by (a) the similarity of
+the mention's boundary representation to the type's name and description, (b) its similarity to
+the pool's mentions of that type (the mean of the nearest few), and (c) the label-alignment prior:
+the source-label distribution the source-trained network gives the mention, spread over the
+target types by label similarity. Enhanced inference asks an LLM to choose among the top
+candidates when direct inference is not confident.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from app.core.types import EntityType, Example, Span
+from app.generation.base import GenerationRequest, Generator
+from app.methods.baner.extractor import BanerExtractor, EncodedText, typed_entity, word_span_of
+from app.methods.baner.support import SupportSet, softmax
+from app.methods.lar.alignment import LabelAlignment, alignment_from_similarity
+from app.methods.wire import Candidate, TypedEntity
+
+Inference = Literal["direct", "enhanced"]
+
+
+@dataclass(frozen=True)
+class LarOptions:
+    inference: Inference = "direct"
+    # Weights of the three direct-inference scores (type description, pool mentions, prior).
+    anchor_weight: float = 0.3
+    pool_weight: float = 0.6
+    prior_weight: float = 0.1
+    # Pool mentions of a type averaged per score (the nearest ones).
+    pool_neighbours: int = 3
+    # Softmax temperatures: over target-type scores, and over source labels for the prior.
+    temperature: float = 0.05
+    source_temperature: float = 0.1
+    # Inverse temperature spreading a source label over the target types.
+    prior_sharpness: float = 10.0
+    candidates: int = 3
+    # Enhanced inference asks the LLM only when the best direct probability is below this.
+    enhance_below: float = 0.9
+    llm_max_tokens: int = 16
+
+
+@dataclass(frozen=True)
+class Reassigned:
+    entities: list[TypedEntity]
+    # None when the request named no entity type (nothing to align to).
+    alignment: LabelAlignment | None
+
+
+class LabelReassigner:
+    """LAR over BANER's network: its span detector, its boundary space, its source labels."""
+
+    def __init__(self, extractor: BanerExtractor, options: LarOptions | None = None) -> None:
+        self.extractor = extractor
+        self.options = options or LarOptions()
+        self.source_types = extractor.source_types
+        if not self.source_types:
+            raise ValueError("the BANER artefact names no source types; LAR needs them")
+
+    # --- alignment -------------------------------------------------------------------------
+    def align(self, entity_types: Sequence[EntityType]) -> LabelAlignment:
+        """Hungarian alignment of the network's source labels to ``entity_types``."""
+        source = self.extractor.type_anchors(self.source_types)
+        target = self.extractor.type_anchors(entity_types)
+        return alignment_from_similarity(
+            [t.name for t in self.source_types], [t.name for t in entity_types], source @ target.T
+        )
+
+    # --- direct inference ------------------------------------------------------------------
+    def type_probabilities(
+        self,
+        encoded: EncodedText,
+        spans: Sequence[tuple[int, int]],
+        entity_types: Sequence[EntityType],
+        support: SupportSet,
+        alignment: LabelAlignment,
+    ) -> np.ndarray:
+        """(N, T) probabilities of each target type for each word span."""
+        o = self.options
+        reps = self.extractor.span_reps(encoded, spans)
+        if len(reps) == 0:
+            return np.zeros((0, len(entity_types)))
+        anchors = self.extractor.type_anchors(entity_types)
+        anchor_sims = reps @ anchors.T
+        pool_sims = anchor_sims.copy()
+        for column, entity_type in enumerate(entity_types):
+            members = support.span_reps[support.span_types == entity_type.name]
+            if len(members):
+                sims = np.sort(reps @ members.T, axis=1)[:, ::-1][:, : o.pool_neighbours]
+                pool_sims[:, column] = sims.mean(axis=1)
+        source_probs = softmax(
+            reps @ self.extractor.type_anchors(self.source_types).T, o.source_temperature
+        )
+        prior = alignment.prior(source_probs, o.prior_sharpness)
+        scores = o.anchor_weight * anchor_sims + o.pool_weight * pool_sims + o.prior_weight * prior
+        return softmax(scores, o.temperature)
+
+    def _entities(
+        self,
+        encoded: EncodedText,
+        spans: Sequence[tuple[int, int]],
+        span_scores: Sequence[float],
+        entity_types: Sequence[EntityType],
+        support: Sequence[Example],
+        candidates: int | None = None,
+    ) -> Reassigned:
+        alignment = self.align(entity_types)
+        support_set = self.extractor.support_set(support, [t.name for t in entity_types])
+        probs = self.type_probabilities(encoded, spans, entity_types, support_set, alignment)
+        shown = candidates or self.options.candidates
+        entities = [
+            typed_entity(encoded, span, row, entity_types, shown, score)
+            for span, row, score in zip(spans, probs, span_scores, strict=True)
+        ]
+        return Reassigned(entities, alignment)
+
+    def extract(
+        self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]
+    ) -> Reassigned:
+        """``method=lar``: BANER's detected spans, typed by direct reassignment."""
+        if not entity_types:
+            return Reassigned([], None)
+        if not text.strip():
+            return Reassigned([], self.align(entity_types))
+        encoded = self.extractor.encode([text])[0]
+        support_set = self.extractor.support_set(support, [t.name for t in entity_types])
+        detected = self.extractor.detect(encoded, support_set)
+        return self._entities(
+            encoded,
+            [(s.first, s.last) for s in detected],
+            [s.score for s in detected],
+            entity_types,
+            support,
+        )
+
+    def reassign(
+        self,
+        text: str,
+        mentions: Sequence[Span],
+        entity_types: Sequence[EntityType],
+        support: Sequence[Example],
+    ) -> Reassigned:
+        """Re-type given mentions (e.g. an LLM's); each keeps its offsets, in input order.
+
+        Every entity lists all target types as candidates (the full distribution). A mention
+        that covers no word of ``text`` is dropped.
+        """
+        if not entity_types:
+            return Reassigned([], None)
+        encoded = self.extractor.encode([text])[0]
+        kept: list[tuple[int, int]] = []
+        exact: list[Span] = []
+        for mention in mentions:
+            covered = word_span_of(encoded.words, mention.start, mention.end)
+            if covered is not None and mention.end <= len(text):
+                kept.append(covered)
+                exact.append(mention)
+        result = self._entities(
+            encoded, kept, [1.0] * len(kept), entity_types, support, len(entity_types)
+        )
+        # Keep the caller's exact offsets (a mention may cut a word).
+        entities = [
+            e.model_copy(update={"start": m.start, "end": m.end, "text": text[m.start : m.end]})
+            for e, m in zip(result.entities, exact, strict=True)
+        ]
+        return Reassigned(entities, result.alignment)
+
+
+# --- enhanced inference --------------------------------------------------------------------
+def choice_prompt(text: str, mention: str, candidates: Sequence[str]) -> str:
+    options = ", ".join(candidates)
+    return (
+        f"Text: {text}\n"
+        f'Question: in this text, what type of entity is "{mention}"? '
+        f"Answer with one of: {options}.\n"
+        "Answer:"
+    )
+
+
+def parse_choice(answer: str, candidates: Sequence[str]) -> str | None:
+    """The first candidate named in ``answer`` (case and separators ignored), else None."""
+    flat = re.sub(r"[^a-z0-9]+", "", answer.lower())
+    positions = [
+        (flat.find(key), -len(key), name)
+        for name in candidates
+        if (key := re.sub(r"[^a-z0-9]+", "", name.lower())) and key in flat
+    ]
+    return min(positions)[2] if positions else None
+
+
+async def enhance(
+    text: str,
+    entities: Sequence[TypedEntity],
+    generator: Generator,
+    options: LarOptions,
+) -> list[TypedEntity]:
+    """Ask ``generator`` to choose among each unconfident entity's candidates.
+
+    An answer naming no candidate keeps the direct choice.
+    """
+    out: list[TypedEntity] = []
+    for entity in entities:
+        names = [c.type for c in entity.candidates]
+        best = entity.candidates[0].score if entity.candidates else 1.0
+        if len(names) < 2 or best >= options.enhance_below:
+            out.append(entity)
+            continue
+        generation = await generator.generate(
+            GenerationRequest(
+                prompt=choice_prompt(text, entity.text, names),
+                max_tokens=options.llm_max_tokens,
+                stop=("\n",),
+            )
+        )
+        chosen = parse_choice(generation.text, names)
+        if chosen is None or chosen == entity.type:
+            out.append(entity)
+            continue
+        score_of = {c.type: c.score for c in entity.candidates}
+        reordered = sorted(entity.candidates, key=lambda c: (c.type != chosen, -c.score))
+        # The span's confidence times the direct probability of the LLM's choice: an override
+        # of a direct choice stays low, so it can still escalate to a human.
+        span_score = entity.score / best if best > 0 else 0.0
+        out.append(
+            entity.model_copy(
+                update={
+                    "type": chosen,
+                    "score": float(np.clip(span_score * score_of[chosen], 0.0, 1.0)),
+                    "candidates": [Candidate(type=c.type, score=c.score) for c in reordered],
+                }
+            )
+        )
+    return out

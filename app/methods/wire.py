@@ -1,0 +1,98 @@
+"""The gateway <-> Triton tensor contract of the encoder methods (``nerve_encoder.v1``).
+
+Every tensor is one UTF-8 JSON string (Triton ``TYPE_STRING``, numpy ``object`` dtype, shape
+``[1]``). One module encodes and decodes both ends, so the client (``app.methods.triton_client``)
+and the Triton models (``model_repository/{baner,lar}/1/model.py``) cannot drift apart.
+
+Inputs: ``TEXT`` (the query), ``ENTITY_TYPES`` (``[{"name", "description"}]``), ``SUPPORT``
+(``[{"id", "text", "entities": [{"start", "end", "type"}]}]``) and, for ``lar`` only, the optional
+``MENTIONS`` (``[{"start", "end", "type", "score"}]``: spans to re-type instead of detecting).
+Outputs: ``ENTITIES`` (``[{"start", "end", "type", "score", "text", "candidates": [...]}]``) and,
+for ``lar``, ``ALIGNMENT`` (see :meth:`app.methods.lar.alignment.LabelAlignment.to_json`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from app.core.types import Entity, EntityType, Example, Span
+
+CONTRACT = "nerve_encoder.v1"
+
+INPUT_TEXT = "TEXT"
+INPUT_ENTITY_TYPES = "ENTITY_TYPES"
+INPUT_SUPPORT = "SUPPORT"
+INPUT_MENTIONS = "MENTIONS"
+OUTPUT_ENTITIES = "ENTITIES"
+OUTPUT_ALIGNMENT = "ALIGNMENT"
+
+
+class ContractError(ValueError):
+    """A tensor that does not follow ``nerve_encoder.v1``; the message names the tensor."""
+
+
+class Candidate(BaseModel):
+    type: str
+    score: float
+
+
+class TypedEntity(Entity):
+    """An :class:`Entity` with the ranked alternatives its type was chosen among."""
+
+    candidates: list[Candidate] = Field(default_factory=list)
+
+
+def dump_types(entity_types: Sequence[EntityType]) -> str:
+    return json.dumps([t.model_dump() for t in entity_types])
+
+
+def dump_examples(examples: Sequence[Example]) -> str:
+    return json.dumps([e.model_dump() for e in examples])
+
+
+def dump_entities(entities: Sequence[Entity]) -> str:
+    return json.dumps([e.model_dump() for e in entities])
+
+
+def dump_spans(spans: Sequence[Span]) -> str:
+    return json.dumps([s.model_dump() for s in spans])
+
+
+def load_types(raw: str | bytes) -> list[EntityType]:
+    return [EntityType.model_validate(item) for item in _load_list(raw, INPUT_ENTITY_TYPES)]
+
+
+def load_examples(raw: str | bytes) -> list[Example]:
+    return [Example.model_validate(item) for item in _load_list(raw, INPUT_SUPPORT)]
+
+
+def load_mentions(raw: str | bytes) -> list[Span]:
+    return [Span.model_validate(item) for item in _load_list(raw, INPUT_MENTIONS)]
+
+
+def load_entities(raw: str | bytes) -> list[TypedEntity]:
+    return [TypedEntity.model_validate(item) for item in _load_list(raw, OUTPUT_ENTITIES)]
+
+
+def _load_list(raw: str | bytes, tensor: str) -> list[Any]:
+    try:
+        value = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"{tensor}: not UTF-8 JSON ({exc.__class__.__name__})") from None
+    if not isinstance(value, list):
+        raise ContractError(f"{tensor}: expected a JSON list, got {type(value).__name__}")
+    return value
+
+
+def validated(loader: Any, raw: str | bytes, tensor: str) -> Any:
+    """``loader(raw)`` with pydantic errors turned into a :class:`ContractError` naming ``tensor``."""
+    try:
+        return loader(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ContractError(f"{tensor}[{where}]: {first.get('msg', 'invalid')}") from None

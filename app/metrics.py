@@ -1,0 +1,78 @@
+"""Prometheus metrics of the service, in their own registry (one per app instance).
+
+The names here are the contract with ``deploy/grafana`` dashboards (a test checks every
+dashboard query against :data:`METRIC_NAMES`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+STAGES = ("embed", "retrieve", "generate", "parse", "total")
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "nerve_requests", "API requests.", ["route", "domain", "method", "status"], registry=r
+        )
+        self.stage_seconds = Histogram(
+            "nerve_stage_seconds",
+            "Latency of one pipeline stage of /v1/ner.",
+            ["stage", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.entities = Counter(
+            "nerve_entities", "Entities returned.", ["domain", "type"], registry=r
+        )
+        self.escalations = Counter(
+            "nerve_escalations",
+            "Answers the service flagged for a human (predicted escalations).",
+            ["domain", "reason"],
+            registry=r,
+        )
+        self.answers = Counter(
+            "nerve_answers", "Answers given by /v1/ner, per domain.", ["domain"], registry=r
+        )
+        self.reported_outcomes = Counter(
+            "nerve_reported_outcomes",
+            "Outcomes reported through /v1/feedback (resolved or escalated).",
+            ["domain", "outcome", "predicted"],
+            registry=r,
+        )
+        self.output_repairs = Counter(
+            "nerve_output_repairs", "LLM answers that needed a repair.", ["kind"], registry=r
+        )
+        self.dropped_spans = Counter(
+            "nerve_dropped_spans", "Spans of the LLM answer dropped.", ["kind"], registry=r
+        )
+        self.cache_requests = Counter(
+            "nerve_cache_requests",
+            "Cache look-ups by result (hit, miss, error).",
+            ["cache", "kind", "result"],
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "nerve_backend_errors", "Failed calls to a dependency.", ["backend"], registry=r
+        )
+        self.in_flight = Gauge("nerve_in_flight", "/v1/ner requests in progress.", registry=r)
+        self.rejected = Counter(
+            "nerve_rejected", "Requests refused with 429 (in-flight limit).", registry=r
+        )
+        self.examples_added = Counter(
+            "nerve_examples_added", "Examples added to a pool.", ["domain", "source"], registry=r
+        )
+
+
+def metric_names(metrics: Metrics) -> set[str]:
+    """Every sample name the registry exports (``_total``, ``_bucket``, ... included)."""
+    names: set[str] = set()
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            names.add(sample.name)
+        names.add(family.name)
+    return names

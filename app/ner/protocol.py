@@ -1,0 +1,59 @@
+"""Wire models of /v1/ner and /v1/ner/batch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.domains.protocol import EntityTypeIn
+
+Method = Literal["wraner", "baner", "lar", "cllmfs"]
+
+
+class NERRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="The text to extract entities from.")
+    domain: str = Field(description="A registered domain; its examples are the retrieval pool.")
+    entity_types: list[str | EntityTypeIn] | None = Field(
+        None,
+        description="Types to extract: names registered in the domain, or {name, description} "
+        "to define a type for this request. Default: all of the domain's types.",
+    )
+    top_k: int | None = Field(None, description="Examples retrieved into the prompt.")
+    method: Method = Field("wraner", description="Which method answers.")
+
+
+class EntityOut(BaseModel):
+    text: str
+    type: str
+    start: int = Field(description="Character offset of the first character in the text.")
+    end: int = Field(description="Character offset after the last character.")
+    score: float = Field(description="Model confidence in [0, 1].")
+
+
+class Timings(BaseModel):
+    embed: float = 0.0
+    retrieve: float = 0.0
+    generate: float = 0.0
+    parse: float = 0.0
+    total: float = 0.0
+
+
+class NERResponse(BaseModel):
+    request_id: str
+    domain: str
+    method: str
+    model: str
+    entities: list[EntityOut]
+    escalate: bool
+    escalation_reasons: list[str]
+    examples_used: int
+    timings_ms: Timings
+    cached: bool = False
+
+
+class BatchResponse(BaseModel):
+    request_id: str
+    results: list[NERResponse]

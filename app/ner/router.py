@@ -1,0 +1,46 @@
+"""Routes of /v1/ner: thin; the logic is in :mod:`app.ner.service`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Request
+
+from app.deps import NERDep, RequestIdDep, TenantDep
+from app.errors import InvalidRequest
+from app.ner.protocol import BatchResponse, NERRequest, NERResponse
+
+router = APIRouter(prefix="/v1", tags=["ner"])
+
+
+@router.post("/ner", response_model=NERResponse)
+async def extract(
+    body: NERRequest, request: Request, ner: NERDep, tenant: TenantDep, request_id: RequestIdDep
+) -> NERResponse:
+    request.state.domain, request.state.method = body.domain, body.method
+    async with request.app.state.limiter.slot():
+        return await ner.extract(tenant, body, request_id)
+
+
+@router.post("/ner/batch", response_model=BatchResponse)
+async def extract_batch(
+    request: Request,
+    ner: NERDep,
+    tenant: TenantDep,
+    request_id: RequestIdDep,
+    items: Annotated[list[NERRequest], Body(description="Requests, answered in order.")],
+) -> BatchResponse:
+    limit = ner.settings.max_batch_items
+    if not items:
+        raise InvalidRequest("the batch is empty")
+    if len(items) > limit:
+        raise InvalidRequest(f"a batch holds at most {limit} items; got {len(items)}")
+    # Validate every item before running any, so a bad item costs no generation.
+    for index, item in enumerate(items):
+        ner.validate(item, where=f"[{index}].")
+    async with request.app.state.limiter.slot(weight=1):
+        results = [
+            await ner.extract(tenant, item, f"{request_id}-{index}")
+            for index, item in enumerate(items)
+        ]
+    return BatchResponse(request_id=request_id, results=results)

@@ -1,0 +1,331 @@
+"""The /v1/ner pipeline: validate, retrieve examples, prompt the LLM, parse, score, escalate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from anyio import to_thread
+
+from app.cache.counted import CountedCache
+from app.cache.keys import answer_key
+from app.core.parser import ParsedAnswer, parse_answer
+from app.core.prompt import PROMPT_VERSION, STOP_SEQUENCES, build_prompt
+from app.core.segment import split_segments
+from app.core.types import Domain, EntityType, Example
+from app.domains.protocol import EntityTypeIn
+from app.domains.service import DomainService
+from app.errors import BackendUnavailable, InvalidRequest
+from app.generation.base import Generation, GenerationRequest, Generator
+from app.metrics import Metrics
+from app.ner.protocol import EntityOut, NERRequest, NERResponse, Timings
+from app.retrieval import Retriever
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Escalation reasons (metric label values, and what clients see).
+REASON_REQUIRED_MISSING = "required_type_missing"
+REASON_LOW_SCORE = "low_score"
+REASON_REPAIRED = "output_repaired"
+REASON_DEGRADED = "degraded_no_retrieval"
+REASON_TRUNCATED = "output_truncated"
+
+
+@dataclass
+class _SegmentResult:
+    entities: list[EntityOut] = field(default_factory=list)
+    examples_used: int = 0
+    parsed: ParsedAnswer | None = None
+    truncated: bool = False
+    degraded: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class NERService:
+    def __init__(
+        self,
+        settings: Settings,
+        domains: DomainService,
+        retriever: Retriever,
+        generator: Generator,
+        cache: CountedCache,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.domains = domains
+        self.retriever = retriever
+        self.generator = generator
+        self.cache = cache
+        self.metrics = metrics
+
+    # --- validation ------------------------------------------------------------------------
+    def validate(self, request: NERRequest, where: str = "") -> None:
+        """Checks that need no backend; raise InvalidRequest naming field, bound and value."""
+        limit = self.settings.max_text_chars
+        if not request.text.strip():
+            raise InvalidRequest(f"{where}text is empty")
+        if len(request.text) > limit:
+            raise InvalidRequest(
+                f"{where}text has {len(request.text)} characters; the limit is {limit}"
+            )
+        if request.top_k is not None and not 0 <= request.top_k <= self.settings.max_top_k:
+            raise InvalidRequest(
+                f"{where}top_k must be between 0 and {self.settings.max_top_k}; got {request.top_k}"
+            )
+        if request.entity_types is not None:
+            if not request.entity_types:
+                raise InvalidRequest(f"{where}entity_types is empty; omit it to use the domain's")
+            if len(request.entity_types) > self.settings.max_entity_types:
+                raise InvalidRequest(
+                    f"{where}entity_types: at most {self.settings.max_entity_types}; "
+                    f"got {len(request.entity_types)}"
+                )
+        if request.method != "wraner":
+            raise InvalidRequest(
+                f"{where}method {request.method!r} is not served by this deployment; "
+                "available: ['wraner']"
+            )
+
+    @staticmethod
+    def resolve_types(
+        domain: Domain, requested: Sequence[str | EntityTypeIn] | None, where: str = ""
+    ) -> list[EntityType]:
+        if requested is None:
+            return list(domain.entity_types)
+        registered = {t.name.lower(): t for t in domain.entity_types}
+        resolved: list[EntityType] = []
+        seen: set[str] = set()
+        for item in requested:
+            name = item if isinstance(item, str) else item.name
+            key = name.lower()
+            if key in seen:
+                raise InvalidRequest(f"{where}entity_types: duplicate type {name!r}")
+            seen.add(key)
+            if isinstance(item, str):
+                if key not in registered:
+                    raise InvalidRequest(
+                        f"{where}entity_types: unknown type {name!r} for domain {domain.name!r}; "
+                        f"registered: {[t.name for t in domain.entity_types]} (or pass "
+                        "{name, description} to define one for this request)"
+                    )
+                resolved.append(registered[key])
+            else:
+                resolved.append(EntityType(name=item.name, description=item.description))
+        return resolved
+
+    # --- pipeline --------------------------------------------------------------------------
+    async def extract(
+        self,
+        tenant: str,
+        request: NERRequest,
+        request_id: str,
+        *,
+        exclude_same_text: bool = False,
+    ) -> NERResponse:
+        started = time.perf_counter()
+        self.validate(request)
+        domain = await self.domains.get(tenant, request.domain)
+        types = self.resolve_types(domain, request.entity_types)
+        k = self.settings.default_top_k if request.top_k is None else request.top_k
+
+        cache_key = self._cache_key(tenant, domain, request, types, k, exclude_same_text)
+        cached = await self.cache.get(cache_key)
+        if cached is not None:
+            response = NERResponse.model_validate_json(cached)
+            total = (time.perf_counter() - started) * 1000
+            return response.model_copy(
+                update={
+                    "request_id": request_id,
+                    "cached": True,
+                    "timings_ms": Timings(total=round(total, 3)),
+                }
+            )
+
+        segments = split_segments(request.text, self.settings.segment_chars)
+        results = await asyncio.gather(
+            *(
+                self._segment(tenant, domain, request.text, start, end, types, k, exclude_same_text)
+                for start, end in segments
+            )
+        )
+        entities = sorted((e for r in results for e in r.entities), key=lambda e: (e.start, e.end))
+        reasons = self._escalation(domain, entities, results)
+        timings = Timings(
+            **{
+                stage: round(sum(r.timings.get(stage, 0.0) for r in results) * 1000, 3)
+                for stage in ("embed", "retrieve", "generate", "parse")
+            },
+            total=round((time.perf_counter() - started) * 1000, 3),
+        )
+        response = NERResponse(
+            request_id=request_id,
+            domain=domain.name,
+            method=request.method,
+            model=self.generator.model,
+            entities=entities,
+            escalate=bool(reasons),
+            escalation_reasons=reasons,
+            examples_used=max((r.examples_used for r in results), default=0),
+            timings_ms=timings,
+        )
+        self._record(domain, response, results)
+        if not any(r.degraded for r in results):
+            await self.cache.set(
+                cache_key, response.model_dump_json().encode(), self.settings.cache_ttl_s
+            )
+        return response
+
+    async def _segment(
+        self,
+        tenant: str,
+        domain: Domain,
+        text: str,
+        start: int,
+        end: int,
+        types: list[EntityType],
+        k: int,
+        exclude_same_text: bool,
+    ) -> _SegmentResult:
+        result = _SegmentResult()
+        segment = text[start:end]
+        examples: list[Example] = []
+        if k > 0:
+            try:
+                t0 = time.perf_counter()
+                query = await to_thread.run_sync(self.retriever.embed_query, segment)
+                t1 = time.perf_counter()
+                retrieved = await to_thread.run_sync(
+                    lambda: self.retriever.search(
+                        tenant, domain.name, query, k, exclude_same_text=exclude_same_text
+                    )
+                )
+                t2 = time.perf_counter()
+                result.timings["embed"] = t1 - t0
+                result.timings["retrieve"] = t2 - t1
+                # Most similar example last: nearest to the query in the prompt.
+                examples = [r.example for r in reversed(retrieved)]
+            except BackendUnavailable as exc:
+                self.metrics.backend_errors.labels(backend=exc.backend).inc()
+                if not self.settings.degrade_without_retrieval:
+                    raise
+                log.warning("retrieval failed; answering zero-shot", extra={"error": exc.message})
+                result.degraded = True
+        result.examples_used = len(examples)
+
+        prompt = build_prompt(types, examples, segment)
+        t0 = time.perf_counter()
+        try:
+            generation = await self.generator.generate(
+                GenerationRequest(
+                    prompt=prompt.text,
+                    prefix=prompt.prefix,
+                    max_tokens=self.settings.max_new_tokens,
+                    stop=STOP_SEQUENCES,
+                    timeout_s=self.settings.generation_timeout_s,
+                )
+            )
+        except BackendUnavailable as exc:
+            self.metrics.backend_errors.labels(backend=exc.backend).inc()
+            raise
+        t1 = time.perf_counter()
+        parsed = parse_answer(generation.text, segment, [t.name for t in types])
+        result.parsed = parsed
+        result.truncated = generation.finish_reason == "length"
+        result.entities = [
+            EntityOut(
+                text=text[start + s.start : start + s.end],
+                type=s.type,
+                start=start + s.start,
+                end=start + s.end,
+                score=round(span_confidence(generation, s.answer_start, s.answer_end), 4),
+            )
+            for s in parsed.spans
+        ]
+        result.timings["generate"] = t1 - t0
+        result.timings["parse"] = time.perf_counter() - t1
+        return result
+
+    def _escalation(
+        self, domain: Domain, entities: list[EntityOut], results: Sequence[_SegmentResult]
+    ) -> list[str]:
+        reasons: list[str] = []
+        found = {e.type for e in entities}
+        if any(t not in found for t in domain.required_types):
+            reasons.append(REASON_REQUIRED_MISSING)
+        threshold = self.domains.threshold(domain)
+        if any(e.score < threshold for e in entities):
+            reasons.append(REASON_LOW_SCORE)
+        if any(r.parsed is not None and r.parsed.repaired for r in results):
+            reasons.append(REASON_REPAIRED)
+        if any(r.truncated for r in results):
+            reasons.append(REASON_TRUNCATED)
+        if any(r.degraded for r in results):
+            reasons.append(REASON_DEGRADED)
+        return reasons
+
+    def _record(
+        self, domain: Domain, response: NERResponse, results: Sequence[_SegmentResult]
+    ) -> None:
+        m = self.metrics
+        for stage in ("embed", "retrieve", "generate", "parse"):
+            m.stage_seconds.labels(stage=stage, method=response.method).observe(
+                getattr(response.timings_ms, stage) / 1000
+            )
+        m.stage_seconds.labels(stage="total", method=response.method).observe(
+            response.timings_ms.total / 1000
+        )
+        m.answers.labels(domain=domain.name).inc()
+        for entity in response.entities:
+            m.entities.labels(domain=domain.name, type=entity.type).inc()
+        for reason in response.escalation_reasons:
+            m.escalations.labels(domain=domain.name, reason=reason).inc()
+        for r in results:
+            if r.parsed is None:
+                continue
+            for kind in r.parsed.repairs:
+                m.output_repairs.labels(kind=kind).inc()
+            for kind, count in r.parsed.drops.items():
+                m.dropped_spans.labels(kind=kind).inc(count)
+
+    # --- cache -----------------------------------------------------------------------------
+    def _cache_key(
+        self,
+        tenant: str,
+        domain: Domain,
+        request: NERRequest,
+        types: list[EntityType],
+        k: int,
+        exclude_same_text: bool,
+    ) -> str:
+        return answer_key(
+            tenant=tenant,
+            domain=domain.name,
+            domain_version=domain.version,
+            method=request.method,
+            model=self.generator.model,
+            prompt_version=PROMPT_VERSION,
+            request={
+                "text": request.text,
+                "types": [[t.name, t.description] for t in types],
+                "top_k": k,
+                "retrieval": self.settings.retrieval,
+                "exclude_same_text": exclude_same_text,
+            },
+        )
+
+
+def span_confidence(generation: Generation, answer_start: int, answer_end: int) -> float:
+    """Geometric-mean probability of the generated tokens that wrote this entity's line."""
+    logprobs = [
+        t.logprob
+        for t in generation.tokens
+        if t.offset < answer_end and t.offset + max(len(t.text), 1) > answer_start
+    ]
+    if not logprobs:
+        return 0.0
+    return float(min(1.0, math.exp(sum(logprobs) / len(logprobs))))

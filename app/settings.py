@@ -1,0 +1,124 @@
+"""The one typed configuration of the service: environment variables prefixed ``NERVE_``.
+
+Built by :func:`load_settings` (never at import), so tests and tools can build their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NERVE_", env_file=None, extra="ignore")
+
+    # --- process -----------------------------------------------------------------------------
+    data_dir: Path = Field(Path("./data"), description="State directory (Milvus Lite, models).")
+    host: str = Field("127.0.0.1", description="Address `nerve serve` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `nerve serve` binds.")
+    log_level: str = Field("INFO", description="Root log level.")
+    log_json: bool = Field(True, description="One JSON object per log line (else plain text).")
+    load_demo_domain: bool = Field(False, description="Load the demo domain at start-up.")
+
+    # --- request limits ----------------------------------------------------------------------
+    max_text_chars: int = Field(10_000, ge=1, description="Longest accepted text, in characters.")
+    max_batch_items: int = Field(32, ge=1, description="Most items in one /v1/ner/batch call.")
+    max_entity_types: int = Field(50, ge=1, description="Most entity types in one request.")
+    default_top_k: int = Field(5, ge=0, description="Examples retrieved per query by default.")
+    max_top_k: int = Field(20, ge=0, description="Largest top_k a request may ask for.")
+    segment_chars: int = Field(
+        600, ge=50, description="Long texts are split into segments of at most this many chars."
+    )
+    max_in_flight: int = Field(
+        64, ge=1, description="Concurrent /v1/ner requests; more get 429 (not queued)."
+    )
+    max_examples_per_upload: int = Field(5_000, ge=1, description="Examples in one upload.")
+
+    # --- vector store ------------------------------------------------------------------------
+    milvus_uri: str | None = Field(
+        None, description="Milvus server URI; unset = Milvus Lite in <data_dir>/milvus.db."
+    )
+    milvus_token: str | None = Field(None, description="Milvus auth token (user:password).")
+    milvus_timeout_s: float = Field(10.0, gt=0, description="Timeout of one Milvus call, s.")
+    collection_prefix: str = Field("nerve", description="Prefix of the Milvus collection names.")
+    ivf_nlist: int = Field(128, ge=1, description="IVF_FLAT clusters per segment.")
+    ivf_nprobe: int = Field(16, ge=1, description="IVF_FLAT clusters searched per query.")
+
+    # --- embeddings and retrieval ------------------------------------------------------------
+    embedder_model: Path | None = Field(
+        None, description="sentence-transformers model dir; unset = packaged all-MiniLM-L6-v2."
+    )
+    word_embedding: Literal["context", "alone"] = Field(
+        "context", description="Embed each word in its sentence's context, or on its own."
+    )
+    retrieval: Literal["word", "sentence"] = Field(
+        "word", description="Rank pool examples by word-level or sentence-level similarity."
+    )
+    word_hits: int = Field(16, ge=1, description="Nearest pool words fetched per query word.")
+
+    # --- generation --------------------------------------------------------------------------
+    generator: Literal["llama_cpp", "openai", "triton"] = Field(
+        "llama_cpp", description="Which LLM backend answers the prompts."
+    )
+    llm_model_path: Path | None = Field(
+        None, description="GGUF model; unset = Gemma-3-270M assembled into <data_dir>/models."
+    )
+    llm_adapter: str = Field(
+        "default",
+        description="LoRA GGUF over the model: 'default' (shipped tuned adapter), 'none', a path.",
+    )
+    llm_threads: int = Field(2, ge=1, description="llama.cpp CPU threads.")
+    llm_context_tokens: int = Field(2048, ge=256, description="llama.cpp context window, tokens.")
+    max_new_tokens: int = Field(128, ge=1, description="Most tokens generated per segment.")
+    generation_timeout_s: float = Field(60.0, gt=0, description="Timeout of one generation, s.")
+    openai_base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. /v1.")
+    openai_model: str = Field("default", description="Model name sent to that server.")
+    openai_api_key: str | None = Field(None, description="Bearer key for that server.")
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address host:port.")
+    triton_model: str = Field("ensemble", description="Triton model answering text_input.")
+    triton_retries: int = Field(2, ge=0, description="Retries on UNAVAILABLE per generation.")
+
+    # --- escalation --------------------------------------------------------------------------
+    default_score_threshold: float = Field(
+        0.5, ge=0, le=1, description="Entities scoring under this escalate (domain default)."
+    )
+    degrade_without_retrieval: bool = Field(
+        False, description="If the vector store is down, answer zero-shot and escalate (not 503)."
+    )
+
+    # --- cache -------------------------------------------------------------------------------
+    redis_url: str | None = Field(None, description="Redis URL; unset = in-process LRU cache.")
+    cache_ttl_s: float = Field(3600.0, gt=0, description="Lifetime of a cached answer, s.")
+    cache_entries: int = Field(10_000, ge=0, description="In-process cache size (0 disables).")
+    redis_timeout_s: float = Field(0.5, gt=0, description="Timeout of one Redis call, s.")
+
+    # --- auth --------------------------------------------------------------------------------
+    auth_enabled: bool = Field(False, description="Require API keys (off in the embedded default).")
+    api_keys_file: Path | None = Field(
+        None, description="JSON of hashed API keys: [{sha256, tenant, admin}]."
+    )
+
+    @field_validator("llm_adapter")
+    @classmethod
+    def _adapter(cls, value: str) -> str:
+        if value not in ("default", "none") and not Path(value).is_file():
+            raise ValueError(f"llm_adapter must be 'default', 'none' or a file; got {value!r}")
+        return value
+
+    @property
+    def milvus_lite_path(self) -> Path:
+        return self.data_dir / "milvus.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit ``overrides`` (CLI flags, tests) on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""The vector store holding domains and their labelled examples (Milvus)."""

@@ -1,0 +1,383 @@
+"""Milvus as the vector store: Milvus Lite (a local file) by default, a server by URI.
+
+Three collections, all filtered by tenant and domain:
+- ``<prefix>_domains``: one row per domain (its JSON spec; a 2-d dummy vector, which Milvus
+  requires);
+- ``<prefix>_examples``: one row per example (text, entities JSON, sentence vector);
+- ``<prefix>_words``: one row per word of each example (its vector, example id, word index).
+Vectors are L2-normalised and indexed IVF_FLAT with COSINE. Milvus Lite brute-forces
+unflushed rows (slow), so every write is flushed before it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from app.core.types import Domain, Example, Span
+from app.errors import BackendTimeout, BackendUnavailable
+from app.store.base import Hit, IndexedExample
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MAX_TEXT = 65_535
+_QUERY_BATCH = 5_000
+_NAME_LEN = 128
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid Milvus string literal
+
+
+class MilvusStore:
+    """:class:`app.store.base.VectorStore` over pymilvus' ``MilvusClient``."""
+
+    name = "milvus"
+
+    def __init__(
+        self,
+        uri: str,
+        dimension: int,
+        *,
+        token: str | None = None,
+        prefix: str = "nerve",
+        nlist: int = 128,
+        nprobe: int = 16,
+        timeout_s: float = 10.0,
+    ) -> None:
+        from pymilvus import MilvusClient
+
+        self.uri = uri
+        self.dimension = dimension
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.timeout_s = timeout_s
+        self.domains = f"{prefix}_domains"
+        self.examples = f"{prefix}_examples"
+        self.words = f"{prefix}_words"
+        try:
+            self.client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s)
+            self._ensure_collections()
+        except Exception as exc:  # pymilvus raises many types; all mean "store unusable"
+            raise BackendUnavailable("vector_store", f"cannot open Milvus at {uri}: {exc}") from exc
+
+    # --- schema ----------------------------------------------------------------------------
+    def _ensure_collections(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        def varchar(schema: Any, name: str, length: int = _NAME_LEN, pk: bool = False) -> None:
+            schema.add_field(name, DataType.VARCHAR, max_length=length, is_primary=pk)
+
+        specs: dict[str, tuple[Any, int, str]] = {}
+        domains = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        varchar(domains, "key", 2 * _NAME_LEN + 1, pk=True)
+        varchar(domains, "tenant")
+        varchar(domains, "spec", _MAX_TEXT)
+        domains.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
+        specs[self.domains] = (domains, 2, "FLAT")
+
+        examples = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        varchar(examples, "id", 64, pk=True)
+        varchar(examples, "tenant")
+        varchar(examples, "domain")
+        examples.add_field("seq", DataType.INT64)
+        varchar(examples, "text", _MAX_TEXT)
+        varchar(examples, "entities", _MAX_TEXT)
+        examples.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
+        specs[self.examples] = (examples, self.dimension, "IVF_FLAT")
+
+        words = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        varchar(words, "id", 80, pk=True)
+        varchar(words, "example_id", 64)
+        varchar(words, "tenant")
+        varchar(words, "domain")
+        words.add_field("word_index", DataType.INT32)
+        words.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
+        specs[self.words] = (words, self.dimension, "IVF_FLAT")
+
+        for name, (schema, dim, index_type) in specs.items():
+            if self.client.has_collection(name):
+                self._check_dimension(name, dim)
+            else:
+                index = self.client.prepare_index_params()
+                params = {"nlist": self.nlist} if index_type == "IVF_FLAT" else {}
+                metric = "COSINE" if index_type == "IVF_FLAT" else "L2"
+                index.add_index(
+                    field_name="vector", index_type=index_type, metric_type=metric, params=params
+                )
+                self.client.create_collection(name, schema=schema, index_params=index)
+            # A reopened database starts released: load before any search or query.
+            self.client.load_collection(name)
+
+    def _check_dimension(self, name: str, dim: int) -> None:
+        info = self.client.describe_collection(name)
+        for field in info.get("fields", []):
+            if field.get("name") == "vector":
+                have = int(field.get("params", {}).get("dim", dim))
+                if have != dim:
+                    raise ValueError(
+                        f"collection {name} holds {have}-d vectors but the embedder makes "
+                        f"{dim}-d ones; use another collection_prefix or re-index"
+                    )
+
+    # --- calls -----------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (BackendUnavailable, ValueError):
+            raise
+        except Exception as exc:
+            text = str(exc)
+            if "timeout" in text.lower() or "deadline" in text.lower():
+                raise BackendTimeout("vector_store", f"{what} timed out: {text}") from exc
+            raise BackendUnavailable("vector_store", f"{what} failed: {text}") from exc
+
+    @staticmethod
+    def _scope(tenant: str, domain: str) -> str:
+        return f"tenant == {_quote(tenant)} and domain == {_quote(domain)}"
+
+    # --- domains ---------------------------------------------------------------------------
+    def put_domain(self, domain: Domain) -> None:
+        row = {
+            "key": f"{domain.tenant}/{domain.name}",
+            "tenant": domain.tenant,
+            "spec": domain.model_dump_json(),
+            "vector": [0.0, 0.0],
+        }
+        self._call("put_domain", lambda: self.client.upsert(self.domains, [row]))
+        self._call("flush", lambda: self.client.flush(self.domains))
+
+    def get_domain(self, tenant: str, name: str) -> Domain | None:
+        rows = self._call(
+            "get_domain",
+            lambda: self.client.query(
+                self.domains,
+                filter=f"key == {_quote(f'{tenant}/{name}')}",
+                output_fields=["spec"],
+                timeout=self.timeout_s,
+            ),
+        )
+        return Domain.model_validate_json(rows[0]["spec"]) if rows else None
+
+    def list_domains(self, tenant: str) -> list[Domain]:
+        rows = self._call(
+            "list_domains",
+            lambda: self.client.query(
+                self.domains,
+                filter=f"tenant == {_quote(tenant)}",
+                output_fields=["spec"],
+                limit=16_384,
+                timeout=self.timeout_s,
+            ),
+        )
+        domains = [Domain.model_validate_json(r["spec"]) for r in rows]
+        return sorted(domains, key=lambda d: d.name)
+
+    def delete_domain(self, tenant: str, name: str) -> int:
+        scope = self._scope(tenant, name)
+        ids = self._ids(scope)
+        self._call("delete_words", lambda: self.client.delete(self.words, filter=scope))
+        self._call("delete_examples", lambda: self.client.delete(self.examples, filter=scope))
+        key = _quote(f"{tenant}/{name}")
+        self._call(
+            "delete_domain", lambda: self.client.delete(self.domains, filter=f"key == {key}")
+        )
+        for collection in (self.words, self.examples, self.domains):
+            self._call("flush", lambda c=collection: self.client.flush(c))
+        return len(ids)
+
+    # --- examples --------------------------------------------------------------------------
+    def add_examples(self, tenant: str, domain: str, items: Sequence[IndexedExample]) -> list[str]:
+        if not items:
+            return []
+        ids = [item.example.id or uuid.uuid4().hex for item in items]
+        base = time.time_ns()
+        example_rows = []
+        word_rows = []
+        for offset, (example_id, item) in enumerate(zip(ids, items, strict=True)):
+            entities = [s.model_dump() for s in item.example.entities]
+            example_rows.append(
+                {
+                    "id": example_id,
+                    "tenant": tenant,
+                    "domain": domain,
+                    "seq": base + offset,
+                    "text": item.example.text,
+                    "entities": json.dumps(entities),
+                    "vector": item.sentence_vector.astype(np.float32).tolist(),
+                }
+            )
+            for index, vector in enumerate(item.word_vectors):
+                word_rows.append(
+                    {
+                        "id": f"{example_id}:{index}",
+                        "example_id": example_id,
+                        "tenant": tenant,
+                        "domain": domain,
+                        "word_index": index,
+                        "vector": vector.astype(np.float32).tolist(),
+                    }
+                )
+        try:
+            self._call("insert_examples", lambda: self._insert(self.examples, example_rows))
+            self._call("insert_words", lambda: self._insert(self.words, word_rows))
+            self._call("flush", lambda: self.client.flush(self.examples))
+            self._call("flush", lambda: self.client.flush(self.words))
+        except BackendUnavailable:
+            self._undo(ids)
+            raise
+        return ids
+
+    def _insert(self, collection: str, rows: list[dict[str, Any]]) -> None:
+        for start in range(0, len(rows), _QUERY_BATCH):
+            self.client.insert(
+                collection, rows[start : start + _QUERY_BATCH], timeout=self.timeout_s
+            )
+
+    def _undo(self, ids: Sequence[str]) -> None:
+        # All or nothing: remove whatever part of a failed ingest reached the store.
+        id_list = json.dumps(list(ids))
+        for collection, field in ((self.words, "example_id"), (self.examples, "id")):
+            try:
+                self.client.delete(collection, filter=f"{field} in {id_list}")
+                self.client.flush(collection)
+            except Exception:  # the store is already failing; the caller gets the first error
+                log.exception("rollback of a failed ingest failed", extra={"ids": len(ids)})
+
+    def get_examples(self, tenant: str, domain: str, ids: Sequence[str]) -> list[Example]:
+        if not ids:
+            return []
+        id_list = json.dumps(list(dict.fromkeys(ids)))
+        rows = self._call(
+            "get_examples",
+            lambda: self.client.query(
+                self.examples,
+                filter=f"{self._scope(tenant, domain)} and id in {id_list}",
+                output_fields=["id", "text", "entities"],
+                timeout=self.timeout_s,
+            ),
+        )
+        by_id = {r["id"]: _example(r) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def _ids(self, scope: str) -> list[tuple[int, str]]:
+        """(seq, id) of every example in scope, oldest first."""
+
+        def run() -> list[tuple[int, str]]:
+            iterator = self.client.query_iterator(
+                self.examples, batch_size=_QUERY_BATCH, filter=scope, output_fields=["id", "seq"]
+            )
+            found: list[tuple[int, str]] = []
+            try:
+                while batch := iterator.next():
+                    found.extend((int(r["seq"]), r["id"]) for r in batch)
+            finally:
+                iterator.close()
+            return sorted(found)
+
+        return self._call("list_ids", run)
+
+    def list_examples(
+        self, tenant: str, domain: str, offset: int, limit: int
+    ) -> tuple[list[Example], int]:
+        ids = self._ids(self._scope(tenant, domain))
+        page = [i for _, i in ids[offset : offset + limit]]
+        return self.get_examples(tenant, domain, page), len(ids)
+
+    def count_examples(self, tenant: str, domain: str) -> int:
+        return len(self._ids(self._scope(tenant, domain)))
+
+    def delete_example(self, tenant: str, domain: str, example_id: str) -> bool:
+        scope = self._scope(tenant, domain)
+        key = _quote(example_id)
+        found = self._call(
+            "find_example",
+            lambda: self.client.query(
+                self.examples, filter=f"{scope} and id == {key}", output_fields=["id"]
+            ),
+        )
+        if not found:
+            return False
+        self._call(
+            "delete_words",
+            lambda: self.client.delete(self.words, filter=f"{scope} and example_id == {key}"),
+        )
+        self._call(
+            "delete_example",
+            lambda: self.client.delete(self.examples, filter=f"{scope} and id == {key}"),
+        )
+        self._call("flush", lambda: self.client.flush(self.words))
+        self._call("flush", lambda: self.client.flush(self.examples))
+        return True
+
+    # --- search ----------------------------------------------------------------------------
+    def search_words(
+        self, tenant: str, domain: str, vectors: np.ndarray, limit: int
+    ) -> list[list[tuple[str, int, float]]]:
+        if len(vectors) == 0:
+            return []
+        results = self._call(
+            "search_words",
+            lambda: self.client.search(
+                self.words,
+                data=[v.astype(np.float32).tolist() for v in vectors],
+                anns_field="vector",
+                limit=limit,
+                filter=self._scope(tenant, domain),
+                output_fields=["example_id", "word_index"],
+                search_params={"metric_type": "COSINE", "params": {"nprobe": self.nprobe}},
+                timeout=self.timeout_s,
+            ),
+        )
+        return [
+            [
+                (h["entity"]["example_id"], int(h["entity"]["word_index"]), float(h["distance"]))
+                for h in hits
+            ]
+            for hits in results
+        ]
+
+    def search_sentences(
+        self, tenant: str, domain: str, vector: np.ndarray, limit: int
+    ) -> list[Hit]:
+        results = self._call(
+            "search_sentences",
+            lambda: self.client.search(
+                self.examples,
+                data=[vector.astype(np.float32).tolist()],
+                anns_field="vector",
+                limit=limit,
+                filter=self._scope(tenant, domain),
+                output_fields=["id"],
+                search_params={"metric_type": "COSINE", "params": {"nprobe": self.nprobe}},
+                timeout=self.timeout_s,
+            ),
+        )
+        return [Hit(h["entity"]["id"], float(h["distance"])) for h in results[0]]
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def ready(self) -> bool:
+        try:
+            self.client.list_collections(timeout=self.timeout_s)
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # closing a broken connection must not mask shutdown
+            log.warning("closing Milvus failed", exc_info=True)
+
+
+def _example(row: dict[str, Any]) -> Example:
+    spans = [Span.model_validate(s) for s in json.loads(row["entities"])]
+    return Example(id=row["id"], text=row["text"], entities=spans)

@@ -1,0 +1,293 @@
+"""The API end to end on the embedded default: Milvus Lite, the real embedder, the real GGUF."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
+
+pytestmark = pytest.mark.integration
+
+
+def assert_error(response, status: int, code: str, *fragments: str) -> None:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    for fragment in fragments:
+        assert fragment in body["error"]["message"], body["error"]["message"]
+    assert "Traceback" not in response.text
+
+
+def example_count(api: TestClient, domain: str = "support") -> int:
+    return api.get(f"/v1/domains/{domain}").json()["examples"]
+
+
+# --- domains -------------------------------------------------------------------------------
+def test_domain_crud(api: TestClient) -> None:
+    spec = {"name": "crud", "entity_types": [{"name": "a", "description": "x"}, {"name": "b"}]}
+    created = api.post("/v1/domains", json=spec)
+    assert created.status_code == 201
+    assert created.json()["version"] == 1 and created.json()["examples"] == 0
+    assert "crud" in [d["name"] for d in api.get("/v1/domains").json()["domains"]]
+    assert_error(api.post("/v1/domains", json=spec), 409, "conflict", "crud")
+    assert api.delete("/v1/domains/crud").json() == {"deleted": "crud", "examples_deleted": 0}
+    assert_error(api.get("/v1/domains/crud"), 404, "not_found", "crud")
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({"name": "Bad Name", "entity_types": [{"name": "a"}]}, "name"),
+        ({"name": "dup", "entity_types": [{"name": "a"}, {"name": "A"}]}, "duplicate"),
+        ({"name": "req", "entity_types": [{"name": "a"}], "required_types": ["b"]}, "['b']"),
+        ({"name": "none", "entity_types": []}, "entity_types"),
+        ({"name": "extra", "entity_types": [{"name": "a"}], "colour": 1}, "colour"),
+    ],
+)
+def test_domain_validation(api: TestClient, spec: dict, fragment: str) -> None:
+    assert_error(api.post("/v1/domains", json=spec), 422, "invalid_request", fragment)
+
+
+# --- examples ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("example", "fragment"),
+    [
+        ({"text": "Anna", "entities": [{"start": 0, "end": 9, "type": "person"}]}, "0 <= start"),
+        ({"text": "Anna", "entities": [{"start": 0, "end": 4, "type": "alien"}]}, "unknown type"),
+        ({"text": "  ", "entities": []}, "empty"),
+        (
+            {
+                "text": "Anna Berg",
+                "entities": [
+                    {"start": 0, "end": 9, "type": "person"},
+                    {"start": 5, "end": 9, "type": "person"},
+                ],
+            },
+            "overlaps",
+        ),
+    ],
+)
+def test_bad_examples_leave_nothing_behind(api: TestClient, example: dict, fragment: str) -> None:
+    before = example_count(api)
+    good = SUPPORT_EXAMPLES[0]
+    response = api.post("/v1/domains/support/examples", json={"examples": [good, example]})
+    assert_error(response, 422, "invalid_request", "examples[1]", fragment)
+    assert example_count(api) == before
+
+
+def test_malformed_bodies(api: TestClient) -> None:
+    url = "/v1/domains/support/examples"
+    assert_error(
+        api.post(url, content=b'{"examples": [', headers={"content-type": "application/json"}),
+        400,
+        "malformed_body",
+        "JSON",
+    )
+    assert_error(
+        api.post(url, content=b"Anna\tB-person\nBerg\n", headers={"content-type": "text/plain"}),
+        400,
+        "malformed_body",
+        "line 2",
+    )
+    assert_error(
+        api.post(url, content=b"Anna\tB-planet\n", headers={"content-type": "text/plain"}),
+        422,
+        "invalid_request",
+        "unknown type",
+    )
+    assert_error(
+        api.post("/v1/domains/nope/examples", json={"examples": SUPPORT_EXAMPLES}), 404, "not_found"
+    )
+
+
+def test_conll_upload_list_and_delete(api: TestClient) -> None:
+    body = "Maria\tB-person\nLopez\tI-person\nin\tO\nRome\tB-location\n\nok\tO\n"
+    before = example_count(api)
+    added = api.post(
+        "/v1/domains/support/examples", content=body, headers={"content-type": "text/plain"}
+    )
+    assert added.status_code == 201, added.text
+    ids = added.json()["ids"]
+    assert len(ids) == 2 and example_count(api) == before + 2
+
+    page = api.get("/v1/domains/support/examples", params={"offset": before, "limit": 10}).json()
+    assert page["total"] == before + 2
+    first = page["examples"][0]
+    assert first["id"] == ids[0]
+    assert first["text"] == "Maria Lopez in Rome"
+    assert [(e["text"], e["type"]) for e in first["entities"]] == [
+        ("Maria Lopez", "person"),
+        ("Rome", "location"),
+    ]
+    version = api.get("/v1/domains/support").json()["version"]
+    for example_id in ids:
+        assert api.delete(f"/v1/domains/support/examples/{example_id}").status_code == 200
+    assert api.get("/v1/domains/support").json()["version"] == version + 2
+    assert example_count(api) == before
+    assert_error(api.delete(f"/v1/domains/support/examples/{ids[0]}"), 404, "not_found")
+    assert_error(
+        api.get("/v1/domains/support/examples", params={"limit": 0}),
+        422,
+        "invalid_request",
+        "limit",
+    )
+
+
+# --- /v1/ner -------------------------------------------------------------------------------
+def check_response(text: str, body: dict, allowed: set[str]) -> None:
+    assert body["request_id"]
+    for entity in body["entities"]:
+        assert text[entity["start"] : entity["end"]] == entity["text"]
+        assert entity["type"] in allowed
+        assert 0.0 <= entity["score"] <= 1.0
+    assert set(body["timings_ms"]) == {"embed", "retrieve", "generate", "parse", "total"}
+    assert isinstance(body["escalate"], bool)
+    assert body["escalate"] == bool(body["escalation_reasons"])
+
+
+def test_ner_answers_with_grounded_entities(api: TestClient) -> None:
+    text = "Anna Berg says her Pixel 8 arrived broken in Oslo."  # an example's own words
+    response = api.post(
+        "/v1/ner",
+        json={"text": text, "domain": "support", "top_k": 3},
+        headers={"X-Request-ID": "req-123"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert response.headers["X-Request-ID"] == body["request_id"] == "req-123"
+    check_response(text, body, {t["name"] for t in SUPPORT_DOMAIN["entity_types"]})
+    assert body["examples_used"] == 3
+    assert body["model"] and body["method"] == "wraner"
+    # The pool holds this very sentence: even the untuned model copies its answer.
+    assert {(e["text"], e["type"]) for e in body["entities"]} >= {("Anna Berg", "person")}
+
+
+def test_ner_restricts_types_and_accepts_ad_hoc_ones(api: TestClient) -> None:
+    text = "Tom Walsh wants a refund for the Kindle he bought in Dublin."
+    body = api.post(
+        "/v1/ner",
+        json={
+            "text": text,
+            "domain": "support",
+            "entity_types": ["location", {"name": "city_name", "description": "a city"}],
+        },
+    ).json()
+    check_response(text, body, {"location", "city_name"})
+
+
+def test_ner_long_text_is_segmented_with_exact_offsets(
+    make_client: Callable[..., contextlib.AbstractContextManager[TestClient]], tmp_path: Path
+) -> None:
+    with make_client(tmp_path, segment_chars=80) as client:
+        client.post("/v1/domains", json=SUPPORT_DOMAIN)
+        client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
+        text = "\n\n".join(e["text"] for e in SUPPORT_EXAMPLES[:3]) + "  Anna Berg called again."
+        body = client.post("/v1/ner", json={"text": text, "domain": "support", "top_k": 2}).json()
+        check_response(text, body, {t["name"] for t in SUPPORT_DOMAIN["entity_types"]})
+        # Entities come from several segments, the later ones shifted by their offset.
+        assert any(e["start"] > 120 for e in body["entities"]), body["entities"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code", "fragment"),
+    [
+        ({"text": "", "domain": "support"}, 422, "invalid_request", "text is empty"),
+        ({"text": "x" * 10_001, "domain": "support"}, 422, "invalid_request", "10000"),
+        ({"text": "hi", "domain": "nope"}, 404, "not_found", "nope"),
+        ({"text": "hi", "domain": "support", "top_k": 21}, 422, "invalid_request", "top_k"),
+        ({"text": "hi", "domain": "support", "top_k": -1}, 422, "invalid_request", "-1"),
+        (
+            {"text": "hi", "domain": "support", "entity_types": ["alien"]},
+            422,
+            "invalid_request",
+            "alien",
+        ),
+        (
+            {"text": "hi", "domain": "support", "entity_types": ["person", "Person"]},
+            422,
+            "invalid_request",
+            "duplicate",
+        ),
+        ({"text": "hi", "domain": "support", "entity_types": []}, 422, "invalid_request", "empty"),
+        ({"text": "hi", "domain": "support", "method": "magic"}, 422, "invalid_request", "method"),
+        ({"domain": "support"}, 422, "invalid_request", "text"),
+        ({"text": 5, "domain": "support"}, 422, "invalid_request", "text"),
+    ],
+)
+def test_ner_bad_input(
+    api: TestClient, payload: dict, status: int, code: str, fragment: str
+) -> None:
+    assert_error(api.post("/v1/ner", json=payload), status, code, fragment)
+
+
+def test_ner_malformed_json(api: TestClient) -> None:
+    response = api.post(
+        "/v1/ner", content=b'{"text": ', headers={"content-type": "application/json"}
+    )
+    assert_error(response, 400, "malformed_body")
+
+
+def test_batch_answers_in_order_and_validates_first(api: TestClient) -> None:
+    texts = ["Order A-1234 never came.", "Anna Berg lives in Oslo."]
+    response = api.post(
+        "/v1/ner/batch", json=[{"text": t, "domain": "support", "top_k": 2} for t in texts]
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == 2
+    for text, result in zip(texts, results, strict=True):
+        check_response(text, result, {t["name"] for t in SUPPORT_DOMAIN["entity_types"]})
+    bad = api.post(
+        "/v1/ner/batch",
+        json=[{"text": "ok", "domain": "support"}, {"text": "", "domain": "support"}],
+    )
+    assert_error(bad, 422, "invalid_request", "[1].text")
+    assert_error(api.post("/v1/ner/batch", json=[]), 422, "invalid_request", "empty")
+
+
+def test_answers_are_cached_until_the_pool_changes(api: TestClient) -> None:
+    payload = {"text": "Tom Walsh is in Lyon.", "domain": "support", "top_k": 2}
+    first = api.post("/v1/ner", json=payload).json()
+    second = api.post("/v1/ner", json=payload).json()
+    assert not first["cached"] and second["cached"]
+    assert second["entities"] == first["entities"]
+    assert second["request_id"] != first["request_id"]
+    api.post("/v1/domains/support/examples", json={"examples": [SUPPORT_EXAMPLES[3]]})
+    assert not api.post("/v1/ner", json=payload).json()["cached"]
+
+
+# --- operations ----------------------------------------------------------------------------
+def test_health_ready_metrics(api: TestClient) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {
+        "vector_store": True,
+        "embedder": True,
+        "llm": True,
+        "cache": True,
+    }
+    api.post("/v1/ner", json={"text": "Anna Berg in Oslo.", "domain": "support"})
+    metrics = api.get("/metrics").text
+    for name in (
+        "nerve_requests_total",
+        "nerve_stage_seconds_bucket",
+        "nerve_entities_total",
+        "nerve_answers_total",
+        "nerve_examples_added_total",
+    ):
+        assert name in metrics, name
+    assert 'route="/v1/ner"' in metrics and 'domain="support"' in metrics
+
+
+def test_unknown_routes_use_the_error_shape(api: TestClient) -> None:
+    assert_error(api.get("/v2/nothing"), 404, "not_found")
+    assert_error(api.put("/v1/ner", json={}), 405, "method_not_allowed")
+    assert api.get("/docs").status_code == 200
+    assert "/v1/ner" in api.get("/openapi.json").json()["paths"]

@@ -1,0 +1,135 @@
+"""llama.cpp in process on the real packaged GGUF (Gemma-3-270M, base model)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
+from app.generation.base import GenerationRequest
+from app.generation.factory import build_generator
+from app.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator, _assemble
+from app.generation.models import resolve_adapter
+from app.settings import REPO_ROOT, load_settings
+from tests.fixtures.llm import COUNTING, FEW_SHOT, check_offsets
+
+
+@pytest.mark.integration
+def test_greedy_is_deterministic_across_cached_prefixes(llama_engine: LlamaCppEngine) -> None:
+    first = llama_engine.complete(FEW_SHOT, max_tokens=24)
+    # A different prompt in between moves the KV cache: the reused prefix must not change results.
+    llama_engine.complete(COUNTING, max_tokens=4)
+    again = llama_engine.complete(FEW_SHOT, max_tokens=24)
+    assert again.text == first.text
+    assert [t.logprob for t in again.tokens] == pytest.approx(
+        [t.logprob for t in first.tokens], abs=1e-3
+    )
+    assert first.finish_reason == "length"
+    assert first.prompt_tokens == len(llama_engine.tokenize(FEW_SHOT))
+
+
+@pytest.mark.integration
+def test_stop_sequences_cut_the_text_before_them(llama_engine: LlamaCppEngine) -> None:
+    free = llama_engine.complete(FEW_SHOT, max_tokens=40)
+    assert "\n\n" in free.text  # the few-shot answer ends with a blank line
+    stopped = llama_engine.complete(FEW_SHOT, max_tokens=40, stop=("\n\n", "###"))
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == free.text[: free.text.index("\n\n")]
+    check_offsets(stopped)
+    # A stop word in the middle of a token ("erk" of " Merkel") cuts inside that token.
+    cut = llama_engine.complete(FEW_SHOT, max_tokens=40, stop=("erk",))
+    assert cut.text == free.text[: free.text.index("erk")]
+    assert cut.tokens[-1].text.endswith(" M")
+    check_offsets(cut)
+
+
+@pytest.mark.integration
+def test_logprobs_and_offsets_match_the_text(llama_engine: LlamaCppEngine) -> None:
+    generation = llama_engine.complete(COUNTING, max_tokens=12)
+    check_offsets(generation)
+    assert len(generation.tokens) == 12
+    # A counting continuation is near certain for the model.
+    assert sum(t.logprob for t in generation.tokens) / 12 > -0.5
+
+
+@pytest.mark.integration
+def test_prompt_longer_than_the_context_is_refused(llama_engine: LlamaCppEngine) -> None:
+    long_prompt = "word " * 2100
+    with pytest.raises(InvalidRequest, match="context of 2048 tokens"):
+        llama_engine.complete(long_prompt, max_tokens=8)
+    with pytest.raises(InvalidRequest, match="max_tokens"):
+        llama_engine.complete(FEW_SHOT, max_tokens=2048)
+
+
+@pytest.mark.integration
+async def test_timeout_stops_generation_and_frees_the_model(llama_engine: LlamaCppEngine) -> None:
+    generator = LlamaCppGenerator(llama_engine, timeout_s=30)
+    started = time.monotonic()
+    with pytest.raises(BackendTimeout) as info:
+        await generator.generate(GenerationRequest(COUNTING, max_tokens=1500, timeout_s=0.3))
+    assert time.monotonic() - started < 2.0  # 1500 tokens would take ~15 s
+    assert info.value.backend == "llm"
+    after = await generator.generate(GenerationRequest(COUNTING, max_tokens=6))
+    assert after.text == llama_engine.complete(COUNTING, max_tokens=6).text
+
+
+@pytest.mark.integration
+async def test_concurrent_requests_are_serialised(llama_engine: LlamaCppEngine) -> None:
+    generator = LlamaCppGenerator(llama_engine)
+    requests = [
+        GenerationRequest(FEW_SHOT, max_tokens=16, stop=("\n\n",)),
+        GenerationRequest(COUNTING, max_tokens=16),
+        GenerationRequest(FEW_SHOT, max_tokens=16, stop=("\n\n",)),
+    ]
+    results = await asyncio.gather(*(generator.generate(r) for r in requests))
+    expected = [llama_engine.complete(r.prompt, max_tokens=16, stop=r.stop) for r in requests]
+    assert [r.text for r in results] == [e.text for e in expected]
+    assert await generator.ready()
+
+
+@pytest.mark.integration
+async def test_factory_builds_the_in_process_generator(llm_model_path: Path) -> None:
+    settings = load_settings(
+        generator="llama_cpp", llm_model_path=llm_model_path, llm_adapter="none",
+        llm_context_tokens=512, llm_threads=1,
+    )  # fmt: skip
+    generator = build_generator(settings)
+    try:
+        assert isinstance(generator, LlamaCppGenerator)
+        assert generator.model == "gemma-3-270m-q4_k_m"
+        assert await generator.ready()
+        answer = await generator.generate(GenerationRequest(COUNTING, max_tokens=4))
+        assert answer.text.strip().startswith("11")
+    finally:
+        await generator.close()
+    assert not await generator.ready()
+    with pytest.raises(BackendUnavailable, match="closed"):
+        await generator.generate(GenerationRequest(COUNTING, max_tokens=4))
+
+
+def test_missing_model_file_is_a_clear_backend_error(tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="does not exist"):
+        LlamaCppEngine(tmp_path / "absent.gguf")
+
+
+def test_adapter_setting_resolution(tmp_path: Path) -> None:
+    assert resolve_adapter("none") is None
+    adapter = tmp_path / "a.gguf"
+    adapter.write_bytes(b"GGUF")
+    assert resolve_adapter(str(adapter)) == adapter
+    shipped = REPO_ROOT / "model_repository/llm_cpu/1/adapters/wraner-lora.gguf"
+    assert resolve_adapter("default") == (shipped if shipped.is_file() else None)
+    with pytest.raises(FileNotFoundError):
+        resolve_adapter(str(tmp_path / "missing.gguf"))
+
+
+def test_assemble_splits_multibyte_characters_and_cuts_at_stop() -> None:
+    # "é" arrives as two byte-fallback pieces; the stop "|" cuts inside the third token.
+    pieces = [b"Caf", b"\xc3", b"\xa9 |x"]
+    generation = _assemble(pieces, [-0.1, -0.2, -0.3], stop_at=5, finish_reason="stop",
+                           prompt_tokens=7)  # fmt: skip
+    assert generation.text == "Café "
+    assert [(t.text, t.offset) for t in generation.tokens] == [("Caf", 0), ("", 3), ("é ", 3)]

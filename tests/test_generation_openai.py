@@ -1,0 +1,105 @@
+"""The OpenAI-compatible generator against a real llama.cpp server (``llama_cpp.server``)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
+from app.generation.base import GenerationRequest
+from app.generation.factory import build_generator
+from app.generation.llama_cpp import LlamaCppEngine
+from app.generation.openai_http import OpenAICompatibleGenerator
+from app.settings import load_settings
+from tests.fixtures.llm import COUNTING, FEW_SHOT, OpenAIServer, check_offsets, free_port
+
+
+@pytest.fixture
+async def generator(openai_server: OpenAIServer):
+    generator = OpenAICompatibleGenerator(openai_server.base_url, model="gemma", timeout_s=30)
+    yield generator
+    await generator.close()
+
+
+@pytest.mark.integration
+async def test_same_greedy_text_as_in_process(
+    generator: OpenAICompatibleGenerator, llama_engine: LlamaCppEngine
+) -> None:
+    assert await generator.ready()
+    request = GenerationRequest(FEW_SHOT, max_tokens=40, stop=("\n\n", "###"))
+    answer = await generator.generate(request)
+    local = llama_engine.complete(FEW_SHOT, max_tokens=40, stop=("\n\n", "###"))
+    assert answer.text == local.text
+    assert answer.finish_reason == "stop"
+    assert "\n\n" not in answer.text
+    assert answer.prompt_tokens == local.prompt_tokens
+    check_offsets(answer)
+    assert [t.logprob for t in answer.tokens] == pytest.approx(
+        [t.logprob for t in local.tokens], abs=0.05
+    )
+
+
+@pytest.mark.integration
+async def test_length_limit_and_logprobs(generator: OpenAICompatibleGenerator) -> None:
+    answer = await generator.generate(GenerationRequest(COUNTING, max_tokens=6))
+    assert answer.finish_reason == "length"
+    assert answer.text.strip().startswith("11")
+    check_offsets(answer)
+
+
+@pytest.mark.integration
+async def test_prompt_over_the_context_is_an_invalid_request(
+    generator: OpenAICompatibleGenerator,
+) -> None:
+    # The server runs with a 512-token context.
+    with pytest.raises(InvalidRequest, match="context"):
+        await generator.generate(GenerationRequest("word " * 600, max_tokens=8))
+
+
+@pytest.mark.integration
+async def test_timeout_is_a_backend_timeout(generator: OpenAICompatibleGenerator) -> None:
+    with pytest.raises(BackendTimeout):
+        await generator.generate(GenerationRequest(COUNTING, max_tokens=400, timeout_s=0.2))
+
+
+async def test_server_down_is_backend_unavailable() -> None:
+    generator = OpenAICompatibleGenerator(f"http://127.0.0.1:{free_port()}/v1", timeout_s=2)
+    try:
+        assert not await generator.ready()
+        with pytest.raises(BackendUnavailable, match="cannot reach") as info:
+            await generator.generate(GenerationRequest("x", max_tokens=1))
+        assert info.value.backend == "llm"
+    finally:
+        await generator.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "message"),
+    [
+        (200, {"choices": []}, BackendUnavailable, "malformed"),
+        (200, {"choices": [{"text": None}]}, BackendUnavailable, "malformed"),
+        (200, {"choices": [{"text": "a", "logprobs": {"tokens": ["a"], "token_logprobs": []}}]},
+         BackendUnavailable, "malformed"),
+        (500, {"error": "boom"}, BackendUnavailable, "answered 500"),
+        (400, {"error": "maximum context length is 512"}, InvalidRequest, "context"),
+    ],
+)  # fmt: skip
+async def test_bad_answers_are_clear_errors(
+    status: int, body: dict, error: type[Exception], message: str
+) -> None:
+    # A fake transport only here: a real server does not send malformed answers on demand.
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, json=body))
+    generator = OpenAICompatibleGenerator("http://llm.invalid/v1", transport=transport)
+    try:
+        with pytest.raises(error, match=message):
+            await generator.generate(GenerationRequest("x", max_tokens=1))
+    finally:
+        await generator.close()
+
+
+async def test_factory_needs_a_base_url() -> None:
+    with pytest.raises(ValueError, match="NERVE_OPENAI_BASE_URL"):
+        build_generator(load_settings(generator="openai"))
+    generator = build_generator(load_settings(generator="openai", openai_base_url="http://h/v1"))
+    assert isinstance(generator, OpenAICompatibleGenerator)
+    await generator.close()

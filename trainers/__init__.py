@@ -1,0 +1,1 @@
+"""Offline trainers: they produce the adapters and weights the served methods load."""

@@ -1,0 +1,247 @@
+"""Train BANER's span detector and boundary space on the source data (CoNLL-2003 train).
+
+    python -m trainers.baner --data-dir ../shared/data/crossner --out model_repository/baner/1
+
+Objective: type-agnostic BIO tagging plus BANER's boundary-aware contrastive loss (each gold
+span's boundary representation pulled towards the representation of its type's description,
+spans with a wrong boundary and random non-entity spans pulled towards a null anchor, away from
+every type). Only LoRA matrices on the encoder and small heads are trained, so the artefact is a
+few MB (fp16). ``--domain`` continues from an artefact on a CrossNER domain's train split (the
+per-domain adapters of the LoRAHub experiment).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+from tqdm import tqdm
+
+from app.core.crossner_types import entity_types_for
+from app.core.readers import entity_types_of, read_split
+from app.core.scoring import score
+from app.core.types import EntityType, Example
+from app.core.words import split_words
+from app.methods.baner.artefact import build_net, load_adapter_state, read_adapter, save_artefact
+from app.methods.baner.config import PACKAGED_ENCODER, BanerConfig, BanerOptions
+from app.methods.baner.encoder import make_word_batch
+from app.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
+from app.methods.baner.losses import boundary_contrastive_loss, tagging_loss
+from app.methods.baner.net import BanerNet
+from app.methods.lar.alignment import type_text
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@dataclass(frozen=True)
+class Sample:
+    words: list[str]
+    tags: np.ndarray
+    spans: list[tuple[int, int, int]]  # (first word, last word, type index)
+
+
+def make_samples(examples: list[Example], types: list[str]) -> list[Sample]:
+    index = {t: i for i, t in enumerate(types)}
+    samples: list[Sample] = []
+    for example in examples:
+        words = split_words(example.text)
+        if not words:
+            continue
+        tags, _ = bio_tags(words, example)
+        spans = []
+        for span in example.entities:
+            covered = word_span_of(words, span.start, span.end)
+            if covered is not None and span.type in index:
+                spans.append((covered[0], covered[1], index[span.type]))
+        samples.append(Sample([w.text for w in words], tags, spans))
+    return samples
+
+
+def negative_spans(sample: Sample, max_words: int, rng: random.Random) -> list[tuple[int, int]]:
+    """Spans that are not entities: gold spans with a boundary moved, and random spans."""
+    count = len(sample.words)
+    gold = {(a, b) for a, b, _ in sample.spans}
+    near: set[tuple[int, int]] = set()
+    for a, b, _ in sample.spans:
+        for da, db in ((-1, 0), (1, 0), (0, -1), (0, 1), (-2, 0), (0, 2), (-1, 1), (1, -1)):
+            x, y = a + da, b + db
+            if 0 <= x <= y < count and y - x < max_words and (x, y) not in gold:
+                near.add((x, y))
+    chosen = rng.sample(sorted(near), min(len(near), 2 * len(gold) + 1))
+    for _ in range(max(2, len(gold))):
+        x = rng.randrange(count)
+        y = min(count - 1, x + rng.randrange(min(max_words, 4)))
+        if (x, y) not in gold:
+            chosen.append((x, y))
+    return chosen
+
+
+def batch_tensors(
+    net: BanerNet, tokenizer: object, samples: list[Sample], rng: random.Random
+) -> tuple[object, torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch = make_word_batch(tokenizer, [s.words for s in samples], net.config.max_subtokens)
+    tags = torch.zeros(batch.word_mask.shape, dtype=torch.long)
+    spans: list[tuple[int, int, int]] = []
+    labels: list[int] = []
+    for row, sample in enumerate(samples):
+        tags[row, : len(sample.tags)] = torch.from_numpy(sample.tags[: tags.shape[1]])
+        usable = batch.word_mask[row]
+        for a, b, t in sample.spans:
+            if usable[b]:
+                spans.append((row, a, b))
+                labels.append(t)
+        for a, b in negative_spans(sample, net.config.max_span_words, rng):
+            if usable[b]:
+                spans.append((row, a, b))
+                labels.append(-1)
+    return (
+        batch,
+        tags,
+        torch.tensor(spans, dtype=torch.long).reshape(-1, 3),
+        torch.tensor(labels, dtype=torch.long),
+    )
+
+
+def train(
+    net: BanerNet,
+    tokenizer: object,
+    samples: list[Sample],
+    types: list[EntityType],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    contrastive_weight: float,
+    seed: int,
+) -> list[float]:
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: min(1.0, (s + 1) / max(1, steps // 10)) * max(0.0, 1 - s / steps)
+    )
+    type_inputs = tokenizer(
+        [type_text(t) for t in types], padding=True, truncation=True, max_length=64,
+        return_tensors="pt",
+    )
+    order: list[int] = []
+    losses: list[float] = []
+    net.train()
+    progress = tqdm(range(steps), desc="baner", unit="step")
+    for _ in progress:
+        if len(order) < batch_size:
+            fresh = list(range(len(samples)))
+            rng.shuffle(fresh)
+            order.extend(fresh)
+        chosen = [samples[i] for i in order[:batch_size]]
+        del order[:batch_size]
+        batch, tags, spans, labels = batch_tensors(net, tokenizer, chosen, rng)
+        states = net.word_states(batch)
+        tag_loss = tagging_loss(net.tag_logits(states), tags, batch.word_mask)
+        type_reps = net.type_reps(type_inputs["input_ids"], type_inputs["attention_mask"])
+        contrast = boundary_contrastive_loss(
+            net.span_reps(states, spans), labels, type_reps, net.null, net.config.temperature
+        )
+        loss = tag_loss + contrastive_weight * contrast
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss))
+        progress.set_postfix(tag=f"{float(tag_loss):.3f}", contrast=f"{float(contrast):.3f}")
+    net.eval()
+    return losses
+
+
+def evaluate(
+    extractor: BanerExtractor, examples: list[Example], types: list[EntityType]
+) -> dict[str, float]:
+    """Span-only and typed micro-F1 with no support examples (type descriptions only)."""
+    predicted = [extractor.extract(e.text, types, []) for e in examples]
+    typed = score([e.entities for e in examples], predicted)
+    spans = score(
+        [[(s.start, s.end, "x") for s in e.entities] for e in examples],
+        [[(p.start, p.end, "x") for p in pred] for pred in predicted],
+    )
+    return {"span_f1": round(spans.f1 * 100, 2), "typed_f1": round(typed.f1 * 100, 2)}
+
+
+@app.command()
+def main(
+    data_dir: Annotated[Path, typer.Option(help="CrossNER data root.")] = Path(
+        "../shared/data/crossner"
+    ),
+    out: Annotated[Path, typer.Option(help="Artefact directory.")] = Path(
+        "model_repository/baner/1"
+    ),
+    domain: Annotated[str, typer.Option(help="Training data (a CrossNER domain).")] = "conll2003",
+    init: Annotated[
+        Path | None, typer.Option(help="Continue from this artefact (per-domain adapters).")
+    ] = None,
+    encoder: Annotated[str, typer.Option(help="Base encoder: packaged or a model dir.")] = (
+        PACKAGED_ENCODER
+    ),
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 500,
+    batch_size: Annotated[int, typer.Option(help="Sentences per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank on the encoder.")] = 16,
+    contrastive_weight: Annotated[float, typer.Option(help="Weight of the contrastive loss.")] = (
+        0.5
+    ),
+    eval_sentences: Annotated[int, typer.Option(help="Dev sentences scored after training.")] = (
+        500
+    ),
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 13,
+) -> None:
+    torch.set_num_threads(threads)
+    train_examples = read_split(data_dir, domain, "train")
+    types = entity_types_for(entity_types_of(train_examples))
+    if init is not None:
+        config = BanerConfig.load(init)
+        tokenizer, net = build_net(config)
+        load_adapter_state(net, read_adapter(init))
+    else:
+        config = BanerConfig(
+            encoder=encoder, lora_rank=lora_rank, lora_alpha=2 * lora_rank,
+            source_types=[t.model_dump() for t in types],
+        )
+        tokenizer, net = build_net(config)
+    samples = make_samples(train_examples, [t.name for t in types])
+    started = time.monotonic()
+    losses = train(
+        net, tokenizer, samples, types, steps=steps, batch_size=batch_size, lr=lr,
+        contrastive_weight=contrastive_weight, seed=seed,
+    )
+    minutes = (time.monotonic() - started) / 60
+    save_artefact(net, out)
+    extractor = BanerExtractor.load(out, options=BanerOptions(knn_weight=0.0))
+    dev = read_split(data_dir, domain, "dev")[:eval_sentences]
+    scores = evaluate(extractor, dev, types)
+    config.training = {
+        "command": f"python -m trainers.baner --domain {domain} --steps {steps} "
+        f"--batch-size {batch_size} --lr {lr} --lora-rank {config.lora_rank} "
+        f"--contrastive-weight {contrastive_weight} --seed {seed}"
+        + (f" --init {init}" if init else ""),
+        "data": f"{domain}/train ({len(samples)} sentences)",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "minutes": round(minutes, 1),
+        "final_loss": round(float(np.mean(losses[-20:])), 4),
+        f"dev_first_{len(dev)}": scores,
+    }
+    config.save(out)
+    typer.echo(json.dumps(config.training, indent=2))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""IF-WRANER instruction tuning: retrieval-augmented prompts, LoRA, export for llama.cpp."""

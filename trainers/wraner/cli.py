@@ -1,0 +1,89 @@
+"""``python -m trainers.wraner`` (also ``nerve train wraner``): build prompts, train, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from trainers.wraner.config import WranerConfig, add_config_flags, load_config
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[WranerConfig, argparse.Namespace]:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainers.wraner",
+        description="IF-WRANER instruction tuning (LoRA) with the gateway's retrieval and prompts.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML config; flags override its values.")
+    parser.add_argument(
+        "--stage",
+        choices=["all", "prompts", "train", "export"],
+        default="all",
+        help="prompts: only build and cache the prompts; export: only export the last checkpoint.",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    add_config_flags(parser)
+    args = parser.parse_args(argv)
+    overrides = {
+        name: getattr(args, name) for name in WranerConfig.model_fields if hasattr(args, name)
+    }
+    return load_config(args.config, overrides), args
+
+
+def run(config: WranerConfig, stage: str = "all", progress: bool = True) -> dict:
+    """Run the stages of ``config``; returns a summary (also written to ``run_dir``)."""
+    import torch
+
+    from trainers.wraner.export import export_run
+    from trainers.wraner.model import base_model_dir, load_model_and_tokenizer
+    from trainers.wraner.prompts import load_or_build_prompts
+    from trainers.wraner.train import latest_checkpoint, train
+
+    torch.set_num_threads(config.threads)
+    model_dir = base_model_dir(config)
+    summary: dict = {"model_dir": str(model_dir), "run_dir": str(config.run_dir)}
+    if stage == "export":
+        checkpoint = latest_checkpoint(config.run_dir)
+        if checkpoint is None:
+            raise SystemExit(f"no checkpoint in {config.run_dir} to export")
+        summary["export"] = export_run(config, checkpoint / "adapter")
+        return summary
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    started = time.monotonic()
+    prompts = load_or_build_prompts(
+        config, lambda text: len(tokenizer(text)["input_ids"]), progress=progress
+    )
+    summary["prompts"] = len(prompts)
+    summary["prompts_s"] = round(time.monotonic() - started, 1)
+    if stage == "prompts":
+        return summary
+
+    model, tokenizer = load_model_and_tokenizer(config, model_dir)
+    started = time.monotonic()
+    peft_model = train(config, model, tokenizer, prompts, progress=progress)
+    summary["train_s"] = round(time.monotonic() - started, 1)
+    adapter_dir = config.run_dir / "final-adapter"
+    peft_model.save_pretrained(adapter_dir)
+    if stage == "all":
+        summary["export"] = export_run(config, adapter_dir)
+    (config.run_dir / "summary.json").write_text(json.dumps(summary, indent=2), "utf-8")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; ``argv`` without the program name (``None`` = ``sys.argv[1:]``)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config, args = parse_args(argv)
+    summary = run(config, args.stage, progress=not args.no_progress)
+    log.info("done: %s", json.dumps(summary))
+    return 0

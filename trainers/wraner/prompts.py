@@ -1,0 +1,244 @@
+"""Training prompts the IF-WRANER way, built with the gateway's own retrieval and prompt code.
+
+Each training sentence gets the k most similar pool sentences (word-level retrieval through
+:class:`app.retrieval.Retriever` over a Milvus Lite store, never the sentence itself nor a
+copy of its text) and is rendered by :func:`app.core.prompt.build_prompt`; the target is
+:func:`app.core.prompt.render_answer`. Two regularisers make the model read the prompt's types
+instead of memorising the source label set: a share of prompts is duplicated with some entity
+types removed (their gold spans leave the answer, and the examples' answers, with them), and
+the entity-type order is shuffled in a share of prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from app.core.crossner_types import entity_types_for
+from app.core.prompt import build_prompt, render_answer
+from app.core.readers import entity_types_of, read_split
+from app.core.types import Example
+from trainers.wraner.config import WranerConfig
+
+log = logging.getLogger(__name__)
+
+TENANT = "trainer"
+# Config fields the prompts depend on: a cached prompt file is reused only if they match.
+_PROMPT_FIELDS = (
+    "data_dir",
+    "domain",
+    "split",
+    "entity_types",
+    "pool_size",
+    "num_prompts",
+    "min_words",
+    "k",
+    "retrieval",
+    "word_hits",
+    "drop_types_share",
+    "shuffle_types_share",
+    "max_seq_tokens",
+    "seed",
+)
+
+
+@dataclass(frozen=True)
+class TypeVariant:
+    """Which entity types one prompt asks for, in prompt order."""
+
+    types: list[str]
+    removed: list[str]
+    shuffled: bool
+
+
+@dataclass(frozen=True)
+class TrainPrompt:
+    id: str
+    prompt: str
+    answer: str
+    types: list[str]
+    removed: list[str]
+    shuffled: bool
+    k: int
+
+
+def split_source(
+    examples: Sequence[Example], pool_size: int, num_prompts: int, min_words: int, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Disjoint (pool, training sentences), drawn at random with ``seed``."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    pool = [examples[i] for i in order[:pool_size]]
+    rest = [examples[i] for i in order[pool_size:]]
+    queries = [e for e in rest if len(e.text.split()) >= min_words][:num_prompts]
+    return pool, queries
+
+
+def type_variants(
+    example: Example,
+    canonical: Sequence[str],
+    drop_share: float,
+    shuffle_share: float,
+    rng: random.Random,
+) -> list[TypeVariant]:
+    """The prompt(s) one sentence yields: all types, plus (sometimes) a copy with types removed.
+
+    A removal always keeps at least one type and, when the sentence has entities, removes at
+    least one type it contains, so that the copy's answer really differs.
+    """
+    variants = [_ordered(list(canonical), [], shuffle_share, rng)]
+    if len(canonical) > 1 and rng.random() < drop_share:
+        present = [t for t in canonical if any(s.type == t for s in example.entities)]
+        count = rng.randint(1, len(canonical) - 1)
+        removed: list[str] = [rng.choice(present)] if present else []
+        others = [t for t in canonical if t not in removed]
+        removed += rng.sample(others, count - len(removed)) if count > len(removed) else []
+        kept = [t for t in canonical if t not in removed]
+        variants.append(_ordered(kept, sorted(removed), shuffle_share, rng))
+    return variants
+
+
+def _ordered(
+    types: list[str], removed: list[str], shuffle_share: float, rng: random.Random
+) -> TypeVariant:
+    shuffled = len(types) > 1 and rng.random() < shuffle_share
+    if shuffled:
+        original = list(types)
+        while types == original:
+            rng.shuffle(types)
+    return TypeVariant(types=types, removed=removed, shuffled=shuffled)
+
+
+def render_prompt(
+    example: Example,
+    variant: TypeVariant,
+    retrieved: Sequence[Example],
+    count_tokens: Callable[[str], int] | None,
+    max_tokens: int,
+) -> tuple[str, str, int]:
+    """(prompt, answer, examples used). ``retrieved`` is best first; the least similar example
+    goes first when the prompt is too long, down to no examples at all."""
+    entity_types = entity_types_for(variant.types)
+    answer = render_answer(example, variant.types)
+    examples = list(retrieved)
+    while True:
+        # The gateway puts the most similar example last, nearest to the query.
+        prompt = build_prompt(entity_types, list(reversed(examples)), example.text).text
+        if count_tokens is None or not examples or count_tokens(prompt + answer) <= max_tokens:
+            return prompt, answer, len(examples)
+        examples.pop()
+
+
+def fingerprint(config: WranerConfig) -> str:
+    data = {f: getattr(config, f) for f in _PROMPT_FIELDS}
+    return hashlib.sha256(json.dumps(data, default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_prompts(
+    config: WranerConfig,
+    count_tokens: Callable[[str], int] | None,
+    work_dir: Path | None = None,
+    progress: bool = True,
+) -> list[TrainPrompt]:
+    """All training prompts of ``config`` (retrieval over a temporary Milvus Lite store)."""
+    from app.embedding.sentence_transformers import SentenceTransformerEmbedder
+    from app.retrieval import Retriever
+    from app.store.milvus import MilvusStore
+
+    examples = read_split(config.data_dir, config.domain, config.split)
+    canonical = config.entity_types or sorted(entity_types_of(examples), key=_type_rank)
+    pool, queries = split_source(
+        examples, config.pool_size, config.num_prompts, config.min_words, config.seed
+    )
+    ids_by_text: dict[str, list[str]] = defaultdict(list)
+    for example in pool:
+        ids_by_text[_key(example.text)].append(example.id or "")
+
+    embedder = SentenceTransformerEmbedder()
+    rng = random.Random(config.seed)
+    prompts: list[TrainPrompt] = []
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        store = MilvusStore(uri=str(Path(tmp) / "pool.db"), dimension=embedder.dimension)
+        try:
+            retriever = Retriever(
+                embedder, store, mode=config.retrieval, word_hits=config.word_hits
+            )
+            log.info("indexing %d pool sentences", len(pool))
+            retriever.index(TENANT, config.domain, pool)
+            for example in tqdm(queries, desc="prompts", disable=not progress):
+                hits = retriever.retrieve(
+                    TENANT,
+                    config.domain,
+                    example.text,
+                    config.k,
+                    exclude_ids=[example.id or "", *ids_by_text.get(_key(example.text), [])],
+                    exclude_same_text=True,
+                )
+                retrieved = [h.example for h in hits]
+                variants = type_variants(
+                    example, canonical, config.drop_types_share, config.shuffle_types_share, rng
+                )
+                for index, variant in enumerate(variants):
+                    prompt, answer, used = render_prompt(
+                        example, variant, retrieved, count_tokens, config.max_seq_tokens
+                    )
+                    prompts.append(
+                        TrainPrompt(
+                            id=f"{example.id}#{index}",
+                            prompt=prompt,
+                            answer=answer,
+                            types=variant.types,
+                            removed=variant.removed,
+                            shuffled=variant.shuffled,
+                            k=used,
+                        )
+                    )
+        finally:
+            store.close()
+    return prompts
+
+
+def load_or_build_prompts(
+    config: WranerConfig, count_tokens: Callable[[str], int] | None, progress: bool = True
+) -> list[TrainPrompt]:
+    """The run's prompts, from ``run_dir/prompts.jsonl`` when it was built by the same config."""
+    path = config.run_dir / "prompts.jsonl"
+    stamp = fingerprint(config)
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if lines and json.loads(lines[0]).get("fingerprint") == stamp:
+            return [TrainPrompt(**json.loads(line)) for line in lines[1:]]
+        log.info("%s was built by another config; rebuilding", path)
+    prompts = build_prompts(config, count_tokens, work_dir=config.run_dir, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        out.write(json.dumps({"fingerprint": stamp, "count": len(prompts)}) + "\n")
+        for p in prompts:
+            out.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return prompts
+
+
+_CONLL_ORDER = ("person", "organisation", "location", "misc")
+
+
+def _type_rank(name: str) -> tuple[bool, int, str]:
+    # CoNLL's usual order first, then alphabetical; misc last in any domain.
+    order = _CONLL_ORDER.index(name) if name in _CONLL_ORDER else len(_CONLL_ORDER)
+    return (name == "misc", order, name)
+
+
+def _key(text: str) -> str:
+    return " ".join(text.split())
