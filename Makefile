@@ -40,11 +40,20 @@ lint: install
 triton: install
 	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve triton
 
-# Benchmarks print tables; results go to docs/benchmarks.md by hand, with date and machine.
+# Benchmarks print tables and keep JSON in runs/; results go to docs/benchmarks.md with the
+# date and the machine. BENCH_LIMIT=0 scores the full test sets.
+DOMAINS := politics science music literature ai
+BENCH_LIMIT ?= 100
+BENCH_ARGS ?=
+BENCH_TAG ?= default
 bench: install
-	@for d in politics science music literature ai; do \
-		$(BIN)/nerve eval --data $(SHARED_DATA) --domain $$d --split test --limit 100; \
+	mkdir -p runs
+	@for d in $(DOMAINS); do \
+		$(BIN)/nerve eval --data $(SHARED_DATA) --domain $$d --split test \
+			$(if $(filter 0,$(BENCH_LIMIT)),,--limit $(BENCH_LIMIT)) $(BENCH_ARGS) \
+			--output runs/$(BENCH_TAG)-$$d.json; \
 	done
+	$(BIN)/python -m app.bench_table runs/$(BENCH_TAG)-*.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

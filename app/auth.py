@@ -125,24 +125,24 @@ class Authenticator:
         self.reload_interval_s = reload_interval_s
         self._clock = clock
         self._keys = load_keys(path)
-        self._signature = self._stat()
+        self._signature = self._fingerprint()
         self._checked_at = clock()
         if not self._keys:
             log.warning("API keys file %s holds no key: every request will be refused", path)
 
-    def _stat(self) -> tuple[int, int] | None:
+    def _fingerprint(self) -> str | None:
+        # The content, not the mtime: a rewrite within the same clock tick is still seen.
         try:
-            stat = self.path.stat()
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
         except OSError:
             return None
-        return (stat.st_mtime_ns, stat.st_size)
 
     def _refresh(self) -> None:
         now = self._clock()
         if now - self._checked_at < self.reload_interval_s:
             return
         self._checked_at = now
-        signature = self._stat()
+        signature = self._fingerprint()
         if signature is None or signature == self._signature:
             return
         try:

@@ -49,3 +49,6 @@ def configure_logging(level: str = "INFO", as_json: bool = True) -> None:
     root.setLevel(level.upper())
     for noisy in ("httpx", "urllib3", "sentence_transformers", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Milvus Lite's in-process gRPC server logs a traceback for every RPC it does not implement
+    # (pymilvus asks AllocTimestamp once per collection created, then falls back): noise.
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)

@@ -35,6 +35,12 @@ class Metrics:
             ["domain", "reason"],
             registry=r,
         )
+        self.escalated_answers = Counter(
+            "nerve_escalated_answers",
+            "Answers flagged for a human (one per answer, whatever the number of reasons).",
+            ["domain"],
+            registry=r,
+        )
         self.answers = Counter(
             "nerve_answers", "Answers given by /v1/ner, per domain.", ["domain"], registry=r
         )

@@ -157,7 +157,7 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         progress.set_postfix(tag=f"{float(tag_loss):.3f}", contrast=f"{float(contrast):.3f}")
     net.eval()
     return losses

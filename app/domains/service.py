@@ -11,7 +11,7 @@ from anyio import to_thread
 from app.core.readers import BioFormatError, parse_bio
 from app.core.types import Domain, EntityType, Example, Span
 from app.domains.protocol import DomainIn, ExampleIn
-from app.errors import Conflict, InvalidRequest, MalformedBody, NotFound
+from app.errors import BackendUnavailable, Conflict, InvalidRequest, MalformedBody, NotFound
 from app.metrics import Metrics
 from app.retrieval import Retriever
 from app.settings import Settings
@@ -28,6 +28,9 @@ class DomainService:
         self.store = store
         self.retriever = retriever
         self.metrics = metrics
+        # Last record seen of each domain: lets /v1/ner answer (degraded, escalated) while the
+        # store is down, when settings.degrade_without_retrieval allows it.
+        self._last_known: dict[tuple[str, str], Domain] = {}
 
     # --- domains ---------------------------------------------------------------------------
     async def create(self, tenant: str, spec: DomainIn) -> Domain:
@@ -62,9 +65,17 @@ class DomainService:
         return domain
 
     async def get(self, tenant: str, name: str) -> Domain:
-        domain = await to_thread.run_sync(self.store.get_domain, tenant, name)
+        try:
+            domain = await to_thread.run_sync(self.store.get_domain, tenant, name)
+        except BackendUnavailable:
+            known = self._last_known.get((tenant, name))
+            if known is None or not self.settings.degrade_without_retrieval:
+                raise
+            return known
         if domain is None:
+            self._last_known.pop((tenant, name), None)
             raise NotFound(f"unknown domain {name!r}; create it with POST /v1/domains")
+        self._last_known[(tenant, name)] = domain
         return domain
 
     async def store_has(self, tenant: str, name: str) -> bool:

@@ -282,6 +282,8 @@ class NERService:
         m.answers.labels(domain=domain.name).inc()
         for entity in response.entities:
             m.entities.labels(domain=domain.name, type=entity.type).inc()
+        if response.escalate:
+            m.escalated_answers.labels(domain=domain.name).inc()
         for reason in response.escalation_reasons:
             m.escalations.labels(domain=domain.name, reason=reason).inc()
         for r in results:

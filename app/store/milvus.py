@@ -56,6 +56,7 @@ class MilvusStore:
         from pymilvus import MilvusClient
 
         self.uri = uri
+        self.is_lite = "://" not in uri  # a file path: Milvus Lite
         self.dimension = dimension
         self.nlist = nlist
         self.nprobe = nprobe
@@ -272,6 +273,13 @@ class MilvusStore:
         """(seq, id) of every example in scope, oldest first."""
 
         def run() -> list[tuple[int, str]]:
+            if self.is_lite:
+                # Milvus Lite answers an unbounded query; its iterator logs server errors.
+                rows = self.client.query(
+                    self.examples, filter=scope, output_fields=["id", "seq"], timeout=self.timeout_s
+                )
+                return sorted((int(r["seq"]), r["id"]) for r in rows)
+            # A server caps one query's window (16,384 rows): iterate.
             iterator = self.client.query_iterator(
                 self.examples, batch_size=_QUERY_BATCH, filter=scope, output_fields=["id", "seq"]
             )

@@ -1,0 +1,55 @@
+"""The logic of the CPU Triton LLM (``model_repository/llm_cpu``), importable and testable
+without Triton: tensors in, :class:`LlamaCppEngine` completion, tensors out.
+
+``model_repository/llm_cpu/1/model.py`` only adapts Triton's request objects to this class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from app.errors import InvalidRequest
+from app.generation import llm_tensors as t
+from app.generation.llama_cpp import LlamaCppEngine
+from app.settings import Settings, load_settings
+
+INPUT_NAMES = (t.TEXT_INPUT, t.MAX_TOKENS, t.STOP_WORDS, t.BAD_WORDS, t.RETURN_LOG_PROBS)
+
+
+class CpuLLM:
+    def __init__(self, engine: LlamaCppEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> CpuLLM:
+        """The model the ``NERVE_*`` environment names: the same one the gateway would load."""
+        return cls(LlamaCppEngine.from_settings(settings or load_settings()))
+
+    def run(
+        self,
+        tensors: Mapping[str, np.ndarray | None],
+        cancelled: Callable[[], bool] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Output tensors for one request (batch of one).
+
+        Raises :class:`llm_tensors.MalformedTensors` or :class:`InvalidRequest` for a request
+        to change, and the engine's backend errors otherwise.
+        """
+        calls = t.decode_request(tensors)
+        if len(calls) != 1:
+            raise t.MalformedTensors(f"one prompt per request, got {len(calls)}")
+        call = calls[0]
+        generation = self.engine.complete(
+            call.prompt, max_tokens=call.max_tokens, stop=call.stop, cancelled=cancelled
+        )
+        return t.encode_response(generation)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def error_kind(exc: Exception) -> str:
+    """'invalid' for errors the caller must fix (sent with the contract's marker), else 'internal'."""
+    return "invalid" if isinstance(exc, InvalidRequest | t.MalformedTensors) else "internal"

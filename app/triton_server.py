@@ -1,0 +1,368 @@
+"""Run the real ``tritonserver`` bundled in PyPI's ``nvidia-pytriton`` on ``model_repository/``.
+
+The bundle runs on CPU (its CUDA/NVML warnings are harmless). Recipe (docs in DESIGN.md):
+a backend directory whose ``python/`` links the bundle's Python backend and the 3.11 stub;
+``PATH`` starting with this interpreter's ``bin`` (the stub finds site-packages through
+``python3``); ``LD_LIBRARY_PATH`` starting with this Python's ``LIBDIR``. Models load in
+explicit mode: every directory of the repository holding a ``config.pbtxt`` (so
+``gpu_templates/`` is never loaded here), and clients may unload and reload them.
+
+:func:`run_triton` serves in the foreground (``nerve triton``); :class:`TritonServer` is the
+same server as a context manager that waits for readiness and always cleans up (tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import types
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import httpx
+
+from app.settings import REPO_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "triton_python_backend_shm_region_"
+_STUB_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def bundle_dir() -> Path:
+    """``<site-packages>/pytriton/tritonserver``: the server binary and its Python backend."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("nvidia-pytriton is not installed: pip install nvidia-pytriton==0.7.0")
+    path = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+    if not (path / "bin" / "tritonserver").is_file():
+        raise RuntimeError(f"no tritonserver binary under {path}")
+    return path
+
+
+def prepare_backend_dir(workdir: Path) -> Path:
+    """A ``--backend-directory`` whose ``python/`` links the bundle's backend and stub."""
+    bundle = bundle_dir()
+    python = workdir / "backends" / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    links = {
+        "libtriton_python.so": bundle / "backends/python/libtriton_python.so",
+        "triton_python_backend_utils.py": bundle / "backends/python/triton_python_backend_utils.py",
+        "triton_python_backend_stub": bundle
+        / f"python_backend_stubs/{_STUB_PYTHON}/triton_python_backend_stub",
+    }
+    for name, target in links.items():
+        if not target.exists():
+            raise RuntimeError(f"the Triton bundle lacks {target}")
+        link = python / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target)
+    return python.parent
+
+
+def discover_models(repositories: Iterable[Path]) -> list[str]:
+    """Names of the models (directories with a ``config.pbtxt``) in the repositories."""
+    names: list[str] = []
+    for repository in repositories:
+        names += sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
+    return names
+
+
+def server_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: the stub's Python, and the settings the models read.
+
+    The LLM model builds its engine from ``NERVE_*`` (``load_settings()``), so the values the
+    gateway resolved are passed on, with paths made absolute (the stubs' working directory is
+    not the caller's).
+    """
+    env = dict(os.environ if base is None else base)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")]).rstrip(os.pathsep)
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, env.get("LD_LIBRARY_PATH", "")]).strip(
+        os.pathsep
+    )
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
+    env["NERVE_DATA_DIR"] = str(settings.data_dir.resolve())
+    if settings.llm_model_path is not None:
+        env["NERVE_LLM_MODEL_PATH"] = str(settings.llm_model_path.resolve())
+    adapter = settings.llm_adapter
+    env["NERVE_LLM_ADAPTER"] = (
+        adapter if adapter in ("default", "none") else str(Path(adapter).resolve())
+    )
+    env["NERVE_LLM_THREADS"] = str(settings.llm_threads)
+    env["NERVE_LLM_CONTEXT_TOKENS"] = str(settings.llm_context_tokens)
+    env["NERVE_LOG_LEVEL"] = settings.log_level
+    return env
+
+
+def triton_command(
+    *,
+    repositories: Sequence[Path],
+    backend_dir: Path,
+    models: Sequence[str],
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    address: str = "0.0.0.0",
+) -> list[str]:
+    args = [str(bundle_dir() / "bin" / "tritonserver")]
+    args += [f"--model-repository={r.resolve()}" for r in repositories]
+    args += [
+        f"--backend-directory={backend_dir}",
+        "--model-control-mode=explicit",
+        *(f"--load-model={m}" for m in models),
+        f"--http-address={address}",
+        f"--http-port={http_port}",
+        f"--grpc-address={address}",
+        f"--grpc-port={grpc_port}",
+        "--allow-metrics=true",
+        "--allow-gpu-metrics=false",
+        f"--metrics-address={address}",
+        f"--metrics-port={metrics_port}",
+        "--exit-timeout-secs=20",
+    ]
+    return args
+
+
+class TritonServer:
+    """One ``tritonserver`` process; ``with TritonServer(...) as server:`` waits until ready.
+
+    :meth:`stop` sends SIGTERM (the server stops its stubs), kills the process group after a
+    grace period, and removes the Python-backend shared-memory regions it left behind.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http_port: int,
+        grpc_port: int,
+        metrics_port: int,
+        repositories: Sequence[Path] = (DEFAULT_REPOSITORY,),
+        models: Sequence[str] | None = None,
+        address: str = "0.0.0.0",
+        log_path: Path | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.repositories = list(repositories)
+        self.models = list(models) if models is not None else discover_models(self.repositories)
+        self.address = address
+        self.log_path = log_path
+        self._workdir = workdir
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._shm_before: set[str] = set()
+
+    @property
+    def grpc_url(self) -> str:
+        host = "127.0.0.1" if self.address == "0.0.0.0" else self.address
+        return f"{host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        host = "127.0.0.1" if self.address == "0.0.0.0" else self.address
+        return f"http://{host}:{self.http_port}"
+
+    def command(self) -> list[str]:
+        return triton_command(
+            repositories=self.repositories,
+            backend_dir=prepare_backend_dir(self._working_dir()),
+            models=self.models,
+            http_port=self.http_port,
+            grpc_port=self.grpc_port,
+            metrics_port=self.metrics_port,
+            address=self.address,
+        )
+
+    def _working_dir(self) -> Path:
+        if self._workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="nerve-triton-")
+            self._workdir = Path(self._tmp.name)
+        return self._workdir
+
+    def start(self, *, wait: bool = True, timeout_s: float = 120.0) -> None:
+        if self.running:
+            raise RuntimeError("tritonserver is already running")
+        args = self.command()
+        self._shm_before = _shm_regions()
+        log.info("starting tritonserver: %s", " ".join(args))
+        output = self.log_path.open("ab") if self.log_path else None
+        try:
+            self.process = subprocess.Popen(
+                args,
+                env=server_env(self.settings),
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                start_new_session=True,  # its own process group: the stubs die with it
+            )
+        finally:
+            if output:
+                output.close()
+        if wait:
+            self.wait_ready(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def is_ready(self) -> bool:
+        try:
+            response = httpx.get(f"{self.http_url}/v2/health/ready", timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                code = self.process.returncode
+                self.stop()
+                raise RuntimeError(f"tritonserver exited ({code}) at start-up{self._log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"tritonserver not ready within {timeout_s:g} s{self._log_tail()}")
+
+    def wait(self) -> int:
+        """Block until the server exits (foreground use); returns its exit code."""
+        if self.process is None:
+            raise RuntimeError("tritonserver was not started")
+        return self.process.wait()
+
+    def stop(self, grace_s: float = 25.0) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=grace_s)
+                except subprocess.TimeoutExpired:
+                    log.warning("tritonserver ignored SIGTERM for %g s: killing it", grace_s)
+            # Stubs still alive after the server (a crash, a kill) go with the process group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+        self._remove_stale_shm()
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp, self._workdir = None, None
+
+    def _remove_stale_shm(self) -> None:
+        # Only regions created while this server ran, and only if no process maps them any
+        # more: another Triton on the machine keeps its own.
+        new = _shm_regions() - self._shm_before
+        if not new:
+            return
+        in_use = _mapped_shm_regions()
+        for name in new - in_use:
+            with contextlib.suppress(FileNotFoundError):
+                (SHM_DIR / name).unlink()
+                log.info("removed stale %s", name)
+
+    def _log_tail(self) -> str:
+        if self.log_path is None or not self.log_path.is_file():
+            return ""
+        return ":\n" + self.log_path.read_text(errors="replace")[-3000:]
+
+    def __enter__(self) -> TritonServer:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _shm_regions() -> set[str]:
+    if not SHM_DIR.is_dir():
+        return set()
+    return {p.name for p in SHM_DIR.glob(f"{SHM_PREFIX}*")}
+
+
+def _mapped_shm_regions() -> set[str]:
+    """Shared-memory regions some live process still maps or holds open."""
+    used: set[str] = set()
+    marker = str(SHM_DIR / SHM_PREFIX)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for line in (proc / "maps").read_text(errors="replace").splitlines():
+                if marker in line:
+                    used.add(Path(line.split(maxsplit=5)[-1].split(" (deleted)")[0]).name)
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith(marker):
+                        used.add(Path(target).name)
+    return used
+
+
+def run_triton(
+    settings: Settings,
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    metrics_port: int = 8002,
+    *,
+    repository: Path | None = None,
+    address: str = "0.0.0.0",
+) -> int:
+    """Serve ``model_repository/`` in the foreground until SIGINT/SIGTERM; the exit code."""
+    server = TritonServer(
+        settings,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        repositories=[repository or DEFAULT_REPOSITORY],
+        address=address,
+    )
+
+    def _terminate(signum: int, frame: types.FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        server.start(wait=False)
+        log.info(
+            "tritonserver serving %s: models %s, gRPC :%d, HTTP :%d, metrics :%d",
+            server.repositories[0],
+            ", ".join(server.models),
+            grpc_port,
+            http_port,
+            metrics_port,
+        )
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.close()
+        signal.signal(signal.SIGTERM, previous)

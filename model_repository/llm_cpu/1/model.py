@@ -1,0 +1,38 @@
+"""Triton Python-backend glue for the CPU LLM; the logic is app.generation.cpu_llm_model."""
+
+import triton_python_backend_utils as pb_utils
+
+from app.generation.cpu_llm_model import INPUT_NAMES, CpuLLM, error_kind
+from app.generation.llm_tensors import INVALID_REQUEST_MARKER
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.llm = CpuLLM.from_settings()
+
+    def execute(self, requests):
+        return [self._one(request) for request in requests]
+
+    def _one(self, request):
+        tensors = {}
+        for name in INPUT_NAMES:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            tensors[name] = None if tensor is None else tensor.as_numpy()
+        try:
+            outputs = self.llm.run(tensors, cancelled=request.is_cancelled)
+        except Exception as exc:  # every failure becomes this request's error, never a crash
+            if error_kind(exc) == "invalid":
+                return pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(
+                        INVALID_REQUEST_MARKER + str(exc), pb_utils.TritonError.INVALID_ARG
+                    )
+                )
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INTERNAL)
+            )
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]
+        )
+
+    def finalize(self):
+        self.llm.close()

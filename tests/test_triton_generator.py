@@ -1,0 +1,156 @@
+"""TritonGenerator against the real tritonserver serving the CPU LLM."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import tritonclient.grpc.aio as grpcclient
+
+from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
+from app.generation.base import GenerationRequest
+from app.generation.factory import build_generator
+from app.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator
+from app.generation.triton import TritonGenerator
+from app.settings import load_settings
+from app.triton_server import TritonServer
+from tests.fixtures.llm import COUNTING, FEW_SHOT, check_offsets, free_port
+
+pytestmark = pytest.mark.integration
+STOP = ("\n\n", "###")
+
+
+@pytest.mark.parametrize("model", ["llm_cpu", "ensemble"])
+async def test_same_answer_as_in_process(
+    triton_server: TritonServer, llama_engine: LlamaCppEngine, model: str
+) -> None:
+    request = GenerationRequest(FEW_SHOT, max_tokens=40, stop=STOP)
+    triton = TritonGenerator(triton_server.grpc_url, model, timeout_s=60)
+    local = LlamaCppGenerator(llama_engine)
+    try:
+        assert await triton.ready()
+        remote = await triton.generate(request)
+        expected = await local.generate(request)
+    finally:
+        await triton.close()
+    assert remote.text == expected.text
+    assert remote.finish_reason == expected.finish_reason == "stop"
+    assert [(t.text, t.offset) for t in remote.tokens] == [
+        (t.text, t.offset) for t in expected.tokens
+    ]
+    assert [t.logprob for t in remote.tokens] == pytest.approx(
+        [t.logprob for t in expected.tokens], abs=0.05
+    )
+    check_offsets(remote)
+
+
+async def test_length_limit_is_reported(triton_server: TritonServer) -> None:
+    triton = TritonGenerator(triton_server.grpc_url, "llm_cpu")
+    try:
+        answer = await triton.generate(GenerationRequest(COUNTING, max_tokens=5))
+    finally:
+        await triton.close()
+    assert answer.finish_reason == "length"
+    assert len(answer.tokens) == 5
+    assert answer.text.strip().startswith("11")
+
+
+async def test_unknown_model_is_a_clear_503(triton_server: TritonServer) -> None:
+    triton = TritonGenerator(triton_server.grpc_url, "no_such_llm")
+    try:
+        assert not await triton.ready()
+        with pytest.raises(BackendUnavailable, match="'no_such_llm'.*not loaded or does not exist"):
+            await triton.generate(GenerationRequest("x", max_tokens=1))
+    finally:
+        await triton.close()
+
+
+async def test_timeout_gives_up_and_the_model_stays_usable(triton_server: TritonServer) -> None:
+    triton = TritonGenerator(triton_server.grpc_url, "llm_cpu", timeout_s=60)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendTimeout, match="no answer in 0.3 s"):
+            await triton.generate(GenerationRequest(COUNTING, max_tokens=1500, timeout_s=0.3))
+        assert time.monotonic() - started < 2.0
+        # The server cancels the abandoned request between tokens (1500 tokens take ~15 s), so
+        # the next one is answered promptly.
+        started = time.monotonic()
+        answer = await triton.generate(GenerationRequest(COUNTING, max_tokens=4))
+        assert answer.text.strip().startswith("11")
+        assert time.monotonic() - started < 8.0
+    finally:
+        await triton.close()
+
+
+async def test_malformed_answer_is_a_clear_503(triton_server: TritonServer) -> None:
+    triton = TritonGenerator(triton_server.grpc_url, "broken_llm")
+    try:
+        assert await triton.ready()
+        with pytest.raises(BackendUnavailable, match="malformed answer.*3 log-probs but 2"):
+            await triton.generate(GenerationRequest("x", max_tokens=4))
+    finally:
+        await triton.close()
+
+
+async def test_prompt_over_the_context_is_an_invalid_request(triton_server: TritonServer) -> None:
+    triton = TritonGenerator(triton_server.grpc_url, "ensemble")
+    try:
+        with pytest.raises(InvalidRequest, match="context of 2048 tokens"):
+            await triton.generate(GenerationRequest("word " * 2100, max_tokens=8))
+    finally:
+        await triton.close()
+
+
+async def test_unloaded_model_is_not_ready_until_reloaded(triton_server: TritonServer) -> None:
+    admin = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    triton = TritonGenerator(triton_server.grpc_url, "broken_llm")
+    try:
+        await admin.unload_model("broken_llm")
+        assert not await triton.ready()
+        with pytest.raises(BackendUnavailable, match="'broken_llm'"):
+            await triton.generate(GenerationRequest("x", max_tokens=1))
+        await admin.load_model("broken_llm")
+        assert await triton.ready()
+    finally:
+        await triton.close()
+        await admin.close()
+
+
+async def test_triton_down_then_back(disposable_triton: TritonServer) -> None:
+    triton = TritonGenerator(disposable_triton.grpc_url, "llm_cpu", retries=2)
+    request = GenerationRequest(COUNTING, max_tokens=4)
+    try:
+        before = await triton.generate(request)
+        disposable_triton.stop()
+        assert not await triton.ready()
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="unreachable"):
+            await triton.generate(request)
+        assert time.monotonic() - started >= 0.2 + 0.4  # two retries with back-off
+        disposable_triton.start(timeout_s=180)
+        # The same generator (same channel) reconnects within gRPC's capped back-off.
+        deadline = time.monotonic() + 10
+        while not await triton.ready() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (await triton.generate(request)).text == before.text
+    finally:
+        await triton.close()
+
+
+async def test_nothing_listening_is_unavailable_not_a_hang() -> None:
+    triton = TritonGenerator(f"127.0.0.1:{free_port()}", "llm_cpu", retries=1)
+    try:
+        assert not await triton.ready()
+        with pytest.raises(BackendUnavailable, match="unreachable"):
+            await triton.generate(GenerationRequest("x", max_tokens=1, timeout_s=5))
+    finally:
+        await triton.close()
+
+
+async def test_factory_builds_the_triton_generator() -> None:
+    generator = build_generator(
+        load_settings(generator="triton", triton_url="h:1", triton_model="ensemble")
+    )
+    assert isinstance(generator, TritonGenerator)
+    assert (generator.url, generator.model) == ("h:1", "ensemble")
+    await generator.close()
