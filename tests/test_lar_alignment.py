@@ -30,7 +30,9 @@ def test_more_sources_than_targets_leaves_one_unmatched() -> None:
 
 def test_prior_spreads_source_probability_over_similar_targets() -> None:
     similarity = np.array([[0.9, 0.1, 0.85], [0.1, 0.9, 0.1]])
-    alignment = alignment_from_similarity(["person", "place"], ["writer", "city", "poet"], similarity)
+    alignment = alignment_from_similarity(
+        ["person", "place"], ["writer", "city", "poet"], similarity
+    )
     prior = alignment.prior(np.array([1.0, 0.0]), sharpness=10.0)
     assert prior.sum() == pytest.approx(1.0)
     assert prior[0] > prior[1] and prior[2] > prior[1]

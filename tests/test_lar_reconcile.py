@@ -34,7 +34,10 @@ def _scorer(table: dict[tuple[int, int], dict[str, float]], calls: list[list[tup
             best = max(probs, key=probs.__getitem__)
             out.append(
                 TypedEntity(
-                    text=TEXT[m.start : m.end], type=best, start=m.start, end=m.end,
+                    text=TEXT[m.start : m.end],
+                    type=best,
+                    start=m.start,
+                    end=m.end,
                     score=probs[best],
                     candidates=[Candidate(type=t, score=p) for t, p in probs.items()],
                 )
@@ -49,7 +52,8 @@ async def test_consistent_answer_passes_unchanged_without_calling_lar() -> None:
     entities = [_entity(0, 12, "politician"), _entity(34, 40, "location")]
     result = await reconcile(TEXT, entities, REQUESTED, _scorer({}, calls))
     assert [(e.start, e.end, e.type) for e in result.entities] == [
-        (0, 12, "politician"), (34, 40, "location")
+        (0, 12, "politician"),
+        (34, 40, "location"),
     ]
     assert result.changes == [] and calls == []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -131,7 +132,7 @@ async def test_triton_down_then_back(disposable_triton: TritonServer) -> None:
         # The same generator (same channel) reconnects within gRPC's capped back-off.
         deadline = time.monotonic() + 10
         while not await triton.ready() and time.monotonic() < deadline:
-            time.sleep(0.2)
+            await asyncio.sleep(0.2)
         assert (await triton.generate(request)).text == before.text
     finally:
         await triton.close()

@@ -2,6 +2,11 @@
 
     python -m trainers.baner --data-dir ../shared/data/crossner --out model_repository/baner/1
 
+Then the query-time weights (how much the support examples' nearest-neighbour votes count in
+detection, prototype vs nearest support span vs type description in typing) are calibrated on
+the first sentences of the five CrossNER dev splits, one setting for all domains, and written to
+``options.json`` (``--calibrate-only`` redoes just that on an existing artefact).
+
 Objective: type-agnostic BIO tagging plus BANER's boundary-aware contrastive loss (each gold
 span's boundary representation pulled towards the representation of its type's description,
 spans with a wrong boundary and random non-entity spans pulled towards a null anchor, away from
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,12 +37,40 @@ from app.core.scoring import score
 from app.core.types import EntityType, Example
 from app.core.words import split_words
 from app.methods.baner.artefact import build_net, load_adapter_state, read_adapter, save_artefact
-from app.methods.baner.config import PACKAGED_ENCODER, BanerConfig, BanerOptions
+from app.methods.baner.config import (
+    OPTIONS_FILE,
+    PACKAGED_ENCODER,
+    BanerConfig,
+    BanerOptions,
+    save_options,
+)
 from app.methods.baner.encoder import make_word_batch
 from app.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
 from app.methods.baner.losses import boundary_contrastive_loss, tagging_loss
 from app.methods.baner.net import BanerNet
+from app.methods.calibration import (
+    baner_predictions,
+    build_retriever,
+    calibrate_baner,
+    grid,
+    micro_f1,
+    prepare_crossner,
+)
 from app.methods.lar.alignment import type_text
+
+CALIBRATION_DOMAINS = ("politics", "science", "music", "literature", "ai")
+# Detection knobs first, then typing knobs with the best detection (36 + 16 trials).
+DETECTION_SPACE: dict[str, list[object]] = {
+    "knn_weight": [0.0, 0.3, 0.5, 0.7],
+    "knn_neighbours": [4, 8, 16],
+    "knn_temperature": [0.02, 0.05, 0.1],
+}
+TYPING_POINTS: list[dict[str, object]] = [
+    {"proto_weight": p, "nearest_weight": n}
+    for p in (0.0, 0.2, 0.4, 0.6, 0.8)
+    for n in (0.0, 0.2, 0.4, 0.6, 0.8)
+    if 0.4 <= p + n <= 1.0
+]
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -130,7 +164,10 @@ def train(
         optimiser, lambda s: min(1.0, (s + 1) / max(1, steps // 10)) * max(0.0, 1 - s / steps)
     )
     type_inputs = tokenizer(
-        [type_text(t) for t in types], padding=True, truncation=True, max_length=64,
+        [type_text(t) for t in types],
+        padding=True,
+        truncation=True,
+        max_length=64,
         return_tensors="pt",
     )
     order: list[int] = []
@@ -176,6 +213,30 @@ def evaluate(
     return {"span_f1": round(spans.f1 * 100, 2), "typed_f1": round(typed.f1 * 100, 2)}
 
 
+def calibrate(directory: Path, data_dir: Path, sentences: int, support_k: int) -> dict[str, object]:
+    """Grid-search :class:`BanerOptions` on the dev splits; writes ``options.json``."""
+    extractor = BanerExtractor.load(directory, options=BanerOptions())
+    with tempfile.TemporaryDirectory(prefix="nerve-calibrate-") as scratch:
+        retriever = build_retriever(Path(scratch)) if support_k > 0 else None
+        domains = prepare_crossner(
+            extractor, retriever, data_dir, CALIBRATION_DOMAINS, "dev", sentences, support_k
+        )
+        if retriever is not None:
+            retriever.store.close()
+    default_f1 = micro_f1(domains, [baner_predictions(extractor, d) for d in domains])
+    extractor.options, _, detection = calibrate_baner(extractor, domains, grid(DETECTION_SPACE))
+    extractor.options, f1, typing = calibrate_baner(extractor, domains, TYPING_POINTS)
+    trials = len(detection) + len(typing)
+    save_options(extractor.options, directory / OPTIONS_FILE)
+    return {
+        "split": f"dev, first {sentences} sentences of {', '.join(CALIBRATION_DOMAINS)}",
+        "support_k": support_k,
+        "trials": trials,
+        "best_micro_f1": round(f1 * 100, 2),
+        "defaults_micro_f1": round(default_f1 * 100, 2),
+    }
+
+
 @app.command()
 def main(
     data_dir: Annotated[Path, typer.Option(help="CrossNER data root.")] = Path(
@@ -203,8 +264,21 @@ def main(
     ),
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 13,
+    calibration_sentences: Annotated[
+        int, typer.Option(help="Dev sentences per CrossNER domain to calibrate on (0: skip).")
+    ] = 60,
+    support_k: Annotated[int, typer.Option(help="Retrieved support examples per query.")] = 20,
+    calibrate_only: Annotated[
+        bool, typer.Option(help="Only calibrate the artefact in --out (no training).")
+    ] = False,
 ) -> None:
     torch.set_num_threads(threads)
+    if calibrate_only:
+        config = BanerConfig.load(out)
+        config.training["calibration"] = calibrate(out, data_dir, calibration_sentences, support_k)
+        config.save(out)
+        typer.echo(json.dumps(config.training, indent=2))
+        return
     train_examples = read_split(data_dir, domain, "train")
     types = entity_types_for(entity_types_of(train_examples))
     if init is not None:
@@ -213,15 +287,24 @@ def main(
         load_adapter_state(net, read_adapter(init))
     else:
         config = BanerConfig(
-            encoder=encoder, lora_rank=lora_rank, lora_alpha=2 * lora_rank,
+            encoder=encoder,
+            lora_rank=lora_rank,
+            lora_alpha=2 * lora_rank,
             source_types=[t.model_dump() for t in types],
         )
         tokenizer, net = build_net(config)
     samples = make_samples(train_examples, [t.name for t in types])
     started = time.monotonic()
     losses = train(
-        net, tokenizer, samples, types, steps=steps, batch_size=batch_size, lr=lr,
-        contrastive_weight=contrastive_weight, seed=seed,
+        net,
+        tokenizer,
+        samples,
+        types,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        contrastive_weight=contrastive_weight,
+        seed=seed,
     )
     minutes = (time.monotonic() - started) / 60
     save_artefact(net, out)
@@ -240,6 +323,9 @@ def main(
         f"dev_first_{len(dev)}": scores,
     }
     config.save(out)
+    if calibration_sentences > 0:
+        config.training["calibration"] = calibrate(out, data_dir, calibration_sentences, support_k)
+        config.save(out)
     typer.echo(json.dumps(config.training, indent=2))
 
 

@@ -9,18 +9,98 @@ over domains), never per domain: a new domain must work without its own calibrat
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+from app.core.crossner_types import entity_types_for
+from app.core.readers import entity_types_of, read_split
 from app.core.scoring import score
 from app.core.types import EntityType, Example
 from app.methods.baner.config import BanerOptions
 from app.methods.baner.extractor import BanerExtractor, EncodedText
 from app.methods.baner.support import SupportSet
 from app.methods.lar.reassign import LabelReassigner, LarOptions
+from app.retrieval import Retriever
 
 SupportOf = Callable[[Example], list[Example]]
+TENANT = "calibration"
+
+
+def build_retriever(scratch: Path) -> Retriever:
+    """The service's word-level retriever over a fresh Milvus Lite in ``scratch``."""
+    from app.embedding.sentence_transformers import SentenceTransformerEmbedder
+    from app.store.milvus import MilvusStore
+
+    embedder = SentenceTransformerEmbedder()
+    store = MilvusStore(str(scratch / "milvus.db"), embedder.dimension, prefix="encoders")
+    return Retriever(embedder, store, mode="word")
+
+
+class SupportSource:
+    """A query's support: its top-k retrieved pool examples, or (k <= 0) the whole pool.
+
+    Pool sentences identical to the query are never its support (CrossNER repeats sentences
+    across splits).
+    """
+
+    def __init__(
+        self, retriever: Retriever | None, tenant: str, domain: str, pool: list[Example], k: int
+    ) -> None:
+        if k > 0 and retriever is None:
+            raise ValueError("retrieving top-k support needs a retriever")
+        self.retriever = retriever
+        self.tenant = tenant
+        self.domain = domain
+        self.pool = pool
+        self.k = k
+        self.last_ms = 0.0
+
+    def __call__(self, query: Example | str) -> list[Example]:
+        text = query if isinstance(query, str) else query.text
+        started = time.perf_counter()
+        if self.k <= 0 or self.retriever is None:
+            key = " ".join(text.split())
+            support = [e for e in self.pool if " ".join(e.text.split()) != key]
+        else:
+            hits = self.retriever.retrieve(
+                self.tenant, self.domain, text, self.k, exclude_same_text=True
+            )
+            support = [h.example for h in hits]
+        self.last_ms = (time.perf_counter() - started) * 1000
+        return support
+
+
+def crossner_domain(data_dir: Path, domain: str, split: str, limit: int | None):
+    """(pool = train split, scored examples, entity types with descriptions) of a domain."""
+    pool = read_split(data_dir, domain, "train")
+    scored = read_split(data_dir, domain, split)[:limit]
+    return pool, scored, entity_types_for(entity_types_of([*pool, *scored]))
+
+
+def prepare_crossner(
+    extractor: BanerExtractor,
+    retriever: Retriever | None,
+    data_dir: Path,
+    domains: Sequence[str],
+    split: str,
+    limit: int | None,
+    support_k: int,
+) -> list[PreparedDomain]:
+    prepared = []
+    for domain in domains:
+        pool, scored, types = crossner_domain(data_dir, domain, split, limit)
+        if (
+            retriever is not None
+            and support_k > 0
+            and retriever.store.count_examples(TENANT, domain) == 0
+        ):
+            retriever.index(TENANT, domain, pool)
+        source = SupportSource(retriever, TENANT, domain, pool, support_k)
+        prepared.append(prepare_domain(extractor, domain, scored, types, source))
+    return prepared
 
 
 @dataclass(frozen=True)
@@ -61,7 +141,11 @@ def baner_predictions(extractor: BanerExtractor, domain: PreparedDomain) -> list
         probs = extractor.classify(query.encoded, pairs, domain.types, query.support)
         out.append(
             [
-                (query.encoded.words[a].start, query.encoded.words[b].end, domain.types[int(r.argmax())].name)
+                (
+                    query.encoded.words[a].start,
+                    query.encoded.words[b].end,
+                    domain.types[int(r.argmax())].name,
+                )
                 for (a, b), r in zip(pairs, probs, strict=True)
             ]
         )
@@ -80,7 +164,11 @@ def lar_predictions(reassigner: LabelReassigner, domain: PreparedDomain) -> list
         )
         out.append(
             [
-                (query.encoded.words[a].start, query.encoded.words[b].end, domain.types[int(r.argmax())].name)
+                (
+                    query.encoded.words[a].start,
+                    query.encoded.words[b].end,
+                    domain.types[int(r.argmax())].name,
+                )
                 for (a, b), r in zip(pairs, probs, strict=True)
             ]
         )
@@ -98,15 +186,18 @@ def grid(space: dict[str, Iterable[Any]]) -> list[dict[str, Any]]:
 
 
 def calibrate_baner(
-    extractor: BanerExtractor, domains: Sequence[PreparedDomain], space: dict[str, Iterable[Any]]
+    extractor: BanerExtractor, domains: Sequence[PreparedDomain], points: list[dict[str, Any]]
 ) -> tuple[BanerOptions, float, list[tuple[dict[str, Any], float]]]:
-    """The best :class:`BanerOptions` over ``space`` (others kept), its F1, and every trial."""
+    """The best of ``points`` (option overrides of the extractor's current options), its F1,
+    and every trial."""
     base = extractor.options
     trials = []
     try:
-        for point in grid(space):
+        for point in points:
             extractor.options = replace(base, **point)
-            trials.append((point, micro_f1(domains, [baner_predictions(extractor, d) for d in domains])))
+            trials.append(
+                (point, micro_f1(domains, [baner_predictions(extractor, d) for d in domains]))
+            )
     finally:
         extractor.options = base
     best, f1 = max(trials, key=lambda t: t[1])
@@ -114,14 +205,17 @@ def calibrate_baner(
 
 
 def calibrate_lar(
-    reassigner: LabelReassigner, domains: Sequence[PreparedDomain], space: dict[str, Iterable[Any]]
+    reassigner: LabelReassigner, domains: Sequence[PreparedDomain], points: list[dict[str, Any]]
 ) -> tuple[LarOptions, float, list[tuple[dict[str, Any], float]]]:
+    """As :func:`calibrate_baner`, for LAR's options."""
     base = reassigner.options
     trials = []
     try:
-        for point in grid(space):
+        for point in points:
             reassigner.options = replace(base, **point)
-            trials.append((point, micro_f1(domains, [lar_predictions(reassigner, d) for d in domains])))
+            trials.append(
+                (point, micro_f1(domains, [lar_predictions(reassigner, d) for d in domains]))
+            )
     finally:
         reassigner.options = base
     best, f1 = max(trials, key=lambda t: t[1])

@@ -24,16 +24,14 @@ from typing import Annotated, Any
 import typer
 from tqdm import tqdm
 
-from app.core.crossner_types import entity_types_for
-from app.core.readers import entity_types_of, read_split
 from app.core.scoring import score
 from app.core.types import EntityType, Example
 from app.methods.base import EncoderMethod
+from app.methods.calibration import SupportSource, build_retriever, crossner_domain
 from app.methods.factory import DEFAULT_ARTEFACT, EncoderMethodsConfig, build_encoder_methods
-from app.retrieval import Retriever
 
 DOMAINS = ("politics", "science", "music", "literature", "ai")
-TENANT = "eval"
+TENANT = "encoder-eval"
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
@@ -65,28 +63,6 @@ class DomainRun:
         }
 
 
-class SupportSource:
-    """The support examples of each query: retrieved top-k, or the whole pool."""
-
-    def __init__(self, retriever: Retriever | None, domain: str, pool: list[Example], k: int):
-        self.retriever = retriever
-        self.domain = domain
-        self.pool = pool
-        self.k = k
-
-    def __call__(self, text: str) -> tuple[list[Example], float]:
-        started = time.perf_counter()
-        if self.k <= 0 or self.retriever is None:
-            key = " ".join(text.split())
-            support = [e for e in self.pool if " ".join(e.text.split()) != key]
-        else:
-            hits = self.retriever.retrieve(
-                TENANT, self.domain, text, self.k, exclude_same_text=True
-            )
-            support = [h.example for h in hits]
-        return support, (time.perf_counter() - started) * 1000
-
-
 async def run_domain(
     methods: dict[str, EncoderMethod],
     support_of: SupportSource,
@@ -98,8 +74,8 @@ async def run_domain(
     latencies: dict[str, list[float]] = {name: [] for name in methods}
     retrieval: list[float] = []
     for example in tqdm(test, desc=domain, unit="sent"):
-        support, retrieval_ms = support_of(example.text)
-        retrieval.append(retrieval_ms)
+        support = support_of(example.text)
+        retrieval.append(support_of.last_ms)
         for name, method in methods.items():
             started = time.perf_counter()
             entities = await method.extract(example.text, types, support)
@@ -115,20 +91,18 @@ async def run_domain(
         )
         runs.append(
             DomainRun(
-                domain, name, len(test), report.f1, report.precision, report.recall, spans.f1,
-                latencies[name], retrieval,
+                domain,
+                name,
+                len(test),
+                report.f1,
+                report.precision,
+                report.recall,
+                spans.f1,
+                latencies[name],
+                retrieval,
             )
         )
     return runs
-
-
-def build_retriever(scratch: Path) -> Retriever:
-    from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-    from app.store.milvus import MilvusStore
-
-    embedder = SentenceTransformerEmbedder()
-    store = MilvusStore(str(scratch / "milvus.db"), embedder.dimension, prefix="enceval")
-    return Retriever(embedder, store, mode="word")
 
 
 @app.command()
@@ -156,15 +130,11 @@ def main(
     with tempfile.TemporaryDirectory(prefix="nerve-enceval-") as scratch:
         retriever = build_retriever(Path(scratch)) if support_k > 0 else None
         for domain in domains.split(","):
-            pool = read_split(data_dir, domain, "train")
-            test = read_split(data_dir, domain, split)[:limit]
-            types = entity_types_for(entity_types_of([*pool, *test]))
+            pool, test, types = crossner_domain(data_dir, domain, split, limit)
             if retriever is not None:
                 retriever.index(TENANT, domain, pool)
-            runs = asyncio.run(
-                run_domain(chosen, SupportSource(retriever, domain, pool, support_k), test, types,
-                           domain)
-            )
+            source = SupportSource(retriever, TENANT, domain, pool, support_k)
+            runs = asyncio.run(run_domain(chosen, source, test, types, domain))
             for run in runs:
                 results.append(run.to_dict())
                 typer.echo(json.dumps(run.to_dict()))

@@ -6,7 +6,7 @@ clients of the Triton models of the same names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +15,7 @@ from app.methods.base import EncoderMethod, LabelReassignment
 from app.settings import REPO_ROOT, Settings
 
 DEFAULT_ARTEFACT = REPO_ROOT / "model_repository" / "baner" / "1"
+DEFAULT_LAR_OPTIONS = REPO_ROOT / "model_repository" / "lar" / "1" / "lar.json"
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class EncoderMethodsConfig:
 
     backend: Literal["inprocess", "triton"] = "inprocess"
     artefact_dir: Path = DEFAULT_ARTEFACT
+    lar_options: Path = DEFAULT_LAR_OPTIONS
     # Where the base encoder is read from (None: where the artefact's config says).
     encoder: str | None = None
     lar_inference: Literal["direct", "enhanced"] = "direct"
@@ -78,16 +80,23 @@ def build_encoder_methods(
         from app.methods.triton_client import TritonEncoderMethod, TritonLar
 
         return EncoderMethods(
-            TritonEncoderMethod("baner", config.triton_url, config.triton_baner_model,
-                                config.timeout_s),
+            TritonEncoderMethod(
+                "baner", config.triton_url, config.triton_baner_model, config.timeout_s
+            ),
             TritonLar("lar", config.triton_url, config.triton_lar_model, config.timeout_s),
         )
+    from app.methods.baner.config import load_options
     from app.methods.baner.extractor import BanerExtractor
     from app.methods.inprocess import InProcessBaner, InProcessLar
     from app.methods.lar.reassign import LabelReassigner, LarOptions
 
     extractor = BanerExtractor.load(config.artefact_dir, config.encoder)
-    reassigner = LabelReassigner(extractor, LarOptions(inference=config.lar_inference))
+    options = (
+        load_options(LarOptions, config.lar_options)
+        if config.lar_options.is_file()
+        else LarOptions()
+    )
+    reassigner = LabelReassigner(extractor, replace(options, inference=config.lar_inference))
     return EncoderMethods(
         InProcessBaner(extractor),
         InProcessLar(reassigner, generator if config.lar_inference == "enhanced" else None),

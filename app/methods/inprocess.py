@@ -64,9 +64,7 @@ class InProcessLar:
     async def extract(
         self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]
     ) -> list[TypedEntity]:
-        result = await _run(
-            self.name, lambda: self.reassigner.extract(text, entity_types, support)
-        )
+        result = await _run(self.name, lambda: self.reassigner.extract(text, entity_types, support))
         if self.reassigner.options.inference == "enhanced" and self.generator is not None:
             return await enhance(text, result.entities, self.generator, self.reassigner.options)
         return result.entities

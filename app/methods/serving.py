@@ -8,11 +8,12 @@ encodes the outputs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from app.methods import wire
+from app.methods.baner.config import load_options
 from app.methods.baner.extractor import BanerExtractor
 from app.methods.lar.reassign import LabelReassigner, LarOptions
 
@@ -27,13 +28,16 @@ class ModelParameters:
     artefact_dir: Path
     encoder: str | None
     threads: int
+    # LAR's calibrated options (python -m trainers.lar); None: the defaults.
+    lar_options: Path | None = None
 
     @classmethod
     def parse(cls, params: dict[str, str], model_dir: Path) -> ModelParameters:
         contract = params.get("contract")
         if contract != wire.CONTRACT:
-            raise ValueError(f"config.pbtxt contract is {contract!r}; this code speaks "
-                             f"{wire.CONTRACT!r}")
+            raise ValueError(
+                f"config.pbtxt contract is {contract!r}; this code speaks {wire.CONTRACT!r}"
+            )
         method = params.get("method")
         if method not in ("baner", "lar"):
             raise ValueError(f"config.pbtxt method must be 'baner' or 'lar'; got {method!r}")
@@ -43,11 +47,13 @@ class ModelParameters:
         threads = params.get("threads", "1")
         if not threads.isdigit() or int(threads) < 1:
             raise ValueError(f"config.pbtxt threads must be a positive integer; got {threads!r}")
+        options = params.get("lar_options", "")
         return cls(
             method=method,  # type: ignore[arg-type]
             artefact_dir=(model_dir / artefact).resolve(),
             encoder=params.get("encoder") or None,
             threads=int(threads),
+            lar_options=(model_dir / options).resolve() if options else None,
         )
 
 
@@ -58,9 +64,12 @@ class EncoderModelHandler:
         torch.set_num_threads(parameters.threads)
         self.method = parameters.method
         self.extractor = BanerExtractor.load(parameters.artefact_dir, parameters.encoder)
-        self.reassigner = (
-            LabelReassigner(self.extractor, LarOptions()) if self.method == "lar" else None
-        )
+        self.reassigner = None
+        if self.method == "lar":
+            path = parameters.lar_options
+            options = load_options(LarOptions, path) if path and path.is_file() else LarOptions()
+            # Enhanced inference needs the LLM, which the gateway holds: direct here.
+            self.reassigner = LabelReassigner(self.extractor, replace(options, inference="direct"))
 
     def handle(self, inputs: dict[str, bytes | None]) -> dict[str, str]:
         """Outputs by tensor name. Raises :class:`wire.ContractError` for a bad input."""

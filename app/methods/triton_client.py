@@ -93,7 +93,10 @@ class TritonEncoderMethod:
                 served = params.get("contract", {}).get("string_value")
                 if served != wire.CONTRACT:
                     log.error(
-                        "Triton model %s speaks %r, the gateway %r", self.model, served, wire.CONTRACT
+                        "Triton model %s speaks %r, the gateway %r",
+                        self.model,
+                        served,
+                        wire.CONTRACT,
                     )
                     return False
                 self._contract_checked = True

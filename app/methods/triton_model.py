@@ -35,7 +35,9 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                inputs = {name: _bytes(pb.get_input_tensor_by_name(request, name)) for name in _INPUTS}
+                inputs = {
+                    name: _bytes(pb.get_input_tensor_by_name(request, name)) for name in _INPUTS
+                }
                 produced = self.handler.handle(inputs)
                 tensors = [
                     pb.Tensor(name, np.array([produced[name].encode("utf-8")], dtype=np.object_))
@@ -44,12 +46,16 @@ class TritonPythonModel:
                 responses.append(pb.InferenceResponse(output_tensors=tensors))
             except (wire.ContractError, UnicodeDecodeError) as exc:
                 code = getattr(pb.TritonError, "INVALID_ARG", None)
-                error = pb.TritonError(str(exc), code) if code is not None else pb.TritonError(str(exc))
+                error = (
+                    pb.TritonError(str(exc), code) if code is not None else pb.TritonError(str(exc))
+                )
                 responses.append(pb.InferenceResponse(error=error))
             except Exception as exc:  # one bad request must not take the model down
                 log.exception("encoder model failed")
                 responses.append(
-                    pb.InferenceResponse(error=pb.TritonError(f"internal error: {type(exc).__name__}"))
+                    pb.InferenceResponse(
+                        error=pb.TritonError(f"internal error: {type(exc).__name__}")
+                    )
                 )
         return responses
 

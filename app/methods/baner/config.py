@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 PACKAGED_ENCODER = "packaged:all-MiniLM-L6-v2"
 CONFIG_FILE = "baner.json"
 WEIGHTS_FILE = "adapter.safetensors"
+# Calibrated query-time options (python -m trainers.baner), beside the weights.
+OPTIONS_FILE = "options.json"
 
 
 @dataclass
@@ -75,3 +79,19 @@ class BanerOptions:
     candidates: int = 3
     # Encoded support examples and type descriptions kept between queries.
     cache_entries: int = 4096
+
+
+def save_options(options: object, path: Path) -> Path:
+    """Write a dataclass of options as JSON."""
+    Path(path).write_text(json.dumps(asdict(options), indent=2, sort_keys=True) + "\n")  # type: ignore[call-overload]
+    return Path(path)
+
+
+def load_options(cls: type[T], path: Path) -> T:
+    """Read options written by :func:`save_options`; unknown keys are an error."""
+    raw = json.loads(Path(path).read_text())
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown {cls.__name__} keys {unknown}")
+    return cls(**raw)

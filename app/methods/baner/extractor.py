@@ -21,9 +21,9 @@ import torch
 from app.core.types import EntityType, Example
 from app.core.words import Word, split_words
 from app.methods.baner.artefact import load_artefact
-from app.methods.baner.config import BanerOptions
+from app.methods.baner.config import OPTIONS_FILE, BanerOptions, load_options
 from app.methods.baner.decoding import WordSpan, viterbi_bio
-from app.methods.baner.encoder import make_word_batch, word_windows
+from app.methods.baner.encoder import SHAPE_DIM, make_word_batch, word_windows
 from app.methods.baner.losses import TAG_B, TAG_I, TAG_O
 from app.methods.baner.net import BanerNet
 from app.methods.baner.support import EncodedSupport, SupportSet, softmax
@@ -102,7 +102,11 @@ class BanerExtractor:
     def load(
         cls, directory: Path, encoder: str | None = None, options: BanerOptions | None = None
     ) -> BanerExtractor:
+        """The artefact's network; ``options`` default to its calibrated ``options.json``."""
         tokenizer, net = load_artefact(directory, encoder)
+        saved = Path(directory) / OPTIONS_FILE
+        if options is None and saved.is_file():
+            options = load_options(BanerOptions, saved)
         return cls(tokenizer, net, options)
 
     @property
@@ -136,7 +140,7 @@ class BanerExtractor:
         return out
 
     def _state_dim(self) -> int:
-        return self.net.hidden + self.net.tagger[0].in_features - self.net.hidden
+        return self.net.hidden + SHAPE_DIM
 
     def span_reps(self, encoded: EncodedText, spans: Sequence[tuple[int, int]]) -> np.ndarray:
         """(N, D) boundary representations of word spans (first, last) of ``encoded``."""

@@ -106,7 +106,7 @@ async def reconcile(
                     changes.append(Change(*span, other, best, REASON_CONFLICT))
             chosen[span] = (best, types[best], probability.get(best, 0.0))
             continue
-        (name, score), = types.items()
+        ((name, score),) = types.items()
         chosen[span] = (name, score, probability.get(name, 1.0))
 
     kept = _resolve_overlaps(chosen, changes)

@@ -1,0 +1,108 @@
+"""BANER end to end in process, on the committed artefact and hand-made support sets."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.types import EntityType, Example, Span
+from app.core.words import split_words
+from app.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
+from app.methods.factory import DEFAULT_ARTEFACT
+
+ANIMAL = EntityType(name="animal", description="name of an animal species")
+CITY = EntityType(name="city", description="name of a city")
+
+
+def _example(text: str, *marked: tuple[str, str]) -> Example:
+    spans = [Span(start=text.index(s), end=text.index(s) + len(s), type=t) for s, t in marked]
+    return Example(text=text, entities=spans)
+
+
+SUPPORT = [
+    _example(
+        "The cat chased a dog through Paris .",
+        ("cat", "animal"),
+        ("dog", "animal"),
+        ("Paris", "city"),
+    ),
+    _example(
+        "Tokyo and Rome are full of pigeons .",
+        ("Tokyo", "city"),
+        ("Rome", "city"),
+        ("pigeons", "animal"),
+    ),
+    _example("A wolf was seen near Madrid .", ("wolf", "animal"), ("Madrid", "city")),
+]
+
+
+@pytest.fixture(scope="module")
+def extractor() -> BanerExtractor:
+    return BanerExtractor.load(DEFAULT_ARTEFACT)
+
+
+def test_artefact_names_its_source_labels(extractor: BanerExtractor) -> None:
+    assert [t.name for t in extractor.source_types] == [
+        "person",
+        "organisation",
+        "location",
+        "misc",
+    ]
+
+
+def test_spans_are_typed_by_the_support_prototypes(extractor: BanerExtractor) -> None:
+    text = "A horse ran around London and a fox followed ."
+    encoded = extractor.encode([text])[0]
+    words = [w.text for w in encoded.words]
+    spans = [(words.index("horse"),) * 2, (words.index("London"),) * 2, (words.index("fox"),) * 2]
+    support = extractor.support_set(SUPPORT, ["animal", "city"])
+    probs = extractor.classify(encoded, spans, [ANIMAL, CITY], support)
+    assert probs.argmax(axis=1).tolist() == [0, 1, 0]
+
+
+def test_extract_gives_valid_offsets_and_requested_types(extractor: BanerExtractor) -> None:
+    text = "Last year Berlin and Vienna welcomed more tourists than Oslo ."
+    entities = extractor.extract(text, [ANIMAL, CITY], SUPPORT)
+    assert {(e.text, e.type) for e in entities} >= {("Berlin", "city"), ("Vienna", "city")}
+    for e in entities:
+        assert text[e.start : e.end] == e.text
+        assert e.type in {"animal", "city"}
+        assert 0 <= e.score <= 1
+        assert e.candidates[0].type == e.type
+
+
+def test_only_requested_types_come_back(extractor: BanerExtractor) -> None:
+    entities = extractor.extract("The cat slept in Paris .", [CITY], SUPPORT)
+    assert {e.type for e in entities} <= {"city"}
+
+
+def test_long_text_is_windowed_and_offsets_stay_valid(extractor: BanerExtractor) -> None:
+    sentence = "Officials in Berlin met colleagues from Vienna and Madrid yesterday . "
+    text = sentence * 40  # far beyond one 256 sub-token window
+    entities = extractor.extract(text, [CITY], SUPPORT)
+    assert max(e.start for e in entities) > len(text) * 0.9
+    for e in entities:
+        assert text[e.start : e.end] == e.text
+
+
+def test_support_encodings_are_cached(extractor: BanerExtractor) -> None:
+    first = extractor.encode_support(SUPPORT)
+    second = extractor.encode_support(SUPPORT)
+    assert all(a is b for a, b in zip(first, second, strict=True))
+
+
+def test_empty_inputs(extractor: BanerExtractor) -> None:
+    assert extractor.extract("   ", [CITY], SUPPORT) == []
+    assert extractor.extract("Paris .", [], SUPPORT) == []
+    # No support at all: detection and type descriptions alone still answer.
+    for e in extractor.extract("Anna lives in Paris .", [CITY], []):
+        assert e.type == "city"
+
+
+def test_bio_tags_follow_character_spans() -> None:
+    example = _example("New York is big .", ("New York", "city"))
+    words = split_words(example.text)
+    tags, kinds = bio_tags(words, example)
+    assert tags.tolist() == [1, 2, 0, 0, 0]
+    assert kinds.tolist() == ["city", "city", "", "", ""]
+    assert word_span_of(words, 0, 8) == (0, 1)
+    assert word_span_of(words, 100, 120) is None

@@ -1,0 +1,119 @@
+"""``baner`` and ``lar`` loaded by the real tritonserver (nvidia-pytriton's bundle, CPU) and
+queried through the gateway's gRPC client: offsets valid, types limited to the request's."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.core.types import Entity, EntityType, Example, Span
+from app.errors import BackendUnavailable
+from app.methods.triton_client import TritonEncoderMethod, TritonLar
+from app.settings import load_settings
+from app.triton_server import TritonServer
+
+pytestmark = pytest.mark.integration
+
+TEXT = "Angela Merkel met Emmanuel Macron in Paris before the 2017 French election ."
+TYPES = [
+    EntityType(name="politician", description="name of a politician"),
+    EntityType(name="location", description="name of a place"),
+    EntityType(name="election", description="name of an election"),
+]
+SUPPORT = [
+    Example(
+        id="s1",
+        text="Barack Obama won the 2008 United States presidential election in Chicago .",
+        entities=[
+            Span(start=0, end=12, type="politician"),
+            Span(start=21, end=61, type="election"),
+            Span(start=65, end=72, type="location"),
+        ],
+    ),
+    Example(
+        id="s2",
+        text="Theresa May spoke in London .",
+        entities=[
+            Span(start=0, end=11, type="politician"),
+            Span(start=21, end=27, type="location"),
+        ],
+    ),
+]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    scratch = tmp_path_factory.mktemp("triton-encoders")
+    server = TritonServer(
+        load_settings(data_dir=scratch),
+        http_port=_port(),
+        grpc_port=_port(),
+        metrics_port=_port(),
+        models=["baner", "lar"],
+        log_path=Path(scratch) / "triton.log",
+    )
+    with server:
+        yield server
+
+
+def _check(entities: list, types: list[EntityType]) -> None:  # type: ignore[type-arg]
+    names = {t.name for t in types}
+    previous_end = 0
+    for e in entities:
+        assert TEXT[e.start : e.end] == e.text
+        assert e.type in names
+        assert 0.0 <= e.score <= 1.0
+        assert e.start >= previous_end  # in order, no overlap
+        previous_end = e.end
+
+
+async def test_baner_through_triton(triton: TritonServer) -> None:
+    method = TritonEncoderMethod("baner", triton.grpc_url, "baner")
+    try:
+        assert await method.ready()
+        entities = await method.extract(TEXT, TYPES, SUPPORT)
+        _check(entities, TYPES)
+        assert ("Paris", "location") in {(e.text, e.type) for e in entities}
+        # A request asking for one type gets only that type.
+        only = await method.extract(TEXT, TYPES[1:2], SUPPORT)
+        _check(only, TYPES[1:2])
+    finally:
+        await method.close()
+
+
+async def test_lar_through_triton(triton: TritonServer) -> None:
+    method = TritonLar("lar", triton.grpc_url, "lar")
+    try:
+        assert await method.ready()
+        _check(await method.extract(TEXT, TYPES, SUPPORT), TYPES)
+        retyped = await method.retype(TEXT, [Span(start=37, end=42, type="?")], TYPES, SUPPORT)
+        assert [(e.start, e.end) for e in retyped] == [(37, 42)]
+        assert len(retyped[0].candidates) == len(TYPES)
+        llm_answer = [
+            Entity(text="Paris", type="city", start=37, end=42, score=0.9),
+            Entity(text="Angela Merkel", type="Politician", start=0, end=13, score=0.8),
+        ]
+        fixed = await method.reconcile(TEXT, llm_answer, TYPES, SUPPORT)
+        _check(fixed.entities, TYPES)
+        assert (fixed.entities[0].start, fixed.entities[0].type) == (0, "politician")
+    finally:
+        await method.close()
+
+
+async def test_unknown_model_is_backend_unavailable(triton: TritonServer) -> None:
+    method = TritonEncoderMethod("baner", triton.grpc_url, "no_such_model")
+    try:
+        assert not await method.ready()
+        with pytest.raises(BackendUnavailable, match="baner"):
+            await method.extract(TEXT, TYPES, SUPPORT)
+    finally:
+        await method.close()

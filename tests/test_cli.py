@@ -1,0 +1,75 @@
+"""The `nerve` command's index and eval paths, on real components."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.core.readers import read_split
+from app.evaluation import evaluate
+from app.settings import REPO_ROOT, load_settings
+from tests.fixtures.gateway import require_data
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**env},
+        timeout=300,
+        check=False,
+    )
+
+
+def test_index_then_serve_finds_the_examples(
+    tmp_path: Path, base_settings: dict[str, Any], make_client: Any
+) -> None:
+    conll = tmp_path / "pool.conll"
+    conll.write_text("Maria\tB-person\nLopez\tI-person\nvisited\tO\nRome\tB-location\n\nHi\tO\n")
+    import os
+
+    env = {**os.environ, "NERVE_DATA_DIR": str(tmp_path / "state")}
+    env.update({f"NERVE_{k.upper()}": str(v) for k, v in base_settings.items()})
+    done = run_cli("index", "--domain", "travel", "--file", str(conll), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "indexed 2 examples" in done.stderr
+
+    with make_client(tmp_path / "state") as client:
+        domain = client.get("/v1/domains/travel").json()
+        assert [t["name"] for t in domain["entity_types"]] == ["person", "location"]
+        assert domain["examples"] == 2
+        page = client.get("/v1/domains/travel/examples").json()
+        assert page["examples"][0]["text"] == "Maria Lopez visited Rome"
+
+    bad = tmp_path / "bad.conll"
+    bad.write_text("Maria\tX-person\n")
+    failed = run_cli("index", "--domain", "travel", "--file", str(bad), env=env)
+    assert failed.returncode != 0
+    assert "line 1" in failed.stderr
+
+
+async def test_eval_runs_the_api_pipeline_and_scores(base_settings: dict[str, Any]) -> None:
+    data = require_data()
+    settings = load_settings(**base_settings)
+    result = await evaluate(settings, data, "music", "test", limit=3, top_k=2, progress=False)
+    gold = read_split(data, "music", "test")[:3]
+    assert result.sentences == 3
+    assert result.report.gold == sum(len(e.entities) for e in gold)
+    assert result.report.predicted == sum(len(p) for p in result.predictions)
+    assert 0.0 <= result.report.f1 <= 1.0
+    assert len(result.latencies_ms) == 3
+    for example, predicted in zip(gold, result.predictions, strict=True):
+        for entity in predicted:
+            assert example.text[entity["start"] : entity["end"]] == entity["text"]
+    payload = result.to_dict()
+    json.dumps(payload)
+    assert payload["pool_size"] == len(read_split(data, "music", "train"))
