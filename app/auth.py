@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -73,6 +74,21 @@ def new_api_key() -> str:
 def key_entry(key: str, tenant: str, *, admin: bool = False, name: str = "") -> ApiKeyEntry:
     """The line of the keys file for ``key`` (validated like the file itself)."""
     return ApiKeyEntry(sha256=hash_key(key), tenant=tenant, admin=admin, name=name)
+
+
+def add_key(path: Path, tenant: str, *, admin: bool = False, name: str = "") -> str:
+    """Append a new key for ``tenant`` to the keys file (created if absent) and return the key:
+    the only time it is seen. The file is replaced atomically, so a gateway re-reading it never
+    sees half of it, and is readable by its owner only."""
+    entries = list(load_keys(path).values()) if path.exists() else []
+    key = new_api_key()
+    entries.append(key_entry(key, tenant, admin=admin, name=name))
+    payload = json.dumps([e.model_dump() for e in entries], indent=2) + "\n"
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(payload, encoding="utf-8")
+    temporary.chmod(0o600)
+    os.replace(temporary, path)
+    return key
 
 
 def load_keys(path: Path) -> dict[str, ApiKeyEntry]:

@@ -13,6 +13,7 @@ from app.embedding.base import Embedder
 from app.embedding.sentence_transformers import SentenceTransformerEmbedder
 from app.generation.base import Generator
 from app.generation.factory import build_generator
+from app.methods.factory import EncoderMethods, EncoderMethodsConfig, build_encoder_methods
 from app.metrics import Metrics
 from app.ner.service import NERService
 from app.retrieval import Retriever
@@ -34,12 +35,13 @@ class Components:
     cache: Cache
     domains: DomainService
     ner: NERService
+    encoder_methods: EncoderMethods | None = None
 
     async def close(self) -> None:
-        for name, closer in (
-            ("generator", self.generator.close),
-            ("cache", self.cache.close),
-        ):
+        closers = [("generator", self.generator.close), ("cache", self.cache.close)]
+        if self.encoder_methods is not None:
+            closers.append(("encoder methods", self.encoder_methods.close))
+        for name, closer in closers:
             try:
                 await closer()
             except Exception:  # shutdown goes on; each failure is logged
@@ -82,8 +84,37 @@ def build_components(
     retriever = Retriever(embedder, store, mode=settings.retrieval, word_hits=settings.word_hits)
     generator = generator or build_generator(settings)
     cache = build_cache(settings)
+    encoder_methods = build_methods(settings, generator)
     domains = DomainService(settings, store, retriever, metrics)
     ner = NERService(
-        settings, domains, retriever, generator, CountedCache(cache, metrics, "answer"), metrics
+        settings,
+        domains,
+        retriever,
+        generator,
+        CountedCache(cache, metrics, "answer"),
+        metrics,
+        encoder_methods=encoder_methods,
     )
-    return Components(settings, metrics, embedder, store, retriever, generator, cache, domains, ner)
+    return Components(
+        settings,
+        metrics,
+        embedder,
+        store,
+        retriever,
+        generator,
+        cache,
+        domains,
+        ner,
+        encoder_methods,
+    )
+
+
+def build_methods(settings: Settings, generator: Generator) -> EncoderMethods | None:
+    """BANER and LAR, unless disabled or their trained artefact is missing (then logged)."""
+    if not settings.encoder_methods:
+        return None
+    config = EncoderMethodsConfig.from_settings(settings)
+    if config.backend == "inprocess" and not config.artefact_dir.is_dir():
+        log.warning("no BANER artefact at %s: method=baner|lar disabled", config.artefact_dir)
+        return None
+    return build_encoder_methods(config, generator)

@@ -83,6 +83,27 @@ class Settings(BaseSettings):
     triton_model: str = Field("ensemble", description="Triton model answering text_input.")
     triton_retries: int = Field(2, ge=0, description="Retries on UNAVAILABLE per generation.")
 
+    # --- encoder methods (BANER, LAR) --------------------------------------------------------
+    encoder_methods: bool = Field(True, description="Serve method=baner and method=lar.")
+    encoder_backend: Literal["inprocess", "triton"] = Field(
+        "inprocess", description="Run BANER/LAR in process, or call their Triton models."
+    )
+    baner_artefact_dir: Path | None = Field(
+        None, description="BANER artefact dir; unset = model_repository/baner/1."
+    )
+    encoder_model: Path | None = Field(
+        None, description="Base encoder dir for BANER; unset = the one the artefact names."
+    )
+    lar_inference: Literal["direct", "enhanced"] = Field(
+        "direct", description="LAR re-typing by similarity (direct) or by asking the LLM."
+    )
+    encoder_support_k: int = Field(
+        20, ge=1, description="Support examples retrieved for BANER/LAR type prototypes."
+    )
+    triton_baner_model: str = Field("baner", description="Triton model serving BANER.")
+    triton_lar_model: str = Field("lar", description="Triton model serving LAR.")
+    encoder_timeout_s: float = Field(10.0, gt=0, description="Timeout of one encoder call, s.")
+
     # --- escalation --------------------------------------------------------------------------
     default_score_threshold: float = Field(
         0.5, ge=0, le=1, description="Entities scoring under this escalate (domain default)."

@@ -12,6 +12,7 @@ from app.auth import (
     KEY_HEADER,
     TENANT_HEADER,
     Authenticator,
+    add_key,
     build_authenticator,
     hash_key,
     key_entry,
@@ -141,3 +142,20 @@ def test_build_authenticator_follows_settings(keys_file: Path) -> None:
     assert isinstance(enabled, Authenticator)
     with pytest.raises(ValueError, match="NERVE_API_KEYS_FILE"):
         build_authenticator(load_settings(auth_enabled=True))
+
+
+def test_add_key_appends_atomically_and_the_gateway_picks_it_up(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    first = add_key(path, "acme", name="first")
+    now = [0.0]
+    auth = Authenticator(path, reload_interval_s=1.0, clock=lambda: now[0])
+    second = add_key(path, "ops", admin=True)
+    now[0] = 2.0
+    assert auth(request({KEY_HEADER: first})) == "acme"
+    assert auth.caller(request({KEY_HEADER: second})).admin
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert first not in path.read_text() and second not in path.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["keys.json"]  # no temporary left behind
+    with pytest.raises(ValueError, match="tenant"):
+        add_key(path, "Not A Tenant")
+    assert len(load_keys(path)) == 2

@@ -275,6 +275,7 @@ REQUIRED_COMPOSE_VARS = (
     "GRAFANA_ADMIN_PASSWORD",
     "NERVE_API_KEYS_FILE",
     "NERVE_EMBEDDER_DIR",
+    "NERVE_MODEL_REPOSITORY",
 )
 
 
@@ -298,6 +299,8 @@ def compose_env(tmp_path: Path) -> dict[str, str]:
     keys.write_text("[]")
     embedder = tmp_path / "bge-base-en-v1.5"
     embedder.mkdir()
+    repository = tmp_path / "model_repository"
+    repository.mkdir()
     return {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),
@@ -307,6 +310,7 @@ def compose_env(tmp_path: Path) -> dict[str, str]:
         "GRAFANA_ADMIN_PASSWORD": "test-grafana-password",
         "NERVE_API_KEYS_FILE": str(keys),
         "NERVE_EMBEDDER_DIR": str(embedder),
+        "NERVE_MODEL_REPOSITORY": str(repository),
     }
 
 
@@ -369,8 +373,11 @@ def test_compose_stack_shape(compose_env: dict[str, str], tmp_path: Path) -> Non
     }
 
     triton = services["triton"]
-    assert triton["image"].startswith("nvcr.io/nvidia/tritonserver:")
-    assert triton["image"].endswith("-trtllm-python-py3")
+    assert Path(triton["build"]["context"]) == ROOT
+    assert triton["build"]["dockerfile"] == "deploy/triton/Dockerfile"
+    assert triton_base_image(triton["build"]["args"]["TRITON_TRTLLM_TAG"]).endswith(
+        "-trtllm-python-py3"
+    )
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert devices and devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert any(v["target"] == "/models" for v in triton["volumes"])
@@ -387,6 +394,33 @@ def test_compose_stack_shape(compose_env: dict[str, str], tmp_path: Path) -> Non
     assert mounts("prometheus")["/etc/prometheus/prometheus.yml"] == str(
         DEPLOY / "prometheus/prometheus.yml"
     )
+
+
+def triton_base_image(tag: str) -> str:
+    """The FROM of deploy/triton/Dockerfile with its tag argument filled."""
+    text = (DEPLOY / "triton/Dockerfile").read_text()
+    (base,) = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    return base.replace("${TRITON_TRTLLM_TAG}", tag)
+
+
+def test_triton_image_is_the_trtllm_image_with_the_app_package() -> None:
+    text = (DEPLOY / "triton/Dockerfile").read_text()
+    default = re.search(r"^ARG TRITON_TRTLLM_TAG=(\S+)$", text, re.M)
+    assert default, "the Triton tag needs a default"
+    base = triton_base_image(default.group(1))
+    assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-trtllm-python-py3", base), base
+    # The ensemble's Python models import app.generation.trtllm_io.
+    assert re.search(r"^COPY app /opt/nerve/app$", text, re.M)
+    assert re.search(r"^ENV PYTHONPATH=/opt/nerve$", text, re.M)
+    templates = ROOT / "model_repository" / "gpu_templates"
+    if templates.is_dir():
+        imports = {
+            line
+            for model in templates.glob("*/1/model.py")
+            for line in model.read_text().splitlines()
+            if line.startswith("from app.")
+        }
+        assert imports, "the GPU templates no longer import app: the COPY may go"
 
 
 def _setting_env_names() -> set[str]:
@@ -512,7 +546,7 @@ def test_k8s_workloads_services_and_autoscaling_fit_together() -> None:
 
     triton = deployments["nerve-triton"]["spec"]["template"]["spec"]
     container = triton["containers"][0]
-    assert container["image"].endswith("-trtllm-python-py3")
+    assert container["image"].startswith("nerve-triton:"), "built from deploy/triton/Dockerfile"
     assert container["resources"]["limits"]["nvidia.com/gpu"] >= 1
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in triton["volumes"]}

@@ -74,12 +74,8 @@ class EncoderModelHandler:
     def handle(self, inputs: dict[str, bytes | None]) -> dict[str, str]:
         """Outputs by tensor name. Raises :class:`wire.ContractError` for a bad input."""
         text = _required(inputs, wire.INPUT_TEXT).decode("utf-8", errors="strict")
-        types = wire.validated(
-            wire.load_types, _required(inputs, wire.INPUT_ENTITY_TYPES), wire.INPUT_ENTITY_TYPES
-        )
-        support = wire.validated(
-            wire.load_examples, _required(inputs, wire.INPUT_SUPPORT), wire.INPUT_SUPPORT
-        )
+        types = wire.load_types(_required(inputs, wire.INPUT_ENTITY_TYPES))
+        support = wire.load_examples(_required(inputs, wire.INPUT_SUPPORT))
         if not types:
             raise wire.ContractError(f"{wire.INPUT_ENTITY_TYPES}: no entity type")
         if self.reassigner is None:
@@ -91,7 +87,7 @@ class EncoderModelHandler:
         if raw_mentions is None:
             result = self.reassigner.extract(text, types, support)
         else:
-            mentions = wire.validated(wire.load_mentions, raw_mentions, wire.INPUT_MENTIONS)
+            mentions = wire.load_mentions(raw_mentions)
             bad = [m for m in mentions if m.end > len(text) or m.start >= m.end]
             if bad:
                 raise wire.ContractError(

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
 from app.core.types import Entity, EntityType, Example, Span
+
+M = TypeVar("M", bound=BaseModel)
 
 CONTRACT = "nerve_encoder.v1"
 
@@ -63,36 +65,37 @@ def dump_spans(spans: Sequence[Span]) -> str:
 
 
 def load_types(raw: str | bytes) -> list[EntityType]:
-    return [EntityType.model_validate(item) for item in _load_list(raw, INPUT_ENTITY_TYPES)]
+    return _load_items(EntityType, raw, INPUT_ENTITY_TYPES)
 
 
 def load_examples(raw: str | bytes) -> list[Example]:
-    return [Example.model_validate(item) for item in _load_list(raw, INPUT_SUPPORT)]
+    return _load_items(Example, raw, INPUT_SUPPORT)
 
 
 def load_mentions(raw: str | bytes) -> list[Span]:
-    return [Span.model_validate(item) for item in _load_list(raw, INPUT_MENTIONS)]
+    return _load_items(Span, raw, INPUT_MENTIONS)
 
 
 def load_entities(raw: str | bytes) -> list[TypedEntity]:
-    return [TypedEntity.model_validate(item) for item in _load_list(raw, OUTPUT_ENTITIES)]
+    return _load_items(TypedEntity, raw, OUTPUT_ENTITIES)
 
 
-def _load_list(raw: str | bytes, tensor: str) -> list[Any]:
+def _load_items(model: type[M], raw: str | bytes, tensor: str) -> list[M]:
+    """Validate every item of a JSON list; errors name the tensor, the item and the field."""
     try:
         value = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError(f"{tensor}: not UTF-8 JSON ({exc.__class__.__name__})") from None
     if not isinstance(value, list):
         raise ContractError(f"{tensor}: expected a JSON list, got {type(value).__name__}")
-    return value
-
-
-def validated(loader: Any, raw: str | bytes, tensor: str) -> Any:
-    """``loader(raw)`` with pydantic errors turned into a :class:`ContractError` naming ``tensor``."""
-    try:
-        return loader(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ContractError(f"{tensor}[{where}]: {first.get('msg', 'invalid')}") from None
+    items: list[M] = []
+    for index, item in enumerate(value):
+        try:
+            items.append(model.model_validate(item))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "".join(f".{p}" for p in first.get("loc", ()))
+            raise ContractError(
+                f"{tensor}[{index}]{where}: {first.get('msg', 'invalid')}"
+            ) from None
+    return items

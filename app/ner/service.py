@@ -21,6 +21,7 @@ from app.domains.protocol import EntityTypeIn
 from app.domains.service import DomainService
 from app.errors import BackendUnavailable, InvalidRequest
 from app.generation.base import Generation, GenerationRequest, Generator
+from app.methods.factory import EncoderMethods
 from app.metrics import Metrics
 from app.ner.protocol import EntityOut, NERRequest, NERResponse, Timings
 from app.retrieval import Retriever
@@ -55,6 +56,8 @@ class NERService:
         generator: Generator,
         cache: CountedCache,
         metrics: Metrics,
+        *,
+        encoder_methods: EncoderMethods | None = None,
     ) -> None:
         self.settings = settings
         self.domains = domains
@@ -62,6 +65,7 @@ class NERService:
         self.generator = generator
         self.cache = cache
         self.metrics = metrics
+        self.encoder_methods = encoder_methods
 
     # --- validation ------------------------------------------------------------------------
     def validate(self, request: NERRequest, where: str = "") -> None:
@@ -85,11 +89,20 @@ class NERService:
                     f"{where}entity_types: at most {self.settings.max_entity_types}; "
                     f"got {len(request.entity_types)}"
                 )
-        if request.method != "wraner":
+        if request.method not in self.methods:
             raise InvalidRequest(
                 f"{where}method {request.method!r} is not served by this deployment; "
-                "available: ['wraner']"
+                f"available: {self.methods}"
             )
+
+    @property
+    def methods(self) -> list[str]:
+        return ["wraner", "baner", "lar"] if self.encoder_methods is not None else ["wraner"]
+
+    def model_of(self, method: str) -> str:
+        if method == "wraner" or self.encoder_methods is None:
+            return self.generator.model
+        return self.encoder_methods.get(method).model
 
     @staticmethod
     def resolve_types(
@@ -149,7 +162,7 @@ class NERService:
         segments = split_segments(request.text, self.settings.segment_chars)
         results = await asyncio.gather(
             *(
-                self._segment(tenant, domain, request.text, start, end, types, k, exclude_same_text)
+                self._segment(tenant, domain, request, start, end, types, k, exclude_same_text)
                 for start, end in segments
             )
         )
@@ -166,7 +179,7 @@ class NERService:
             request_id=request_id,
             domain=domain.name,
             method=request.method,
-            model=self.generator.model,
+            model=self.model_of(request.method),
             entities=entities,
             escalate=bool(reasons),
             escalation_reasons=reasons,
@@ -184,7 +197,7 @@ class NERService:
         self,
         tenant: str,
         domain: Domain,
-        text: str,
+        request: NERRequest,
         start: int,
         end: int,
         types: list[EntityType],
@@ -192,8 +205,12 @@ class NERService:
         exclude_same_text: bool,
     ) -> _SegmentResult:
         result = _SegmentResult()
+        text = request.text
         segment = text[start:end]
         examples: list[Example] = []
+        if request.method != "wraner":
+            # Encoder methods build type prototypes from the support set: give them more.
+            k = max(k, self.settings.encoder_support_k)
         if k > 0:
             try:
                 t0 = time.perf_counter()
@@ -216,6 +233,10 @@ class NERService:
                 log.warning("retrieval failed; answering zero-shot", extra={"error": exc.message})
                 result.degraded = True
         result.examples_used = len(examples)
+        if request.method != "wraner":
+            return await self._encoder_segment(
+                request.method, segment, start, types, examples, result
+            )
 
         prompt = build_prompt(types, examples, segment)
         t0 = time.perf_counter()
@@ -248,6 +269,35 @@ class NERService:
         ]
         result.timings["generate"] = t1 - t0
         result.timings["parse"] = time.perf_counter() - t1
+        return result
+
+    async def _encoder_segment(
+        self,
+        method: str,
+        segment: str,
+        start: int,
+        types: list[EntityType],
+        support: list[Example],
+        result: _SegmentResult,
+    ) -> _SegmentResult:
+        assert self.encoder_methods is not None
+        t0 = time.perf_counter()
+        try:
+            found = await self.encoder_methods.get(method).extract(segment, types, support)
+        except BackendUnavailable as exc:
+            self.metrics.backend_errors.labels(backend=exc.backend).inc()
+            raise
+        result.timings["generate"] = time.perf_counter() - t0
+        result.entities = [
+            EntityOut(
+                text=segment[e.start : e.end],
+                type=e.type,
+                start=start + e.start,
+                end=start + e.end,
+                score=round(e.score, 4),
+            )
+            for e in found
+        ]
         return result
 
     def _escalation(
