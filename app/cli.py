@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -142,6 +143,7 @@ def eval_command(
             overrides[key] = value
     settings = load_settings(**overrides)
     configure_logging("WARNING", as_json=False)
+    logging.getLogger("app.evaluation").setLevel(logging.INFO)
     result = asyncio.run(
         evaluate(
             settings,

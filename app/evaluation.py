@@ -7,6 +7,7 @@ sentences identical to the query excluded (CrossNER repeats some sentences acros
 
 from __future__ import annotations
 
+import logging
 import statistics
 import tempfile
 import time
@@ -26,6 +27,8 @@ from app.ner.protocol import NERRequest
 from app.settings import Settings
 
 TENANT = "eval"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -145,6 +148,16 @@ async def _run(
             if index % 10 == 9:
                 running = score(gold_so_far, [_spans(p) for p in predictions])
                 bar.update(task, f1=f"F1 {running.f1 * 100:.1f}")
+                if not bar.console.is_terminal:  # a log file gets a line, not a bar
+                    log.info(
+                        "%s/%s %d/%d F1 %.1f median %.0f ms",
+                        domain,
+                        split,
+                        index + 1,
+                        len(test),
+                        running.f1 * 100,
+                        statistics.median(latencies),
+                    )
             bar.advance(task)
     report = score([e.entities for e in test], [_spans(p) for p in predictions])
     settings = components.settings
