@@ -214,6 +214,24 @@ def _print_report(payload: dict[str, Any]) -> None:
     )
 
 
+keys_cli = typer.Typer(help="API keys (stored hashed) for NERVE_AUTH_ENABLED=true.")
+cli.add_typer(keys_cli, name="keys")
+
+
+@keys_cli.command("add")
+def keys_add(
+    file: Annotated[Path, typer.Option(help="The keys file (NERVE_API_KEYS_FILE).")],
+    tenant: Annotated[str, typer.Option(help="Tenant the key acts for.")],
+    admin: Annotated[bool, typer.Option(help="May act for any tenant and read /metrics.")] = False,
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+) -> None:
+    """Create a key; it is printed once and only its sha256 is stored."""
+    from app.auth import add_key
+
+    key = add_key(file, tenant, admin=admin, name=name)
+    sys.stdout.write(key + "\n")
+
+
 @cli.command()
 def triton(
     http_port: Annotated[int, typer.Option(help="Triton HTTP port.")] = 8000,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from app.cache.base import Cache
 from app.cache.counted import CountedCache
+from app.cache.embeddings import QueryEmbeddingCache
 from app.cache.factory import build_cache
 from app.domains.service import DomainService
 from app.embedding.base import Embedder
@@ -94,6 +95,12 @@ def build_components(
         CountedCache(cache, metrics, "answer"),
         metrics,
         encoder_methods=encoder_methods,
+        embeddings=QueryEmbeddingCache(
+            CountedCache(cache, metrics, "embedding"),
+            model=embedder.name,
+            mode=f"{settings.retrieval}:{settings.word_embedding}",
+            ttl_s=settings.cache_ttl_s,
+        ),
     )
     return Components(
         settings,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.auth import AdminDep
 from app.components import Components
 from app.deps import ComponentsDep
 
@@ -54,5 +55,7 @@ def _embedder_works(components: Components) -> bool:
 
 
 @router.get("/metrics")
-async def metrics(components: ComponentsDep) -> Response:
+async def metrics(components: ComponentsDep, _: AdminDep) -> Response:
+    """Prometheus text. With auth on it needs an admin key: its labels name every tenant's
+    domains (Prometheus sends the key with `authorization.credentials_file`)."""
     return Response(generate_latest(components.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -15,10 +15,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
+from app.auth import build_authenticator
 from app.components import Components, build_components
 from app.domains.protocol import DomainIn
 from app.domains.router import router as domains_router
 from app.errors import NerveError
+from app.feedback.records import build_record_store
+from app.feedback.router import router as feedback_router
+from app.feedback.service import FeedbackService
 from app.health import router as health_router
 from app.limits import InFlightLimiter
 from app.logging import request_id_var
@@ -42,6 +46,13 @@ def build_app(
         components = await to_thread.run_sync(factory, settings)
         app.state.components = components
         app.state.limiter = InFlightLimiter(settings.max_in_flight, components.metrics)
+        app.state.feedback = FeedbackService(
+            build_record_store(
+                settings, components.metrics, retention_s=settings.feedback_retention_s
+            ),
+            components.domains,
+            components.metrics,
+        )
         if not settings.auth_enabled:
             log.warning("authentication is OFF: every caller is tenant 'default'")
         if settings.load_demo_domain:
@@ -58,6 +69,7 @@ def build_app(
         try:
             yield
         finally:
+            await app.state.feedback.close()
             await components.close()
             log.info("nerve stopped")
 
@@ -68,8 +80,11 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Built here, not in the lifespan: a bad keys file fails build_app, before serving.
+    app.state.authenticate = build_authenticator(settings)
     app.include_router(ner_router)
     app.include_router(domains_router)
+    app.include_router(feedback_router)
     app.include_router(health_router)
     _install_error_handlers(app)
     _install_request_context(app)

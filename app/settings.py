@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     cache_ttl_s: float = Field(3600.0, gt=0, description="Lifetime of a cached answer, s.")
     cache_entries: int = Field(10_000, ge=0, description="In-process cache size (0 disables).")
     redis_timeout_s: float = Field(0.5, gt=0, description="Timeout of one Redis call, s.")
+    feedback_retention_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="How long /v1/feedback can refer to a request, s."
+    )
 
     # --- auth --------------------------------------------------------------------------------
     auth_enabled: bool = Field(False, description="Require API keys (off in the embedded default).")

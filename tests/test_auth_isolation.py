@@ -182,3 +182,12 @@ def test_admin_key_acts_for_a_named_tenant_only_when_asked(secure: TestClient) -
     refused = secure.get("/v1/domains", headers=as_(ACME, **{TENANT_HEADER: "globex"}))
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "forbidden"
+
+
+def test_metrics_need_an_admin_key(secure: TestClient) -> None:
+    # Metric labels name every tenant's domains: only an admin key may read them.
+    assert secure.get("/metrics").status_code == 401
+    assert secure.get("/metrics", headers=as_(ACME)).status_code == 403
+    answer = secure.get("/metrics", headers=as_(ROOT))
+    assert answer.status_code == 200
+    assert "nerve_requests_total" in answer.text

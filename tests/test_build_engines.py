@@ -46,7 +46,7 @@ def test_unused_value_is_an_error(tmp_path: Path) -> None:
 
 
 def test_empty_template_directory_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(TemplateError, match="no \\*/config.pbtxt"):
+    with pytest.raises(TemplateError, match=r"no \*/config\.pbtxt"):
         fill_repository(tmp_path, tmp_path / "out", {})
 
 

@@ -53,13 +53,18 @@ def test_answers_cached_in_redis_invalidated_and_served_without_it(
         assert (first["cached"], again["cached"]) == (False, True)
         assert again["entities"] == first["entities"]
         assert again["request_id"] != first["request_id"]
-        assert metric(client, "nerve_cache_requests_total", cache="redis", result="hit") == 1
+        assert metric(client, "nerve_cache_requests_total", kind="answer", result="hit") == 1
 
         # A new example bumps the domain's version: the cached answer is stale.
         extra = {"examples": [{"text": "Ben lost his Kindle in Rome.", "entities": []}]}
         assert client.post("/v1/domains/support/examples", json=extra).status_code == 201
         assert ner(client, TEXT)["cached"] is False
         assert ner(client, TEXT)["cached"] is True
+        # The answer was recomputed, but the text's embedding came from Redis.
+        embedding_hits = metric(
+            client, "nerve_cache_requests_total", kind="embedding", result="hit"
+        )
+        assert embedding_hits >= 1
 
         disposable_redis.kill()
         down = ner(client, OTHER)  # still answered

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 0.5
 # Slack over the configured timeout for scheduling on a loaded 2-core machine.
-SLACK_S = 0.5
+SLACK_S = 1.5
 
 
 @pytest.fixture
@@ -55,12 +55,19 @@ async def test_ttl_default_and_per_call(cache: RedisCache, redis_url: str) -> No
     assert await cache.get("default") == b"d"
 
 
-async def test_more_concurrent_calls_than_connections(cache: RedisCache) -> None:
+async def test_more_concurrent_calls_than_connections(redis_url: str) -> None:
+    """Calls beyond the pool's size wait for a connection instead of failing. The timeout is
+    generous here: waiting counts against it, and this machine's cores are shared."""
+    cache = RedisCache(redis_url, timeout_s=10.0, default_ttl_s=30.0, max_connections=8)
+
     async def one(i: int) -> bytes | None:
         await cache.set(f"c{i}", str(i).encode())
         return await cache.get(f"c{i}")
 
-    results = await asyncio.gather(*(one(i) for i in range(200)))
+    try:
+        results = await asyncio.gather(*(one(i) for i in range(200)))
+    finally:
+        await cache.close()
     assert results == [str(i).encode() for i in range(200)]
 
 

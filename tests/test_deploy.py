@@ -210,7 +210,10 @@ def test_dashboard_covers_what_operators_need() -> None:
     def some(predicate: Any) -> bool:
         return any(predicate(expr, promql_metric_names(expr)) for expr in exprs)
 
-    assert some(lambda e, n: {"nerve_escalations_total", "nerve_answers_total"} <= n)
+    # Predicted escalation rate: escalated answers (one per answer) over answers; counting
+    # nerve_escalations_total instead would count an answer once per reason.
+    assert some(lambda e, n: n == {"nerve_escalated_answers_total", "nerve_answers_total"})
+    assert not some(lambda e, n: {"nerve_escalations_total", "nerve_answers_total"} <= n)
     assert some(lambda e, n: "nerve_reported_outcomes_total" in n and 'outcome="escalated"' in e)
     assert some(lambda e, n: "nerve_requests_total" in n and 'status=~"5.."' in e)
     assert some(lambda e, n: "nerve_requests_total" in n and "status" in promql_grouping_labels(e))
@@ -274,6 +277,7 @@ REQUIRED_COMPOSE_VARS = (
     "MINIO_SECRET_KEY",
     "GRAFANA_ADMIN_PASSWORD",
     "NERVE_API_KEYS_FILE",
+    "NERVE_METRICS_KEY_FILE",
     "NERVE_EMBEDDER_DIR",
     "NERVE_MODEL_REPOSITORY",
 )
@@ -297,6 +301,8 @@ def compose_binary() -> Path:
 def compose_env(tmp_path: Path) -> dict[str, str]:
     keys = tmp_path / "api_keys.json"
     keys.write_text("[]")
+    metrics_key = tmp_path / "metrics_key"
+    metrics_key.write_text("nrv_test")
     embedder = tmp_path / "bge-base-en-v1.5"
     embedder.mkdir()
     repository = tmp_path / "model_repository"
@@ -309,6 +315,7 @@ def compose_env(tmp_path: Path) -> dict[str, str]:
         "MINIO_SECRET_KEY": "test-minio-secret",
         "GRAFANA_ADMIN_PASSWORD": "test-grafana-password",
         "NERVE_API_KEYS_FILE": str(keys),
+        "NERVE_METRICS_KEY_FILE": str(metrics_key),
         "NERVE_EMBEDDER_DIR": str(embedder),
         "NERVE_MODEL_REPOSITORY": str(repository),
     }

@@ -34,6 +34,10 @@ OUTPUT_LOG_PROBS = "output_log_probs"
 OUTPUT_TOKEN_OFFSETS = "output_token_offsets"
 OUTPUTS = (TEXT_OUTPUT, CUM_LOG_PROBS, OUTPUT_LOG_PROBS, OUTPUT_TOKEN_OFFSETS)
 
+# A request parameter (not a tensor: TensorRT-LLM has no such input): the caller's remaining
+# time in milliseconds, after which the CPU model stops generating.
+TIMEOUT_PARAMETER = "timeout_ms"
+
 # An error the model sends for a request the caller must change (the prompt does not fit):
 # the gateway turns messages carrying this marker into a 422, everything else into a 503.
 INVALID_REQUEST_MARKER = "invalid_request: "

@@ -25,11 +25,16 @@ log = logging.getLogger(__name__)
 BACKEND = "llm"
 _DTYPES = {np.object_: "BYTES", np.int32: "INT32", np.bool_: "BOOL"}
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# gRPC's default reconnect back-off grows to two minutes: a Triton restart would then look
-# down long after it is back. Cap it at one second.
+# tritonclient's own defaults (passing channel_args replaces them all), plus a reconnect
+# back-off capped at one second: gRPC's default grows to two minutes, and a restarted Triton
+# would look down long after it is back.
 _CHANNEL_ARGS = [
     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 2**31 - 1),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 2),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
@@ -86,7 +91,11 @@ class TritonGenerator:
                 )
             try:
                 result = await self._get_client().infer(
-                    self.model, inputs, outputs=outputs, client_timeout=remaining
+                    self.model,
+                    inputs,
+                    outputs=outputs,
+                    client_timeout=remaining,
+                    parameters={},
                 )
                 break
             except InferenceServerException as exc:

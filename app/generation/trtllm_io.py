@@ -38,7 +38,10 @@ class TokenizerIO:
 
     @property
     def end_id(self) -> int:
-        return int(self.tokenizer.eos_token_id)
+        for candidate in (self.tokenizer.eos_token_id, self.tokenizer.sep_token_id):
+            if candidate is not None:
+                return int(candidate)
+        raise MalformedTensors("the tokenizer has no end token: send end_id with the request")
 
     @property
     def pad_id(self) -> int:

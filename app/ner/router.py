@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Request
 
 from app.deps import NERDep, RequestIdDep, TenantDep
 from app.errors import InvalidRequest
+from app.feedback.router import FeedbackDep
 from app.ner.protocol import BatchResponse, NERRequest, NERResponse
 
 router = APIRouter(prefix="/v1", tags=["ner"])
@@ -15,17 +16,25 @@ router = APIRouter(prefix="/v1", tags=["ner"])
 
 @router.post("/ner", response_model=NERResponse)
 async def extract(
-    body: NERRequest, request: Request, ner: NERDep, tenant: TenantDep, request_id: RequestIdDep
+    body: NERRequest,
+    request: Request,
+    ner: NERDep,
+    feedback: FeedbackDep,
+    tenant: TenantDep,
+    request_id: RequestIdDep,
 ) -> NERResponse:
     request.state.domain, request.state.method = body.domain, body.method
     async with request.app.state.limiter.slot():
-        return await ner.extract(tenant, body, request_id)
+        response = await ner.extract(tenant, body, request_id)
+    await feedback.remember(tenant, body.text, response)
+    return response
 
 
 @router.post("/ner/batch", response_model=BatchResponse)
 async def extract_batch(
     request: Request,
     ner: NERDep,
+    feedback: FeedbackDep,
     tenant: TenantDep,
     request_id: RequestIdDep,
     items: Annotated[list[NERRequest], Body(description="Requests, answered in order.")],
@@ -43,4 +52,6 @@ async def extract_batch(
             await ner.extract(tenant, item, f"{request_id}-{index}")
             for index, item in enumerate(items)
         ]
+    for item, result in zip(items, results, strict=True):
+        await feedback.remember(tenant, item.text, result)
     return BatchResponse(request_id=request_id, results=results)

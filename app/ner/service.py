@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from anyio import to_thread
 
 from app.cache.counted import CountedCache
+from app.cache.embeddings import QueryEmbeddingCache
 from app.cache.keys import answer_key
 from app.core.parser import ParsedAnswer, parse_answer
 from app.core.prompt import PROMPT_VERSION, STOP_SEQUENCES, build_prompt
@@ -24,7 +25,7 @@ from app.generation.base import Generation, GenerationRequest, Generator
 from app.methods.factory import EncoderMethods
 from app.metrics import Metrics
 from app.ner.protocol import EntityOut, NERRequest, NERResponse, Timings
-from app.retrieval import Retriever
+from app.retrieval import QueryEmbedding, Retriever
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class NERService:
         metrics: Metrics,
         *,
         encoder_methods: EncoderMethods | None = None,
+        embeddings: QueryEmbeddingCache | None = None,
     ) -> None:
         self.settings = settings
         self.domains = domains
@@ -66,6 +68,18 @@ class NERService:
         self.cache = cache
         self.metrics = metrics
         self.encoder_methods = encoder_methods
+        self.embeddings = embeddings
+
+    async def _embed(self, tenant: str, segment: str) -> QueryEmbedding:
+        """The segment's query embedding, from the cache when an identical one was embedded."""
+        if self.embeddings is not None:
+            cached = await self.embeddings.get(tenant, segment)
+            if cached is not None:
+                return cached
+        query = await to_thread.run_sync(self.retriever.embed_query, segment)
+        if self.embeddings is not None:
+            await self.embeddings.put(tenant, query)
+        return query
 
     # --- validation ------------------------------------------------------------------------
     def validate(self, request: NERRequest, where: str = "") -> None:
@@ -214,7 +228,7 @@ class NERService:
         if k > 0:
             try:
                 t0 = time.perf_counter()
-                query = await to_thread.run_sync(self.retriever.embed_query, segment)
+                query = await self._embed(tenant, segment)
                 t1 = time.perf_counter()
                 retrieved = await to_thread.run_sync(
                     lambda: self.retriever.search(

