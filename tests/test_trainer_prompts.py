@@ -1,0 +1,164 @@
+"""IF-WRANER training prompts: regularisation (types removed, order shuffled) and retrieval."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from app.core.crossner_types import CROSSNER_TYPE_DESCRIPTIONS, entity_types_for
+from app.core.prompt import ANSWER_END, build_prompt, render_answer
+from app.core.readers import parse_bio
+from app.core.types import Example, Span
+from trainers.wraner.prompts import TypeVariant, render_prompt, split_source, type_variants
+
+TYPES = ["person", "organisation", "location", "misc"]
+DATA_README = Path("/work/shared/data/README.md")
+
+
+def _example() -> Example:
+    text = "Peter Blackburn met EU officials in Brussels ."
+    return Example(
+        id="q",
+        text=text,
+        entities=[
+            Span(start=0, end=15, type="person"),
+            Span(start=20, end=22, type="organisation"),
+            Span(start=36, end=44, type="location"),
+        ],
+    )
+
+
+def test_removed_types_leave_prompt_and_answer() -> None:
+    example = _example()
+    rng = random.Random(1)
+    seen_copy = 0
+    for _ in range(200):
+        variants = type_variants(example, TYPES, drop_share=1.0, shuffle_share=0.0, rng=rng)
+        assert len(variants) == 2
+        full, copy = variants
+        assert full.types == TYPES and not full.removed
+        assert copy.types and copy.removed
+        assert set(copy.types) | set(copy.removed) == set(TYPES)
+        assert not set(copy.types) & set(copy.removed)
+        # at least one removed type occurs in the sentence, so the answer really changes
+        assert {"person", "organisation", "location"} & set(copy.removed)
+        prompt, answer, _ = render_prompt(example, copy, [], None, 10_000)
+        for removed in copy.removed:
+            assert f"- {removed}:" not in prompt
+            assert f"| {removed}\n" not in answer
+        kept = [(s, t) for s, t in example.mentions() if t in copy.types]
+        expected = "\n".join(f"{s} | {t}" for s, t in kept) if kept else "none"
+        assert answer == expected + ANSWER_END
+        seen_copy += 1
+    assert seen_copy == 200
+
+
+def test_drop_share_zero_never_duplicates() -> None:
+    rng = random.Random(0)
+    for _ in range(50):
+        assert len(type_variants(_example(), TYPES, 0.0, 0.0, rng)) == 1
+
+
+def test_shuffle_is_seeded_and_really_shuffles() -> None:
+    def run(seed: int) -> list[TypeVariant]:
+        rng = random.Random(seed)
+        return [v for _ in range(100) for v in type_variants(_example(), TYPES, 0.3, 0.5, rng)]
+
+    first, again, other = run(7), run(7), run(8)
+    assert first == again
+    assert first != other
+    shuffled = [v for v in first if v.shuffled]
+    assert 20 < len(shuffled) < 90  # about half of the prompts
+    assert all(v.types != TYPES for v in shuffled if not v.removed)
+    assert all(v.types == TYPES for v in first if not v.shuffled and not v.removed)
+
+
+def test_examples_answers_keep_only_prompt_types_and_most_similar_last() -> None:
+    example = _example()
+    best = Example(id="b", text="Anna works at Siemens .", entities=[
+        Span(start=0, end=4, type="person"), Span(start=14, end=21, type="organisation")])
+    second = Example(id="s", text="Rome is in Italy .", entities=[
+        Span(start=0, end=4, type="location"), Span(start=11, end=16, type="location")])
+    variant = TypeVariant(types=["organisation", "location"], removed=["misc", "person"],
+                          shuffled=True)
+    prompt, answer, used = render_prompt(example, variant, [best, second], None, 10_000)
+    assert used == 2
+    # the gateway's builder, with the best example nearest the query
+    expected = build_prompt(entity_types_for(variant.types), [second, best], example.text).text
+    assert prompt == expected
+    assert "Anna | person" not in prompt and "Siemens | organisation" in prompt
+    assert prompt.index("Rome is in Italy") < prompt.index("Anna works at Siemens")
+    assert answer == render_answer(example, variant.types)
+    assert prompt.endswith(f"### Sentence\n{example.text}\n### Entities\n")
+
+
+def test_long_prompts_drop_least_similar_examples() -> None:
+    example = _example()
+    pool = [Example(id=str(i), text=f"Sentence number {i} about Paris .", entities=[
+        Span(start=len(f"Sentence number {i} about "), end=len(f"Sentence number {i} about Paris"),
+             type="location")]) for i in range(5)]
+    variant = TypeVariant(types=TYPES, removed=[], shuffled=False)
+    full, _, used_all = render_prompt(example, variant, pool, len, 100_000)
+    short, _, used = render_prompt(example, variant, pool, len, len(full) - 10)
+    assert used_all == 5 and used == 4
+    assert "Sentence number 0 about" in short and "Sentence number 4 about" not in short
+
+
+def test_split_source_is_disjoint_and_seeded() -> None:
+    examples = [Example(id=str(i), text=f"w{i} a b c") for i in range(50)]
+    pool, queries = split_source(examples, 20, 10, 3, seed=3)
+    assert len(pool) == 20 and len(queries) == 10
+    assert not {e.id for e in pool} & {e.id for e in queries}
+    assert split_source(examples, 20, 10, 3, seed=3) == (pool, queries)
+
+
+def test_descriptions_cover_every_crossner_type() -> None:
+    if not DATA_README.is_file():
+        pytest.skip(f"{DATA_README} is missing (the shared CrossNER data)")
+    # lines like "- politics (9): politician, person, ..."
+    lines = [ln for ln in DATA_README.read_text().splitlines() if re.match(r"^- \w+ \(\d+\):", ln)]
+    names = {n.strip() for ln in lines for n in ln.split(":", 1)[1].split(",")}
+    assert len(lines) == 6
+    assert len(names) > 30 and names <= set(CROSSNER_TYPE_DESCRIPTIONS)
+    assert [t.description for t in entity_types_for(["person"])] == [
+        CROSSNER_TYPE_DESCRIPTIONS["person"]]
+
+
+@pytest.mark.integration
+def test_build_prompts_retrieves_from_pool_never_the_sentence(tmp_path: Path) -> None:
+    """Real retrieval (embedder + Milvus Lite); a duplicate of a query in the pool is skipped."""
+    from trainers.wraner.config import WranerConfig
+    from trainers.wraner.prompts import build_prompts
+
+    sentences = [
+        ("Peter", "B-person"), ("visited", "O"), ("Paris", "B-location"), ("today", "O"),
+    ]
+    lines = []
+    names = ["Peter", "Anna", "John", "Maria", "Ivan", "Lena", "Paul", "Sara"]
+    cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Bonn", "Riga", "Nice"]
+    for name, city in zip(names, cities, strict=True):
+        for tok, tag in sentences:
+            tok = {"Peter": name, "Paris": city}.get(tok, tok)
+            lines.append(f"{tok}\t{tag}")
+        lines.append("")
+    # an exact duplicate of the first sentence: must never be retrieved for it
+    lines += ["Peter\tB-person", "visited\tO", "Paris\tB-location", "today\tO", ""]
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "train.txt").write_text("\n".join(lines))
+    examples = parse_bio("\n".join(lines))
+    assert len(examples) == 9
+    config = WranerConfig(
+        data_dir=tmp_path, domain="toy", entity_types=["person", "location"], pool_size=6,
+        num_prompts=3, k=2, drop_types_share=0.0, shuffle_types_share=0.0, seed=1,
+        run_dir=tmp_path / "run",
+    )
+    prompts = build_prompts(config, None, work_dir=tmp_path, progress=False)
+    assert len(prompts) == 3
+    for p in prompts:
+        query = p.prompt.rsplit("### Sentence\n", 1)[1].split("\n", 1)[0]
+        blocks = p.prompt.split("### Sentence\n")[1:-1]
+        assert len(blocks) == 2 == p.k
+        assert all(not b.startswith(query + "\n") for b in blocks)
