@@ -56,6 +56,12 @@ class Metrics:
         self.dropped_spans = Counter(
             "nerve_dropped_spans", "Spans of the LLM answer dropped.", ["kind"], registry=r
         )
+        self.lar_changes = Counter(
+            "nerve_lar_changes",
+            "Entities of an LLM answer LAR re-typed or dropped, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.cache_requests = Counter(
             "nerve_cache_requests",
             "Cache look-ups by result (hit, miss, error).",

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     lar_inference: Literal["direct", "enhanced"] = Field(
         "direct", description="LAR re-typing by similarity (direct) or by asking the LLM."
     )
+    lar_postprocess: bool = Field(
+        True,
+        description="Let LAR re-type LLM spans of types not asked for, or overlapping ones.",
+    )
     encoder_support_k: int = Field(
         20, ge=1, description="Support examples retrieved for BANER/LAR type prototypes."
     )

@@ -367,3 +367,18 @@ def test_random_answers_always_ground_to_text_slices() -> None:
                 assert 0 <= span.answer_start <= span.answer_end <= len(raw)
             total += len(result.spans)
     assert total > 500, "the random cases do exercise grounding"
+
+
+def test_keep_conflicts_keeps_unrequested_types_and_overlaps_for_lar() -> None:
+    text = "New York Times reporters met in New York."
+    raw = "New York Times | newspaper\nNew York | location\nYork | city"
+    strict = parse_answer(raw, text, ["location", "organisation"])
+    # Strict: the unrequested span goes, so both occurrences of "New York" are labelled.
+    assert [(s.start, s.type) for s in strict.spans] == [(0, "location"), (32, "location")]
+    loose = parse_answer(raw, text, ["location", "organisation"], keep_conflicts=True)
+    found = {(s.start, s.end, s.type) for s in loose.spans}
+    assert (0, 14, "newspaper") in found  # an unrequested type, kept with its name
+    assert (32, 40, "location") in found
+    assert any(s.type == "city" for s in loose.spans)  # overlapping spans are all kept
+    for span in loose.spans:
+        assert text[span.start : span.end] == span.text

@@ -78,14 +78,17 @@ def parse_answer(
     allowed_types: Sequence[str],
     *,
     label_all_occurrences: bool = True,
+    keep_conflicts: bool = False,
 ) -> ParsedAnswer:
     """Parse ``raw`` (the model's answer) into spans of ``text`` of the ``allowed_types``.
 
     ``label_all_occurrences``: a mention the model names once is labelled wherever it occurs
     (as annotators do); a mention it names n times takes the occurrences in textual order.
+    ``keep_conflicts``: keep spans of types not asked for (with the model's type name) and
+    overlapping spans, for a post-processor (LAR) to decide instead of dropping them.
     """
     result = ParsedAnswer()
-    mentions = _read_mentions(raw, allowed_types, result)
+    mentions = _read_mentions(raw, allowed_types, result, keep_conflicts)
     grounded: list[GroundedSpan] = []
     used: set[tuple[int, int]] = set()
     # How often the model named each surface: named once, it labels every occurrence.
@@ -114,7 +117,11 @@ def parse_answer(
                 if other != (start, end):
                     used.add(other)
                     grounded.append(_grounded(text, other[0], other[1], mention))
-    result.spans = _resolve_overlaps(grounded, result.drops)
+    result.spans = (
+        sorted(grounded, key=lambda s: (s.start, s.end))
+        if keep_conflicts
+        else _resolve_overlaps(grounded, result.drops)
+    )
     return result
 
 
@@ -124,11 +131,13 @@ def _grounded(text: str, start: int, end: int, mention: _Mention) -> GroundedSpa
     )
 
 
-def _read_mentions(raw: str, allowed: Sequence[str], result: ParsedAnswer) -> list[_Mention]:
+def _read_mentions(
+    raw: str, allowed: Sequence[str], result: ParsedAnswer, keep_unknown: bool = False
+) -> list[_Mention]:
     body = _cut_trailing(raw, result)
     stripped = body.strip()
     if stripped.startswith(("[", "{", "```")):
-        from_json = _read_json(stripped, raw, allowed, result)
+        from_json = _read_json(stripped, raw, allowed, result, keep_unknown)
         if from_json is not None:
             return from_json
 
@@ -151,7 +160,7 @@ def _read_mentions(raw: str, allowed: Sequence[str], result: ParsedAnswer) -> li
             result.drops[DROP_MALFORMED] += 1
             continue
         surface, type_text = pair
-        etype = _match_type(type_text, type_lookup, result)
+        etype = _match_type(type_text, type_lookup, result, keep_unknown)
         if etype is None:
             result.drops[DROP_TYPE] += 1
             continue
@@ -208,7 +217,7 @@ def _split_line(
 
 
 def _read_json(
-    stripped: str, raw: str, allowed: Sequence[str], result: ParsedAnswer
+    stripped: str, raw: str, allowed: Sequence[str], result: ParsedAnswer, keep_unknown: bool
 ) -> list[_Mention] | None:
     candidate = stripped.strip("`")
     if candidate.startswith("json"):
@@ -243,7 +252,7 @@ def _read_json(
     type_lookup = _type_lookup(allowed)
     mentions: list[_Mention] = []
     for surface, type_text in pairs:
-        etype = _match_type(type_text, type_lookup, result)
+        etype = _match_type(type_text, type_lookup, result, keep_unknown)
         if etype is None:
             result.drops[DROP_TYPE] += 1
             continue
@@ -267,8 +276,12 @@ def _type_lookup(allowed: Sequence[str]) -> dict[str, str]:
     return {_normalise_type(name): name for name in allowed}
 
 
-def _match_type(type_text: str, lookup: dict[str, str], result: ParsedAnswer) -> str | None:
+def _match_type(
+    type_text: str, lookup: dict[str, str], result: ParsedAnswer, keep_unknown: bool = False
+) -> str | None:
     etype = lookup.get(_normalise_type(type_text))
+    if etype is None and keep_unknown:
+        return type_text.strip().strip(_EDGE_PUNCT) or None
     if etype is not None and etype != type_text.strip():
         _note(result, REPAIR_TYPE_CASE)
     return etype

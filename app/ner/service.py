@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
@@ -268,22 +269,77 @@ class NERService:
             self.metrics.backend_errors.labels(backend=exc.backend).inc()
             raise
         t1 = time.perf_counter()
-        parsed = parse_answer(generation.text, segment, [t.name for t in types])
+        names = [t.name for t in types]
+        parsed = parse_answer(generation.text, segment, names)
         result.parsed = parsed
         result.truncated = generation.finish_reason == "length"
-        result.entities = [
+        entities = [
             EntityOut(
-                text=text[start + s.start : start + s.end],
+                text=segment[s.start : s.end],
                 type=s.type,
-                start=start + s.start,
-                end=start + s.end,
+                start=s.start,
+                end=s.end,
                 score=round(span_confidence(generation, s.answer_start, s.answer_end), 4),
             )
             for s in parsed.spans
         ]
         result.timings["generate"] = t1 - t0
+        if self.settings.lar_postprocess and self.encoder_methods is not None:
+            entities = await self._reconcile(generation, segment, types, examples, entities)
+        result.entities = [
+            e.model_copy(update={"start": e.start + start, "end": e.end + start}) for e in entities
+        ]
         result.timings["parse"] = time.perf_counter() - t1
         return result
+
+    async def _reconcile(
+        self,
+        generation: Generation,
+        segment: str,
+        types: list[EntityType],
+        support: list[Example],
+        entities: list[EntityOut],
+    ) -> list[EntityOut]:
+        """LAR decides what the parser would drop: types not asked for, overlapping types."""
+        names = {t.name for t in types}
+        loose = parse_answer(generation.text, segment, list(names), keep_conflicts=True).spans
+        overlapping = any(
+            a.end > b.start and (a.start, a.end, a.type) != (b.start, b.end, b.type)
+            for a, b in itertools.pairwise(loose)
+        )
+        if not overlapping and all(s.type in names for s in loose):
+            return entities
+        assert self.encoder_methods is not None
+        candidates = [
+            EntityOut(
+                text=segment[s.start : s.end],
+                type=s.type,
+                start=s.start,
+                end=s.end,
+                score=span_confidence(generation, s.answer_start, s.answer_end),
+            )
+            for s in loose
+        ]
+        try:
+            reconciled = await self.encoder_methods.lar.reconcile(
+                segment, candidates, types, support
+            )
+        except BackendUnavailable as exc:
+            # The parser's answer stands: LAR only refines it.
+            self.metrics.backend_errors.labels(backend=exc.backend).inc()
+            return entities
+        for change in reconciled.changes:
+            self.metrics.lar_changes.labels(reason=change.reason).inc()
+        return [
+            EntityOut(
+                text=segment[e.start : e.end],
+                type=e.type,
+                start=e.start,
+                end=e.end,
+                score=round(e.score, 4),
+            )
+            for e in reconciled.entities
+        ]
 
     async def _encoder_segment(
         self,

@@ -1,0 +1,80 @@
+"""LAR as the LLM's post-processor: spans of types the request did not ask for are re-typed.
+
+The generator is scripted (this tests one piece: the service's hand-off to LAR); the store,
+the embedder and LAR itself are real.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.components import Components, build_components
+from app.embedding.sentence_transformers import SentenceTransformerEmbedder
+from app.generation.base import Generation, GenerationRequest, TokenLogprob
+from app.main import build_app
+from app.settings import Settings, load_settings
+from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
+
+pytestmark = pytest.mark.integration
+
+
+class ScriptedGenerator:
+    name = "scripted"
+    model = "scripted"
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        tokens = []
+        offset = 0
+        for piece in self.answer.split(" "):
+            text = piece if offset == 0 else " " + piece
+            tokens.append(TokenLogprob(text, -0.05, offset))
+            offset += len(text)
+        return Generation(self.answer, tokens)
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+def run(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, answer: str, **overrides: object
+) -> tuple[dict, str]:
+    settings = load_settings(data_dir=tmp_path, log_json=False, **overrides)
+
+    def factory(s: Settings) -> Components:
+        return build_components(s, embedder=embedder, generator=ScriptedGenerator(answer))
+
+    with TestClient(build_app(settings, components_factory=factory)) as client:
+        client.post("/v1/domains", json=SUPPORT_DOMAIN)
+        client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
+        body = client.post(
+            "/v1/ner",
+            json={
+                "text": "Maria Lopez lost her Pixel 8 in Oslo.",
+                "domain": "support",
+                "entity_types": ["person", "product", "location"],
+            },
+        ).json()
+        return body, client.get("/metrics").text
+
+
+def test_unrequested_type_is_retyped_by_lar(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    answer = "Maria Lopez | human\nPixel 8 | product\nOslo | location"
+    body, metrics = run(tmp_path, embedder, answer)
+    assert {e["type"] for e in body["entities"]} <= {"person", "product", "location"}
+    assert ("Pixel 8", "product") in {(e["text"], e["type"]) for e in body["entities"]}
+    assert 'nerve_lar_changes_total{reason="type_not_requested"} 1.0' in metrics
+    # Without LAR the parser drops the unrequested span instead.
+    plain, plain_metrics = run(tmp_path / "plain", embedder, answer, lar_postprocess=False)
+    assert "Maria Lopez" not in {e["text"] for e in plain["entities"]}
+    assert 'nerve_dropped_spans_total{kind="type_not_requested"} 1.0' in plain_metrics
