@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.methods.baner.losses import TAG_B, TAG_I, TAG_O
-from app.methods.baner.support import EncodedSupport, SupportSet, softmax
+from app.methods.baner.support import EncodedSupport, SupportSet, TypingWeights, softmax
 
 
 def _unit(*values: float) -> np.ndarray:
@@ -20,6 +20,7 @@ def _support() -> SupportSet:
         tags=np.array([TAG_B, TAG_O, TAG_B]),
         word_types=np.array(["animal", "", "city"], dtype=object),
         span_reps=np.stack([_unit(1, 0.1, 0), _unit(0.1, 1, 0)]),
+        span_features=np.stack([_unit(1, 0.1, 0), _unit(0.1, 1, 0)]),
         span_types=("animal", "city"),
     )
     second = EncodedSupport(
@@ -27,6 +28,7 @@ def _support() -> SupportSet:
         tags=np.array([TAG_B, TAG_I]),
         word_types=np.array(["animal", "animal"], dtype=object),
         span_reps=np.stack([_unit(1, -0.1, 0.1)]),
+        span_features=np.stack([_unit(1, -0.1, 0.1)]),
         span_types=("animal",),
     )
     return SupportSet.build([first, second], ["animal", "city", "colour"], 3, 3)
@@ -36,7 +38,9 @@ def test_spans_go_to_the_type_of_their_prototype() -> None:
     support = _support()
     spans = np.stack([_unit(0.9, 0.2, 0), _unit(0.1, 0.9, 0.1)])
     anchors = np.eye(3)  # names: animal ~ x, city ~ y, colour ~ z
-    sims = support.type_similarities(spans, ["animal", "city", "colour"], anchors, 0.4, 0.4)
+    sims = support.type_similarities(
+        spans, spans, ["animal", "city", "colour"], anchors, TypingWeights(0.4, 0.4, 1, 0.5)
+    )
     probs = softmax(sims, 0.05)
     assert probs.argmax(axis=1).tolist() == [0, 1]
     assert np.allclose(probs.sum(axis=1), 1.0)
@@ -47,16 +51,22 @@ def test_prototypes_override_a_misleading_description() -> None:
     span = _unit(1, 0.05, 0)[None]
     # The descriptions alone would say "city" (anchor of city on x); the support says animal.
     anchors = np.stack([_unit(0, 0, 1), _unit(1, 0, 0), _unit(0, 1, 0)])
-    by_description = support.type_similarities(span, ["animal", "city", "colour"], anchors, 0, 0)
+    by_description = support.type_similarities(
+        span, span, ["animal", "city", "colour"], anchors, TypingWeights(0, 0, 1, 0.5)
+    )
     assert by_description.argmax() == 1
-    with_support = support.type_similarities(span, ["animal", "city", "colour"], anchors, 0.4, 0.4)
+    with_support = support.type_similarities(
+        span, span, ["animal", "city", "colour"], anchors, TypingWeights(0.4, 0.4, 1, 0.5)
+    )
     assert with_support.argmax() == 0
 
 
 def test_type_without_support_falls_back_on_its_description() -> None:
     support = _support()
     span = _unit(0, 0.1, 1)[None]
-    sims = support.type_similarities(span, ["animal", "city", "colour"], np.eye(3), 0.4, 0.4)
+    sims = support.type_similarities(
+        span, span, ["animal", "city", "colour"], np.eye(3), TypingWeights(0.4, 0.4, 1, 0.5)
+    )
     assert sims.argmax() == 2
 
 
@@ -68,6 +78,7 @@ def test_unrequested_types_are_outside_words_for_the_knn_tagger() -> None:
                 tags=np.array([TAG_B, TAG_B]),
                 word_types=np.array(["animal", "city"], dtype=object),
                 span_reps=np.stack([_unit(1, 0, 0), _unit(0, 1, 0)]),
+                span_features=np.stack([_unit(1, 0, 0), _unit(0, 1, 0)]),
                 span_types=("animal", "city"),
             )
         ],

@@ -22,16 +22,35 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def _prompts() -> list[TrainPrompt]:
     types = entity_types_for(["person", "location"])
     shots = [
-        Example(text="Anna Meyer lives in Oslo .", entities=[
-            Span(start=0, end=10, type="person"), Span(start=20, end=24, type="location")]),
-        Example(text="John Smith flew to Lima .", entities=[
-            Span(start=0, end=10, type="person"), Span(start=19, end=23, type="location")]),
+        Example(
+            text="Anna Meyer lives in Oslo .",
+            entities=[
+                Span(start=0, end=10, type="person"),
+                Span(start=20, end=24, type="location"),
+            ],
+        ),
+        Example(
+            text="John Smith flew to Lima .",
+            entities=[
+                Span(start=0, end=10, type="person"),
+                Span(start=19, end=23, type="location"),
+            ],
+        ),
     ]
     out = []
     for i, (shot, query) in enumerate([(shots[0], shots[1]), (shots[1], shots[0])]):
         prompt = build_prompt(types, [shot], query.text).text
-        out.append(TrainPrompt(id=str(i), prompt=prompt, answer=render_answer(query, ["person", "location"]),
-                               types=["person", "location"], removed=[], shuffled=False, k=1))
+        out.append(
+            TrainPrompt(
+                id=str(i),
+                prompt=prompt,
+                answer=render_answer(query, ["person", "location"]),
+                types=["person", "location"],
+                removed=[],
+                shuffled=False,
+                k=1,
+            )
+        )
     return out
 
 
@@ -45,9 +64,20 @@ def test_tiny_run_changes_adapter_and_llama_cpp_serves_it(tmp_path: Path) -> Non
     from trainers.wraner.train import train
 
     config = WranerConfig(
-        dtype="float32", threads=2, lora_r=2, lora_alpha=4, lora_dropout=0.0,
-        target_modules=["q_proj", "v_proj", "down_proj"], lr=5e-3, warmup_steps=1, steps=2,
-        batch_size=2, grad_accum=1, checkpoint_every=1, run_dir=tmp_path / "run", seed=5,
+        dtype="float32",
+        threads=2,
+        lora_r=2,
+        lora_alpha=4,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        lr=5e-3,
+        warmup_steps=1,
+        steps=2,
+        batch_size=2,
+        grad_accum=1,
+        checkpoint_every=1,
+        run_dir=tmp_path / "run",
+        seed=5,
     )
     torch.set_num_threads(config.threads)
     model, tokenizer = load_model_and_tokenizer(config, base_model_dir(config))

@@ -38,7 +38,7 @@ def _prompts(n: int = 4) -> list[TrainPrompt]:
     ]
 
 
-def _load(model_dir: Path):  # noqa: ANN202 - transformers types
+def _load(model_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -89,15 +89,27 @@ def test_answer_loss_equals_full_logit_loss_on_answer_tokens(tiny_model_dir: Pat
 
 def _config(tmp_path: Path, model_dir: Path, **kw: object) -> WranerConfig:
     base = dict(
-        model_dir=model_dir, dtype="float32", lora_r=4, lora_alpha=8, lora_dropout=0.0,
-        lr=5e-3, warmup_steps=1, steps=4, batch_size=2, grad_accum=1, checkpoint_every=2,
-        keep_checkpoints=5, log_every=1, run_dir=tmp_path / "run", seed=3,
+        model_dir=model_dir,
+        dtype="float32",
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        lr=5e-3,
+        warmup_steps=1,
+        steps=4,
+        batch_size=2,
+        grad_accum=1,
+        checkpoint_every=2,
+        keep_checkpoints=5,
+        log_every=1,
+        run_dir=tmp_path / "run",
+        seed=3,
     )
     base.update(kw)
     return WranerConfig.model_validate(base)
 
 
-def _adapter_state(model) -> dict:  # noqa: ANN001
+def _adapter_state(model) -> dict:
     from peft import get_peft_model_state_dict
 
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
@@ -136,14 +148,19 @@ class _Stop(Exception):
 
 
 def _train_until(
-    monkeypatch: pytest.MonkeyPatch, config: WranerConfig, model, tokenizer, prompts, stop_after: int  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+    config: WranerConfig,
+    model,
+    tokenizer,
+    prompts,
+    stop_after: int,
 ) -> None:
     """Run ``config`` but leave right after the checkpoint of step ``stop_after``, as if killed."""
     import trainers.wraner.train as loop
 
     original = loop.save_checkpoint
 
-    def save_then_stop(run_dir, step, *args, **kwargs):  # noqa: ANN001, ANN202
+    def save_then_stop(run_dir, step, *args, **kwargs):
         path = original(run_dir, step, *args, **kwargs)
         if step >= stop_after:
             raise _Stop

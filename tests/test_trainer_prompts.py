@@ -78,12 +78,19 @@ def test_shuffle_is_seeded_and_really_shuffles() -> None:
 
 def test_examples_answers_keep_only_prompt_types_and_most_similar_last() -> None:
     example = _example()
-    best = Example(id="b", text="Anna works at Siemens .", entities=[
-        Span(start=0, end=4, type="person"), Span(start=14, end=21, type="organisation")])
-    second = Example(id="s", text="Rome is in Italy .", entities=[
-        Span(start=0, end=4, type="location"), Span(start=11, end=16, type="location")])
-    variant = TypeVariant(types=["organisation", "location"], removed=["misc", "person"],
-                          shuffled=True)
+    best = Example(
+        id="b",
+        text="Anna works at Siemens .",
+        entities=[Span(start=0, end=4, type="person"), Span(start=14, end=21, type="organisation")],
+    )
+    second = Example(
+        id="s",
+        text="Rome is in Italy .",
+        entities=[Span(start=0, end=4, type="location"), Span(start=11, end=16, type="location")],
+    )
+    variant = TypeVariant(
+        types=["organisation", "location"], removed=["misc", "person"], shuffled=True
+    )
     prompt, answer, used = render_prompt(example, variant, [best, second], None, 10_000)
     assert used == 2
     # the gateway's builder, with the best example nearest the query
@@ -97,9 +104,20 @@ def test_examples_answers_keep_only_prompt_types_and_most_similar_last() -> None
 
 def test_long_prompts_drop_least_similar_examples() -> None:
     example = _example()
-    pool = [Example(id=str(i), text=f"Sentence number {i} about Paris .", entities=[
-        Span(start=len(f"Sentence number {i} about "), end=len(f"Sentence number {i} about Paris"),
-             type="location")]) for i in range(5)]
+    pool = [
+        Example(
+            id=str(i),
+            text=f"Sentence number {i} about Paris .",
+            entities=[
+                Span(
+                    start=len(f"Sentence number {i} about "),
+                    end=len(f"Sentence number {i} about Paris"),
+                    type="location",
+                )
+            ],
+        )
+        for i in range(5)
+    ]
     variant = TypeVariant(types=TYPES, removed=[], shuffled=False)
     full, _, used_all = render_prompt(example, variant, pool, len, 100_000)
     short, _, used = render_prompt(example, variant, pool, len, len(full) - 10)
@@ -124,7 +142,8 @@ def test_descriptions_cover_every_crossner_type() -> None:
     assert len(lines) == 6
     assert len(names) > 30 and names <= set(CROSSNER_TYPE_DESCRIPTIONS)
     assert [t.description for t in entity_types_for(["person"])] == [
-        CROSSNER_TYPE_DESCRIPTIONS["person"]]
+        CROSSNER_TYPE_DESCRIPTIONS["person"]
+    ]
 
 
 @pytest.mark.integration
@@ -134,7 +153,10 @@ def test_build_prompts_retrieves_from_pool_never_the_sentence(tmp_path: Path) ->
     from trainers.wraner.prompts import build_prompts
 
     sentences = [
-        ("Peter", "B-person"), ("visited", "O"), ("Paris", "B-location"), ("today", "O"),
+        ("Peter", "B-person"),
+        ("visited", "O"),
+        ("Paris", "B-location"),
+        ("today", "O"),
     ]
     lines = []
     names = ["Peter", "Anna", "John", "Maria", "Ivan", "Lena", "Paul", "Sara"]
@@ -151,8 +173,15 @@ def test_build_prompts_retrieves_from_pool_never_the_sentence(tmp_path: Path) ->
     examples = parse_bio("\n".join(lines))
     assert len(examples) == 9
     config = WranerConfig(
-        data_dir=tmp_path, domain="toy", entity_types=["person", "location"], pool_size=6,
-        num_prompts=3, k=2, drop_types_share=0.0, shuffle_types_share=0.0, seed=1,
+        data_dir=tmp_path,
+        domain="toy",
+        entity_types=["person", "location"],
+        pool_size=6,
+        num_prompts=3,
+        k=2,
+        drop_types_share=0.0,
+        shuffle_types_share=0.0,
+        seed=1,
         run_dir=tmp_path / "run",
     )
     prompts = build_prompts(config, None, work_dir=tmp_path, progress=False)

@@ -95,7 +95,7 @@ class TritonGenerator:
                     inputs,
                     outputs=outputs,
                     client_timeout=remaining,
-                    parameters={},
+                    parameters={t.TIMEOUT_PARAMETER: max(1, int(remaining * 1000))},
                 )
                 break
             except InferenceServerException as exc:

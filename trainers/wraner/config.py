@@ -124,7 +124,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction)
         elif annotation.startswith("list"):
             parser.add_argument(
-                flag, dest=name, type=lambda s: [p for p in s.split(",") if p], help=field.description
+                flag,
+                dest=name,
+                type=lambda s: [p for p in s.split(",") if p],
+                help=field.description,
             )
         else:
             # pydantic converts the string; validation errors name the field.

@@ -84,7 +84,9 @@ def answer_loss(model: Any, batch: dict[str, Any]) -> Any:
     # Position t predicts token t+1: the logits of the span+1 last positions, minus the
     # last one, predict the span last tokens.
     logits = out.logits[:, :-1, :].float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE
+    )
 
 
 def add_lora(model: Any, config: WranerConfig) -> Any:

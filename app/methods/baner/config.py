@@ -66,11 +66,14 @@ class BanerOptions:
     # Support words voting for each query word, and the softmax temperature of their votes.
     knn_neighbours: int = 8
     knn_temperature: float = 0.05
-    # Type score = proto_weight * prototype similarity + nearest_weight * best support-span
-    # similarity + the rest * type-description similarity (types with support; others use the
-    # description only).
-    proto_weight: float = 0.4
-    nearest_weight: float = 0.4
+    # Type score = proto_weight * prototype similarity + nearest_weight * similarity to the
+    # nearest support spans (mean of the best nearest_k) + the rest * type-description
+    # similarity (types with support; others use the description only).
+    proto_weight: float = 0.2
+    nearest_weight: float = 0.8
+    nearest_k: int = 1
+    # Weight of the contextual word-vector similarity against the boundary-space one in typing.
+    feature_weight: float = 0.5
     # Softmax temperature turning type similarities into probabilities.
     type_temperature: float = 0.05
     # Spans whose tagger score is below this are dropped.

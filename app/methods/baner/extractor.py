@@ -26,7 +26,13 @@ from app.methods.baner.decoding import WordSpan, viterbi_bio
 from app.methods.baner.encoder import SHAPE_DIM, make_word_batch, word_windows
 from app.methods.baner.losses import TAG_B, TAG_I, TAG_O
 from app.methods.baner.net import BanerNet
-from app.methods.baner.support import EncodedSupport, SupportSet, softmax
+from app.methods.baner.support import (
+    EncodedSupport,
+    SupportSet,
+    TypingWeights,
+    softmax,
+    span_features,
+)
 from app.methods.lar.alignment import type_text
 from app.methods.wire import Candidate, TypedEntity
 
@@ -186,7 +192,12 @@ class BanerExtractor:
                 self._support_cache.put(
                     key,
                     EncodedSupport(
-                        enc.word_vectors, tags, kinds, self.span_reps(enc, spans), tuple(span_types)
+                        enc.word_vectors,
+                        tags,
+                        kinds,
+                        self.span_reps(enc, spans),
+                        span_features(enc.word_vectors, spans),
+                        tuple(span_types),
                     ),
                 )
         return [self._support_cache.get(k) for k in keys]  # type: ignore[misc]
@@ -214,16 +225,15 @@ class BanerExtractor:
         support: SupportSet,
     ) -> np.ndarray:
         """(N, T) type probabilities of ``spans`` among ``entity_types``."""
-        reps = self.span_reps(encoded, spans)
-        names = [t.name for t in entity_types]
+        o = self.options
         sims = support.type_similarities(
-            reps,
-            names,
+            self.span_reps(encoded, spans),
+            span_features(encoded.word_vectors, spans),
+            [t.name for t in entity_types],
             self.type_anchors(entity_types),
-            self.options.proto_weight,
-            self.options.nearest_weight,
+            TypingWeights(o.proto_weight, o.nearest_weight, o.nearest_k, o.feature_weight),
         )
-        return softmax(sims, self.options.type_temperature)
+        return softmax(sims, o.type_temperature)
 
     def extract(
         self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]

@@ -2,9 +2,11 @@
 
 Detection: every support word carries its type-agnostic BIO tag; a query word's nearest support
 words vote for its tag (a nearest-neighbour tagger, mixed with the trained tagger).
-Typing: every support entity of a requested type gives a boundary representation; a type's
-prototype is their normalised mean, and its nearest support span is kept too. Types with no
-support example fall back on the representation of their name and description.
+Typing: every support entity of a requested type gives two representations, its boundary
+representation (trained with the contrastive loss) and the mean of its contextual word vectors
+(which keeps finer distinctions than the four source types the boundary space was trained on).
+A type's score mixes the similarity to its prototype (normalised mean) and to its nearest support
+spans; types with no support example fall back on the representation of their description.
 """
 
 from __future__ import annotations
@@ -25,7 +27,18 @@ class EncodedSupport:
     tags: np.ndarray  # (W,) type-agnostic BIO tags of all its entities
     word_types: np.ndarray  # (W,) the type of the entity covering each word ("" outside)
     span_reps: np.ndarray  # (N, D) boundary representations of its entities
+    span_features: np.ndarray  # (N, d) normalised mean word vector of each entity
     span_types: tuple[str, ...]  # (N,) their types
+
+
+@dataclass(frozen=True)
+class TypingWeights:
+    """How a span's similarity to a type is made (see :class:`BanerOptions`)."""
+
+    proto: float
+    nearest: float
+    nearest_k: int
+    feature: float  # weight of the word-vector similarity against the boundary one
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,7 @@ class SupportSet:
     word_vectors: np.ndarray
     tags: np.ndarray
     span_reps: np.ndarray
+    span_features: np.ndarray
     span_types: np.ndarray
 
     @classmethod
@@ -40,20 +54,22 @@ class SupportSet:
         cls, encoded: Sequence[EncodedSupport], types: Sequence[str], word_dim: int, span_dim: int
     ) -> SupportSet:
         wanted = set(types)
-        vectors = [e.word_vectors for e in encoded if len(e.word_vectors)]
+        used = [e for e in encoded if len(e.word_vectors)]
         # Entities of types the request did not ask for are outside words for this request.
-        tags = [
-            np.where(np.isin(e.word_types, list(wanted)), e.tags, TAG_O)
-            for e in encoded
-            if len(e.word_vectors)
-        ]
-        reps = [e.span_reps[i] for e in encoded for i, t in enumerate(e.span_types) if t in wanted]
-        kinds = [t for e in encoded for t in e.span_types if t in wanted]
+        tags = [np.where(np.isin(e.word_types, list(wanted)), e.tags, TAG_O) for e in used]
+        keep = [(e, i) for e in encoded for i, t in enumerate(e.span_types) if t in wanted]
         return cls(
-            np.concatenate(vectors) if vectors else np.zeros((0, word_dim), np.float32),
+            np.concatenate([e.word_vectors for e in used])
+            if used
+            else np.zeros((0, word_dim), np.float32),
             np.concatenate(tags) if tags else np.zeros(0, np.int64),
-            np.stack(reps) if reps else np.zeros((0, span_dim), np.float32),
-            np.array(kinds, dtype=object),
+            np.stack([e.span_reps[i] for e, i in keep])
+            if keep
+            else np.zeros((0, span_dim), np.float32),
+            np.stack([e.span_features[i] for e, i in keep])
+            if keep
+            else np.zeros((0, word_dim), np.float32),
+            np.array([e.span_types[i] for e, i in keep], dtype=object),
         )
 
     def knn_tag_probs(self, queries: np.ndarray, neighbours: int, temperature: float) -> np.ndarray:
@@ -73,27 +89,43 @@ class SupportSet:
     def type_similarities(
         self,
         span_reps: np.ndarray,
+        span_features: np.ndarray,
         types: Sequence[str],
         anchors: np.ndarray,
-        proto_weight: float,
-        nearest_weight: float,
+        weights: TypingWeights,
     ) -> np.ndarray:
-        """(N, T) similarity of each span to each type, mixing anchor, prototype and nearest."""
+        """(N, T) similarity of each span to each type."""
         scores = span_reps @ anchors.T
-        anchor_weight = 1.0 - proto_weight - nearest_weight
+        anchor_weight = 1.0 - weights.proto - weights.nearest
+        f = weights.feature
         for column, name in enumerate(types):
-            members = self.span_reps[self.span_types == name] if len(self.span_types) else None
-            if members is None or len(members) == 0:
+            mask = self.span_types == name if len(self.span_types) else None
+            if mask is None or not mask.any():
                 continue
-            prototype = members.mean(axis=0)
-            prototype /= max(float(np.linalg.norm(prototype)), 1e-9)
-            sims = span_reps @ members.T
+            reps, feats = self.span_reps[mask], self.span_features[mask]
+            sims = (1 - f) * (span_reps @ reps.T) + f * (span_features @ feats.T)
+            k = min(weights.nearest_k, sims.shape[1])
+            nearest = np.sort(sims, axis=1)[:, ::-1][:, :k].mean(axis=1)
+            proto = (1 - f) * (span_reps @ _unit(reps.mean(axis=0))) + f * (
+                span_features @ _unit(feats.mean(axis=0))
+            )
             scores[:, column] = (
                 anchor_weight * scores[:, column]
-                + proto_weight * (span_reps @ prototype)
-                + nearest_weight * sims.max(axis=1)
+                + weights.proto * proto
+                + weights.nearest * nearest
             )
         return scores
+
+
+def span_features(word_vectors: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(N, d) normalised mean of each span's (first, last inclusive) word vectors."""
+    if not spans:
+        return np.zeros((0, word_vectors.shape[1]), dtype=np.float32)
+    return np.stack([_unit(word_vectors[a : b + 1].mean(axis=0)) for a, b in spans])
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / max(float(np.linalg.norm(vector)), 1e-9)
 
 
 def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:

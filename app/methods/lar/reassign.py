@@ -20,7 +20,7 @@ import numpy as np
 from app.core.types import EntityType, Example, Span
 from app.generation.base import GenerationRequest, Generator
 from app.methods.baner.extractor import BanerExtractor, EncodedText, typed_entity, word_span_of
-from app.methods.baner.support import SupportSet, softmax
+from app.methods.baner.support import SupportSet, softmax, span_features
 from app.methods.lar.alignment import LabelAlignment, alignment_from_similarity
 from app.methods.wire import Candidate, TypedEntity
 
@@ -36,6 +36,8 @@ class LarOptions:
     prior_weight: float = 0.1
     # Pool mentions of a type averaged per score (the nearest ones).
     pool_neighbours: int = 3
+    # Weight of the contextual word-vector similarity against the boundary-space one.
+    feature_weight: float = 0.5
     # Softmax temperatures: over target-type scores, and over source labels for the prior.
     temperature: float = 0.05
     source_temperature: float = 0.1
@@ -87,14 +89,19 @@ class LabelReassigner:
         reps = self.extractor.span_reps(encoded, spans)
         if len(reps) == 0:
             return np.zeros((0, len(entity_types)))
+        features = span_features(encoded.word_vectors, spans)
         anchors = self.extractor.type_anchors(entity_types)
         anchor_sims = reps @ anchors.T
         pool_sims = anchor_sims.copy()
+        f = o.feature_weight
         for column, entity_type in enumerate(entity_types):
-            members = support.span_reps[support.span_types == entity_type.name]
-            if len(members):
-                sims = np.sort(reps @ members.T, axis=1)[:, ::-1][:, : o.pool_neighbours]
-                pool_sims[:, column] = sims.mean(axis=1)
+            mask = support.span_types == entity_type.name
+            if len(support.span_types) and mask.any():
+                sims = (1 - f) * (reps @ support.span_reps[mask].T) + f * (
+                    features @ support.span_features[mask].T
+                )
+                top = np.sort(sims, axis=1)[:, ::-1][:, : o.pool_neighbours]
+                pool_sims[:, column] = top.mean(axis=1)
         source_probs = softmax(
             reps @ self.extractor.type_anchors(self.source_types).T, o.source_temperature
         )
