@@ -200,6 +200,7 @@ class TritonServer:
         if self.running:
             raise RuntimeError("tritonserver is already running")
         args = self.command()
+        remove_orphaned_shm()
         self._shm_before = _shm_regions()
         log.info("starting tritonserver: %s", " ".join(args))
         output = self.log_path.open("ab") if self.log_path else None
@@ -299,6 +300,27 @@ class TritonServer:
         tb: types.TracebackType | None,
     ) -> None:
         self.close()
+
+
+def remove_orphaned_shm(min_age_s: float = 60.0) -> list[str]:
+    """Remove regions left by servers that died without cleaning up (a killed test run).
+
+    A live server and its stubs keep their regions mapped; an unmapped region older than
+    ``min_age_s`` (so not one a starting stub is creating right now) belongs to nobody.
+    """
+    candidates = _shm_regions()
+    if not candidates:
+        return []
+    in_use = _mapped_shm_regions()
+    removed = []
+    for name in sorted(candidates - in_use):
+        path = SHM_DIR / name
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - path.stat().st_mtime >= min_age_s:
+                path.unlink()
+                removed.append(name)
+                log.info("removed orphaned %s", name)
+    return removed
 
 
 def _shm_regions() -> set[str]:

@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.llm",
     "tests.fixtures.redis",
     "tests.fixtures.gateway",
+    "tests.fixtures.triton",
 ]

@@ -191,3 +191,10 @@ def test_build_prompts_retrieves_from_pool_never_the_sentence(tmp_path: Path) ->
         blocks = p.prompt.split("### Sentence\n")[1:-1]
         assert len(blocks) == 2 == p.k
         assert all(not b.startswith(query + "\n") for b in blocks)
+
+
+def test_location_includes_countries_only_when_no_country_type() -> None:
+    conll = {t.name: t.description for t in entity_types_for(TYPES)}
+    politics = {t.name: t.description for t in entity_types_for(["country", "location"])}
+    assert "country" in conll["location"] and "not a country" not in conll["location"]
+    assert "not a country" in politics["location"]

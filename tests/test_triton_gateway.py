@@ -21,6 +21,9 @@ from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 pytestmark = pytest.mark.integration
 
 MakeClient = Callable[..., contextlib.AbstractContextManager[TestClient]]
+# These tests check answers, not speed: on a shared 2-core machine a generation can take
+# minutes (llama.cpp's threads spin at barriers when the cores are oversubscribed).
+SLOW_MACHINE_TIMEOUT_S = 600.0
 TEXTS = [
     "Anna Berg says her Pixel 8 arrived broken in Oslo.",
     "Maria Lopez returned a Galaxy S23 bought in Madrid, order B-7781.",
@@ -49,6 +52,7 @@ def _triton_client(
         "triton_url": server.grpc_url,
         "triton_model": "ensemble",
         "cache_entries": 0,  # every call must reach Triton
+        "generation_timeout_s": SLOW_MACHINE_TIMEOUT_S,
         **overrides,
     }
     with make_client(data_dir, **settings) as client:
@@ -69,7 +73,9 @@ def test_same_entities_as_in_process(
     make_client: MakeClient, triton_server: TritonServer, tmp_path: Path
 ) -> None:
     with (
-        make_client(tmp_path / "local", cache_entries=0) as local,
+        make_client(
+            tmp_path / "local", cache_entries=0, generation_timeout_s=SLOW_MACHINE_TIMEOUT_S
+        ) as local,
         _triton_client(make_client, tmp_path / "triton", triton_server) as remote,
     ):
         _load_domain(local)

@@ -105,9 +105,18 @@ def prepare_crossner(
 
 @dataclass(frozen=True)
 class PreparedQuery:
+    """A scored sentence, encoded once, with its support examples (whose encodings the
+    extractor caches: the support set itself is rebuilt per use, as it is cheap and large)."""
+
     example: Example
     encoded: EncodedText
-    support: SupportSet
+    support_examples: list[Example]
+    types: list[str]
+    extractor: BanerExtractor
+
+    @property
+    def support(self) -> SupportSet:
+        return self.extractor.support_set(self.support_examples, self.types)
 
 
 @dataclass(frozen=True)
@@ -126,19 +135,21 @@ def prepare_domain(
 ) -> PreparedDomain:
     encoded = extractor.encode([q.text for q in queries])
     names = [t.name for t in types]
-    prepared = [
-        PreparedQuery(q, enc, extractor.support_set(support_of(q), names))
-        for q, enc in zip(queries, encoded, strict=True)
-    ]
+    prepared = []
+    for query, enc in zip(queries, encoded, strict=True):
+        support = support_of(query)
+        extractor.encode_support(support)  # fills the cache once
+        prepared.append(PreparedQuery(query, enc, support, names, extractor))
     return PreparedDomain(name, types, prepared)
 
 
 def baner_predictions(extractor: BanerExtractor, domain: PreparedDomain) -> list[list[Any]]:
     out = []
     for query in domain.queries:
-        spans = extractor.detect(query.encoded, query.support)
+        support = query.support
+        spans = extractor.detect(query.encoded, support)
         pairs = [(s.first, s.last) for s in spans]
-        probs = extractor.classify(query.encoded, pairs, domain.types, query.support)
+        probs = extractor.classify(query.encoded, pairs, domain.types, support)
         out.append(
             [
                 (
@@ -157,10 +168,11 @@ def lar_predictions(reassigner: LabelReassigner, domain: PreparedDomain) -> list
     alignment = reassigner.align(domain.types)
     out = []
     for query in domain.queries:
-        spans = extractor.detect(query.encoded, query.support)
+        support = query.support
+        spans = extractor.detect(query.encoded, support)
         pairs = [(s.first, s.last) for s in spans]
         probs = reassigner.type_probabilities(
-            query.encoded, pairs, domain.types, query.support, alignment
+            query.encoded, pairs, domain.types, support, alignment
         )
         out.append(
             [

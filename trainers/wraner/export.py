@@ -28,8 +28,11 @@ def export_run(config: WranerConfig, adapter_dir: Path) -> dict[str, object]:
     shutil.copytree(adapter_dir, peft_dir)
     summary = export_lora_gguf(peft_dir, base_gguf(config), out / GGUF_NAME)
     dump_config(config, out / "wraner-train-config.yaml")
-    log_path = config.run_dir / "train_log.jsonl"
-    if log_path.is_file():
-        shutil.copyfile(log_path, out / "wraner-train-log.jsonl")
+    for name, target in (
+        ("train_log.jsonl", "wraner-train-log.jsonl"),
+        ("summary.json", "wraner-train-summary.json"),
+    ):
+        if (config.run_dir / name).is_file():
+            shutil.copyfile(config.run_dir / name, out / target)
     log.info("exported %s (%s bytes)", out / GGUF_NAME, summary["bytes"])
     return {"dir": str(out), **summary}

@@ -23,8 +23,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from app.core.crossner_types import entity_types_for
-from app.core.prompt import build_prompt, render_answer
+from app.core.crossner_types import (
+    CROSSNER_TYPE_DESCRIPTIONS,
+    LOCATION_WITH_COUNTRIES,
+    entity_types_for,
+)
+from app.core.prompt import PROMPT_VERSION, build_prompt, render_answer
 from app.core.readers import entity_types_of, read_split
 from app.core.types import Example
 from trainers.wraner.config import WranerConfig
@@ -139,7 +143,10 @@ def render_prompt(
 
 
 def fingerprint(config: WranerConfig) -> str:
-    data = {f: getattr(config, f) for f in _PROMPT_FIELDS}
+    """What the cached prompts depend on: data fields, prompt version, type descriptions."""
+    data: dict[str, object] = {f: getattr(config, f) for f in _PROMPT_FIELDS}
+    data["prompt_version"] = PROMPT_VERSION
+    data["descriptions"] = [CROSSNER_TYPE_DESCRIPTIONS, LOCATION_WITH_COUNTRIES]
     return hashlib.sha256(json.dumps(data, default=str, sort_keys=True).encode()).hexdigest()[:16]
 
 
