@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.gateway",
     "tests.fixtures.triton",
+    "tests.fixtures.trainer",
 ]

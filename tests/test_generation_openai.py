@@ -11,7 +11,8 @@ from app.generation.factory import build_generator
 from app.generation.llama_cpp import LlamaCppEngine
 from app.generation.openai_http import OpenAICompatibleGenerator
 from app.settings import load_settings
-from tests.fixtures.llm import COUNTING, FEW_SHOT, OpenAIServer, check_offsets, free_port
+from tests.fixtures.llm import COUNTING, FEW_SHOT, OpenAIServer, check_offsets
+from tests.fixtures.processes import free_port
 
 
 @pytest.fixture

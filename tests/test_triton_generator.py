@@ -15,7 +15,8 @@ from app.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator
 from app.generation.triton import TritonGenerator
 from app.settings import load_settings
 from app.triton_server import TritonServer
-from tests.fixtures.llm import COUNTING, FEW_SHOT, check_offsets, free_port
+from tests.fixtures.llm import COUNTING, FEW_SHOT, check_offsets
+from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration
 STOP = ("\n\n", "###")

@@ -24,7 +24,7 @@ from app.generation.triton import TritonGenerator
 from app.settings import Settings
 from app.triton_server import TritonServer
 from build_engines.cli import main as build_main
-from tests.fixtures.llm import free_port
+from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration
 
