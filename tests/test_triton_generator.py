@@ -42,9 +42,9 @@ async def test_same_answer_as_in_process(
     ]
     # Log-probs agree only roughly: each engine reuses a different cached prefix, so the
     # prompt is evaluated in different batch splits, and an uncertain token's log-prob
-    # moves by up to ~0.25 (measured). The greedy text does not move.
+    # moves by up to ~0.4 (measured, on a loaded machine). The greedy text does not move.
     assert [t.logprob for t in remote.tokens] == pytest.approx(
-        [t.logprob for t in expected.tokens], abs=0.3
+        [t.logprob for t in expected.tokens], abs=0.6
     )
     check_offsets(remote)
 

@@ -59,17 +59,18 @@ from app.methods.calibration import (
 from app.methods.lar.alignment import type_text
 
 CALIBRATION_DOMAINS = ("politics", "science", "music", "literature", "ai")
-# Detection knobs first, then typing knobs with the best detection (36 + 16 trials).
+# Detection knobs first, then typing knobs with the best detection (12 + 24 trials).
 DETECTION_SPACE: dict[str, list[object]] = {
-    "knn_weight": [0.0, 0.3, 0.5, 0.7],
-    "knn_neighbours": [4, 8, 16],
-    "knn_temperature": [0.02, 0.05, 0.1],
+    "knn_weight": [0.3, 0.5, 0.7],
+    "knn_neighbours": [8, 16],
+    "knn_temperature": [0.05, 0.1],
 }
 TYPING_POINTS: list[dict[str, object]] = [
-    {"proto_weight": p, "nearest_weight": n}
-    for p in (0.0, 0.2, 0.4, 0.6, 0.8)
-    for n in (0.0, 0.2, 0.4, 0.6, 0.8)
-    if 0.4 <= p + n <= 1.0
+    {"proto_weight": p, "nearest_weight": 1.0 - p, **point}
+    for p in (0.0, 0.2, 0.5)
+    for point in grid(
+        {"ridge_weight": [1.0, 2.0], "ridge_lambda": [0.1, 0.3], "feature_weight": [0.6, 0.8]}
+    )
 ]
 
 app = typer.Typer(add_completion=False, help=__doc__)

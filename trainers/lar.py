@@ -35,16 +35,16 @@ from app.methods.calibration import (
 from app.methods.lar.reassign import LabelReassigner, LarOptions
 
 DOMAINS = ("politics", "science", "music", "literature", "ai")
+# The weights of the three type scores first, then the shape of the pool and prior scores.
 WEIGHT_POINTS: list[dict[str, object]] = [
-    {"anchor_weight": a, "pool_weight": p, "prior_weight": r}
-    for a in (0.0, 0.2, 0.4)
-    for p in (0.4, 0.6, 0.8, 1.0)
-    for r in (0.0, 0.1, 0.3, 0.5)
+    {"anchor_weight": a, "pool_weight": 1.0, "prior_weight": r}
+    for a in (0.0, 0.1)
+    for r in (0.0, 0.05, 0.1, 0.2)
 ]
 SHAPE_SPACE: dict[str, list[object]] = {
     "pool_neighbours": [1, 3, 5],
-    "prior_sharpness": [5.0, 10.0, 20.0],
-    "source_temperature": [0.05, 0.1, 0.2],
+    "prior_sharpness": [5.0, 20.0],
+    "feature_weight": [0.6, 0.8],
 }
 app = typer.Typer(add_completion=False, help=__doc__)
 

@@ -25,7 +25,9 @@ def export_run(config: WranerConfig, adapter_dir: Path) -> dict[str, object]:
     out.mkdir(parents=True, exist_ok=True)
     peft_dir = out / PEFT_DIR_NAME
     shutil.rmtree(peft_dir, ignore_errors=True)
-    shutil.copytree(adapter_dir, peft_dir)
+    peft_dir.mkdir(parents=True)
+    shutil.copyfile(adapter_dir / "adapter_config.json", peft_dir / "adapter_config.json")
+    _save_half(adapter_dir / "adapter_model.safetensors", peft_dir / "adapter_model.safetensors")
     summary = export_lora_gguf(peft_dir, base_gguf(config), out / GGUF_NAME)
     dump_config(config, out / "wraner-train-config.yaml")
     for name, target in (
@@ -36,3 +38,12 @@ def export_run(config: WranerConfig, adapter_dir: Path) -> dict[str, object]:
             shutil.copyfile(config.run_dir / name, out / target)
     log.info("exported %s (%s bytes)", out / GGUF_NAME, summary["bytes"])
     return {"dir": str(out), **summary}
+
+
+def _save_half(source: Path, target: Path) -> None:
+    """The adapter weights in float16: half the bytes in the repository, and what the GGUF holds."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(source))
+    save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()}, str(target))

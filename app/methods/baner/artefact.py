@@ -56,6 +56,7 @@ def save_artefact(net: BanerNet, directory: Path) -> list[Path]:
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in adapter_state(net).items()}
     weights = directory / WEIGHTS_FILE
     save_file(state, str(weights), metadata={"format": "nerve-baner.v1"})
+    weights.chmod(0o644)  # safetensors writes 0600; images run the models as another user
     return [net.config.save(directory), weights]
 
 

@@ -62,18 +62,22 @@ class BanerOptions:
     """Query-time knobs (no retraining): how support examples steer detection and typing."""
 
     # Weight of the support-word nearest-neighbour tag distribution against the tagger's own.
-    knn_weight: float = 0.3
+    knn_weight: float = 0.5
     # Support words voting for each query word, and the softmax temperature of their votes.
     knn_neighbours: int = 8
     knn_temperature: float = 0.05
     # Type score = proto_weight * prototype similarity + nearest_weight * similarity to the
     # nearest support spans (mean of the best nearest_k) + the rest * type-description
     # similarity (types with support; others use the description only).
-    proto_weight: float = 0.2
-    nearest_weight: float = 0.8
-    nearest_k: int = 1
+    proto_weight: float = 0.0
+    nearest_weight: float = 1.0
+    nearest_k: int = 3
     # Weight of the contextual word-vector similarity against the boundary-space one in typing.
-    feature_weight: float = 0.5
+    feature_weight: float = 0.8
+    # Weight of a kernel ridge classifier fitted on the support spans at query time (0: off),
+    # and its regularisation.
+    ridge_weight: float = 1.0
+    ridge_lambda: float = 0.3
     # Softmax temperature turning type similarities into probabilities.
     type_temperature: float = 0.05
     # Spans whose tagger score is below this are dropped.

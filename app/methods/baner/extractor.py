@@ -157,7 +157,18 @@ class BanerExtractor:
             return self.net.span_reps(encoded.states.unsqueeze(0), index).numpy()
 
     def type_anchors(self, entity_types: Sequence[EntityType]) -> np.ndarray:
-        """(T, D) representations of the types' names and descriptions (cached per text)."""
+        """(T, D) the types' names and descriptions in the boundary space (cached per text)."""
+        return self._type_vectors(entity_types)[0]
+
+    def label_vectors(self, entity_types: Sequence[EntityType]) -> np.ndarray:
+        """(T, hidden) normalised sentence embeddings of the types' names and descriptions.
+
+        For comparing labels with labels (LAR's alignment): the boundary space was trained on
+        four source types only and separates new labels poorly.
+        """
+        return self._type_vectors(entity_types)[1]
+
+    def _type_vectors(self, entity_types: Sequence[EntityType]) -> tuple[np.ndarray, np.ndarray]:
         texts = [type_text(t) for t in entity_types]
         missing = [t for t in dict.fromkeys(texts) if self._type_cache.get(t) is None]
         if missing:
@@ -165,12 +176,18 @@ class BanerExtractor:
                 missing, padding=True, truncation=True, max_length=64, return_tensors="pt"
             )
             with self._lock, torch.inference_mode():
-                reps = self.net.type_reps(encoded["input_ids"], encoded["attention_mask"]).numpy()
-            for text, rep in zip(missing, reps, strict=True):
-                self._type_cache.put(text, rep)
+                pooled = self.net.pooled(encoded["input_ids"], encoded["attention_mask"])
+                anchors = torch.nn.functional.normalize(self.net.type_head(pooled), dim=-1)
+                labels = torch.nn.functional.normalize(pooled, dim=-1)
+            for text, anchor, label in zip(missing, anchors.numpy(), labels.numpy(), strict=True):
+                self._type_cache.put(text, (anchor, label))
         if not texts:
-            return np.zeros((0, self.net.config.span_dim), dtype=np.float32)
-        return np.stack([self._type_cache.get(t) for t in texts])  # type: ignore[misc]
+            return (
+                np.zeros((0, self.net.config.span_dim), dtype=np.float32),
+                np.zeros((0, self.net.hidden), dtype=np.float32),
+            )
+        pairs = [self._type_cache.get(t) for t in texts]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])  # type: ignore[index]
 
     def encode_support(self, examples: Sequence[Example]) -> list[EncodedSupport]:
         keys = [_support_key(e) for e in examples]
@@ -231,7 +248,14 @@ class BanerExtractor:
             span_features(encoded.word_vectors, spans),
             [t.name for t in entity_types],
             self.type_anchors(entity_types),
-            TypingWeights(o.proto_weight, o.nearest_weight, o.nearest_k, o.feature_weight),
+            TypingWeights(
+                o.proto_weight,
+                o.nearest_weight,
+                o.nearest_k,
+                o.feature_weight,
+                o.ridge_weight,
+                o.ridge_lambda,
+            ),
         )
         return softmax(sims, o.type_temperature)
 

@@ -68,12 +68,15 @@ class BanerNet(nn.Module):
         features = torch.cat([states[rows, first], states[rows, last], mean], dim=-1)
         return F.normalize(self.boundary(features), dim=-1)
 
-    def type_reps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """L2-normalised representations of type descriptions (mean-pooled encoder states)."""
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled encoder states of short texts (a sentence embedding)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return F.normalize(self.type_head(pooled), dim=-1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def type_reps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """L2-normalised representations of type descriptions in the boundary space."""
+        return F.normalize(self.type_head(self.pooled(input_ids, attention_mask)), dim=-1)
 
     def null_rep(self) -> torch.Tensor:
         return F.normalize(self.null, dim=-1)

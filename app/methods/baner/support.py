@@ -39,6 +39,8 @@ class TypingWeights:
     nearest: float
     nearest_k: int
     feature: float  # weight of the word-vector similarity against the boundary one
+    ridge: float = 0.0  # weight of the query-time kernel ridge classifier's scores
+    ridge_lambda: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,41 @@ class SupportSet:
                 + weights.proto * proto
                 + weights.nearest * nearest
             )
+        if weights.ridge > 0:
+            scores += weights.ridge * self.ridge_scores(
+                span_reps, span_features, types, weights.feature, weights.ridge_lambda
+            )
+        return scores
+
+    def ridge_scores(
+        self,
+        span_reps: np.ndarray,
+        span_features: np.ndarray,
+        types: Sequence[str],
+        feature: float,
+        lam: float,
+    ) -> np.ndarray:
+        """(N, T) scores of a kernel ridge classifier fitted on the support spans, now.
+
+        A closed-form fit on at most a few hundred support spans (no network is trained): it
+        weighs support spans against each other where nearest-neighbour votes cannot. Types
+        without support, or a support of one type only, get 0.
+        """
+        scores = np.zeros((len(span_reps), len(types)))
+        present = [t for t in types if (self.span_types == t).any()] if len(self.span_types) else []
+        if len(present) < 2 or len(span_reps) == 0:
+            return scores
+        keep = np.isin(self.span_types, present)
+        support = _joint(self.span_reps[keep], self.span_features[keep], feature)
+        labels = self.span_types[keep]
+        targets = np.stack([(labels == t).astype(np.float64) for t in present], axis=1)
+        mean = targets.mean(axis=0)
+        gram = support @ support.T
+        alpha = np.linalg.solve(gram + lam * np.eye(len(gram)), targets - mean)
+        predicted = (_joint(span_reps, span_features, feature) @ support.T) @ alpha + mean
+        for column, name in enumerate(types):
+            if name in present:
+                scores[:, column] = predicted[:, present.index(name)]
         return scores
 
 
@@ -122,6 +159,11 @@ def span_features(word_vectors: np.ndarray, spans: Sequence[tuple[int, int]]) ->
     if not spans:
         return np.zeros((0, word_vectors.shape[1]), dtype=np.float32)
     return np.stack([_unit(word_vectors[a : b + 1].mean(axis=0)) for a, b in spans])
+
+
+def _joint(reps: np.ndarray, features: np.ndarray, feature: float) -> np.ndarray:
+    """Both representations in one vector whose inner products mix their cosines."""
+    return np.concatenate([np.sqrt(1 - feature) * reps, np.sqrt(feature) * features], axis=1)
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

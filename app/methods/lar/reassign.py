@@ -31,9 +31,9 @@ Inference = Literal["direct", "enhanced"]
 class LarOptions:
     inference: Inference = "direct"
     # Weights of the three direct-inference scores (type description, pool mentions, prior).
-    anchor_weight: float = 0.3
-    pool_weight: float = 0.6
-    prior_weight: float = 0.1
+    anchor_weight: float = 0.0
+    pool_weight: float = 1.0
+    prior_weight: float = 0.05
     # Pool mentions of a type averaged per score (the nearest ones).
     pool_neighbours: int = 3
     # Weight of the contextual word-vector similarity against the boundary-space one.
@@ -69,8 +69,8 @@ class LabelReassigner:
     # --- alignment -------------------------------------------------------------------------
     def align(self, entity_types: Sequence[EntityType]) -> LabelAlignment:
         """Hungarian alignment of the network's source labels to ``entity_types``."""
-        source = self.extractor.type_anchors(self.source_types)
-        target = self.extractor.type_anchors(entity_types)
+        source = self.extractor.label_vectors(self.source_types)
+        target = self.extractor.label_vectors(entity_types)
         return alignment_from_similarity(
             [t.name for t in self.source_types], [t.name for t in entity_types], source @ target.T
         )
