@@ -121,7 +121,7 @@ def eval_command(
     top_k: Annotated[int | None, typer.Option(help="Examples per prompt.")] = None,
     retrieval: Annotated[str | None, typer.Option(help="word or sentence.")] = None,
     word_embedding: Annotated[str | None, typer.Option(help="context or alone.")] = None,
-    adapter: Annotated[str | None, typer.Option(help="default, none or a LoRA GGUF.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="none, wraner or a LoRA GGUF.")] = None,
     method: Annotated[str, typer.Option(help="wraner, baner or lar.")] = "wraner",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
     output: Annotated[Path | None, typer.Option(help="Also write the JSON result here.")] = None,

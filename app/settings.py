@@ -69,8 +69,10 @@ class Settings(BaseSettings):
         None, description="GGUF model; unset = Gemma-3-270M assembled into <data_dir>/models."
     )
     llm_adapter: str = Field(
-        "default",
-        description="LoRA GGUF over the model: 'default' (shipped tuned adapter), 'none', a path.",
+        "none",
+        description="LoRA GGUF over the model: 'none' (base model), 'wraner' (the shipped "
+        "IF-WRANER adapter) or a path. 'none' is the default because it measured better here "
+        "(docs/benchmarks.md).",
     )
     llm_threads: int = Field(2, ge=1, description="llama.cpp CPU threads.")
     llm_context_tokens: int = Field(2048, ge=256, description="llama.cpp context window, tokens.")
@@ -134,8 +136,8 @@ class Settings(BaseSettings):
     @field_validator("llm_adapter")
     @classmethod
     def _adapter(cls, value: str) -> str:
-        if value not in ("default", "none") and not Path(value).is_file():
-            raise ValueError(f"llm_adapter must be 'default', 'none' or a file; got {value!r}")
+        if value not in ("wraner", "none") and not Path(value).is_file():
+            raise ValueError(f"llm_adapter must be 'wraner', 'none' or a file; got {value!r}")
         return value
 
     @property

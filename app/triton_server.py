@@ -101,7 +101,7 @@ def server_env(settings: Settings, base: dict[str, str] | None = None) -> dict[s
         env["NERVE_LLM_MODEL_PATH"] = str(settings.llm_model_path.resolve())
     adapter = settings.llm_adapter
     env["NERVE_LLM_ADAPTER"] = (
-        adapter if adapter in ("default", "none") else str(Path(adapter).resolve())
+        adapter if adapter in ("wraner", "none") else str(Path(adapter).resolve())
     )
     env["NERVE_LLM_THREADS"] = str(settings.llm_threads)
     env["NERVE_LLM_CONTEXT_TOKENS"] = str(settings.llm_context_tokens)

@@ -121,7 +121,7 @@ def test_adapter_setting_resolution(tmp_path: Path) -> None:
     adapter.write_bytes(b"GGUF")
     assert resolve_adapter(str(adapter)) == adapter
     shipped = REPO_ROOT / "model_repository/llm_cpu/1/adapters/wraner-lora.gguf"
-    assert resolve_adapter("default") == (shipped if shipped.is_file() else None)
+    assert resolve_adapter("wraner") == (shipped if shipped.is_file() else None)
     with pytest.raises(FileNotFoundError):
         resolve_adapter(str(tmp_path / "missing.gguf"))
 

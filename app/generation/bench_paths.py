@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--domain", default="politics")
     parser.add_argument("--limit", type=int, default=30, help="test sentences measured")
     parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--adapter", default="default", help="default, none or a LoRA GGUF")
+    parser.add_argument("--adapter", default="none", help="none, wraner or a LoRA GGUF")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     result = run(args)

@@ -43,14 +43,14 @@ def ensure_base_gguf(models_dir: Path) -> Path:
 
 
 def resolve_adapter(setting: str) -> Path | None:
-    """The LoRA GGUF named by ``settings.llm_adapter``: 'default', 'none' or a file path.
+    """The LoRA GGUF named by ``settings.llm_adapter``: 'wraner', 'none' or a file path.
 
-    'default' is the shipped tuned adapter; while it has not been trained and committed yet,
-    the base model runs alone (with a warning), so a fresh checkout still serves.
+    'wraner' is the shipped IF-WRANER adapter; if it is missing, the base model runs alone
+    (with a warning), so a fresh checkout still serves.
     """
     if setting == "none":
         return None
-    if setting == "default":
+    if setting == "wraner":
         path = REPO_ROOT / DEFAULT_ADAPTER
         if not path.is_file():
             log.warning("default LoRA adapter %s is missing: running the base model alone", path)
