@@ -132,7 +132,15 @@ class MilvusStore:
     # --- calls -----------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
-            return fn()
+            try:
+                return fn()
+            except Exception as exc:
+                # A restarted Milvus starts with every collection released: load and retry once.
+                if "released" not in str(exc) and "load()" not in str(exc):
+                    raise
+                log.warning("Milvus collections released (server restarted?): loading them")
+                self._load_all()
+                return fn()
         except (BackendUnavailable, ValueError):
             raise
         except Exception as exc:
@@ -140,6 +148,10 @@ class MilvusStore:
             if "timeout" in text.lower() or "deadline" in text.lower():
                 raise BackendTimeout("vector_store", f"{what} timed out: {text}") from exc
             raise BackendUnavailable("vector_store", f"{what} failed: {text}") from exc
+
+    def _load_all(self) -> None:
+        for collection in (self.domains, self.examples, self.words):
+            self.client.load_collection(collection, timeout=self.timeout_s)
 
     @staticmethod
     def _scope(tenant: str, domain: str) -> str:
