@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         None, description="Milvus server URI; unset = Milvus Lite in <data_dir>/milvus.db."
     )
     milvus_token: str | None = Field(None, description="Milvus auth token (user:password).")
-    milvus_timeout_s: float = Field(10.0, gt=0, description="Timeout of one Milvus call, s.")
+    milvus_timeout_s: float = Field(30.0, gt=0, description="Timeout of one Milvus call, s.")
     collection_prefix: str = Field("nerve", description="Prefix of the Milvus collection names.")
     ivf_nlist: int = Field(128, ge=1, description="IVF_FLAT clusters per segment.")
     ivf_nprobe: int = Field(16, ge=1, description="IVF_FLAT clusters searched per query.")

@@ -35,20 +35,15 @@ class EncoderMethodsConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EncoderMethodsConfig:
-        # The encoder_* fields are proposed additions to Settings; until they exist the
-        # defaults above apply.
-        defaults = cls()
-        artefact = getattr(settings, "baner_artefact_dir", None)
-        encoder = getattr(settings, "encoder_model", None)
         return cls(
-            backend=getattr(settings, "encoder_backend", defaults.backend),
-            artefact_dir=Path(artefact) if artefact else defaults.artefact_dir,
-            encoder=str(encoder) if encoder else None,
-            lar_inference=getattr(settings, "lar_inference", defaults.lar_inference),
+            backend=settings.encoder_backend,
+            artefact_dir=settings.baner_artefact_dir or DEFAULT_ARTEFACT,
+            encoder=str(settings.encoder_model) if settings.encoder_model else None,
+            lar_inference=settings.lar_inference,
             triton_url=settings.triton_url,
-            triton_baner_model=getattr(settings, "triton_baner_model", defaults.triton_baner_model),
-            triton_lar_model=getattr(settings, "triton_lar_model", defaults.triton_lar_model),
-            timeout_s=getattr(settings, "encoder_timeout_s", defaults.timeout_s),
+            triton_baner_model=settings.triton_baner_model,
+            triton_lar_model=settings.triton_lar_model,
+            timeout_s=settings.encoder_timeout_s,
         )
 
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MAX_TEXT = 65_535
-_QUERY_BATCH = 5_000
+_QUERY_BATCH = 1_000
 _NAME_LEN = 128
 
 
