@@ -257,7 +257,7 @@ def train(
     """Run a trainer: `nerve train wraner --config trainers/configs/...yaml` (see trainers/)."""
     import importlib
 
-    modules = {"wraner": "trainers.wraner", "baner": "trainers.baner", "lar": "trainers.lar"}
+    modules = {"wraner": "trainers.wraner.cli", "baner": "trainers.baner", "lar": "trainers.lar"}
     if method not in modules:
         raise typer.BadParameter(f"unknown method {method!r}; choose from {sorted(modules)}")
     module = importlib.import_module(modules[method])

@@ -3,17 +3,21 @@ queried through the gateway's gRPC client: offsets valid, types limited to the r
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.core.types import Entity, EntityType, Example, Span
 from app.errors import BackendUnavailable
 from app.methods.triton_client import TritonEncoderMethod, TritonLar
 from app.settings import load_settings
 from app.triton_server import TritonServer
+from tests.fixtures.encoders import SUPPORT_TEXT, SUPPORT_TYPES, check_entities
+from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
+from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -44,21 +48,16 @@ SUPPORT = [
 ]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     scratch = tmp_path_factory.mktemp("triton-encoders")
     server = TritonServer(
         load_settings(data_dir=scratch),
-        http_port=_port(),
-        grpc_port=_port(),
-        metrics_port=_port(),
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
         models=["baner", "lar"],
+        address="127.0.0.1",
         log_path=Path(scratch) / "triton.log",
     )
     with server:
@@ -117,3 +116,25 @@ async def test_unknown_model_is_backend_unavailable(triton: TritonServer) -> Non
             await method.extract(TEXT, TYPES, SUPPORT)
     finally:
         await method.close()
+
+
+@pytest.mark.parametrize("method", ["baner", "lar"])
+def test_gateway_serves_the_encoder_methods_from_triton(
+    triton: TritonServer,
+    make_client: Callable[..., contextlib.AbstractContextManager[TestClient]],
+    tmp_path: Path,
+    method: str,
+) -> None:
+    text = SUPPORT_TEXT
+    with make_client(tmp_path, encoder_backend="triton", triton_url=triton.grpc_url) as client:
+        assert client.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
+        added = client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
+        assert added.status_code == 201, added.text
+        response = client.post(
+            "/v1/ner", json={"text": text, "domain": "support", "method": method}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model"] == method  # the Triton model's name
+        check_entities(body, text, SUPPORT_TYPES)
+        assert ("Madrid", "location") in {(e["text"], e["type"]) for e in body["entities"]}

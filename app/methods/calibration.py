@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app.core.crossner_types import entity_types_for
 from app.core.readers import entity_types_of, read_split
 from app.core.scoring import score
@@ -232,3 +234,45 @@ def calibrate_lar(
         reassigner.options = base
     best, f1 = max(trials, key=lambda t: t[1])
     return replace(base, **best), f1, trials
+
+
+def typing_nll(extractor: BanerExtractor, domains: Sequence[PreparedDomain]) -> float:
+    """Mean negative log-probability of the gold type of every gold span (typing alone)."""
+    from app.methods.baner.extractor import word_span_of
+
+    total, count = 0.0, 0
+    for domain in domains:
+        names = [t.name for t in domain.types]
+        for query in domain.queries:
+            gold = [
+                (word_span_of(query.encoded.words, s.start, s.end), names.index(s.type))
+                for s in query.example.entities
+                if s.type in names
+            ]
+            gold = [(span, index) for span, index in gold if span is not None]
+            if not gold:
+                continue
+            probs = extractor.classify(
+                query.encoded, [span for span, _ in gold], domain.types, query.support
+            )
+            for row, (_, index) in zip(probs, gold, strict=True):
+                total -= float(np.log(max(row[index], 1e-12)))
+                count += 1
+    return total / max(count, 1)
+
+
+def calibrate_temperature(
+    extractor: BanerExtractor, domains: Sequence[PreparedDomain], temperatures: Sequence[float]
+) -> tuple[float, float]:
+    """The type-softmax temperature whose probabilities fit the gold types best (lowest NLL):
+    it does not change any argmax, only how much an entity's score can be trusted."""
+    base = extractor.options
+    trials = []
+    try:
+        for temperature in temperatures:
+            extractor.options = replace(base, type_temperature=temperature)
+            trials.append((typing_nll(extractor, domains), temperature))
+    finally:
+        extractor.options = base
+    nll, best = min(trials)
+    return best, nll

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,18 @@ class TritonEncoderMethod:
         self.url = url
         self.timeout_s = timeout_s
         self._grpc = grpcclient
-        self._client = grpcclient.InferenceServerClient(url)
+        # Created on first use: a grpc.aio channel belongs to the running event loop, and the
+        # gateway builds its components outside it.
+        self._client: Any = None
         self._contract_checked = False
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            # The LLM client's channel settings: capped reconnect back-off, no keepalive pings.
+            from app.generation.triton import _CHANNEL_ARGS
+
+            self._client = self._grpc.InferenceServerClient(self.url, channel_args=_CHANNEL_ARGS)
+        return self._client
 
     async def _infer(self, inputs: dict[str, str], outputs: Sequence[str]) -> dict[str, bytes]:
         from tritonclient.utils import InferenceServerException
@@ -44,7 +55,7 @@ class TritonEncoderMethod:
             tensor.set_data_from_numpy(np.array([value.encode("utf-8")], dtype=np.object_))
             tensors.append(tensor)
         try:
-            result = await self._client.infer(
+            result = await self._get_client().infer(
                 self.model,
                 tensors,
                 outputs=[self._grpc.InferRequestedOutput(o) for o in outputs],
@@ -85,10 +96,10 @@ class TritonEncoderMethod:
         from tritonclient.utils import InferenceServerException
 
         try:
-            if not await self._client.is_model_ready(self.model):
+            if not await self._get_client().is_model_ready(self.model):
                 return False
             if not self._contract_checked:
-                config = await self._client.get_model_config(self.model, as_json=True)
+                config = await self._get_client().get_model_config(self.model, as_json=True)
                 params = config.get("config", {}).get("parameters", {})
                 served = params.get("contract", {}).get("string_value")
                 if served != wire.CONTRACT:
@@ -105,7 +116,9 @@ class TritonEncoderMethod:
             return False
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
 
 
 class TritonLar(TritonEncoderMethod):
