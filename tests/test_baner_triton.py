@@ -94,7 +94,7 @@ async def test_lar_through_triton(triton: TritonServer) -> None:
     try:
         assert await method.ready()
         _check(await method.extract(TEXT, TYPES, SUPPORT), TYPES)
-        retyped = await method.retype(TEXT, [Span(start=37, end=42, type="?")], TYPES, SUPPORT)
+        retyped = await method.retype(TEXT, [Span(start=37, end=42, type="")], TYPES, SUPPORT)
         assert [(e.start, e.end) for e in retyped] == [(37, 42)]
         assert len(retyped[0].candidates) == len(TYPES)
         llm_answer = [

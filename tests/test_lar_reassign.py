@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from app.core.crossner_types import entity_types_for
@@ -60,7 +61,7 @@ def test_identical_labels_align_to_themselves(reassigner: LabelReassigner) -> No
 def test_mentions_keep_their_offsets_and_get_every_type_scored(
     reassigner: LabelReassigner,
 ) -> None:
-    mentions = [Span(start=0, end=13, type="?"), Span(start=37, end=42, type="?")]
+    mentions = [Span(start=0, end=13, type=""), Span(start=37, end=42, type="")]
     result = reassigner.reassign(TEXT, mentions, TYPES, SUPPORT)
     assert [(e.start, e.end, e.text) for e in result.entities] == [
         (0, 13, "Angela Merkel"),
@@ -74,7 +75,7 @@ def test_mentions_keep_their_offsets_and_get_every_type_scored(
 
 def test_mention_outside_the_words_is_dropped(reassigner: LabelReassigner) -> None:
     # (13, 14) is the space between "Merkel" and "met": no word to represent.
-    result = reassigner.reassign(TEXT, [Span(start=13, end=14, type="?")], TYPES, SUPPORT)
+    result = reassigner.reassign(TEXT, [Span(start=13, end=14, type="")], TYPES, SUPPORT)
     assert result.entities == []
     assert reassigner.reassign(TEXT, [], TYPES, SUPPORT).entities == []
 
@@ -181,3 +182,17 @@ async def test_in_process_reconcile_fixes_an_llm_answer(reassigner: LabelReassig
         (37, 42, "location"),
     ]
     assert {c.reason for c in fixed.changes} == {"type_renamed", "type_not_requested", "overlap"}
+
+
+def test_an_unrequested_llm_label_is_aligned_to_the_requested_types(
+    reassigner: LabelReassigner,
+) -> None:
+    """Direct inference leaning to "politician": the mention's own label "city" flips it."""
+    direct = np.array([[0.6, 0.4], [0.6, 0.4]])
+    mixed = reassigner.apply_label_prior(direct, ["city", ""], TYPES)
+    assert mixed[0].argmax() == 1  # city -> location
+    assert mixed[1].tolist() == direct[1].tolist()  # no label: unchanged
+    assert mixed.sum(axis=1) == pytest.approx([1.0, 1.0])
+    # An LLM label that is a requested type is no foreign label.
+    same = reassigner.apply_label_prior(direct, ["politician", "location"], TYPES)
+    assert same.tolist() == direct.tolist()

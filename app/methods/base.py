@@ -48,7 +48,9 @@ class LabelReassignment(EncoderMethod, Protocol):
         support: Sequence[Example],
     ) -> list[TypedEntity]:
         """One entity per mention that covers a word of ``text`` (input order), with the
-        probability of every requested type in ``candidates``."""
+        probability of every requested type in ``candidates``. A mention's ``type`` may name
+        a label outside ``entity_types`` (an LLM's): its alignment to them is used; ``""``
+        means no label."""
         ...
 
     async def reconcile(

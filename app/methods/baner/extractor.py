@@ -2,8 +2,10 @@
 
 Stage 1 (span detection): the trained type-agnostic BIO tagger, its per-word distribution mixed
 with a nearest-neighbour vote of the support examples' words, decoded by constrained Viterbi.
-Stage 2 (type classification): each span's boundary representation against, per requested type,
-the prototype and the nearest of its support spans and the representation of its description.
+Stage 2 (type classification): each span, represented by its boundary representation and its
+contextual word vectors, against the request's support spans: similarity to each type's nearest
+support spans and prototype, plus a kernel ridge classifier fitted in closed form on the support
+spans at query time; types without support fall back on their description.
 Nothing is trained per domain: a new domain only brings its types and examples.
 """
 
@@ -49,25 +51,28 @@ class EncodedText:
 
 
 class _Lru:
-    """A small least-recently-used map (per extractor instance)."""
+    """A small thread-safe least-recently-used map (per extractor instance)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._items: OrderedDict[Hashable, object] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> object | None:
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        return None
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return None
 
     def put(self, key: Hashable, value: object) -> None:
         if self.capacity <= 0:
             return
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
 
 
 def word_span_of(words: Sequence[Word], start: int, end: int) -> tuple[int, int] | None:

@@ -43,6 +43,9 @@ class LarOptions:
     source_temperature: float = 0.1
     # Inverse temperature spreading a source label over the target types.
     prior_sharpness: float = 10.0
+    # Weight (log-linear) of the alignment of a mention's own foreign label (an LLM's
+    # unrequested type) when re-typing it.
+    label_prior_weight: float = 1.0
     candidates: int = 3
     # Enhanced inference asks the LLM only when the best direct probability is below this.
     enhance_below: float = 0.9
@@ -156,8 +159,11 @@ class LabelReassigner:
     ) -> Reassigned:
         """Re-type given mentions (e.g. an LLM's); each keeps its offsets, in input order.
 
-        Every entity lists all target types as candidates (the full distribution). A mention
-        that covers no word of ``text`` is dropped.
+        A mention's ``type``, when it names a label outside ``entity_types`` (the LLM said
+        ``city`` where the request has ``location``), is a source label: it is aligned to the
+        target types and its alignment weighs in (``label_prior_weight``). Every entity lists
+        all target types as candidates (the full distribution). A mention that covers no word
+        of ``text`` is dropped.
         """
         if not entity_types:
             return Reassigned([], None)
@@ -169,15 +175,45 @@ class LabelReassigner:
             if covered is not None and mention.end <= len(text):
                 kept.append(covered)
                 exact.append(mention)
-        result = self._entities(
-            encoded, kept, [1.0] * len(kept), entity_types, support, len(entity_types)
-        )
+        alignment = self.align(entity_types)
+        support_set = self.extractor.support_set(support, [t.name for t in entity_types])
+        probs = self.type_probabilities(encoded, kept, entity_types, support_set, alignment)
+        probs = self.apply_label_prior(probs, [m.type for m in exact], entity_types)
+        entities = [
+            typed_entity(encoded, span, row, entity_types, len(entity_types), 1.0)
+            for span, row in zip(kept, probs, strict=True)
+        ]
         # Keep the caller's exact offsets (a mention may cut a word).
         entities = [
             e.model_copy(update={"start": m.start, "end": m.end, "text": text[m.start : m.end]})
-            for e, m in zip(result.entities, exact, strict=True)
+            for e, m in zip(entities, exact, strict=True)
         ]
-        return Reassigned(entities, result.alignment)
+        return Reassigned(entities, alignment)
+
+    def apply_label_prior(
+        self, probs: np.ndarray, labels: Sequence[str], entity_types: Sequence[EntityType]
+    ) -> np.ndarray:
+        """Multiply in, for mentions labelled outside the targets, their label's alignment."""
+        names = {t.name for t in entity_types}
+        foreign = sorted({label for label in labels if label and label not in names})
+        weight = self.options.label_prior_weight
+        if not foreign or weight <= 0 or len(probs) == 0:
+            return probs
+        # The labels are a source label set of their own: aligned like the network's.
+        alignment = alignment_from_similarity(
+            foreign,
+            [t.name for t in entity_types],
+            self.extractor.label_vectors([EntityType(name=label) for label in foreign])
+            @ self.extractor.label_vectors(entity_types).T,
+        )
+        out = probs.copy()
+        for row, label in enumerate(labels):
+            if label in foreign:
+                onehot = np.array([float(label == f) for f in foreign])
+                prior = alignment.prior(onehot, self.options.prior_sharpness)
+                mixed = np.log(np.clip(probs[row], 1e-12, 1)) + weight * np.log(prior + 1e-12)
+                out[row] = softmax(mixed, 1.0)
+        return out
 
 
 # --- enhanced inference --------------------------------------------------------------------

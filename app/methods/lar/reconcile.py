@@ -78,7 +78,14 @@ async def reconcile(
     to_retype = sorted(set(unknown) | conflicted | _overlapping(proposals))
     retyped: dict[tuple[int, int], TypedEntity] = {}
     if to_retype:
-        answers = await retype([Span(start=a, end=b, type="?") for a, b in to_retype])
+        # A span the LLM only gave unrequested labels carries its first one: LAR aligns it to
+        # the requested types. Other spans carry no label ("").
+        answers = await retype(
+            [
+                Span(start=a, end=b, type=unknown[(a, b)][0][0] if not proposals[(a, b)] else "")
+                for a, b in to_retype
+            ]
+        )
         retyped = {(e.start, e.end): e for e in answers}
 
     chosen: dict[tuple[int, int], tuple[str, float, float]] = {}  # type, score, LAR probability
