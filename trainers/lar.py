@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +27,7 @@ from app.methods.baner.extractor import BanerExtractor
 from app.methods.calibration import (
     build_retriever,
     calibrate_lar,
+    calibrate_lar_temperature,
     grid,
     lar_predictions,
     micro_f1,
@@ -46,6 +47,8 @@ SHAPE_SPACE: dict[str, list[object]] = {
     "prior_sharpness": [5.0, 20.0],
     "feature_weight": [0.6, 0.8],
 }
+# Type-softmax temperatures tried for calibrated entity scores (lowest NLL of the gold types).
+TEMPERATURES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
@@ -79,6 +82,9 @@ def main(
     for points in tqdm([WEIGHT_POINTS, grid(SHAPE_SPACE)], desc="lar", unit="stage"):
         reassigner.options, f1, tried = calibrate_lar(reassigner, domains, points)
         trials += len(tried)
+    temperature, nll = calibrate_lar_temperature(reassigner, domains, TEMPERATURES)
+    reassigner.options = replace(reassigner.options, temperature=temperature)
+    trials += len(TEMPERATURES)
     out.mkdir(parents=True, exist_ok=True)
     save_options(reassigner.options, out / "lar.json")
     summary = {
@@ -89,6 +95,7 @@ def main(
         "trials": trials,
         "defaults_micro_f1": round(default_f1 * 100, 2),
         "best_micro_f1": round(f1 * 100, 2),
+        "typing_nll": round(nll, 4),
         "options": asdict(reassigner.options),
     }
     (out / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -236,13 +236,19 @@ def calibrate_lar(
     return replace(base, **best), f1, trials
 
 
-def typing_nll(extractor: BanerExtractor, domains: Sequence[PreparedDomain]) -> float:
-    """Mean negative log-probability of the gold type of every gold span (typing alone)."""
+def typing_nll(
+    extractor: BanerExtractor,
+    domains: Sequence[PreparedDomain],
+    reassigner: LabelReassigner | None = None,
+) -> float:
+    """Mean negative log-probability of the gold type of every gold span (typing alone), by
+    BANER's classifier or, given ``reassigner``, by LAR's direct inference."""
     from app.methods.baner.extractor import word_span_of
 
     total, count = 0.0, 0
     for domain in domains:
         names = [t.name for t in domain.types]
+        alignment = reassigner.align(domain.types) if reassigner is not None else None
         for query in domain.queries:
             gold = [
                 (word_span_of(query.encoded.words, s.start, s.end), names.index(s.type))
@@ -252,9 +258,13 @@ def typing_nll(extractor: BanerExtractor, domains: Sequence[PreparedDomain]) -> 
             gold = [(span, index) for span, index in gold if span is not None]
             if not gold:
                 continue
-            probs = extractor.classify(
-                query.encoded, [span for span, _ in gold], domain.types, query.support
-            )
+            spans = [span for span, _ in gold]
+            if reassigner is not None and alignment is not None:
+                probs = reassigner.type_probabilities(
+                    query.encoded, spans, domain.types, query.support, alignment
+                )
+            else:
+                probs = extractor.classify(query.encoded, spans, domain.types, query.support)
             for row, (_, index) in zip(probs, gold, strict=True):
                 total -= float(np.log(max(row[index], 1e-12)))
                 count += 1
@@ -274,5 +284,21 @@ def calibrate_temperature(
             trials.append((typing_nll(extractor, domains), temperature))
     finally:
         extractor.options = base
+    nll, best = min(trials)
+    return best, nll
+
+
+def calibrate_lar_temperature(
+    reassigner: LabelReassigner, domains: Sequence[PreparedDomain], temperatures: Sequence[float]
+) -> tuple[float, float]:
+    """As :func:`calibrate_temperature`, for LAR's type softmax."""
+    base = reassigner.options
+    trials = []
+    try:
+        for temperature in temperatures:
+            reassigner.options = replace(base, temperature=temperature)
+            trials.append((typing_nll(reassigner.extractor, domains, reassigner), temperature))
+    finally:
+        reassigner.options = base
     nll, best = min(trials)
     return best, nll
