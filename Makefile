@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 SHARED_DATA ?= ../shared/data/crossner
 
-.PHONY: install run test test-unit lint triton bench redis-server clean
+.PHONY: install run test test-unit lint triton bench bench-methods redis-server clean
 
 install: $(STAMP)
 
@@ -51,9 +51,29 @@ bench: install
 	@for d in $(DOMAINS); do \
 		$(BIN)/nerve eval --data $(SHARED_DATA) --domain $$d --split test \
 			$(if $(filter 0,$(BENCH_LIMIT)),,--limit $(BENCH_LIMIT)) $(BENCH_ARGS) \
-			--output runs/$(BENCH_TAG)-$$d.json; \
+			--output runs/$(BENCH_TAG)-$$d.json --predictions runs/$(BENCH_TAG)-$$d.jsonl; \
 	done
 	$(BIN)/python -m app.bench_table runs/$(BENCH_TAG)-*.json
+
+# The three methods in one run, domain by domain on the same machine: the LLM (wraner) on the
+# first WRANER_LIMIT test sentences, baner and lar on ENCODER_LIMIT (0 = the full test sets).
+# The speed ratio is taken over the sentences every method scored.
+WRANER_LIMIT ?= 100
+ENCODER_LIMIT ?= 0
+METHODS_TAG ?= methods
+limit_opt = $(if $(filter 0,$(1)),,--limit $(1))
+bench-methods: install
+	mkdir -p runs
+	@for d in $(DOMAINS); do \
+		for m in wraner baner lar; do \
+			if [ $$m = wraner ]; then lim="$(call limit_opt,$(WRANER_LIMIT))"; \
+			else lim="$(call limit_opt,$(ENCODER_LIMIT))"; fi; \
+			$(BIN)/nerve eval --data $(SHARED_DATA) --domain $$d --split test --method $$m $$lim \
+				$(BENCH_ARGS) --json --output runs/$(METHODS_TAG)-$$m-$$d.json \
+				--predictions runs/$(METHODS_TAG)-$$m-$$d.jsonl > /dev/null || exit 1; \
+		done; \
+	done
+	$(BIN)/python -m app.bench_table --methods runs/$(METHODS_TAG)-*.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

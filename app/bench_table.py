@@ -1,8 +1,13 @@
-"""Summarise `nerve eval --output` JSON files as one Markdown table (for docs/benchmarks.md)."""
+"""Summarise `nerve eval --output` JSON files as Markdown tables (for docs/benchmarks.md).
+
+    python -m app.bench_table runs/untuned-word-*.json            # one method, per domain
+    python -m app.bench_table --methods runs/methods-*.json       # methods side by side
+"""
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -31,8 +36,55 @@ def table(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def methods_table(paths: list[Path]) -> str:
+    """One row per domain: each method's F1 (on all the sentences it scored) and median
+    latency, and how many times faster each encoder method is than the LLM, both medians taken
+    over the sentences every method scored (the first n of the split)."""
+    runs: dict[str, dict[str, dict]] = {}
+    for path in paths:
+        row = json.loads(path.read_text())
+        runs.setdefault(row["domain"], {})[row["settings"]["method"]] = row
+    methods = [m for m in ("wraner", "baner", "lar") if any(m in r for r in runs.values())]
+    encoders = [m for m in methods if m != "wraner"]
+    header = ["domain"]
+    header += [f"{m} F1 (n)" for m in methods]
+    header += [f"{m} median ms" for m in methods]
+    header += [f"wraner/{m} speed" for m in encoders if "wraner" in methods]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    f1s: dict[str, list[float]] = {m: [] for m in methods}
+    domains = sorted(runs, key=lambda d: DOMAIN_ORDER.index(d) if d in DOMAIN_ORDER else 99)
+    for domain in domains:
+        by_method = runs[domain]
+        common = min(len(r["latencies_ms"]) for r in by_method.values())
+        cells = [domain]
+        medians: dict[str, float] = {}
+        for m in methods:
+            r = by_method.get(m)
+            if r is None:
+                cells.append("-")
+                continue
+            f1s[m].append(r["micro"]["f1"] * 100)
+            cells.append(f"{r['micro']['f1'] * 100:.1f} ({r['sentences']})")
+            medians[m] = statistics.median(r["latencies_ms"][:common])
+        cells += [f"{medians[m]:.0f}" if m in medians else "-" for m in methods]
+        if "wraner" in methods:
+            for m in encoders:
+                ok = "wraner" in medians and medians.get(m)
+                cells.append(f"{medians['wraner'] / medians[m]:.0f}x" if ok else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    averages = [f"**{statistics.mean(f1s[m]):.1f}**" if f1s[m] else "-" for m in methods]
+    lines.append(
+        "| **average** | " + " | ".join(averages) + " |" + " |" * (len(header) - 1 - len(methods))
+    )
+    return "\n".join(lines)
+
+
 def main() -> None:
-    sys.stdout.write(table([Path(p) for p in sys.argv[1:]]) + "\n")
+    args = sys.argv[1:]
+    if args and args[0] == "--methods":
+        sys.stdout.write(methods_table([Path(p) for p in args[1:]]) + "\n")
+        return
+    sys.stdout.write(table([Path(p) for p in args]) + "\n")
 
 
 if __name__ == "__main__":

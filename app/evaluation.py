@@ -63,6 +63,8 @@ class EvalResult:
             "escalated": self.escalated,
             "settings": self.settings,
             "report": self.report.to_dict(),
+            # Per sentence, in order: lets a comparison use the same sentences for every method.
+            "latencies_ms": [round(v, 1) for v in self.latencies_ms],
         }
 
 
@@ -161,6 +163,9 @@ async def _run(
             bar.advance(task)
     report = score([e.entities for e in test], [_spans(p) for p in predictions])
     settings = components.settings
+    k = settings.default_top_k if top_k is None else top_k
+    if method != "wraner":
+        k = max(k, settings.encoder_support_k)  # as NERService does for the encoder methods
     return EvalResult(
         domain=domain,
         split=split,
@@ -175,7 +180,7 @@ async def _run(
             "generator": components.generator.name,
             "retrieval": settings.retrieval,
             "word_embedding": settings.word_embedding,
-            "top_k": settings.default_top_k if top_k is None else top_k,
+            "top_k": k,
             "adapter": settings.llm_adapter,
         },
         predictions=predictions,

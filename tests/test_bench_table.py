@@ -1,0 +1,41 @@
+"""The benchmark tables computed from hand-made `nerve eval --output` files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.bench_table import methods_table
+
+
+def _run(tmp: Path, domain: str, method: str, f1: float, latencies: list[float]) -> Path:
+    path = tmp / f"{method}-{domain}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "domain": domain,
+                "sentences": len(latencies),
+                "micro": {"precision": f1, "recall": f1, "f1": f1},
+                "settings": {"method": method},
+                "latencies_ms": latencies,
+            }
+        )
+    )
+    return path
+
+
+def test_speed_ratio_uses_the_sentences_both_methods_scored(tmp_path: Path) -> None:
+    paths = [
+        _run(tmp_path, "music", "wraner", 0.40, [3000.0, 1000.0, 2000.0]),
+        # Four sentences: the fourth (very slow) is outside the common prefix of three.
+        _run(tmp_path, "music", "baner", 0.50, [20.0, 10.0, 30.0, 9000.0]),
+        _run(tmp_path, "ai", "wraner", 0.20, [500.0]),
+        _run(tmp_path, "ai", "baner", 0.30, [50.0]),
+    ]
+    lines = methods_table(paths).splitlines()
+    music = next(line for line in lines if line.startswith("| music"))
+    ai = next(line for line in lines if line.startswith("| ai"))
+    assert music.split(" | ")[1:] == ["40.0 (3)", "50.0 (4)", "2000", "20", "100x |"]
+    assert ai.split(" | ")[1:] == ["20.0 (1)", "30.0 (1)", "500", "50", "10x |"]
+    assert lines.index(music) < lines.index(ai)  # the CrossNER domain order
+    assert "**30.0** | **40.0**" in lines[-1]
