@@ -1,7 +1,7 @@
 """Summarise `nerve eval --output` JSON files as Markdown tables (for docs/benchmarks.md).
 
-    python -m app.bench_table runs/untuned-word-*.json            # one method, per domain
-    python -m app.bench_table --methods runs/methods-*.json       # methods side by side
+python -m app.bench_table runs/untuned-word-*.json            # one method, per domain
+python -m app.bench_table --methods runs/methods-*.json       # methods side by side
 """
 
 from __future__ import annotations
