@@ -65,7 +65,9 @@ def methods_table(paths: list[Path]) -> str:
                 continue
             f1s[m].append(r["micro"]["f1"] * 100)
             cells.append(f"{r['micro']['f1'] * 100:.1f} ({r['sentences']})")
-            medians[m] = statistics.median(r["latencies_ms"][:common])
+            answered = [v for v in r["latencies_ms"][:common] if v is not None]
+            if answered:
+                medians[m] = statistics.median(answered)
         cells += [f"{medians[m]:.0f}" if m in medians else "-" for m in methods]
         if "wraner" in methods:
             for m in encoders:

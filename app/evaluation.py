@@ -23,10 +23,13 @@ from app.core.readers import entity_types_of, read_split
 from app.core.scoring import ScoreReport, score
 from app.core.types import Example
 from app.domains.protocol import DomainIn, EntityTypeIn
+from app.errors import BackendUnavailable
 from app.ner.protocol import NERRequest
 from app.settings import Settings
 
 TENANT = "eval"
+# A backend down for this many sentences in a row ends the run instead of scoring empty answers.
+MAX_CONSECUTIVE_FAILURES = 5
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,17 @@ class EvalResult:
     pool_size: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
     predictions: list[list[dict[str, Any]]] = field(default_factory=list)
+    # Sentences whose request failed (backend timeout or outage): scored as "nothing found".
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def median_latency_ms(self) -> float:
         return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
+
+    def sentence_latencies_ms(self) -> list[float | None]:
+        failed = {f["sentence"] for f in self.failures}
+        answered = iter(self.latencies_ms)
+        return [None if i in failed else round(next(answered), 1) for i in range(self.sentences)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,10 +71,13 @@ class EvalResult:
             "median_latency_ms": self.median_latency_ms,
             "p95_latency_ms": _percentile(self.latencies_ms, 95),
             "escalated": self.escalated,
+            "failed": len(self.failures),
+            "failures": self.failures[:20],
             "settings": self.settings,
             "report": self.report.to_dict(),
-            # Per sentence, in order: lets a comparison use the same sentences for every method.
-            "latencies_ms": [round(v, 1) for v in self.latencies_ms],
+            # Per sentence, in order (null where it failed): lets a comparison take the same
+            # sentences for every method.
+            "latencies_ms": self.sentence_latencies_ms(),
         }
 
 
@@ -126,6 +139,8 @@ async def _run(
 
     predictions: list[list[dict[str, Any]]] = []
     latencies: list[float] = []
+    failures: list[dict[str, Any]] = []
+    consecutive = 0
     escalated = 0
     with Progress(
         TextColumn(f"[bold]{domain}/{split}"),
@@ -140,12 +155,24 @@ async def _run(
         for index, example in enumerate(test):
             request = NERRequest(text=example.text, domain=domain, top_k=top_k, method=method)  # type: ignore[arg-type]
             started = time.perf_counter()
-            response = await components.ner.extract(
-                TENANT, request, f"eval-{index}", exclude_same_text=True
-            )
-            latencies.append((time.perf_counter() - started) * 1000)
-            escalated += int(response.escalate)
-            predictions.append([e.model_dump() for e in response.entities])
+            try:
+                response = await components.ner.extract(
+                    TENANT, request, f"eval-{index}", exclude_same_text=True
+                )
+            except BackendUnavailable as exc:
+                # One slow or failed request must not throw away hours of scoring; a dead
+                # backend must not be scored as a model that finds nothing.
+                failures.append({"sentence": index, "error": str(exc)})
+                consecutive += 1
+                if consecutive >= MAX_CONSECUTIVE_FAILURES:
+                    raise
+                log.warning("%s/%s sentence %d failed: %s", domain, split, index, exc)
+                predictions.append([])
+            else:
+                consecutive = 0
+                latencies.append((time.perf_counter() - started) * 1000)
+                escalated += int(response.escalate)
+                predictions.append([e.model_dump() for e in response.entities])
             gold_so_far.append(example.entities)
             if index % 10 == 9:
                 running = score(gold_so_far, [_spans(p) for p in predictions])
@@ -184,6 +211,7 @@ async def _run(
             "adapter": settings.llm_adapter,
         },
         predictions=predictions,
+        failures=failures,
     )
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from app.settings import REPO_ROOT, Settings
+from app.subprocesses import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ class TritonServer:
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,  # its own process group: the stubs die with it
+                preexec_fn=die_with_parent(),  # and it dies with us, even after a SIGKILL
             )
         finally:
             if output:

@@ -10,8 +10,12 @@ from typing import Any
 
 import pytest
 
+from app.components import build_components
 from app.core.readers import read_split
-from app.evaluation import evaluate
+from app.embedding.sentence_transformers import SentenceTransformerEmbedder
+from app.errors import BackendTimeout
+from app.evaluation import MAX_CONSECUTIVE_FAILURES, evaluate
+from app.generation.base import Generation, GenerationRequest
 from app.settings import REPO_ROOT, load_settings
 from tests.fixtures.gateway import require_data
 
@@ -73,3 +77,68 @@ async def test_eval_runs_the_api_pipeline_and_scores(base_settings: dict[str, An
     payload = result.to_dict()
     json.dumps(payload)
     assert payload["pool_size"] == len(read_split(data, "music", "train"))
+
+
+class _FlakyGenerator:
+    """Times out on the listed calls (0-based) and finds nothing otherwise."""
+
+    name = "flaky"
+    model = "flaky"
+
+    def __init__(self, failing: set[int] | None = None) -> None:
+        self.failing = failing
+        self.calls = 0
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        call, self.calls = self.calls, self.calls + 1
+        if self.failing is None or call in self.failing:
+            raise BackendTimeout("llm", f"call {call} timed out")
+        return Generation(text="none")
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+async def _eval_with(
+    generator: _FlakyGenerator,
+    base_settings: dict[str, Any],
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    limit: int,
+) -> Any:
+    settings = load_settings(
+        **base_settings, data_dir=tmp_path, cache_entries=0, encoder_methods=False
+    )
+    components = build_components(settings, embedder=embedder, generator=generator)
+    try:
+        return await evaluate(
+            settings, require_data(), "music", "test", limit=limit, top_k=2,
+            components=components, progress=False,
+        )  # fmt: skip
+    finally:
+        await components.close()
+
+
+async def test_eval_scores_a_failed_sentence_as_empty_and_reports_it(
+    base_settings: dict[str, Any], embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    result = await _eval_with(_FlakyGenerator({1}), base_settings, embedder, tmp_path, 3)
+    assert result.predictions == [[], [], []]
+    assert [f["sentence"] for f in result.failures] == [1]
+    assert "timed out" in result.failures[0]["error"]
+    payload = result.to_dict()
+    assert payload["failed"] == 1
+    assert payload["latencies_ms"][1] is None
+    assert all(v is not None for i, v in enumerate(payload["latencies_ms"]) if i != 1)
+
+
+async def test_eval_stops_when_the_backend_stays_down(
+    base_settings: dict[str, Any], embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    generator = _FlakyGenerator(None)
+    with pytest.raises(BackendTimeout):
+        await _eval_with(generator, base_settings, embedder, tmp_path, 20)
+    assert generator.calls == MAX_CONSECUTIVE_FAILURES
