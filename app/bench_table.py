@@ -81,8 +81,43 @@ def methods_table(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def errors_table(paths: list[Path]) -> str:
+    """Where the errors are, one row per run tag (the file name before ``-<domain>.json``),
+    summed over its domains: every gold entity is found, or missed for a reason (a prediction of
+    the same span with the wrong type, an overlapping one with wrong boundaries, nothing)."""
+    totals: dict[str, dict[str, int]] = {}
+    for path in paths:
+        row = json.loads(path.read_text())
+        tag = path.name.removesuffix(".json").removesuffix(f"-{row['domain']}")
+        report = row["report"]
+        total = totals.setdefault(
+            tag, dict.fromkeys(("gold", "tp", "fp", "type", "bound", "none"), 0)
+        )
+        total["gold"] += report["gold"]
+        total["tp"] += report["tp"]
+        total["fp"] += report["fp"]
+        for errors in report["errors"].values():
+            total["type"] += errors["wrong_type"]
+            total["bound"] += errors["wrong_boundary"] + errors["wrong_both"]
+            total["none"] += errors["missed"]
+    lines = [
+        "| run | gold | found | wrong type | wrong boundaries | missed | false positives |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for tag, t in totals.items():
+        share = [
+            f"{t[k]} ({t[k] / max(t['gold'], 1) * 100:.0f}%)"
+            for k in ("tp", "type", "bound", "none")
+        ]
+        lines.append(f"| {tag} | {t['gold']} | " + " | ".join(share) + f" | {t['fp']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     args = sys.argv[1:]
+    if args and args[0] == "--errors":
+        sys.stdout.write(errors_table([Path(p) for p in args[1:]]) + "\n")
+        return
     if args and args[0] == "--methods":
         sys.stdout.write(methods_table([Path(p) for p in args[1:]]) + "\n")
         return

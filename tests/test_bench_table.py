@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.bench_table import methods_table
+from app.bench_table import errors_table, methods_table
 
 
 def _run(tmp: Path, domain: str, method: str, f1: float, latencies: list[float]) -> Path:
@@ -39,3 +39,16 @@ def test_speed_ratio_uses_the_sentences_both_methods_scored(tmp_path: Path) -> N
     assert ai.split(" | ")[1:] == ["20.0 (1)", "30.0 (1)", "500", "50", "10x |"]
     assert lines.index(music) < lines.index(ai)  # the CrossNER domain order
     assert "**30.0** | **40.0**" in lines[-1]
+
+
+def test_errors_table_sums_the_reasons_over_domains(tmp_path: Path) -> None:
+    for domain, errors in (
+        ("music", {"song": {"wrong_type": 2, "wrong_boundary": 1, "wrong_both": 1, "missed": 3}}),
+        ("ai", {"task": {"wrong_type": 0, "wrong_boundary": 0, "wrong_both": 0, "missed": 1}}),
+    ):
+        report = {"gold": 10, "tp": 3 if domain == "music" else 9, "fp": 4, "errors": errors}
+        (tmp_path / f"untuned-{domain}.json").write_text(
+            json.dumps({"domain": domain, "report": report})
+        )
+    lines = errors_table(sorted(tmp_path.glob("untuned-*.json"))).splitlines()
+    assert lines[2] == "| untuned | 20 | 12 (60%) | 2 (10%) | 2 (10%) | 4 (20%) | 8 |"
