@@ -1,8 +1,12 @@
-"""A real `nerve serve` process: examples survive a restart on the same data directory."""
+"""A real `nerve serve` process: examples survive a restart on the same data directory, and a
+SIGTERM drains the request in flight."""
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -46,3 +50,50 @@ def test_examples_survive_restart(
     assert answer.status_code == 200, answer.text
     assert answer.json()["examples_used"] == 2
     second.stop()
+
+
+def _in_flight(url: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith("nerve_in_flight "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_sigterm_drains_the_request_in_flight(
+    tmp_path: Path, server_process: Callable[[Path], ServerProcess]
+) -> None:
+    """A rolling deploy sends SIGTERM: the answer being computed is still delivered, the
+    process exits cleanly, and it takes no new connections meanwhile."""
+    server = server_process(tmp_path / "state")
+    server.start()
+    assert httpx.post(f"{server.url}/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
+    added = httpx.post(
+        f"{server.url}/v1/domains/support/examples",
+        json={"examples": SUPPORT_EXAMPLES},
+        timeout=60,
+    )
+    assert added.status_code == 201, added.text
+    text = " ".join(["Anna Berg says her Pixel 8 arrived broken in Oslo."] * 6)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(
+            httpx.post,
+            f"{server.url}/v1/ner",
+            json={"text": text, "domain": "support", "top_k": 4},
+            timeout=120,
+        )
+        deadline = time.monotonic() + 30
+        while _in_flight(server.url) < 1:
+            assert not pending.done(), "the request finished before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(httpx.TransportError):  # the listening socket is closed
+            httpx.get(f"{server.url}/healthz", timeout=5)
+        answer = pending.result(timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["request_id"]
+    # uvicorn re-raises the SIGTERM it caught once its shutdown is complete.
+    assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.log_path.read_text()
