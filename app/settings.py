@@ -12,6 +12,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The shared CrossNER copy sits beside the checkout (a clean clone in CI too).
+CROSSNER_DIR = REPO_ROOT.parent / "shared" / "data" / "crossner"
 
 
 class Settings(BaseSettings):

@@ -12,10 +12,17 @@ from app.core.crossner_types import CROSSNER_TYPE_DESCRIPTIONS, entity_types_for
 from app.core.prompt import ANSWER_END, build_prompt, render_answer
 from app.core.readers import parse_bio
 from app.core.types import Example, Span
-from trainers.wraner.prompts import TypeVariant, render_prompt, split_source, type_variants
+from app.settings import CROSSNER_DIR
+from trainers.wraner.prompts import (
+    TYPE_ALIASES,
+    TypeVariant,
+    render_prompt,
+    split_source,
+    type_variants,
+)
 
 TYPES = ["person", "organisation", "location", "misc"]
-DATA_README = Path("/work/shared/data/README.md")
+DATA_README = CROSSNER_DIR.parent / "README.md"
 
 
 def _example() -> Example:
@@ -198,3 +205,50 @@ def test_location_includes_countries_only_when_no_country_type() -> None:
     politics = {t.name: t.description for t in entity_types_for(["country", "location"])}
     assert "country" in conll["location"] and "not a country" not in conll["location"]
     assert "not a country" in politics["location"]
+
+
+def test_renamed_types_are_consistent_in_types_examples_and_answer() -> None:
+    example = _example()
+    support = Example(
+        id="s",
+        text="Anna works at Siemens in Rome .",
+        entities=[
+            Span(start=0, end=4, type="person"),
+            Span(start=14, end=21, type="organisation"),
+            Span(start=25, end=29, type="location"),
+        ],
+    )
+    rng = random.Random(5)
+    for _ in range(50):
+        variants = type_variants(example, TYPES, 0.5, 0.5, rng, rename_share=1.0)
+        for variant in variants:
+            names = variant.renamed
+            assert set(names) == set(variant.types)
+            assert all(names[t] in TYPE_ALIASES[t] for t in variant.types)
+            prompt, answer, _ = render_prompt(example, variant, [support], None, 10_000)
+            type_list = prompt.split("### Sentence")[0]
+            described = {t.name: t.description for t in entity_types_for(variant.types)}
+            for source in variant.types:
+                # the alias, with the source type's own description
+                assert f"- {names[source]}: {described[source]}" in type_list
+                assert f"- {source}:" not in type_list
+            expected_answer = [
+                f"{s} | {names[t]}" for s, t in example.mentions() if t in variant.types
+            ]
+            assert answer == ("\n".join(expected_answer) or "none") + ANSWER_END
+            if "person" in variant.types:
+                assert f"Anna | {names['person']}\n" in prompt
+            assert "| person\n" not in prompt + answer
+
+
+def test_rename_share_zero_keeps_the_seeded_prompts() -> None:
+    def run(**kwargs: float) -> list[TypeVariant]:
+        rng = random.Random(3)
+        return [
+            v for _ in range(50) for v in type_variants(_example(), TYPES, 0.3, 0.5, rng, **kwargs)
+        ]
+
+    assert run() == run(rename_share=0.0)
+    assert all(not v.renamed for v in run())
+    renamed = [v for v in run(rename_share=0.4) if v.renamed]
+    assert 5 < len(renamed) < 60

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from app.settings import CROSSNER_DIR, REPO_ROOT
 
 
 class WranerConfig(BaseModel):
@@ -29,7 +29,7 @@ class WranerConfig(BaseModel):
     threads: int = Field(2, ge=1, description="torch CPU threads.")
 
     # --- data --------------------------------------------------------------------------------
-    data_dir: Path = Field(Path("/work/shared/data/crossner"), description="BIO data root.")
+    data_dir: Path = Field(CROSSNER_DIR, description="BIO data root.")
     domain: str = Field("conll2003", description="Source domain (a folder of data_dir).")
     split: str = Field("train", description="Split the pool and training sentences come from.")
     entity_types: list[str] = Field(
@@ -46,6 +46,12 @@ class WranerConfig(BaseModel):
     )
     shuffle_types_share: float = Field(
         0.5, ge=0, le=1, description="Share of prompts whose entity-type order is shuffled."
+    )
+    rename_types_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of prompts whose types are renamed to paraphrases (same descriptions).",
     )
     max_seq_tokens: int = Field(512, ge=32, description="Longest prompt+answer; k shrinks to fit.")
 

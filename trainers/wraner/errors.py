@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.core.readers import read_split
+from app.settings import CROSSNER_DIR
 
 KINDS = ("correct", "wrong_type", "wrong_boundary", "boundary_and_type", "missed")
 
@@ -67,7 +68,7 @@ def analyse(data: Path, domain: str, split: str, predictions: Path) -> dict[str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainers.wraner.errors")
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/crossner"))
+    parser.add_argument("--data", type=Path, default=CROSSNER_DIR)
     parser.add_argument("--domain", required=True)
     parser.add_argument("--split", default="test")
     parser.add_argument("--predictions", type=Path, required=True)

@@ -6,7 +6,10 @@ copy of its text) and is rendered by :func:`app.core.prompt.build_prompt`; the t
 :func:`app.core.prompt.render_answer`. Two regularisers make the model read the prompt's types
 instead of memorising the source label set: a share of prompts is duplicated with some entity
 types removed (their gold spans leave the answer, and the examples' answers, with them), and
-the entity-type order is shuffled in a share of prompts.
+the entity-type order is shuffled in a share of prompts. A third, optional one renames the
+types of a share of prompts to paraphrases (``person`` -> ``individual``, descriptions kept), so
+that CoNLL's label names stop being an answer in themselves: the model must map the sentence to
+whatever the type list calls things, as it must in a new domain.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import logging
 import random
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -30,7 +33,7 @@ from app.core.crossner_types import (
 )
 from app.core.prompt import PROMPT_VERSION, build_prompt, render_answer
 from app.core.readers import entity_types_of, read_split
-from app.core.types import Example
+from app.core.types import EntityType, Example
 from trainers.wraner.config import WranerConfig
 
 log = logging.getLogger(__name__)
@@ -50,18 +53,30 @@ _PROMPT_FIELDS = (
     "word_hits",
     "drop_types_share",
     "shuffle_types_share",
+    "rename_types_share",
     "max_seq_tokens",
     "seed",
 )
 
 
+# Paraphrases of the source types for the renaming regulariser; none is a CrossNER type name,
+# so a renamed prompt never teaches a target domain's label by accident.
+TYPE_ALIASES: dict[str, tuple[str, ...]] = {
+    "person": ("individual", "human", "personname", "people"),
+    "organisation": ("organization", "institution", "group", "company"),
+    "location": ("place", "geolocation", "site", "area"),
+    "misc": ("other", "miscellaneous", "propername"),
+}
+
+
 @dataclass(frozen=True)
 class TypeVariant:
-    """Which entity types one prompt asks for, in prompt order."""
+    """Which entity types one prompt asks for, in prompt order, and what it calls them."""
 
     types: list[str]
     removed: list[str]
     shuffled: bool
+    renamed: dict[str, str] = field(default_factory=dict)  # source type -> name in the prompt
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,7 @@ class TrainPrompt:
     removed: list[str]
     shuffled: bool
     k: int
+    renamed: dict[str, str] = field(default_factory=dict)
 
 
 def split_source(
@@ -93,8 +109,10 @@ def type_variants(
     drop_share: float,
     shuffle_share: float,
     rng: random.Random,
+    rename_share: float = 0.0,
 ) -> list[TypeVariant]:
-    """The prompt(s) one sentence yields: all types, plus (sometimes) a copy with types removed.
+    """The prompt(s) one sentence yields: all types, plus (sometimes) a copy with types removed;
+    each may have its types renamed.
 
     A removal always keeps at least one type and, when the sentence has entities, removes at
     least one type it contains, so that the copy's answer really differs.
@@ -108,7 +126,22 @@ def type_variants(
         removed += rng.sample(others, count - len(removed)) if count > len(removed) else []
         kept = [t for t in canonical if t not in removed]
         variants.append(_ordered(kept, sorted(removed), shuffle_share, rng))
+    # No draw at all when the share is 0: seeds give the prompts they gave before renaming.
+    if rename_share > 0:
+        variants = [
+            _renamed_variant(v, rng) if rng.random() < rename_share else v for v in variants
+        ]
     return variants
+
+
+def _renamed_variant(variant: TypeVariant, rng: random.Random) -> TypeVariant:
+    renamed = {t: rng.choice(TYPE_ALIASES[t]) for t in variant.types if t in TYPE_ALIASES}
+    return TypeVariant(variant.types, variant.removed, variant.shuffled, renamed)
+
+
+def _retyped(example: Example, names: Mapping[str, str]) -> Example:
+    spans = [s.model_copy(update={"type": names.get(s.type, s.type)}) for s in example.entities]
+    return example.model_copy(update={"entities": spans})
 
 
 def _ordered(
@@ -131,9 +164,14 @@ def render_prompt(
 ) -> tuple[str, str, int]:
     """(prompt, answer, examples used). ``retrieved`` is best first; the least similar example
     goes first when the prompt is too long, down to no examples at all."""
-    entity_types = entity_types_for(variant.types)
-    answer = render_answer(example, variant.types)
-    examples = list(retrieved)
+    names = variant.renamed
+    entity_types = [
+        EntityType(name=names.get(t.name, t.name), description=t.description)
+        for t in entity_types_for(variant.types)
+    ]
+    shown = [t.name for t in entity_types]
+    answer = render_answer(_retyped(example, names), shown)
+    examples = [_retyped(e, names) for e in retrieved] if names else list(retrieved)
     while True:
         # The gateway puts the most similar example last, nearest to the query.
         prompt = build_prompt(entity_types, list(reversed(examples)), example.text).text
@@ -194,7 +232,12 @@ def build_prompts(
                 )
                 retrieved = [h.example for h in hits]
                 variants = type_variants(
-                    example, canonical, config.drop_types_share, config.shuffle_types_share, rng
+                    example,
+                    canonical,
+                    config.drop_types_share,
+                    config.shuffle_types_share,
+                    rng,
+                    config.rename_types_share,
                 )
                 for index, variant in enumerate(variants):
                     prompt, answer, used = render_prompt(
@@ -209,6 +252,7 @@ def build_prompts(
                             removed=variant.removed,
                             shuffled=variant.shuffled,
                             k=used,
+                            renamed=variant.renamed,
                         )
                     )
         finally:
