@@ -200,7 +200,7 @@ def train(
         optimiser.step()
         schedule.step()
         losses.append(loss.item())
-        progress.set_postfix(tag=f"{float(tag_loss):.3f}", contrast=f"{float(contrast):.3f}")
+        progress.set_postfix(tag=f"{tag_loss.item():.3f}", contrast=f"{contrast.item():.3f}")
     net.eval()
     return losses
 
