@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     llm_threads: int = Field(2, ge=1, description="llama.cpp CPU threads.")
     llm_context_tokens: int = Field(2048, ge=256, description="llama.cpp context window, tokens.")
     max_new_tokens: int = Field(128, ge=1, description="Most tokens generated per segment.")
+    loop_lines: int = Field(
+        4,
+        ge=0,
+        description="The same answer line this many times back to back is a greedy loop: "
+        "llama.cpp stops there and the answer escalates (output_repeated). 0 = off.",
+    )
     generation_timeout_s: float = Field(60.0, gt=0, description="Timeout of one generation, s.")
     openai_base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. /v1.")
     openai_model: str = Field("default", description="Model name sent to that server.")

@@ -106,6 +106,7 @@ def server_env(settings: Settings, base: dict[str, str] | None = None) -> dict[s
     )
     env["NERVE_LLM_THREADS"] = str(settings.llm_threads)
     env["NERVE_LLM_CONTEXT_TOKENS"] = str(settings.llm_context_tokens)
+    env["NERVE_LOOP_LINES"] = str(settings.loop_lines)  # same loop guard as in process
     env["NERVE_LOG_LEVEL"] = settings.log_level
     return env
 

@@ -133,3 +133,20 @@ def test_assemble_splits_multibyte_characters_and_cuts_at_stop() -> None:
                            prompt_tokens=7)  # fmt: skip
     assert generation.text == "Café "
     assert [(t.text, t.offset) for t in generation.tokens] == [("Caf", 0), ("", 3), ("é ", 3)]
+
+
+@pytest.mark.integration
+def test_a_greedy_loop_stops_after_loop_lines(llama_engine: LlamaCppEngine) -> None:
+    prompt = "List the cities.\nParis | city\nParis | city\nParis | city\n"
+    looping = llama_engine.complete(prompt, max_tokens=60)
+    assert looping.finish_reason == "length"  # the base model loops until the limit
+    assert looping.text.count("Paris | city") > 8
+    llama_engine.loop_lines = 4
+    try:
+        guarded = llama_engine.complete(prompt, max_tokens=60)
+    finally:
+        llama_engine.loop_lines = 0
+    assert guarded.finish_reason == "stop"
+    assert guarded.text == "\n".join(["Paris | city"] * 4)
+    assert looping.text.startswith(guarded.text)  # the same greedy text, only shorter
+    check_offsets(guarded)

@@ -78,3 +78,22 @@ def test_unrequested_type_is_retyped_by_lar(
     plain, plain_metrics = run(tmp_path / "plain", embedder, answer, lar_postprocess=False)
     assert "Maria Lopez" not in {e["text"] for e in plain["entities"]}
     assert 'nerve_dropped_spans_total{kind="type_not_requested"} 1.0' in plain_metrics
+
+
+def test_a_looping_answer_escalates_as_repeated(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    # What a TensorRT-LLM or OpenAI backend returns for a greedy loop (no guard there).
+    answer = "Maria Lopez | person\n" + "Oslo | location\n" * 12
+    body, metrics = run(tmp_path, embedder, answer, lar_postprocess=False)
+    assert "output_repeated" in body["escalation_reasons"]
+    assert {(e["text"], e["type"]) for e in body["entities"]} == {
+        ("Maria Lopez", "person"),
+        ("Oslo", "location"),
+    }
+    assert 'reason="output_repeated"' in metrics
+    varied, _ = run(
+        tmp_path / "varied", embedder, "Maria Lopez | person\nOslo | location",
+        lar_postprocess=False,
+    )  # fmt: skip
+    assert "output_repeated" not in varied["escalation_reasons"]

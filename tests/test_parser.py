@@ -20,6 +20,7 @@ from app.core.parser import (
     REPAIR_TRAILING,
     REPAIR_TYPE_CASE,
     ParsedAnswer,
+    longest_line_run,
     parse_answer,
 )
 
@@ -382,3 +383,18 @@ def test_keep_conflicts_keeps_unrequested_types_and_overlaps_for_lar() -> None:
     assert any(s.type == "city" for s in loose.spans)  # overlapping spans are all kept
     for span in loose.spans:
         assert text[span.start : span.end] == span.text
+
+
+@pytest.mark.parametrize(
+    ("answer", "run"),
+    [
+        ("", 0),
+        ("Paris | location", 1),
+        ("Paris | location\nParis | location\nRome | location", 2),
+        ("A | x\nB | y\nB | y\nB | y\n\nA | x", 3),
+        ("A | x\n\nA | x\n  A | x  \nA | x", 3),  # a blank line breaks a run; edges ignored
+        ("\n\n\n", 0),
+    ],
+)
+def test_longest_line_run(answer: str, run: int) -> None:
+    assert longest_line_run(answer) == run

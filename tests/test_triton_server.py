@@ -43,7 +43,7 @@ def test_environment_carries_the_resolved_llm_settings(tmp_path: Path) -> None:
     adapter.write_bytes(b"GGUF")
     settings = load_settings(
         data_dir=Path("rel/data"), llm_model_path=Path("m.gguf"), llm_adapter=str(adapter),
-        llm_threads=1, llm_context_tokens=1024,
+        llm_threads=1, llm_context_tokens=1024, loop_lines=3,
     )  # fmt: skip
     env = server_env(settings, base={"PATH": "/usr/bin"})
     assert env["PATH"].split(os.pathsep)[-1] == "/usr/bin"
@@ -52,6 +52,7 @@ def test_environment_carries_the_resolved_llm_settings(tmp_path: Path) -> None:
     assert Path(env["NERVE_LLM_MODEL_PATH"]).is_absolute()
     assert env["NERVE_LLM_ADAPTER"] == str(adapter)
     assert (env["NERVE_LLM_THREADS"], env["NERVE_LLM_CONTEXT_TOKENS"]) == ("1", "1024")
+    assert env["NERVE_LOOP_LINES"] == "3"
 
 
 @pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm")

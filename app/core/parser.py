@@ -125,6 +125,21 @@ def parse_answer(
     return result
 
 
+def longest_line_run(answer: str) -> int:
+    """How many times one non-blank line repeats back to back in ``answer``, at most.
+
+    Greedy decoding that writes the same line twice is usually in a loop it will not leave:
+    a small model lists "X | type" until the token limit. Generators stop on it and the service
+    escalates it, whatever the backend."""
+    best, run, previous = 0, 0, None
+    for line in answer.split("\n"):
+        line = line.strip()
+        run = run + 1 if line and line == previous else (1 if line else 0)
+        previous = line
+        best = max(best, run)
+    return best
+
+
 def _grounded(text: str, start: int, end: int, mention: _Mention) -> GroundedSpan:
     return GroundedSpan(
         start, end, mention.type, text[start:end], mention.answer_start, mention.answer_end

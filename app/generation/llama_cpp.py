@@ -21,6 +21,7 @@ from pathlib import Path
 import anyio
 import numpy as np
 
+from app.core.parser import longest_line_run
 from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.generation.base import Generation, GenerationRequest, TokenLogprob
 from app.generation.models import ensure_base_gguf, resolve_adapter
@@ -47,6 +48,7 @@ class LlamaCppEngine:
         n_ctx: int = 2048,
         n_threads: int = 2,
         n_batch: int = 512,
+        loop_lines: int = 0,
     ) -> None:
         from llama_cpp import Llama
 
@@ -55,6 +57,7 @@ class LlamaCppEngine:
         self.model_path = model_path
         self.lora_path = lora_path
         self.n_ctx = n_ctx
+        self.loop_lines = loop_lines
         self.name = model_path.stem + (f"+{lora_path.stem}" if lora_path else "")
         self._lock = threading.Lock()
         try:
@@ -81,6 +84,7 @@ class LlamaCppEngine:
             lora_path=resolve_adapter(settings.llm_adapter),
             n_ctx=settings.llm_context_tokens,
             n_threads=settings.llm_threads,
+            loop_lines=settings.loop_lines,
         )
 
     @property
@@ -161,6 +165,13 @@ class LlamaCppEngine:
                     scanned = len(text)
                     if stop_at is not None:
                         finish_reason = "stop"
+                        break
+                if self.loop_lines and b"\n" in pieces[-1]:
+                    text = b"".join(pieces).decode("utf-8", errors="ignore")
+                    complete = text[: text.rfind("\n")]
+                    if longest_line_run(complete) >= self.loop_lines:
+                        # A greedy loop: the rest would be the same line up to max_tokens.
+                        stop_at, finish_reason = len(complete), "stop"
                         break
                 if len(pieces) >= max_tokens:
                     break

@@ -15,7 +15,7 @@ from anyio import to_thread
 from app.cache.counted import CountedCache
 from app.cache.embeddings import QueryEmbeddingCache
 from app.cache.keys import answer_key
-from app.core.parser import ParsedAnswer, parse_answer
+from app.core.parser import ParsedAnswer, longest_line_run, parse_answer
 from app.core.prompt import PROMPT_VERSION, STOP_SEQUENCES, build_prompt
 from app.core.segment import split_segments
 from app.core.types import Domain, EntityType, Example
@@ -37,6 +37,7 @@ REASON_LOW_SCORE = "low_score"
 REASON_REPAIRED = "output_repaired"
 REASON_DEGRADED = "degraded_no_retrieval"
 REASON_TRUNCATED = "output_truncated"
+REASON_REPEATED = "output_repeated"
 
 
 @dataclass
@@ -45,6 +46,7 @@ class _SegmentResult:
     examples_used: int = 0
     parsed: ParsedAnswer | None = None
     truncated: bool = False
+    repeated: bool = False
     degraded: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -273,6 +275,8 @@ class NERService:
         parsed = parse_answer(generation.text, segment, names)
         result.parsed = parsed
         result.truncated = generation.finish_reason == "length"
+        loop = self.settings.loop_lines
+        result.repeated = bool(loop) and longest_line_run(generation.text) >= loop
         entities = [
             EntityOut(
                 text=segment[s.start : s.end],
@@ -384,6 +388,8 @@ class NERService:
             reasons.append(REASON_REPAIRED)
         if any(r.truncated for r in results):
             reasons.append(REASON_TRUNCATED)
+        if any(r.repeated for r in results):
+            reasons.append(REASON_REPEATED)
         if any(r.degraded for r in results):
             reasons.append(REASON_DEGRADED)
         return reasons
