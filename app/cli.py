@@ -248,7 +248,9 @@ def triton(
 
 
 @cli.command(
+    # Every option, --help included, belongs to the trainer.
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
 )
 def train(
     ctx: typer.Context,
@@ -261,6 +263,9 @@ def train(
     if method not in modules:
         raise typer.BadParameter(f"unknown method {method!r}; choose from {sorted(modules)}")
     module = importlib.import_module(modules[method])
+    if isinstance(getattr(module, "app", None), typer.Typer):  # a typer trainer (baner, lar)
+        module.app(args=list(ctx.args), prog_name=f"nerve train {method}")
+        return
     raise typer.Exit(module.main(list(ctx.args)) or 0)
 
 
