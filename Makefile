@@ -74,6 +74,7 @@ bench-methods: install
 		done; \
 	done
 	$(BIN)/python -m app.bench_table --methods runs/$(METHODS_TAG)-*.json
+	$(BIN)/python -m app.bench_table --common $(SHARED_DATA) runs/$(METHODS_TAG)-*.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

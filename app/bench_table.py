@@ -2,6 +2,8 @@
 
 python -m app.bench_table runs/untuned-word-*.json            # one method, per domain
 python -m app.bench_table --methods runs/methods-*.json       # methods side by side
+python -m app.bench_table --common ../shared/data/crossner runs/methods-*.json
+    # the methods' F1 on the same sentences (from the --predictions JSONL beside each JSON)
 """
 
 from __future__ import annotations
@@ -81,6 +83,43 @@ def methods_table(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def common_f1_table(paths: list[Path], data_dir: Path) -> str:
+    """The methods' micro-F1 on the sentences every method scored (the first n of the split),
+    from the per-sentence predictions (``<run>.jsonl``) against the gold of ``data_dir``."""
+    from app.core.readers import read_split
+    from app.core.scoring import score
+
+    runs: dict[str, dict[str, Path]] = {}
+    for path in paths:
+        row = json.loads(path.read_text())
+        runs.setdefault(row["domain"], {})[row["settings"]["method"]] = path
+    methods = [m for m in ("wraner", "baner", "lar") if any(m in r for r in runs.values())]
+    lines = ["| domain | n | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    f1s: dict[str, list[float]] = {m: [] for m in methods}
+    domains = sorted(runs, key=lambda d: DOMAIN_ORDER.index(d) if d in DOMAIN_ORDER else 99)
+    for domain in domains:
+        predictions = {
+            m: [json.loads(line) for line in path.with_suffix(".jsonl").read_text().splitlines()]
+            for m, path in runs[domain].items()
+        }
+        common = min(len(p) for p in predictions.values())
+        split = json.loads(next(iter(runs[domain].values())).read_text())["split"]
+        gold = [e.entities for e in read_split(data_dir, domain, split)[:common]]
+        cells = [domain, str(common)]
+        for m in methods:
+            if m not in predictions:
+                cells.append("-")
+                continue
+            spans = [[(e["start"], e["end"], e["type"]) for e in p] for p in predictions[m]]
+            f1 = score(gold, spans[:common]).f1 * 100
+            f1s[m].append(f1)
+            cells.append(f"{f1:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    averages = [f"**{statistics.mean(f1s[m]):.1f}**" if f1s[m] else "-" for m in methods]
+    lines.append("| **average** | | " + " | ".join(averages) + " |")
+    return "\n".join(lines)
+
+
 def errors_table(paths: list[Path]) -> str:
     """Where the errors are, one row per run tag (the file name before ``-<domain>.json``),
     summed over its domains: every gold entity is found, or missed for a reason (a prediction of
@@ -117,6 +156,9 @@ def main() -> None:
     args = sys.argv[1:]
     if args and args[0] == "--errors":
         sys.stdout.write(errors_table([Path(p) for p in args[1:]]) + "\n")
+        return
+    if len(args) > 1 and args[0] == "--common":
+        sys.stdout.write(common_f1_table([Path(p) for p in args[2:]], Path(args[1])) + "\n")
         return
     if args and args[0] == "--methods":
         sys.stdout.write(methods_table([Path(p) for p in args[1:]]) + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.bench_table import errors_table, methods_table
+from app.bench_table import common_f1_table, errors_table, methods_table
 
 
 def _run(tmp: Path, domain: str, method: str, f1: float, latencies: list[float]) -> Path:
@@ -52,3 +52,32 @@ def test_errors_table_sums_the_reasons_over_domains(tmp_path: Path) -> None:
         )
     lines = errors_table(sorted(tmp_path.glob("untuned-*.json"))).splitlines()
     assert lines[2] == "| untuned | 20 | 12 (60%) | 2 (10%) | 2 (10%) | 4 (20%) | 8 |"
+
+
+def test_common_f1_scores_every_method_on_the_same_first_sentences(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "music"
+    data.mkdir(parents=True)
+    # Three gold sentences, one entity each.
+    data.joinpath("test.txt").write_text(
+        "Bach\tB-musicalartist\nplays\tO\n\nOslo\tB-location\n\nAbba\tB-band\n"
+    )
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    right = [
+        [{"start": 0, "end": 4, "type": "musicalartist"}],
+        [{"start": 0, "end": 4, "type": "location"}],
+        [{"start": 0, "end": 4, "type": "band"}],
+    ]
+    for method, predictions in (
+        ("wraner", right[:2]),  # scored 2 sentences, both right
+        ("baner", [right[0], [], right[2]]),  # 3 sentences: the 2nd missed, the 3rd outside
+    ):
+        stem = runs / f"methods-{method}-music"
+        stem.with_suffix(".json").write_text(
+            json.dumps({"domain": "music", "split": "test", "settings": {"method": method}})
+        )
+        stem.with_suffix(".jsonl").write_text("\n".join(json.dumps(p) for p in predictions))
+    lines = common_f1_table(sorted(runs.glob("*.json")), tmp_path / "data").splitlines()
+    assert lines[0] == "| domain | n | wraner | baner |"
+    # baner on the first 2: 1 of 2 gold found, 1 prediction right -> P 1, R 0.5, F1 66.7
+    assert lines[2] == "| music | 2 | 100.0 | 66.7 |"
