@@ -14,11 +14,29 @@ import sys
 from pathlib import Path
 
 DOMAIN_ORDER = ("politics", "science", "music", "literature", "ai")
+METHOD_ORDER = ("wraner", "baner", "lar")
+
+
+def _domain_rank(domain: str) -> int:
+    return DOMAIN_ORDER.index(domain) if domain in DOMAIN_ORDER else len(DOMAIN_ORDER)
+
+
+def _runs_by_domain(paths: list[Path]) -> dict[str, dict[str, tuple[Path, dict]]]:
+    """domain -> method -> (file, its JSON), domains in the CrossNER order."""
+    runs: dict[str, dict[str, tuple[Path, dict]]] = {}
+    for path in paths:
+        row = json.loads(path.read_text())
+        runs.setdefault(row["domain"], {})[row["settings"]["method"]] = (path, row)
+    return {d: runs[d] for d in sorted(runs, key=_domain_rank)}
+
+
+def _methods_in(runs: dict[str, dict[str, tuple[Path, dict]]]) -> list[str]:
+    return [m for m in METHOD_ORDER if any(m in by_method for by_method in runs.values())]
 
 
 def table(paths: list[Path]) -> str:
     rows = [json.loads(p.read_text()) for p in paths]
-    rows.sort(key=lambda r: DOMAIN_ORDER.index(r["domain"]) if r["domain"] in DOMAIN_ORDER else 99)
+    rows.sort(key=lambda r: _domain_rank(r["domain"]))
     lines = [
         "| domain | sentences | P | R | F1 | median ms | p95 ms | escalated |",
         "|---|---|---|---|---|---|---|---|",
@@ -42,11 +60,8 @@ def methods_table(paths: list[Path]) -> str:
     """One row per domain: each method's F1 (on all the sentences it scored) and median
     latency, and how many times faster each encoder method is than the LLM, both medians taken
     over the sentences every method scored (the first n of the split)."""
-    runs: dict[str, dict[str, dict]] = {}
-    for path in paths:
-        row = json.loads(path.read_text())
-        runs.setdefault(row["domain"], {})[row["settings"]["method"]] = row
-    methods = [m for m in ("wraner", "baner", "lar") if any(m in r for r in runs.values())]
+    runs = _runs_by_domain(paths)
+    methods = _methods_in(runs)
     encoders = [m for m in methods if m != "wraner"]
     header = ["domain"]
     header += [f"{m} F1 (n)" for m in methods]
@@ -54,9 +69,8 @@ def methods_table(paths: list[Path]) -> str:
     header += [f"wraner/{m} speed" for m in encoders if "wraner" in methods]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     f1s: dict[str, list[float]] = {m: [] for m in methods}
-    domains = sorted(runs, key=lambda d: DOMAIN_ORDER.index(d) if d in DOMAIN_ORDER else 99)
-    for domain in domains:
-        by_method = runs[domain]
+    for domain, files in runs.items():
+        by_method = {m: row for m, (_, row) in files.items()}
         common = min(len(r["latencies_ms"]) for r in by_method.values())
         cells = [domain]
         medians: dict[str, float] = {}
@@ -89,21 +103,17 @@ def common_f1_table(paths: list[Path], data_dir: Path) -> str:
     from app.core.readers import read_split
     from app.core.scoring import score
 
-    runs: dict[str, dict[str, Path]] = {}
-    for path in paths:
-        row = json.loads(path.read_text())
-        runs.setdefault(row["domain"], {})[row["settings"]["method"]] = path
-    methods = [m for m in ("wraner", "baner", "lar") if any(m in r for r in runs.values())]
+    runs = _runs_by_domain(paths)
+    methods = _methods_in(runs)
     lines = ["| domain | n | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     f1s: dict[str, list[float]] = {m: [] for m in methods}
-    domains = sorted(runs, key=lambda d: DOMAIN_ORDER.index(d) if d in DOMAIN_ORDER else 99)
-    for domain in domains:
+    for domain, files in runs.items():
         predictions = {
             m: [json.loads(line) for line in path.with_suffix(".jsonl").read_text().splitlines()]
-            for m, path in runs[domain].items()
+            for m, (path, _) in files.items()
         }
         common = min(len(p) for p in predictions.values())
-        split = json.loads(next(iter(runs[domain].values())).read_text())["split"]
+        split = next(iter(files.values()))[1]["split"]
         gold = [e.entities for e in read_split(data_dir, domain, split)[:common]]
         cells = [domain, str(common)]
         for m in methods:

@@ -17,20 +17,23 @@ from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES, ServerProce
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def _load_support_domain(url: str) -> list[str]:
+    """Create the ``support`` domain on a running server and add its examples; their ids."""
+    assert httpx.post(f"{url}/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
+    added = httpx.post(
+        f"{url}/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES}, timeout=60
+    )
+    assert added.status_code == 201, added.text
+    return added.json()["ids"]
+
+
 def test_examples_survive_restart(
     tmp_path: Path, server_process: Callable[[Path], ServerProcess]
 ) -> None:
     data_dir = tmp_path / "state"
     first = server_process(data_dir)
     first.start()
-    assert httpx.post(f"{first.url}/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
-    added = httpx.post(
-        f"{first.url}/v1/domains/support/examples",
-        json={"examples": SUPPORT_EXAMPLES},
-        timeout=60,
-    )
-    assert added.status_code == 201, added.text
-    ids = added.json()["ids"]
+    ids = _load_support_domain(first.url)
     first.stop()
 
     second = server_process(data_dir)
@@ -66,13 +69,7 @@ def test_sigterm_drains_the_request_in_flight(
     process exits cleanly, and it takes no new connections meanwhile."""
     server = server_process(tmp_path / "state")
     server.start()
-    assert httpx.post(f"{server.url}/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
-    added = httpx.post(
-        f"{server.url}/v1/domains/support/examples",
-        json={"examples": SUPPORT_EXAMPLES},
-        timeout=60,
-    )
-    assert added.status_code == 201, added.text
+    _load_support_domain(server.url)
     text = " ".join(["Anna Berg says her Pixel 8 arrived broken in Oslo."] * 6)
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(

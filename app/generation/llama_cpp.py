@@ -159,15 +159,16 @@ class LlamaCppEngine:
                     break
                 pieces.append(self._piece(token))
                 logprobs.append(self._last_logprob(token))
-                if stop:
+                check_loop = self.loop_lines and b"\n" in pieces[-1]
+                if stop or check_loop:
                     text = b"".join(pieces).decode("utf-8", errors="ignore")
+                if stop:
                     stop_at = _find_stop(text, stop, max(0, scanned - longest_stop))
                     scanned = len(text)
                     if stop_at is not None:
                         finish_reason = "stop"
                         break
-                if self.loop_lines and b"\n" in pieces[-1]:
-                    text = b"".join(pieces).decode("utf-8", errors="ignore")
+                if check_loop:
                     complete = text[: text.rfind("\n")]
                     if longest_line_run(complete) >= self.loop_lines:
                         # A greedy loop: the rest would be the same line up to max_tokens.
