@@ -50,7 +50,7 @@ class Components:
         self.store.close()
 
 
-def build_store(settings: Settings, dimension: int) -> MilvusStore:
+def build_store(settings: Settings, embedder: Embedder) -> MilvusStore:
     if settings.milvus_uri:
         uri = settings.milvus_uri
     else:
@@ -58,12 +58,13 @@ def build_store(settings: Settings, dimension: int) -> MilvusStore:
         uri = str(settings.milvus_lite_path.resolve())
     return MilvusStore(
         uri,
-        dimension,
+        embedder.dimension,
         token=settings.milvus_token,
         prefix=settings.collection_prefix,
         nlist=settings.ivf_nlist,
         nprobe=settings.ivf_nprobe,
         timeout_s=settings.milvus_timeout_s,
+        vectors_from=embedder.signature,
     )
 
 
@@ -81,7 +82,7 @@ def build_components(
     """Everything from settings; ``embedder``/``generator`` may be shared (tests, eval runs)."""
     metrics = metrics or Metrics()
     embedder = embedder or build_embedder(settings)
-    store = build_store(settings, embedder.dimension)
+    store = build_store(settings, embedder)
     retriever = Retriever(embedder, store, mode=settings.retrieval, word_hits=settings.word_hits)
     generator = generator or build_generator(settings)
     cache = build_cache(settings)

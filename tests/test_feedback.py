@@ -48,7 +48,7 @@ class Parts:
 def parts(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[Parts]:
     settings = load_settings(data_dir=tmp_path / "data")
     metrics = Metrics()
-    store = build_store(settings, embedder.dimension)
+    store = build_store(settings, embedder)
     retriever = Retriever(embedder, store, mode="word", word_hits=settings.word_hits)
     try:
         yield Parts(DomainService(settings, store, retriever, metrics), retriever, metrics, store)

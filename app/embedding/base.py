@@ -24,6 +24,8 @@ class Embedder(Protocol):
 
     name: str
     dimension: int
+    signature: str
+    """What makes the vectors (model and word mode): a store refuses vectors of another."""
 
     def embed_sentences(self, texts: Sequence[str]) -> np.ndarray:
         """One vector per text, shape ``(len(texts), dimension)``."""

@@ -47,6 +47,7 @@ class SentenceTransformerEmbedder:
         self.name = path.name if model_dir else "all-MiniLM-L6-v2"
         self.dimension = int(self.model.get_embedding_dimension() or 0)
         self.word_mode: WordMode = word_mode
+        self.signature = f"{self.name}; words {word_mode}"
         self.batch_size = batch_size
         # torch modules are not re-entrant across threads for our use; one call at a time.
         self._lock = threading.Lock()

@@ -7,6 +7,10 @@ Three collections, all filtered by tenant and domain:
 - ``<prefix>_words``: one row per word of each example (its vector, example id, word index).
 Vectors are L2-normalised and indexed IVF_FLAT with COSINE. Milvus Lite brute-forces
 unflushed rows (slow), so every write is flushed before it returns.
+
+The vector collections record which embedder made their vectors (a collection property): a
+store reopened with another embedder or word-embedding mode would return nonsense neighbours
+without any error, so it is refused instead.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ T = TypeVar("T")
 _MAX_TEXT = 65_535
 _QUERY_BATCH = 1_000
 _NAME_LEN = 128
+VECTORS_PROPERTY = "nerve.vectors"
 
 
 def _quote(value: str) -> str:
@@ -52,7 +57,9 @@ class MilvusStore:
         nlist: int = 128,
         nprobe: int = 16,
         timeout_s: float = 10.0,
+        vectors_from: str | None = None,
     ) -> None:
+        """``vectors_from`` names the embedder (and its mode); None skips the check."""
         from pymilvus import MilvusClient
 
         self.uri = uri
@@ -61,6 +68,7 @@ class MilvusStore:
         self.nlist = nlist
         self.nprobe = nprobe
         self.timeout_s = timeout_s
+        self.vectors_from = vectors_from
         self.domains = f"{prefix}_domains"
         self.examples = f"{prefix}_examples"
         self.words = f"{prefix}_words"
@@ -107,6 +115,8 @@ class MilvusStore:
         for name, (schema, dim, index_type) in specs.items():
             if self.client.has_collection(name):
                 self._check_dimension(name, dim)
+                if name != self.domains:
+                    self._check_vectors_from(name)
             else:
                 index = self.client.prepare_index_params()
                 params = {"nlist": self.nlist} if index_type == "IVF_FLAT" else {}
@@ -115,6 +125,8 @@ class MilvusStore:
                     field_name="vector", index_type=index_type, metric_type=metric, params=params
                 )
                 self.client.create_collection(name, schema=schema, index_params=index)
+                if name != self.domains:
+                    self._record_vectors_from(name)
             # A reopened database starts released: load before any search or query.
             self.client.load_collection(name)
 
@@ -128,6 +140,30 @@ class MilvusStore:
                         f"collection {name} holds {have}-d vectors but the embedder makes "
                         f"{dim}-d ones; use another collection_prefix or re-index"
                     )
+
+    def _record_vectors_from(self, name: str) -> None:
+        if self.vectors_from is not None:
+            self.client.alter_collection_properties(
+                name, properties={VECTORS_PROPERTY: self.vectors_from}
+            )
+
+    def _check_vectors_from(self, name: str) -> None:
+        if self.vectors_from is None:
+            return
+        have = self.client.describe_collection(name).get("properties", {}).get(VECTORS_PROPERTY)
+        if have is None:  # made before stores recorded it: adopt the current embedder
+            log.warning(
+                "collection %s does not say which embedder made it: recording %s",
+                name,
+                self.vectors_from,
+            )
+            self._record_vectors_from(name)
+        elif have != self.vectors_from:
+            raise ValueError(
+                f"collection {name} holds vectors made by {have!r} but this server embeds "
+                f"with {self.vectors_from!r}; set the same embedder and NERVE_WORD_EMBEDDING, "
+                "or use another NERVE_COLLECTION_PREFIX and re-add the examples"
+            )
 
     # --- calls -----------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:

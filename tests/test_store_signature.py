@@ -1,0 +1,87 @@
+"""A store remembers which embedder made its vectors and refuses another one, on a real Milvus
+Lite file: reopening a store under another embedder or NERVE_WORD_EMBEDDING would otherwise
+return wrong neighbours without any error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.components import build_store
+from app.core.types import Example, Span
+from app.embedding.sentence_transformers import SentenceTransformerEmbedder
+from app.errors import BackendUnavailable
+from app.settings import load_settings
+from app.store.base import IndexedExample
+from app.store.milvus import MilvusStore
+
+pytestmark = pytest.mark.integration
+
+DIM = 4
+CONTEXT = "bge-small; words context"
+ALONE = "bge-small; words alone"
+
+
+def _open(path: Path, vectors_from: str | None) -> MilvusStore:
+    return MilvusStore(str(path), DIM, prefix="sig", vectors_from=vectors_from)
+
+
+def _add_one(store: MilvusStore) -> str:
+    vector = np.ones(DIM, dtype=np.float32) / 2.0
+    example = Example(text="Anna Berg", entities=[Span(start=0, end=9, type="person")])
+    (example_id,) = store.add_examples(
+        "t", "d", [IndexedExample(example, vector, np.stack([vector, vector]))]
+    )
+    return example_id
+
+
+def test_same_embedder_reopens_and_keeps_examples(tmp_path: Path) -> None:
+    store = _open(tmp_path / "m.db", CONTEXT)
+    example_id = _add_one(store)
+    store.close()
+
+    store = _open(tmp_path / "m.db", CONTEXT)
+    try:
+        assert [e.text for e in store.get_examples("t", "d", [example_id])] == ["Anna Berg"]
+    finally:
+        store.close()
+
+
+def test_another_word_mode_is_refused_and_the_examples_stay(tmp_path: Path) -> None:
+    store = _open(tmp_path / "m.db", CONTEXT)
+    example_id = _add_one(store)
+    store.close()
+
+    with pytest.raises(BackendUnavailable) as refused:
+        _open(tmp_path / "m.db", ALONE)
+    message = str(refused.value)
+    assert CONTEXT in message and ALONE in message and "NERVE_WORD_EMBEDDING" in message
+
+    store = _open(tmp_path / "m.db", CONTEXT)  # the refusal changed nothing
+    try:
+        assert len(store.get_examples("t", "d", [example_id])) == 1
+    finally:
+        store.close()
+
+
+def test_a_store_from_before_signatures_adopts_the_first_embedder(tmp_path: Path) -> None:
+    _open(tmp_path / "m.db", None).close()  # no signature recorded, as older stores
+    _open(tmp_path / "m.db", CONTEXT).close()  # adopted
+    with pytest.raises(BackendUnavailable):
+        _open(tmp_path / "m.db", ALONE)
+
+
+def test_the_server_store_checks_its_embedder(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    """The wiring: build_store takes the signature from the embedder the server built."""
+    assert embedder.word_mode == "context"
+    settings = load_settings(data_dir=tmp_path / "data")
+    build_store(settings, embedder).close()
+
+    alone = SentenceTransformerEmbedder(word_mode="alone")
+    assert alone.signature != embedder.signature
+    with pytest.raises(BackendUnavailable, match="words alone"):
+        build_store(settings, alone)
