@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from app.core.types import EntityType, Example, Span
-from app.methods.lar.reconcile import EntityLike, Reconciled
+from app.methods.lar.reconcile import EntityLike, Reconciled, reconcile
 from app.methods.wire import TypedEntity
 
 
@@ -62,3 +62,21 @@ class LabelReassignment(EncoderMethod, Protocol):
     ) -> Reconciled:
         """The LLM's ``entities`` with only requested types and no overlaps; changes listed."""
         ...
+
+
+class ReconcileByRetyping:
+    """``reconcile`` for any LAR implementation: LAR's rules, with its own ``retype``."""
+
+    async def reconcile(
+        self: LabelReassignment,
+        text: str,
+        entities: Sequence[EntityLike],
+        entity_types: Sequence[EntityType],
+        support: Sequence[Example],
+    ) -> Reconciled:
+        return await reconcile(
+            text,
+            entities,
+            [t.name for t in entity_types],
+            lambda mentions: self.retype(text, mentions, entity_types, support),
+        )

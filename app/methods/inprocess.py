@@ -12,8 +12,8 @@ from app.core.types import EntityType, Example, Span
 from app.errors import BackendUnavailable, NerveError
 from app.generation.base import Generator
 from app.methods.baner.extractor import BanerExtractor
+from app.methods.base import ReconcileByRetyping
 from app.methods.lar.reassign import LabelReassigner, enhance
-from app.methods.lar.reconcile import EntityLike, Reconciled, reconcile
 from app.methods.wire import TypedEntity
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class InProcessBaner:
         return None
 
 
-class InProcessLar:
+class InProcessLar(ReconcileByRetyping):
     """LAR over the same network as BANER; enhanced inference when given a generator."""
 
     name = "lar"
@@ -80,20 +80,6 @@ class InProcessLar:
             self.name, lambda: self.reassigner.reassign(text, mentions, entity_types, support)
         )
         return result.entities
-
-    async def reconcile(
-        self,
-        text: str,
-        entities: Sequence[EntityLike],
-        entity_types: Sequence[EntityType],
-        support: Sequence[Example],
-    ) -> Reconciled:
-        return await reconcile(
-            text,
-            entities,
-            [t.name for t in entity_types],
-            lambda mentions: self.retype(text, mentions, entity_types, support),
-        )
 
     async def ready(self) -> bool:
         return True

@@ -16,7 +16,7 @@ import numpy as np
 from app.core.types import EntityType, Example, Span
 from app.errors import BackendTimeout, BackendUnavailable
 from app.methods import wire
-from app.methods.lar.reconcile import EntityLike, Reconciled, reconcile
+from app.methods.base import ReconcileByRetyping
 from app.methods.wire import TypedEntity
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class TritonEncoderMethod:
             await client.close()
 
 
-class TritonLar(TritonEncoderMethod):
+class TritonLar(TritonEncoderMethod, ReconcileByRetyping):
     """``lar`` served by Triton: extraction, re-typing of given mentions, LLM reconciliation."""
 
     async def retype(
@@ -141,20 +141,6 @@ class TritonLar(TritonEncoderMethod):
             [wire.OUTPUT_ENTITIES],
         )
         return self._entities(out[wire.OUTPUT_ENTITIES])
-
-    async def reconcile(
-        self,
-        text: str,
-        entities: Sequence[EntityLike],
-        entity_types: Sequence[EntityType],
-        support: Sequence[Example],
-    ) -> Reconciled:
-        return await reconcile(
-            text,
-            entities,
-            [t.name for t in entity_types],
-            lambda mentions: self.retype(text, mentions, entity_types, support),
-        )
 
 
 def _first(array: np.ndarray | None, name: str, method: str) -> bytes:
