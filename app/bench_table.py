@@ -4,6 +4,8 @@ python -m app.bench_table runs/untuned-word-*.json            # one method, per 
 python -m app.bench_table --methods runs/methods-*.json       # methods side by side
 python -m app.bench_table --common ../shared/data/crossner runs/methods-*.json
     # the methods' F1 on the same sentences (from the --predictions JSONL beside each JSON)
+python -m app.bench_table --errors runs/methods-*.json        # why gold entities were missed
+python -m app.bench_table --types runs/untuned-word-*.json    # the same, per entity type
 """
 
 from __future__ import annotations
@@ -162,10 +164,44 @@ def errors_table(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def types_table(paths: list[Path], most: int = 25) -> str:
+    """Where the errors are per gold entity type, summed over the files (one run's domains):
+    exact-match F1 and, for the gold entities, found / wrong type / wrong boundaries / missed.
+    The ``most`` types with the most gold entities, most first."""
+    counts: dict[str, dict[str, int]] = {}
+    for path in paths:
+        report = json.loads(path.read_text())["report"]
+        for name, scores in report.get("per_type", {}).items():
+            row = counts.setdefault(name, dict.fromkeys(("tp", "fp", "fn", "type", "bound"), 0))
+            for key in ("tp", "fp", "fn"):
+                row[key] += scores[key]
+        for name, errors in report["errors"].items():
+            row = counts.setdefault(name, dict.fromkeys(("tp", "fp", "fn", "type", "bound"), 0))
+            row["type"] += errors["wrong_type"]
+            row["bound"] += errors["wrong_boundary"] + errors["wrong_both"]
+    lines = [
+        "| type | gold | F1 | found | wrong type | wrong boundaries | missed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ranked = sorted(counts.items(), key=lambda kv: (-(kv[1]["tp"] + kv[1]["fn"]), kv[0]))
+    for name, c in ranked[:most]:
+        gold = c["tp"] + c["fn"]
+        if gold == 0:
+            continue
+        missed = c["fn"] - c["type"] - c["bound"]  # no overlapping prediction at all
+        f1 = 200 * c["tp"] / max(2 * c["tp"] + c["fp"] + c["fn"], 1)
+        share = [f"{n} ({n / gold * 100:.0f}%)" for n in (c["tp"], c["type"], c["bound"], missed)]
+        lines.append(f"| {name} | {gold} | {f1:.1f} | " + " | ".join(share) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     args = sys.argv[1:]
     if args and args[0] == "--errors":
         sys.stdout.write(errors_table([Path(p) for p in args[1:]]) + "\n")
+        return
+    if args and args[0] == "--types":
+        sys.stdout.write(types_table([Path(p) for p in args[1:]]) + "\n")
         return
     if len(args) > 1 and args[0] == "--common":
         sys.stdout.write(common_f1_table([Path(p) for p in args[2:]], Path(args[1])) + "\n")

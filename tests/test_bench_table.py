@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.bench_table import common_f1_table, errors_table, methods_table
+from app.bench_table import common_f1_table, errors_table, methods_table, types_table
 
 
 def _run(tmp: Path, domain: str, method: str, f1: float, latencies: list[float]) -> Path:
@@ -52,6 +52,36 @@ def test_errors_table_sums_the_reasons_over_domains(tmp_path: Path) -> None:
         )
     lines = errors_table(sorted(tmp_path.glob("untuned-*.json"))).splitlines()
     assert lines[2] == "| untuned | 20 | 12 (60%) | 2 (10%) | 2 (10%) | 4 (20%) | 8 |"
+
+
+def test_types_table_sums_each_type_over_domains(tmp_path: Path) -> None:
+    def errors(wrong_type: int, boundary: int, both: int, missed: int) -> dict[str, int]:
+        return {"wrong_type": wrong_type, "wrong_boundary": boundary, "wrong_both": both,
+                "missed": missed}  # fmt: skip
+
+    reports = {
+        "music": {  # person: 4 gold, 1 found; song: 1 gold, found
+            "per_type": {
+                "person": {"tp": 1, "fp": 2, "fn": 3},
+                "song": {"tp": 1, "fp": 0, "fn": 0},
+            },
+            "errors": {"person": errors(1, 1, 0, 1)},
+        },
+        "ai": {  # person: 6 gold, 4 found, one predicted never gold
+            "per_type": {
+                "person": {"tp": 4, "fp": 1, "fn": 2},
+                "task": {"tp": 0, "fp": 3, "fn": 0},
+            },
+            "errors": {"person": errors(0, 0, 1, 1)},
+        },
+    }
+    for domain, report in reports.items():
+        (tmp_path / f"run-{domain}.json").write_text(json.dumps({"report": report}))
+    lines = types_table(sorted(tmp_path.glob("run-*.json"))).splitlines()
+    # person: 10 gold, tp 5, fp 3, fn 5 -> F1 = 10 / 18; type 1, boundaries 2, nothing 2.
+    assert lines[2] == "| person | 10 | 55.6 | 5 (50%) | 1 (10%) | 2 (20%) | 2 (20%) |"
+    assert lines[3] == "| song | 1 | 100.0 | 1 (100%) | 0 (0%) | 0 (0%) | 0 (0%) |"
+    assert len(lines) == 4  # "task" has no gold entity
 
 
 def test_common_f1_scores_every_method_on_the_same_first_sentences(tmp_path: Path) -> None:
