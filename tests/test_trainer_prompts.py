@@ -153,31 +153,42 @@ def test_descriptions_cover_every_crossner_type() -> None:
     ]
 
 
+def _write_toy_split(
+    path: Path, template: list[tuple[str, str]], fillers: dict[str, list[str]]
+) -> list[Example]:
+    """One sentence per filler row (``template`` words replaced), plus an exact duplicate of
+    the first sentence; written as BIO to ``path``."""
+    lines: list[str] = []
+    for row in zip(*fillers.values(), strict=True):
+        swap = dict(zip(fillers, row, strict=True))
+        lines += [f"{swap.get(tok, tok)}\t{tag}" for tok, tag in template] + [""]
+    first = dict(zip(fillers, (v[0] for v in fillers.values()), strict=True))
+    lines += [f"{first.get(tok, tok)}\t{tag}" for tok, tag in template] + [""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return parse_bio("\n".join(lines))
+
+
+PERSON_CITY = [("Peter", "B-person"), ("visited", "O"), ("Paris", "B-location"), ("today", "O")]
+NAMES = ["Peter", "Anna", "John", "Maria", "Ivan", "Lena", "Paul", "Sara"]
+CITIES = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Bonn", "Riga", "Nice"]
+
+
+def _sentence_blocks(prompt: str) -> tuple[str, list[str]]:
+    """(the query sentence, the retrieved examples' blocks) of a rendered prompt."""
+    query = prompt.rsplit("### Sentence\n", 1)[1].split("\n", 1)[0]
+    return query, prompt.split("### Sentence\n")[1:-1]
+
+
 @pytest.mark.integration
 def test_build_prompts_retrieves_from_pool_never_the_sentence(tmp_path: Path) -> None:
     """Real retrieval (embedder + Milvus Lite); a duplicate of a query in the pool is skipped."""
     from trainers.wraner.config import WranerConfig
     from trainers.wraner.prompts import build_prompts
 
-    sentences = [
-        ("Peter", "B-person"),
-        ("visited", "O"),
-        ("Paris", "B-location"),
-        ("today", "O"),
-    ]
-    lines = []
-    names = ["Peter", "Anna", "John", "Maria", "Ivan", "Lena", "Paul", "Sara"]
-    cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Bonn", "Riga", "Nice"]
-    for name, city in zip(names, cities, strict=True):
-        for tok, tag in sentences:
-            tok = {"Peter": name, "Paris": city}.get(tok, tok)
-            lines.append(f"{tok}\t{tag}")
-        lines.append("")
-    # an exact duplicate of the first sentence: must never be retrieved for it
-    lines += ["Peter\tB-person", "visited\tO", "Paris\tB-location", "today\tO", ""]
-    (tmp_path / "toy").mkdir()
-    (tmp_path / "toy" / "train.txt").write_text("\n".join(lines))
-    examples = parse_bio("\n".join(lines))
+    examples = _write_toy_split(
+        tmp_path / "toy" / "train.txt", PERSON_CITY, {"Peter": NAMES, "Paris": CITIES}
+    )
     assert len(examples) == 9
     config = WranerConfig(
         data_dir=tmp_path,
@@ -194,10 +205,58 @@ def test_build_prompts_retrieves_from_pool_never_the_sentence(tmp_path: Path) ->
     prompts = build_prompts(config, None, work_dir=tmp_path, progress=False)
     assert len(prompts) == 3
     for p in prompts:
-        query = p.prompt.rsplit("### Sentence\n", 1)[1].split("\n", 1)[0]
-        blocks = p.prompt.split("### Sentence\n")[1:-1]
+        query, blocks = _sentence_blocks(p.prompt)
         assert len(blocks) == 2 == p.k
         assert all(not b.startswith(query + "\n") for b in blocks)
+
+
+@pytest.mark.integration
+def test_extra_sources_keep_their_own_types_and_pool(tmp_path: Path) -> None:
+    """An extra domain's prompts list its types and retrieve only its own sentences."""
+    from trainers.wraner.config import WranerConfig
+    from trainers.wraner.prompts import build_prompts
+
+    _write_toy_split(tmp_path / "toy" / "train.txt", PERSON_CITY, {"Peter": NAMES, "Paris": CITIES})
+    bands = ["Muse", "Blur", "Oasis", "Pulp", "Suede", "Queen", "Yes", "Genesis"]
+    songs = ["Uprising", "Tender", "Wonderwall", "Disco", "Animal", "Innuendo", "Owner", "Mama"]
+    band_song = [("Muse", "B-band"), ("played", "O"), ("Uprising", "B-song"), ("live", "O")]
+    music = _write_toy_split(
+        tmp_path / "tunes" / "dev.txt", band_song, {"Muse": bands, "Uprising": songs}
+    )
+    config = WranerConfig(
+        data_dir=tmp_path,
+        domain="toy",
+        entity_types=["person", "location"],
+        pool_size=6,
+        num_prompts=2,
+        extra_sources=["tunes:dev"],
+        extra_pool_size=5,
+        extra_num_prompts=3,
+        k=2,
+        drop_types_share=0.0,
+        shuffle_types_share=0.0,
+        seed=1,
+        run_dir=tmp_path / "run",
+    )
+    prompts = build_prompts(config, None, work_dir=tmp_path, progress=False)
+    toy = [p for p in prompts if p.id.startswith("toy-train-")]
+    tunes = [p for p in prompts if p.id.startswith("tunes-dev-")]
+    assert len(toy) == 2 and len(tunes) == 3
+    assert all(p.types == ["person", "location"] for p in toy)
+    music_texts = {e.text for e in music}
+    for p in tunes:
+        assert sorted(p.types) == ["band", "song"]
+        query, blocks = _sentence_blocks(p.prompt)
+        assert len(blocks) == 2
+        assert all(b.split("\n", 1)[0] in music_texts - {query} for b in blocks)
+        assert "- person:" not in p.prompt and "| band" in p.answer
+
+
+def test_extra_source_needs_a_split() -> None:
+    from trainers.wraner.config import WranerConfig
+
+    with pytest.raises(ValueError, match="domain:split"):
+        WranerConfig(extra_sources=["politics"])
 
 
 def test_location_includes_countries_only_when_no_country_type() -> None:

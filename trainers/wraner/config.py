@@ -38,6 +38,15 @@ class WranerConfig(BaseModel):
     pool_size: int = Field(5000, ge=1, description="Sentences in the retrieval pool.")
     num_prompts: int = Field(1600, ge=1, description="Training sentences (before duplication).")
     min_words: int = Field(3, ge=1, description="Shorter training sentences are skipped.")
+    extra_sources: list[str] = Field(
+        default_factory=list,
+        description="More BIO sources as domain:split (e.g. politics:dev), each with its own "
+        "pool and its own types; leave out every domain you will evaluate on.",
+    )
+    extra_pool_size: int = Field(150, ge=1, description="Pool sentences of each extra source.")
+    extra_num_prompts: int = Field(
+        200, ge=1, description="Training sentences of each extra source (before duplication)."
+    )
     k: int = Field(5, ge=0, description="Retrieved examples per prompt.")
     retrieval: Literal["word", "sentence"] = Field("word", description="Retrieval granularity.")
     word_hits: int = Field(64, ge=1, description="Nearest pool words fetched per query word.")
@@ -102,6 +111,10 @@ class WranerConfig(BaseModel):
     def _check(self) -> WranerConfig:
         if self.lora_alpha <= 0 or self.lora_r <= 0:
             raise ValueError("lora_r and lora_alpha must be positive")
+        for source in self.extra_sources:
+            domain, _, split = source.partition(":")
+            if not domain or not split or ":" in split:
+                raise ValueError(f"extra source {source!r}: expected domain:split")
         return self
 
     @property

@@ -10,6 +10,10 @@ the entity-type order is shuffled in a share of prompts. A third, optional one r
 types of a share of prompts to paraphrases (``person`` -> ``individual``, descriptions kept), so
 that CoNLL's label names stop being an answer in themselves: the model must map the sentence to
 whatever the type list calls things, as it must in a new domain.
+
+Besides the main source (CoNLL-2003 by default), ``extra_sources`` adds other labelled domains,
+each retrieving from its own pool with its own type list: many fine-grained types per prompt and
+denser annotation, as in a target domain. A domain used this way must not be evaluated on.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -36,6 +41,9 @@ from app.core.readers import entity_types_of, read_split
 from app.core.types import EntityType, Example
 from trainers.wraner.config import WranerConfig
 
+if TYPE_CHECKING:
+    from app.retrieval import Retriever
+
 log = logging.getLogger(__name__)
 
 TENANT = "trainer"
@@ -48,6 +56,9 @@ _PROMPT_FIELDS = (
     "pool_size",
     "num_prompts",
     "min_words",
+    "extra_sources",
+    "extra_pool_size",
+    "extra_num_prompts",
     "k",
     "retrieval",
     "word_hits",
@@ -89,6 +100,33 @@ class TrainPrompt:
     shuffled: bool
     k: int
     renamed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One labelled split that training sentences and their retrieval pool come from."""
+
+    domain: str
+    split: str
+    entity_types: list[str]  # canonical order; empty = those of the data
+    pool_size: int
+    num_prompts: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.domain}-{self.split}"
+
+
+def sources_of(config: WranerConfig) -> list[Source]:
+    """The main source, then the extra ones (in config order)."""
+    main = Source(
+        config.domain, config.split, config.entity_types, config.pool_size, config.num_prompts
+    )
+    extra = [
+        Source(domain, split, [], config.extra_pool_size, config.extra_num_prompts)
+        for domain, split in (s.split(":") for s in config.extra_sources)
+    ]
+    return [main, *extra]
 
 
 def split_source(
@@ -199,15 +237,6 @@ def build_prompts(
     from app.retrieval import Retriever
     from app.store.milvus import MilvusStore
 
-    examples = read_split(config.data_dir, config.domain, config.split)
-    canonical = config.entity_types or sorted(entity_types_of(examples), key=_type_rank)
-    pool, queries = split_source(
-        examples, config.pool_size, config.num_prompts, config.min_words, config.seed
-    )
-    ids_by_text: dict[str, list[str]] = defaultdict(list)
-    for example in pool:
-        ids_by_text[_key(example.text)].append(example.id or "")
-
     embedder = SentenceTransformerEmbedder()
     rng = random.Random(config.seed)
     prompts: list[TrainPrompt] = []
@@ -219,44 +248,67 @@ def build_prompts(
             retriever = Retriever(
                 embedder, store, mode=config.retrieval, word_hits=config.word_hits
             )
-            log.info("indexing %d pool sentences", len(pool))
-            retriever.index(TENANT, config.domain, pool)
-            for example in tqdm(queries, desc="prompts", disable=not progress):
-                hits = retriever.retrieve(
-                    TENANT,
-                    config.domain,
-                    example.text,
-                    config.k,
-                    exclude_ids=[example.id or "", *ids_by_text.get(_key(example.text), [])],
-                    exclude_same_text=True,
-                )
-                retrieved = [h.example for h in hits]
-                variants = type_variants(
-                    example,
-                    canonical,
-                    config.drop_types_share,
-                    config.shuffle_types_share,
-                    rng,
-                    config.rename_types_share,
-                )
-                for index, variant in enumerate(variants):
-                    prompt, answer, used = render_prompt(
-                        example, variant, retrieved, count_tokens, config.max_seq_tokens
-                    )
-                    prompts.append(
-                        TrainPrompt(
-                            id=f"{example.id}#{index}",
-                            prompt=prompt,
-                            answer=answer,
-                            types=variant.types,
-                            removed=variant.removed,
-                            shuffled=variant.shuffled,
-                            k=used,
-                            renamed=variant.renamed,
-                        )
-                    )
+            for source in sources_of(config):
+                prompts += _source_prompts(config, source, retriever, rng, count_tokens, progress)
         finally:
             store.close()
+    return prompts
+
+
+def _source_prompts(
+    config: WranerConfig,
+    source: Source,
+    retriever: Retriever,
+    rng: random.Random,
+    count_tokens: Callable[[str], int] | None,
+    progress: bool,
+) -> list[TrainPrompt]:
+    """The prompts of one source; its pool is indexed as a domain of its own."""
+    examples = read_split(config.data_dir, source.domain, source.split)
+    canonical = source.entity_types or sorted(entity_types_of(examples), key=_type_rank)
+    pool, queries = split_source(
+        examples, source.pool_size, source.num_prompts, config.min_words, config.seed
+    )
+    ids_by_text: dict[str, list[str]] = defaultdict(list)
+    for example in pool:
+        ids_by_text[_key(example.text)].append(example.id or "")
+    log.info("%s: indexing %d pool sentences", source.name, len(pool))
+    retriever.index(TENANT, source.name, pool)
+    prompts: list[TrainPrompt] = []
+    for example in tqdm(queries, desc=f"prompts {source.name}", disable=not progress):
+        hits = retriever.retrieve(
+            TENANT,
+            source.name,
+            example.text,
+            config.k,
+            exclude_ids=[example.id or "", *ids_by_text.get(_key(example.text), [])],
+            exclude_same_text=True,
+        )
+        retrieved = [h.example for h in hits]
+        variants = type_variants(
+            example,
+            canonical,
+            config.drop_types_share,
+            config.shuffle_types_share,
+            rng,
+            config.rename_types_share,
+        )
+        for index, variant in enumerate(variants):
+            prompt, answer, used = render_prompt(
+                example, variant, retrieved, count_tokens, config.max_seq_tokens
+            )
+            prompts.append(
+                TrainPrompt(
+                    id=f"{example.id}#{index}",
+                    prompt=prompt,
+                    answer=answer,
+                    types=variant.types,
+                    removed=variant.removed,
+                    shuffled=variant.shuffled,
+                    k=used,
+                    renamed=variant.renamed,
+                )
+            )
     return prompts
 
 
