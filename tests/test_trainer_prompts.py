@@ -13,6 +13,7 @@ from app.core.prompt import ANSWER_END, build_prompt, render_answer
 from app.core.readers import parse_bio
 from app.core.types import Example, Span
 from app.settings import CROSSNER_DIR
+from trainers.wraner.config import WranerConfig
 from trainers.wraner.prompts import (
     TYPE_ALIASES,
     TypeVariant,
@@ -174,6 +175,22 @@ NAMES = ["Peter", "Anna", "John", "Maria", "Ivan", "Lena", "Paul", "Sara"]
 CITIES = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Bonn", "Riga", "Nice"]
 
 
+def _toy_config(tmp_path: Path, **overrides: object) -> WranerConfig:
+    """Two retrieved examples per prompt from the toy domain, no regularisers."""
+    settings: dict[str, object] = {
+        "data_dir": tmp_path,
+        "domain": "toy",
+        "entity_types": ["person", "location"],
+        "pool_size": 6,
+        "k": 2,
+        "drop_types_share": 0.0,
+        "shuffle_types_share": 0.0,
+        "seed": 1,
+        "run_dir": tmp_path / "run",
+    }
+    return WranerConfig.model_validate({**settings, **overrides})
+
+
 def _sentence_blocks(prompt: str) -> tuple[str, list[str]]:
     """(the query sentence, the retrieved examples' blocks) of a rendered prompt."""
     query = prompt.rsplit("### Sentence\n", 1)[1].split("\n", 1)[0]
@@ -183,25 +200,13 @@ def _sentence_blocks(prompt: str) -> tuple[str, list[str]]:
 @pytest.mark.integration
 def test_build_prompts_retrieves_from_pool_never_the_sentence(tmp_path: Path) -> None:
     """Real retrieval (embedder + Milvus Lite); a duplicate of a query in the pool is skipped."""
-    from trainers.wraner.config import WranerConfig
     from trainers.wraner.prompts import build_prompts
 
     examples = _write_toy_split(
         tmp_path / "toy" / "train.txt", PERSON_CITY, {"Peter": NAMES, "Paris": CITIES}
     )
     assert len(examples) == 9
-    config = WranerConfig(
-        data_dir=tmp_path,
-        domain="toy",
-        entity_types=["person", "location"],
-        pool_size=6,
-        num_prompts=3,
-        k=2,
-        drop_types_share=0.0,
-        shuffle_types_share=0.0,
-        seed=1,
-        run_dir=tmp_path / "run",
-    )
+    config = _toy_config(tmp_path, num_prompts=3)
     prompts = build_prompts(config, None, work_dir=tmp_path, progress=False)
     assert len(prompts) == 3
     for p in prompts:
@@ -213,7 +218,6 @@ def test_build_prompts_retrieves_from_pool_never_the_sentence(tmp_path: Path) ->
 @pytest.mark.integration
 def test_extra_sources_keep_their_own_types_and_pool(tmp_path: Path) -> None:
     """An extra domain's prompts list its types and retrieve only its own sentences."""
-    from trainers.wraner.config import WranerConfig
     from trainers.wraner.prompts import build_prompts
 
     _write_toy_split(tmp_path / "toy" / "train.txt", PERSON_CITY, {"Peter": NAMES, "Paris": CITIES})
@@ -223,20 +227,12 @@ def test_extra_sources_keep_their_own_types_and_pool(tmp_path: Path) -> None:
     music = _write_toy_split(
         tmp_path / "tunes" / "dev.txt", band_song, {"Muse": bands, "Uprising": songs}
     )
-    config = WranerConfig(
-        data_dir=tmp_path,
-        domain="toy",
-        entity_types=["person", "location"],
-        pool_size=6,
+    config = _toy_config(
+        tmp_path,
         num_prompts=2,
         extra_sources=["tunes:dev"],
         extra_pool_size=5,
         extra_num_prompts=3,
-        k=2,
-        drop_types_share=0.0,
-        shuffle_types_share=0.0,
-        seed=1,
-        run_dir=tmp_path / "run",
     )
     prompts = build_prompts(config, None, work_dir=tmp_path, progress=False)
     toy = [p for p in prompts if p.id.startswith("toy-train-")]
@@ -253,8 +249,6 @@ def test_extra_sources_keep_their_own_types_and_pool(tmp_path: Path) -> None:
 
 
 def test_extra_source_needs_a_split() -> None:
-    from trainers.wraner.config import WranerConfig
-
     with pytest.raises(ValueError, match="domain:split"):
         WranerConfig(extra_sources=["politics"])
 
