@@ -11,6 +11,7 @@ from trainers.wraner.prompts import TrainPrompt
 from trainers.wraner.train import (
     IGNORE,
     Encoded,
+    RunDirInUse,
     answer_loss,
     collate,
     encode,
@@ -93,7 +94,7 @@ def _config(tmp_path: Path, model_dir: Path, **kw: object) -> WranerConfig:
         dtype="float32",
         lora_r=4,
         lora_alpha=8,
-        lora_dropout=0.0,
+        lora_dropout=0.1,
         lr=5e-3,
         warmup_steps=1,
         steps=4,
@@ -131,6 +132,7 @@ def test_training_moves_adapter_and_resume_is_exact(
     # the same run stopped after step 2, then resumed from its checkpoint in a fresh process state
     model, tokenizer = _load(tiny_model_dir)
     half = _config(tmp_path / "b", tiny_model_dir)
+    assert half.lora_dropout > 0  # dropout draws random numbers: resume must restore them
     _train_until(monkeypatch, half, model, tokenizer, prompts, stop_after=2)
     assert latest_checkpoint(half.run_dir).name == "checkpoint-2"
     model, tokenizer = _load(tiny_model_dir)
@@ -141,6 +143,33 @@ def test_training_moves_adapter_and_resume_is_exact(
 
     # LoRA B starts at zero: training must have moved it
     assert any(float(v.abs().sum()) > 0 for k, v in straight.items() if "lora_B" in k)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"lr": 1e-3}, {"seed": 4}, {"resume": False}, "prompts"],
+    ids=["lr", "seed", "no-resume", "prompts"],
+)
+def test_a_run_dir_is_never_continued_by_another_run(
+    tmp_path: Path, tiny_model_dir: Path, change: dict | str
+) -> None:
+    first = _config(tmp_path, tiny_model_dir, steps=2)
+    model, tokenizer = _load(tiny_model_dir)
+    train(first, model, tokenizer, _prompts(4), progress=False)
+    saved_config = (first.run_dir / "config.yaml").read_text()
+
+    prompts = _prompts(5) if change == "prompts" else _prompts(4)
+    other = first if change == "prompts" else first.model_copy(update=change)
+    model, tokenizer = _load(tiny_model_dir)
+    with pytest.raises(RunDirInUse, match="checkpoint-2"):
+        train(other, model, tokenizer, prompts, progress=False)
+    assert (first.run_dir / "config.yaml").read_text() == saved_config
+    assert latest_checkpoint(first.run_dir).name == "checkpoint-2"
+
+    # the same run, extended, continues
+    model, tokenizer = _load(tiny_model_dir)
+    train(first.model_copy(update={"steps": 4}), model, tokenizer, _prompts(4), progress=False)
+    assert latest_checkpoint(first.run_dir).name == "checkpoint-4"
 
 
 class _Stop(Exception):

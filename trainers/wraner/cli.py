@@ -83,7 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; ``argv`` without the program name (``None`` = ``sys.argv[1:]``)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from trainers.wraner.train import RunDirInUse
+
     config, args = parse_args(argv)
-    summary = run(config, args.stage, progress=not args.no_progress)
+    try:
+        summary = run(config, args.stage, progress=not args.no_progress)
+    except RunDirInUse as exc:
+        raise SystemExit(f"error: {exc}") from None
     log.info("done: %s", json.dumps(summary))
     return 0

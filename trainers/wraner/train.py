@@ -7,6 +7,7 @@ sequence, so the model is asked for the last ``max answer length + 1`` positions
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -27,6 +28,28 @@ log = logging.getLogger(__name__)
 
 IGNORE = -100
 CHECKPOINT_PREFIX = "checkpoint-"
+# What a checkpoint's weights depend on besides the prompts: resuming under other values would
+# continue another run. ``steps``/``epochs`` may change (a run can be extended or cut short).
+TRAINING_FIELDS = (
+    "model_dir",
+    "dtype",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "batch_size",
+    "grad_accum",
+    "max_grad_norm",
+    "gradient_checkpointing",
+    "seed",
+)
+
+
+class RunDirInUse(RuntimeError):
+    """``run_dir`` holds checkpoints that this config must not continue or overwrite."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +143,33 @@ def batch_order(n_prompts: int, batch_size: int, seed: int, count: int) -> list[
     return batches[:count]
 
 
+def run_signature(config: WranerConfig, encoded: Sequence[Encoded]) -> str:
+    """The training fields and the exact token sequences: equal only for the same run."""
+    data: dict[str, Any] = {name: getattr(config, name) for name in TRAINING_FIELDS}
+    tokens = json.dumps([(e.input_ids, e.answer_len) for e in encoded])
+    data["prompts"] = hashlib.sha256(tokens.encode()).hexdigest()
+    return hashlib.sha256(json.dumps(data, default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def checkpoint_to_resume(config: WranerConfig, signature: str) -> Path | None:
+    """The checkpoint to continue, if any; refuses one of another run (or any, unless resuming)."""
+    checkpoint = latest_checkpoint(config.run_dir)
+    if checkpoint is None:
+        return None
+    if not config.resume:
+        raise RunDirInUse(
+            f"{config.run_dir} holds {checkpoint.name} of an earlier run; use a new run_dir, "
+            "remove its checkpoints, or resume"
+        )
+    state = json.loads((checkpoint / "state.json").read_text("utf-8"))
+    if state.get("run") != signature:
+        raise RunDirInUse(
+            f"{checkpoint} was trained with other prompts or training settings (run "
+            f"{state.get('run')}, this config {signature}); use a new run_dir"
+        )
+    return checkpoint
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = sorted(
         (p for p in run_dir.glob(CHECKPOINT_PREFIX + "*") if (p / "state.json").is_file()),
@@ -183,12 +233,16 @@ def train(
 
     Checkpoints every ``checkpoint_every`` optimizer steps in ``run_dir`` (the last
     ``keep_checkpoints`` kept); with ``resume`` the latest checkpoint is continued exactly
-    (same batches, optimizer and schedule state). Loss lines go to ``run_dir/train_log.jsonl``.
+    (same batches, optimizer and schedule state) if it belongs to the same run (prompts and
+    training settings), else :class:`RunDirInUse`. Loss lines go to ``run_dir/train_log.jsonl``.
     """
     import torch
 
     torch.manual_seed(config.seed)
     run_dir = config.run_dir
+    encoded = [encode(tokenizer, p.prompt, p.answer) for p in prompts]
+    signature = run_signature(config, encoded)
+    checkpoint = checkpoint_to_resume(config, signature)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
 
@@ -198,7 +252,6 @@ def train(
     model = add_lora(model, config)
     model.train()
 
-    encoded = [encode(tokenizer, p.prompt, p.answer) for p in prompts]
     steps = total_steps(config, len(encoded))
     micro = batch_order(len(encoded), config.batch_size, config.seed, steps * config.grad_accum)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -213,7 +266,6 @@ def train(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start = 0
-    checkpoint = latest_checkpoint(run_dir) if config.resume else None
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, model, optimizer, scheduler)
         log.info("resumed from %s (step %d of %d)", checkpoint, start, steps)
@@ -262,7 +314,7 @@ def train(
                     optimizer,
                     scheduler,
                     config.keep_checkpoints,
-                    {"total_steps": steps, "prompts": len(encoded)},
+                    {"total_steps": steps, "prompts": len(encoded), "run": signature},
                 )
     bar.close()
     return model
