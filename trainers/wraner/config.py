@@ -9,7 +9,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.settings import CROSSNER_DIR, REPO_ROOT
+from app.settings import CROSSNER_DIR, REPO_ROOT, Settings
+
+# Retrieval as the gateway serves it, unless a config says otherwise: training prompts must be
+# the prompts the model will see.
+_SERVING = Settings.model_fields
 
 
 class WranerConfig(BaseModel):
@@ -48,8 +52,19 @@ class WranerConfig(BaseModel):
         200, ge=1, description="Training sentences of each extra source (before duplication)."
     )
     k: int = Field(5, ge=0, description="Retrieved examples per prompt.")
-    retrieval: Literal["word", "sentence"] = Field("word", description="Retrieval granularity.")
-    word_hits: int = Field(64, ge=1, description="Nearest pool words fetched per query word.")
+    retrieval: Literal["word", "sentence"] = Field(
+        _SERVING["retrieval"].default, description="Retrieval granularity."
+    )
+    word_hits: int = Field(
+        _SERVING["word_hits"].default, ge=1, description="Nearest pool words per query word."
+    )
+    embedder_model: Path | None = Field(
+        _SERVING["embedder_model"].default,
+        description="sentence-transformers dir the retrieval embeds with (the gateway's).",
+    )
+    word_embedding: Literal["context", "alone"] = Field(
+        _SERVING["word_embedding"].default, description="Words embedded in context or alone."
+    )
     drop_types_share: float = Field(
         0.3, ge=0, le=1, description="Share of prompts duplicated with some entity types removed."
     )

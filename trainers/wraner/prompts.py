@@ -62,6 +62,8 @@ _PROMPT_FIELDS = (
     "k",
     "retrieval",
     "word_hits",
+    "embedder_model",
+    "word_embedding",
     "drop_types_share",
     "shuffle_types_share",
     "rename_types_share",
@@ -237,7 +239,7 @@ def build_prompts(
     from app.retrieval import Retriever
     from app.store.milvus import MilvusStore
 
-    embedder = SentenceTransformerEmbedder()
+    embedder = SentenceTransformerEmbedder(config.embedder_model, word_mode=config.word_embedding)
     rng = random.Random(config.seed)
     prompts: list[TrainPrompt] = []
     if work_dir is not None:
