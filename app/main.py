@@ -152,12 +152,18 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # Never a traceback to the client; the log has it, under the request id.
-        log.exception("unhandled error")
-        return JSONResponse(
-            error_body("internal_error", "internal error; see the server log for this request id"),
-            status_code=500,
-        )
+        # Normally caught by the request-context middleware first (with the request id);
+        # this covers anything outside it.
+        return _internal_error()
+
+
+def _internal_error() -> JSONResponse:
+    """Never a traceback to the client; the log has it, under the request id."""
+    log.exception("unhandled error")
+    return JSONResponse(
+        error_body("internal_error", "internal error; see the server log for this request id"),
+        status_code=500,
+    )
 
 
 def _install_request_context(app: FastAPI) -> None:
@@ -171,7 +177,10 @@ def _install_request_context(app: FastAPI) -> None:
         started = time.perf_counter()
         status = 500
         try:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:  # a bug: answered here, while the request id is still set
+                response = _internal_error()
             status = response.status_code
         finally:
             route = request.scope.get("route")

@@ -291,3 +291,21 @@ def test_unknown_routes_use_the_error_shape(api: TestClient) -> None:
     assert_error(api.put("/v1/ner", json={}), 405, "method_not_allowed")
     assert api.get("/docs").status_code == 200
     assert "/v1/ner" in api.get("/openapi.json").json()["paths"]
+
+
+def test_a_bug_answers_500_with_the_request_id(api: TestClient) -> None:
+    """An unhandled exception: the error shape, no traceback, and the request id in the
+    header and the body (the id the server log has it under)."""
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    api.app.add_api_route("/v1/_broken", broken)
+    try:
+        response = api.get("/v1/_broken", headers={"X-Request-ID": "rid-of-the-bug"})
+    finally:
+        api.app.router.routes.pop()
+    assert_error(response, 500, "internal_error", "request id")
+    assert response.headers["X-Request-ID"] == "rid-of-the-bug"
+    assert response.json()["error"]["request_id"] == "rid-of-the-bug"
+    assert "a bug" not in response.text
