@@ -63,6 +63,15 @@ def test_domain_validation(api: TestClient, spec: dict, fragment: str) -> None:
         ({"text": "  ", "entities": []}, "empty"),
         (
             {
+                "text": "a " * 600,
+                "entities": [
+                    {"start": 2 * i, "end": 2 * i + 1, "type": "order_id"} for i in range(600)
+                ],
+            },
+            "at most 500 per example",
+        ),
+        (
+            {
                 "text": "Anna Berg",
                 "entities": [
                     {"start": 0, "end": 9, "type": "person"},
@@ -79,6 +88,28 @@ def test_bad_examples_leave_nothing_behind(api: TestClient, example: dict, fragm
     response = api.post("/v1/domains/support/examples", json={"examples": [good, example]})
     assert_error(response, 422, "invalid_request", "examples[1]", fragment)
     assert example_count(api) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/v1/domains/café"),
+        ("delete", "/v1/domains/Support"),
+        ("get", "/v1/domains/caf%C3%A9/examples"),
+        ("delete", "/v1/domains/support/examples/é"),
+        ("delete", "/v1/domains/support/examples/%22%20or%20id%20!=%20%22"),
+    ],
+)
+def test_names_no_domain_can_have_are_404(api: TestClient, method: str, path: str) -> None:
+    """Never a 503 blaming the vector store for a name the client got wrong."""
+    before = example_count(api)
+    assert_error(getattr(api, method)(path), 404, "not_found")
+    assert example_count(api) == before
+
+
+def test_ner_on_a_name_no_domain_can_have_is_404(api: TestClient) -> None:
+    response = api.post("/v1/ner", json={"text": "Anna called.", "domain": "é"})
+    assert_error(response, 404, "not_found", "unknown domain")
 
 
 def test_malformed_bodies(api: TestClient) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 DOMAIN_NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
+# Example ids the store makes (uuid hex) or keeps (a reader's "domain-split-index").
+EXAMPLE_ID_PATTERN = r"^[A-Za-z0-9_\-.:]{1,64}$"
 TYPE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\- ]{0,63}$"
 
 

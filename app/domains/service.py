@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 
@@ -10,7 +11,7 @@ from anyio import to_thread
 
 from app.core.readers import BioFormatError, parse_bio
 from app.core.types import Domain, EntityType, Example, Span
-from app.domains.protocol import DomainIn, ExampleIn
+from app.domains.protocol import DOMAIN_NAME_PATTERN, EXAMPLE_ID_PATTERN, DomainIn, ExampleIn
 from app.errors import BackendUnavailable, Conflict, InvalidRequest, MalformedBody, NotFound
 from app.metrics import Metrics
 from app.retrieval import Retriever
@@ -18,6 +19,9 @@ from app.settings import Settings
 from app.store.base import VectorStore
 
 log = logging.getLogger(__name__)
+
+# What one stored example's entity list may hold (the store keeps it as one 64 KB string).
+MAX_ENTITIES_PER_EXAMPLE = 500
 
 
 class DomainService:
@@ -65,6 +69,8 @@ class DomainService:
         return domain
 
     async def get(self, tenant: str, name: str) -> Domain:
+        if re.fullmatch(DOMAIN_NAME_PATTERN, name) is None:  # no such name can exist
+            raise NotFound(f"unknown domain {name!r}: domain names match {DOMAIN_NAME_PATTERN}")
         try:
             domain = await to_thread.run_sync(self.store.get_domain, tenant, name)
         except BackendUnavailable:
@@ -142,6 +148,11 @@ class DomainService:
                 f"{where}.text has {len(example.text)} characters; "
                 f"the limit is {self.settings.max_text_chars}"
             )
+        if len(example.entities) > MAX_ENTITIES_PER_EXAMPLE:
+            raise InvalidRequest(
+                f"{where}.entities: {len(example.entities)} entities; at most "
+                f"{MAX_ENTITIES_PER_EXAMPLE} per example (split the text)"
+            )
         spans = sorted(example.entities, key=lambda s: (s.start, s.end))
         for position, span in enumerate(spans):
             label = f"{where}.entities (start={span.start}, end={span.end}, type={span.type!r})"
@@ -167,7 +178,9 @@ class DomainService:
 
     async def delete_example(self, tenant: str, name: str, example_id: str) -> Domain:
         domain = await self.get(tenant, name)
-        if not await to_thread.run_sync(self.store.delete_example, tenant, name, example_id):
+        if re.fullmatch(EXAMPLE_ID_PATTERN, example_id) is None or not await to_thread.run_sync(
+            self.store.delete_example, tenant, name, example_id
+        ):
             raise NotFound(f"domain {name!r} has no example {example_id!r}")
         return await self._bump(domain)
 

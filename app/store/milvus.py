@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from app.core.types import Domain, Example, Span
-from app.errors import BackendTimeout, BackendUnavailable
+from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.store.base import Hit, IndexedExample
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,12 @@ class MilvusStore:
         example_rows = []
         word_rows = []
         for offset, (example_id, item) in enumerate(zip(ids, items, strict=True)):
-            entities = [s.model_dump() for s in item.example.entities]
+            entities = json.dumps([s.model_dump() for s in item.example.entities])
+            if len(entities) > _MAX_TEXT:  # the entities column's size: refuse before writing
+                raise InvalidRequest(
+                    f"examples[{offset}]: {len(item.example.entities)} entities are more than "
+                    "one example can hold; split the text"
+                )
             example_rows.append(
                 {
                     "id": example_id,
@@ -260,7 +265,7 @@ class MilvusStore:
                     "domain": domain,
                     "seq": base + offset,
                     "text": item.example.text,
-                    "entities": json.dumps(entities),
+                    "entities": entities,
                     "vector": item.sentence_vector.astype(np.float32).tolist(),
                 }
             )
