@@ -293,6 +293,27 @@ def test_answers_are_cached_until_the_pool_changes(api: TestClient) -> None:
     assert not api.post("/v1/ner", json=payload).json()["cached"]
 
 
+def test_a_domain_created_again_never_serves_the_old_ones_answers(api: TestClient) -> None:
+    spec = {**SUPPORT_DOMAIN, "name": "reborn"}
+    payload = {"text": "Tom Walsh is in Lyon.", "domain": "reborn", "top_k": 2}
+    versions = []
+    for _ in range(2):
+        assert api.post("/v1/domains", json=spec).status_code == 201
+        added = api.post("/v1/domains/reborn/examples", json={"examples": SUPPORT_EXAMPLES[:2]})
+        versions.append(added.json()["version"])
+        assert not api.post("/v1/ner", json=payload).json()["cached"]
+        assert api.post("/v1/ner", json=payload).json()["cached"]
+        assert api.delete("/v1/domains/reborn").status_code == 200
+    assert versions[0] == versions[1]  # same name and version: only its creation differs
+
+
+def test_an_unreadable_cached_answer_is_a_miss() -> None:
+    from app.ner.service import _cached_response
+
+    assert _cached_response(None) is None
+    assert _cached_response('{"entities": "an older schema"}') is None
+
+
 # --- operations ----------------------------------------------------------------------------
 def test_health_ready_metrics(api: TestClient) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from anyio import to_thread
+from pydantic import ValidationError
 
 from app.cache.counted import CountedCache
 from app.cache.embeddings import QueryEmbeddingCache
@@ -164,9 +165,8 @@ class NERService:
         k = self.settings.default_top_k if request.top_k is None else request.top_k
 
         cache_key = self._cache_key(tenant, domain, request, types, k, exclude_same_text)
-        cached = await self.cache.get(cache_key)
-        if cached is not None:
-            response = NERResponse.model_validate_json(cached)
+        response = _cached_response(await self.cache.get(cache_key))
+        if response is not None:
             total = (time.perf_counter() - started) * 1000
             return response.model_copy(
                 update={
@@ -438,6 +438,9 @@ class NERService:
             model=self.generator.model,
             prompt_version=PROMPT_VERSION,
             request={
+                # A domain deleted and created again restarts at version 1: its creation time
+                # keeps the new pool from hitting answers of the old one.
+                "domain_created": domain.created_at,
                 "text": request.text,
                 "types": [[t.name, t.description] for t in types],
                 "top_k": k,
@@ -445,6 +448,18 @@ class NERService:
                 "exclude_same_text": exclude_same_text,
             },
         )
+
+
+def _cached_response(cached: str | None) -> NERResponse | None:
+    """A cached answer, or None for a miss or an entry this version cannot read (an older
+    schema left in a shared cache by a rolling deploy): answered afresh, never a 500."""
+    if cached is None:
+        return None
+    try:
+        return NERResponse.model_validate_json(cached)
+    except ValidationError:
+        log.warning("unreadable cached answer: treated as a miss")
+        return None
 
 
 def span_confidence(generation: Generation, answer_start: int, answer_end: int) -> float:
