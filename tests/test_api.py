@@ -315,6 +315,15 @@ def test_an_unreadable_cached_answer_is_a_miss() -> None:
 
 
 # --- operations ----------------------------------------------------------------------------
+def test_unknown_domains_mint_no_metric_series(api: TestClient) -> None:
+    for name in ("ghost-one", "ghost-two"):
+        api.post("/v1/ner", json={"text": "Anna called.", "domain": name})
+        api.post("/v1/ner", json={"text": "", "domain": name})  # invalid and unknown
+    metrics = api.get("/metrics").text
+    assert "ghost" not in metrics
+    assert 'route="/v1/ner"' in metrics and 'status="404"' in metrics
+
+
 def test_health_ready_metrics(api: TestClient) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")

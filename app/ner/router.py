@@ -23,9 +23,11 @@ async def extract(
     tenant: TenantDep,
     request_id: RequestIdDep,
 ) -> NERResponse:
-    request.state.domain, request.state.method = body.domain, body.method
+    request.state.method = body.method
     async with request.app.state.limiter.slot():
         response = await ner.extract(tenant, body, request_id)
+    # Labelled only once the domain is known to exist: any client could mint series otherwise.
+    request.state.domain = body.domain
     await feedback.remember(tenant, body.text, response)
     return response
 

@@ -32,6 +32,8 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+AD_HOC_TYPE_LABEL = "_adhoc"
+
 # Escalation reasons (metric label values, and what clients see).
 REASON_REQUIRED_MISSING = "required_type_missing"
 REASON_LOW_SCORE = "low_score"
@@ -406,8 +408,11 @@ class NERService:
             response.timings_ms.total / 1000
         )
         m.answers.labels(domain=domain.name).inc()
+        registered = {t.name for t in domain.entity_types}
         for entity in response.entities:
-            m.entities.labels(domain=domain.name, type=entity.type).inc()
+            # Types defined in the request are one label: clients must not mint series.
+            label = entity.type if entity.type in registered else AD_HOC_TYPE_LABEL
+            m.entities.labels(domain=domain.name, type=label).inc()
         if response.escalate:
             m.escalated_answers.labels(domain=domain.name).inc()
         for reason in response.escalation_reasons:
