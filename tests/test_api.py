@@ -199,7 +199,18 @@ def test_ner_answers_with_grounded_entities(api: TestClient) -> None:
     assert {(e["text"], e["type"]) for e in body["entities"]} >= {("Anna Berg", "person")}
 
 
-def test_ner_restricts_types_and_accepts_ad_hoc_ones(api: TestClient) -> None:
+def test_ner_restricts_types_and_accepts_ad_hoc_ones(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generator = api.app.state.components.generator
+    prompts: list[str] = []
+    real_generate = generator.generate
+
+    async def recording(request):  # type: ignore[no-untyped-def]
+        prompts.append(request.prompt)
+        return await real_generate(request)
+
+    monkeypatch.setattr(generator, "generate", recording)
     text = "Tom Walsh wants a refund for the Kindle he bought in Dublin."
     body = api.post(
         "/v1/ner",
@@ -210,6 +221,11 @@ def test_ner_restricts_types_and_accepts_ad_hoc_ones(api: TestClient) -> None:
         },
     ).json()
     check_response(text, body, {"location", "city_name"})
+    # The model was asked for exactly these two types (the ad hoc one with its description).
+    (prompt,) = prompts
+    type_list = prompt.split("### Sentence")[0]
+    assert "- city_name: a city" in type_list and "- location:" in type_list
+    assert "- person" not in type_list and "- product" not in type_list
 
 
 def test_ner_long_text_is_segmented_with_exact_offsets(

@@ -93,7 +93,9 @@ class _FlakyGenerator:
         call, self.calls = self.calls, self.calls + 1
         if self.failing is None or call in self.failing:
             raise BackendTimeout("llm", f"call {call} timed out")
-        return Generation(text="none")
+        # A real answer: the query's first word as an entity (a failure must not look alike).
+        query = request.prompt.rsplit("### Sentence\n", 1)[1]
+        return Generation(text=f"{query.split()[0]} | person")
 
     async def ready(self) -> bool:
         return True
@@ -126,7 +128,7 @@ async def test_eval_scores_a_failed_sentence_as_empty_and_reports_it(
     base_settings: dict[str, Any], embedder: SentenceTransformerEmbedder, tmp_path: Path
 ) -> None:
     result = await _eval_with(_FlakyGenerator({1}), base_settings, embedder, tmp_path, 3)
-    assert result.predictions == [[], [], []]
+    assert [len(p) for p in result.predictions] == [1, 0, 1]
     assert [f["sentence"] for f in result.failures] == [1]
     assert "timed out" in result.failures[0]["error"]
     payload = result.to_dict()

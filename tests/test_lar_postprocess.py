@@ -72,7 +72,9 @@ def test_unrequested_type_is_retyped_by_lar(
     answer = "Maria Lopez | human\nPixel 8 | product\nOslo | location"
     body, metrics = run(tmp_path, embedder, answer)
     assert {e["type"] for e in body["entities"]} <= {"person", "product", "location"}
-    assert ("Pixel 8", "product") in {(e["text"], e["type"]) for e in body["entities"]}
+    found = {(e["text"], e["type"]) for e in body["entities"]}
+    assert ("Pixel 8", "product") in found
+    assert ("Maria Lopez", "person") in found  # re-typed, not merely dropped
     assert 'nerve_lar_changes_total{reason="type_not_requested"} 1.0' in metrics
     # Without LAR the parser drops the unrequested span instead.
     plain, plain_metrics = run(tmp_path / "plain", embedder, answer, lar_postprocess=False)
