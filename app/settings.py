@@ -77,7 +77,12 @@ class Settings(BaseSettings):
         "(docs/benchmarks.md).",
     )
     llm_threads: int = Field(2, ge=1, description="llama.cpp CPU threads.")
-    llm_context_tokens: int = Field(2048, ge=256, description="llama.cpp context window, tokens.")
+    llm_context_tokens: int = Field(
+        2048,
+        ge=256,
+        description="The LLM's context window, tokens (llama.cpp's n_ctx); prompts are fitted "
+        "into it, less max_new_tokens, by dropping the least similar examples.",
+    )
     max_new_tokens: int = Field(128, ge=1, description="Most tokens generated per segment.")
     loop_lines: int = Field(
         4,
@@ -147,6 +152,12 @@ class Settings(BaseSettings):
         if value not in ("wraner", "none") and not Path(value).is_file():
             raise ValueError(f"llm_adapter must be 'wraner', 'none' or a file; got {value!r}")
         return value
+
+    @property
+    def prompt_char_budget(self) -> int:
+        """Longest prompt the gateway sends, in characters: a backend-agnostic bound (no
+        tokenizer here) at a conservative 3 characters a token (English runs about 4)."""
+        return max(0, self.llm_context_tokens - self.max_new_tokens) * 3
 
     @property
     def milvus_lite_path(self) -> Path:

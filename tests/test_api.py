@@ -228,6 +228,21 @@ def test_ner_restricts_types_and_accepts_ad_hoc_ones(
     assert "- person" not in type_list and "- product" not in type_list
 
 
+def test_long_pool_examples_are_left_out_of_the_prompt_not_a_422(api: TestClient) -> None:
+    """A pool example may be 10,000 characters; the prompt drops the least similar examples
+    until it fits the LLM's context instead of failing a valid request."""
+    spec = {**SUPPORT_DOMAIN, "name": "longpool"}
+    assert api.post("/v1/domains", json=spec).status_code == 201
+    long_text = ("Tom Walsh in Dublin asked about a refund for the Kindle. " * 160)[:9000]
+    examples = [{"text": long_text, "entities": []}, SUPPORT_EXAMPLES[0]]
+    assert api.post("/v1/domains/longpool/examples", json={"examples": examples}).status_code == 201
+    text = "Tom Walsh in Dublin wants a refund for the Kindle."
+    response = api.post("/v1/ner", json={"text": text, "domain": "longpool", "top_k": 2})
+    assert response.status_code == 200, response.text
+    assert response.json()["examples_used"] < 2
+    check_response(text, response.json(), {t["name"] for t in SUPPORT_DOMAIN["entity_types"]})
+
+
 def test_ner_long_text_is_segmented_with_exact_offsets(
     make_client: Callable[..., contextlib.AbstractContextManager[TestClient]], tmp_path: Path
 ) -> None:

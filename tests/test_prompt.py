@@ -11,6 +11,7 @@ from app.core.prompt import (
     PROMPT_VERSION,
     STOP_SEQUENCES,
     build_prompt,
+    fit_prompt,
     render_answer,
     render_types,
 )
@@ -130,3 +131,21 @@ def test_render_then_parse_is_the_identity() -> None:
         (s.start, s.end, s.type) for s in example.entities
     ]
     assert not parsed.drops and not parsed.repairs
+
+
+def test_fit_prompt_drops_the_least_similar_examples_first() -> None:
+    # most similar last: EXAMPLES[1] is nearest to the query
+    full = build_prompt(TYPES, EXAMPLES, "Where is John ?").text
+    prompt, used = fit_prompt(TYPES, EXAMPLES, "Where is John ?", lambda _: True)
+    assert (prompt.text, used) == (full, 2)
+
+    one = build_prompt(TYPES, EXAMPLES[1:], "Where is John ?").text
+    prompt, used = fit_prompt(TYPES, EXAMPLES, "Where is John ?", lambda t: len(t) <= len(one))
+    assert (prompt.text, used) == (one, 1)
+
+    prompt, used = fit_prompt(TYPES, EXAMPLES, "Where is John ?", lambda _: False)
+    assert (
+        used == 0
+        and "Maria" not in prompt.text
+        and prompt.text.endswith("### Sentence\nWhere is John ?\n### Entities\n")
+    )

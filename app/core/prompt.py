@@ -8,7 +8,7 @@ ends with a blank line, which is also the generation's stop sequence.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from app.core.types import EntityType, Example
@@ -79,6 +79,23 @@ def build_prompt(
         parts.append(render_answer(example, names))
     parts.append(_BLOCK.format(sentence=_one_line(query)))
     return Prompt(text="".join(parts), prefix=prefix)
+
+
+def fit_prompt(
+    entity_types: Sequence[EntityType],
+    examples: Sequence[Example],
+    query: str,
+    fits: Callable[[str], bool],
+) -> tuple[Prompt, int]:
+    """:func:`build_prompt` with as many of ``examples`` (most similar last) as ``fits`` the
+    prompt text: the least similar go first, down to none. Returns the prompt and how many
+    examples it holds. Training and serving size their prompts the same way."""
+    kept = list(examples)
+    while True:
+        prompt = build_prompt(entity_types, kept, query)
+        if not kept or fits(prompt.text):
+            return prompt, len(kept)
+        kept.pop(0)
 
 
 def _one_line(text: str) -> str:

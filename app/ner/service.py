@@ -17,7 +17,7 @@ from app.cache.counted import CountedCache
 from app.cache.embeddings import QueryEmbeddingCache
 from app.cache.keys import answer_key
 from app.core.parser import ParsedAnswer, longest_line_run, parse_answer
-from app.core.prompt import PROMPT_VERSION, STOP_SEQUENCES, build_prompt
+from app.core.prompt import PROMPT_VERSION, STOP_SEQUENCES, fit_prompt
 from app.core.segment import split_segments
 from app.core.types import Domain, EntityType, Example
 from app.domains.protocol import EntityTypeIn
@@ -251,13 +251,17 @@ class NERService:
                     raise
                 log.warning("retrieval failed; answering zero-shot", extra={"error": exc.message})
                 result.degraded = True
-        result.examples_used = len(examples)
         if request.method != "wraner":
+            result.examples_used = len(examples)
             return await self._encoder_segment(
                 request.method, segment, start, types, examples, result
             )
 
-        prompt = build_prompt(types, examples, segment)
+        budget = self.settings.prompt_char_budget
+        prompt, result.examples_used = fit_prompt(
+            types, examples, segment, lambda text: len(text) <= budget
+        )
+        examples = examples[len(examples) - result.examples_used :]
         t0 = time.perf_counter()
         try:
             generation = await self.generator.generate(

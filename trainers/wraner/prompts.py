@@ -36,7 +36,7 @@ from app.core.crossner_types import (
     LOCATION_WITH_COUNTRIES,
     entity_types_for,
 )
-from app.core.prompt import PROMPT_VERSION, build_prompt, render_answer
+from app.core.prompt import PROMPT_VERSION, fit_prompt, render_answer
 from app.core.readers import entity_types_of, read_split
 from app.core.types import EntityType, Example
 from trainers.wraner.config import WranerConfig
@@ -212,12 +212,13 @@ def render_prompt(
     shown = [t.name for t in entity_types]
     answer = render_answer(_retyped(example, names), shown)
     examples = [_retyped(e, names) for e in retrieved] if names else list(retrieved)
-    while True:
-        # The gateway puts the most similar example last, nearest to the query.
-        prompt = build_prompt(entity_types, list(reversed(examples)), example.text).text
-        if count_tokens is None or not examples or count_tokens(prompt + answer) <= max_tokens:
-            return prompt, answer, len(examples)
-        examples.pop()
+
+    def fits(prompt: str) -> bool:
+        return count_tokens is None or count_tokens(prompt + answer) <= max_tokens
+
+    # The gateway puts the most similar example last, nearest to the query.
+    prompt, used = fit_prompt(entity_types, list(reversed(examples)), example.text, fits)
+    return prompt.text, answer, used
 
 
 def fingerprint(config: WranerConfig) -> str:
