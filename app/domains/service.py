@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
+import weakref
 from collections.abc import Sequence
 
 from anyio import to_thread
@@ -35,6 +37,18 @@ class DomainService:
         # Last record seen of each domain: lets /v1/ner answer (degraded, escalated) while the
         # store is down, when settings.degrade_without_retrieval allows it.
         self._last_known: dict[tuple[str, str], Domain] = {}
+        # One writer per domain at a time (in this process): an upload indexing for seconds
+        # must not race a DELETE or another upload into a stale record or lost versions.
+        # Weak values: a lock lives only while someone holds or awaits it.
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def _lock(self, tenant: str, name: str) -> asyncio.Lock:
+        lock = self._locks.get((tenant, name))
+        if lock is None:
+            lock = self._locks[(tenant, name)] = asyncio.Lock()
+        return lock
 
     # --- domains ---------------------------------------------------------------------------
     async def create(self, tenant: str, spec: DomainIn) -> Domain:
@@ -49,6 +63,10 @@ class DomainService:
             raise InvalidRequest(
                 f"entity_types: at most {self.settings.max_entity_types} types; got {len(names)}"
             )
+        async with self._lock(tenant, spec.name):
+            return await self._create(tenant, spec)
+
+    async def _create(self, tenant: str, spec: DomainIn) -> Domain:
         if await to_thread.run_sync(self.store.get_domain, tenant, spec.name) is not None:
             raise Conflict(f"domain {spec.name!r} already exists; DELETE it first to redefine it")
         now = time.time()
@@ -91,8 +109,9 @@ class DomainService:
         return await to_thread.run_sync(self.store.list_domains, tenant)
 
     async def delete(self, tenant: str, name: str) -> int:
-        await self.get(tenant, name)
-        return await to_thread.run_sync(self.store.delete_domain, tenant, name)
+        async with self._lock(tenant, name):
+            await self.get(tenant, name)
+            return await to_thread.run_sync(self.store.delete_domain, tenant, name)
 
     async def count_examples(self, tenant: str, name: str) -> int:
         _, total = await to_thread.run_sync(self.store.list_examples, tenant, name, 0, 0)
@@ -126,6 +145,12 @@ class DomainService:
         self, tenant: str, name: str, examples: Sequence[Example], source: str = "api"
     ) -> tuple[Domain, list[str]]:
         """Validate every example first, then store all of them or none."""
+        async with self._lock(tenant, name):
+            return await self._add_examples(tenant, name, examples, source)
+
+    async def _add_examples(
+        self, tenant: str, name: str, examples: Sequence[Example], source: str
+    ) -> tuple[Domain, list[str]]:
         domain = await self.get(tenant, name)
         limit = self.settings.max_examples_per_upload
         if len(examples) > limit:
@@ -177,6 +202,10 @@ class DomainService:
         return await to_thread.run_sync(self.store.list_examples, tenant, name, offset, limit)
 
     async def delete_example(self, tenant: str, name: str, example_id: str) -> Domain:
+        async with self._lock(tenant, name):
+            return await self._delete_example(tenant, name, example_id)
+
+    async def _delete_example(self, tenant: str, name: str, example_id: str) -> Domain:
         domain = await self.get(tenant, name)
         if re.fullmatch(EXAMPLE_ID_PATTERN, example_id) is None or not await to_thread.run_sync(
             self.store.delete_example, tenant, name, example_id
