@@ -313,6 +313,25 @@ def test_batch_answers_in_order_and_validates_first(api: TestClient) -> None:
     assert_error(api.post("/v1/ner/batch", json=[]), 422, "invalid_request", "empty")
 
 
+def test_a_batch_checks_every_domain_and_type_before_any_generation(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generator = api.app.state.components.generator
+    calls: list[str] = []
+
+    async def counting(request):  # type: ignore[no-untyped-def]
+        calls.append(request.prompt)
+        raise AssertionError("no generation may run for a batch with a bad item")
+
+    monkeypatch.setattr(generator, "generate", counting)
+    good = {"text": "Priya from Pune wrote in.", "domain": "support"}
+    unknown_domain = api.post("/v1/ner/batch", json=[good, {**good, "domain": "nowhere"}])
+    assert_error(unknown_domain, 404, "not_found", "[1].", "nowhere")
+    unknown_type = api.post("/v1/ner/batch", json=[good, {**good, "entity_types": ["alien"]}])
+    assert_error(unknown_type, 422, "invalid_request", "[1].entity_types", "alien")
+    assert calls == []
+
+
 def test_answers_are_cached_until_the_pool_changes(api: TestClient) -> None:
     payload = {"text": "Tom Walsh is in Lyon.", "domain": "support", "top_k": 2}
     first = api.post("/v1/ner", json=payload).json()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Request
 
 from app.deps import NERDep, RequestIdDep, TenantDep
 from app.errors import InvalidRequest
+from app.logging import request_id_var
 from app.feedback.router import FeedbackDep
 from app.ner.protocol import BatchResponse, NERRequest, NERResponse
 
@@ -46,14 +47,19 @@ async def extract_batch(
         raise InvalidRequest("the batch is empty")
     if len(items) > limit:
         raise InvalidRequest(f"a batch holds at most {limit} items; got {len(items)}")
-    # Validate every item before running any, so a bad item costs no generation.
+    # Check every item (fields, domain, types) before running any: a bad item costs no generation.
     for index, item in enumerate(items):
-        ner.validate(item, where=f"[{index}].")
+        await ner.prepare(tenant, item, where=f"[{index}].")
+    # The items run one after another: one generation in flight, one slot.
+    results = []
     async with request.app.state.limiter.slot(weight=1):
-        results = [
-            await ner.extract(tenant, item, f"{request_id}-{index}")
-            for index, item in enumerate(items)
-        ]
+        for index, item in enumerate(items):
+            item_id = f"{request_id}-{index}"
+            token = request_id_var.set(item_id)  # the item's log lines carry its own id
+            try:
+                results.append(await ner.extract(tenant, item, item_id))
+            finally:
+                request_id_var.reset(token)
     for item, result in zip(items, results, strict=True):
         await feedback.remember(tenant, item.text, result)
     return BatchResponse(request_id=request_id, results=results)

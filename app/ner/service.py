@@ -22,7 +22,7 @@ from app.core.segment import split_segments
 from app.core.types import Domain, EntityType, Example
 from app.domains.protocol import EntityTypeIn
 from app.domains.service import DomainService
-from app.errors import BackendUnavailable, InvalidRequest
+from app.errors import BackendUnavailable, InvalidRequest, NotFound
 from app.generation.base import Generation, GenerationRequest, Generator
 from app.methods.factory import EncoderMethods
 from app.metrics import Metrics
@@ -151,6 +151,18 @@ class NERService:
                 resolved.append(EntityType(name=item.name, description=item.description))
         return resolved
 
+    async def prepare(
+        self, tenant: str, request: NERRequest, where: str = ""
+    ) -> tuple[Domain, list[EntityType]]:
+        """Every check a request can fail before any work: its fields, its domain, its types.
+        ``where`` prefixes messages (a batch item's index)."""
+        self.validate(request, where=where)
+        try:
+            domain = await self.domains.get(tenant, request.domain)
+        except NotFound as exc:
+            raise NotFound(f"{where}{exc.message}") from None
+        return domain, self.resolve_types(domain, request.entity_types, where)
+
     # --- pipeline --------------------------------------------------------------------------
     async def extract(
         self,
@@ -161,9 +173,7 @@ class NERService:
         exclude_same_text: bool = False,
     ) -> NERResponse:
         started = time.perf_counter()
-        self.validate(request)
-        domain = await self.domains.get(tenant, request.domain)
-        types = self.resolve_types(domain, request.entity_types)
+        domain, types = await self.prepare(tenant, request)
         k = self.settings.default_top_k if request.top_k is None else request.top_k
 
         cache_key = self._cache_key(tenant, domain, request, types, k, exclude_same_text)
