@@ -8,8 +8,8 @@ from fastapi import APIRouter, Body, Request
 
 from app.deps import NERDep, RequestIdDep, TenantDep
 from app.errors import InvalidRequest
-from app.logging import request_id_var
 from app.feedback.router import FeedbackDep
+from app.logging import request_id_var
 from app.ner.protocol import BatchResponse, NERRequest, NERResponse
 
 router = APIRouter(prefix="/v1", tags=["ner"])
