@@ -1,6 +1,6 @@
-"""A store remembers which embedder made its vectors and refuses another one, on a real Milvus
-Lite file: reopening a store under another embedder or NERVE_WORD_EMBEDDING would otherwise
-return wrong neighbours without any error."""
+"""The Milvus store on a real Milvus Lite file: it remembers which embedder made its vectors and
+refuses another one (reopening under another embedder or NERVE_WORD_EMBEDDING would otherwise
+return wrong neighbours without any error), and an upload is stored all or nothing."""
 
 from __future__ import annotations
 
@@ -85,3 +85,28 @@ def test_the_server_store_checks_its_embedder(
     assert alone.signature != embedder.signature
     with pytest.raises(BackendUnavailable, match="words alone"):
         build_store(settings, alone)
+
+
+def test_a_failed_word_insert_takes_the_example_rows_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All or nothing: the examples row is written first; when the words insert fails, the
+    rollback removes it (and an upload after the failure works)."""
+    store = _open(tmp_path / "m.db", CONTEXT)
+    try:
+        real_insert = store._insert
+
+        def words_fail(collection: str, rows: list) -> None:
+            if collection == store.words:
+                raise ConnectionError("milvus went away")
+            real_insert(collection, rows)
+
+        monkeypatch.setattr(store, "_insert", words_fail)
+        with pytest.raises(BackendUnavailable, match="insert_words"):
+            _add_one(store)
+        assert store.count_examples("t", "d") == 0
+        monkeypatch.undo()
+        _add_one(store)
+        assert store.count_examples("t", "d") == 1
+    finally:
+        store.close()
