@@ -8,6 +8,8 @@ from fastapi import Depends, Request
 
 from app.components import Components
 from app.domains.service import DomainService
+from app.feedback.service import FeedbackService
+from app.limits import InFlightLimiter
 from app.logging import request_id_var
 from app.ner.service import NERService
 
@@ -43,3 +45,15 @@ def get_domains(components: ComponentsDep) -> DomainService:
 
 NERDep = Annotated[NERService, Depends(get_ner)]
 DomainsDep = Annotated[DomainService, Depends(get_domains)]
+
+
+def get_feedback(request: Request) -> FeedbackService:
+    return request.app.state.feedback  # type: ignore[no-any-return]
+
+
+def get_limiter(request: Request) -> InFlightLimiter:
+    return request.app.state.limiter  # type: ignore[no-any-return]
+
+
+FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]
+LimiterDep = Annotated[InFlightLimiter, Depends(get_limiter)]

@@ -5,6 +5,9 @@ Services raise these; ``app.main`` maps them, once, to ``{"error": {"code", "mes
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 
 class NerveError(Exception):
     status: int = 500
@@ -60,3 +63,13 @@ class BackendUnavailable(NerveError):
 
 class BackendTimeout(BackendUnavailable):
     code = "backend_timeout"
+
+
+def describe_validation(errors: Iterable[Mapping[str, Any]], most: int = 5) -> str:
+    """pydantic/FastAPI validation errors as one message: ``where: what; ...`` (the request
+    body's own name left out of each location)."""
+    parts = []
+    for error in list(errors)[:most]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {error.get('msg')}")
+    return "; ".join(parts)

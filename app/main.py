@@ -19,7 +19,7 @@ from app.auth import build_authenticator
 from app.components import Components, build_components
 from app.domains.protocol import DomainIn
 from app.domains.router import router as domains_router
-from app.errors import NerveError
+from app.errors import NerveError, describe_validation
 from app.feedback.records import build_record_store
 from app.feedback.router import router as feedback_router
 from app.feedback.service import FeedbackService
@@ -47,9 +47,7 @@ def build_app(
         app.state.components = components
         app.state.limiter = InFlightLimiter(settings.max_in_flight, components.metrics)
         app.state.feedback = FeedbackService(
-            build_record_store(
-                settings, components.metrics, retention_s=settings.feedback_retention_s
-            ),
+            build_record_store(settings, components.metrics),
             components.domains,
             components.metrics,
         )
@@ -134,12 +132,9 @@ def _install_error_handlers(app: FastAPI) -> None:
                 error_body("malformed_body", f"body is not valid JSON: {detail.get('msg')}"),
                 status_code=400,
             )
-        parts = []
-        for error in errors[:5]:
-            loc = [str(p) for p in error.get("loc", ()) if p != "body"]
-            where = ".".join(loc) or "body"
-            parts.append(f"{where}: {error.get('msg')}")
-        return JSONResponse(error_body("invalid_request", "; ".join(parts)), status_code=422)
+        return JSONResponse(
+            error_body("invalid_request", describe_validation(errors)), status_code=422
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -136,6 +136,7 @@ class Settings(BaseSettings):
     cache_ttl_s: float = Field(3600.0, gt=0, description="Lifetime of a cached answer, s.")
     cache_entries: int = Field(10_000, ge=0, description="In-process cache size (0 disables).")
     redis_timeout_s: float = Field(0.5, gt=0, description="Timeout of one Redis call, s.")
+    # Feedback usually follows within hours; a week covers a slow human review queue.
     feedback_retention_s: float = Field(
         7 * 24 * 3600.0, gt=0, description="How long /v1/feedback can refer to a request, s."
     )

@@ -22,7 +22,7 @@ from app.domains.protocol import (
     SpanOut,
 )
 from app.domains.service import DomainService
-from app.errors import InvalidRequest, MalformedBody, PayloadTooLarge
+from app.errors import InvalidRequest, MalformedBody, PayloadTooLarge, describe_validation
 
 router = APIRouter(prefix="/v1/domains", tags=["domains"])
 
@@ -121,17 +121,9 @@ def _parse_examples_json(text: str) -> ExamplesIn:
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise MalformedBody(f"body is not valid JSON: {exc.errors()[0]['msg']}") from exc
-        raise InvalidRequest(_describe(exc)) from exc
+        raise InvalidRequest(describe_validation(exc.errors())) from exc
     except json.JSONDecodeError as exc:
         raise MalformedBody(f"body is not valid JSON: {exc.msg}") from exc
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error["loc"]) or "body"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
 
 
 @router.get("/{name}/examples", response_model=ExamplePage)

@@ -25,8 +25,6 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 KIND = "request_record"
-# Feedback usually follows within hours; a week covers a slow human review queue.
-DEFAULT_RETENTION_S = 7 * 24 * 3600.0
 # In-process records (no Redis): at most this many; a record holds the text (<= max_text_chars).
 MEMORY_RECORDS = 10_000
 
@@ -101,11 +99,11 @@ class RecordStore:
         await self.cache.close()
 
 
-def build_record_store(
-    settings: Settings, metrics: Metrics, retention_s: float = DEFAULT_RETENTION_S
-) -> RecordStore:
+def build_record_store(settings: Settings, metrics: Metrics) -> RecordStore:
     """Redis when ``redis_url`` is set, else in process; independent of ``cache_entries``
-    (turning answer caching off must not turn feedback off)."""
+    (turning answer caching off must not turn feedback off). Records are kept
+    ``settings.feedback_retention_s``."""
+    retention_s = settings.feedback_retention_s
     cache: Cache
     if settings.redis_url:
         cache = RedisCache(

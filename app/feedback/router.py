@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Request
 
-from fastapi import APIRouter, Depends, Request
-
-from app.deps import TenantDep
+from app.deps import FeedbackDep, TenantDep
 from app.feedback.protocol import FeedbackIn, FeedbackOut
-from app.feedback.service import FeedbackService
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
-
-
-def get_feedback(request: Request) -> FeedbackService:
-    return request.app.state.feedback  # type: ignore[no-any-return]
-
-
-FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]
 
 
 @router.post("/feedback", response_model=FeedbackOut)

@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Request
 
-from app.deps import NERDep, RequestIdDep, TenantDep
+from app.deps import FeedbackDep, LimiterDep, NERDep, RequestIdDep, TenantDep
 from app.errors import InvalidRequest
-from app.feedback.router import FeedbackDep
 from app.logging import request_id_var
 from app.ner.protocol import BatchResponse, NERRequest, NERResponse
 
@@ -21,11 +20,12 @@ async def extract(
     request: Request,
     ner: NERDep,
     feedback: FeedbackDep,
+    limiter: LimiterDep,
     tenant: TenantDep,
     request_id: RequestIdDep,
 ) -> NERResponse:
     request.state.method = body.method
-    async with request.app.state.limiter.slot():
+    async with limiter.slot():
         response = await ner.extract(tenant, body, request_id)
     # Labelled only once the domain is known to exist: any client could mint series otherwise.
     request.state.domain = body.domain
@@ -38,6 +38,7 @@ async def extract_batch(
     request: Request,
     ner: NERDep,
     feedback: FeedbackDep,
+    limiter: LimiterDep,
     tenant: TenantDep,
     request_id: RequestIdDep,
     items: Annotated[list[NERRequest], Body(description="Requests, answered in order.")],
@@ -52,7 +53,7 @@ async def extract_batch(
         await ner.prepare(tenant, item, where=f"[{index}].")
     # The items run one after another: one generation in flight, one slot.
     results = []
-    async with request.app.state.limiter.slot(weight=1):
+    async with limiter.slot(weight=1):
         for index, item in enumerate(items):
             item_id = f"{request_id}-{index}"
             token = request_id_var.set(item_id)  # the item's log lines carry its own id
