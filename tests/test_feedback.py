@@ -155,6 +155,26 @@ async def test_outcome_only_unknown_repeated_and_foreign_requests(parts: Parts) 
     assert reported(parts.metrics, "escalated", "resolved") == 0
 
 
+async def test_a_reused_request_id_is_never_attached_to_the_wrong_text(parts: Parts) -> None:
+    await _support_domain(parts)
+    service = FeedbackService(
+        RecordStore(MemoryCache(100, 3600), parts.metrics, 3600), parts.domains, parts.metrics
+    )
+    await service.remember(TENANT, CORRECTED, answer("same"))
+    await service.remember(TENANT, CORRECTED, answer("same"))  # a retry: same text, fine
+    await service.remember(TENANT, CORRECTED, answer("retry"))
+    await service.remember(TENANT, SIMILAR, answer("same", text=SIMILAR))  # another text
+    before = await parts.domains.count_examples(TENANT, "support")
+    with pytest.raises(Conflict, match="more than one text"):
+        await service.report(TENANT, FeedbackIn(request_id="same", outcome="resolved", entities=[]))
+    assert await parts.domains.count_examples(TENANT, "support") == before
+    out = await service.report(TENANT, FeedbackIn(request_id="retry", outcome="resolved"))
+    assert out.outcome == "resolved"
+    await service.remember(TENANT, CORRECTED, answer("retry"))  # retried after the report
+    with pytest.raises(Conflict, match="already recorded"):
+        await service.report(TENANT, FeedbackIn(request_id="retry", outcome="escalated"))
+
+
 async def test_entities_that_do_not_fit_the_text_are_refused(parts: Parts) -> None:
     await _support_domain(parts)
     service = FeedbackService(

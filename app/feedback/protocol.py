@@ -15,7 +15,9 @@ class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(
-        min_length=1, max_length=128, description="The request_id of the /v1/ner answer."
+        min_length=1,
+        max_length=140,  # a client's 128-character id plus a batch item's "-<index>"
+        description="The request_id of the /v1/ner answer (of the batch item).",
     )
     outcome: Outcome = Field(description="What happened to the case: resolved or escalated.")
     entities: list[SpanIn] | None = Field(

@@ -49,6 +49,8 @@ class RequestRecord(BaseModel):
     outcome: Outcome | None = None
     reported_at: float | None = None
     example_id: str | None = None
+    # Another request came with the same (client-chosen) id: feedback cannot tell them apart.
+    ambiguous: bool = False
 
 
 class RecordStore:

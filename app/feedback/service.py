@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from app.core.types import Example, Span
 from app.domains.service import DomainService
-from app.errors import Conflict, InvalidRequest, NotFound
+from app.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from app.feedback.protocol import FeedbackIn, FeedbackOut, Outcome
 from app.feedback.records import RecordedSpan, RecordStore, RequestRecord
 from app.metrics import Metrics
@@ -54,6 +54,20 @@ class FeedbackService:
             ],
             created_at=self._clock(),
         )
+        try:
+            earlier = await self.records.get(tenant, response.request_id)
+        except BackendUnavailable:  # counted by the store; a write would fail (and wait) too
+            log.warning("request record not stored: records unavailable")
+            return
+        if earlier is not None:
+            if earlier.ambiguous or (earlier.text, earlier.domain) != (text, response.domain):
+                log.warning(
+                    "request id reused for another text: feedback on it will be refused",
+                    extra={"id": response.request_id},
+                )
+                record = record.model_copy(update={"ambiguous": True})
+            elif earlier.outcome is not None:
+                return  # a retry of an answer already reported on: keep the report
         await self.records.put(record)
 
     async def report(self, tenant: str, body: FeedbackIn) -> FeedbackOut:
@@ -63,6 +77,11 @@ class FeedbackService:
             raise NotFound(
                 f"no record of request {body.request_id!r}: unknown to this tenant, or older "
                 f"than the {hours:g} h that records are kept"
+            )
+        if record.ambiguous:
+            raise Conflict(
+                f"request id {body.request_id!r} was sent with more than one text; feedback "
+                "cannot tell which answer it is about (send a unique X-Request-ID per request)"
             )
         if record.outcome is not None:
             raise Conflict(
