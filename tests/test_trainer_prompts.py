@@ -207,6 +207,9 @@ def test_build_prompts_retrieves_from_pool_never_the_sentence(tmp_path: Path) ->
     )
     assert len(examples) == 9
     config = _toy_config(tmp_path, num_prompts=3)
+    pool, queries = split_source(examples, config.pool_size, 3, config.min_words, config.seed)
+    # the case under test: a query whose exact text is also in the pool
+    assert {q.text for q in queries} & {p.text for p in pool}
     prompts = build_prompts(config, None, work_dir=tmp_path, progress=False)
     assert len(prompts) == 3
     for p in prompts:
