@@ -19,6 +19,24 @@ cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
 
 
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` on stderr (unwrapped, so it can be grepped) and exit."""
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def describe_cli_error(error: Exception) -> str:
+    from pydantic import ValidationError
+
+    from app.errors import NerveError, describe_validation
+
+    if isinstance(error, ValidationError):
+        return describe_validation(error.errors())
+    if isinstance(error, NerveError):
+        return f"{error.code}: {error.message}"
+    return str(error)
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default NERVE_HOST).")] = None,
@@ -76,10 +94,13 @@ def index(
 ) -> None:
     """Index a CoNLL/BIO file into a domain's pool, in process (stop `nerve serve` first when
     it uses the same Milvus Lite directory: that directory is locked by one process)."""
+    from pydantic import ValidationError
+
     from app.components import build_components
     from app.core.crossner_types import entity_types_for
-    from app.core.readers import entity_types_of, read_bio_file
+    from app.core.readers import BioFormatError, entity_types_of, read_bio_file
     from app.domains.protocol import DomainIn, EntityTypeIn
+    from app.errors import NerveError
 
     async def run() -> None:
         examples = read_bio_file(file)
@@ -106,7 +127,11 @@ def index(
         finally:
             await components.close()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except (BioFormatError, ValidationError, NerveError) as error:
+        # Bad input is the caller's to fix: one line naming it, no traceback.
+        fail(describe_cli_error(error))
 
 
 @cli.command("eval")
@@ -130,6 +155,10 @@ def eval_command(
     ] = None,
 ) -> None:
     """Score a split through the API's own pipeline (fresh store; pool = --pool-split)."""
+    from pydantic import ValidationError
+
+    from app.core.readers import BioFormatError
+    from app.errors import InvalidRequest
     from app.evaluation import evaluate
     from app.logging import configure_logging
 
@@ -141,22 +170,25 @@ def eval_command(
     ):
         if value is not None:
             overrides[key] = value
-    settings = load_settings(**overrides)
     configure_logging("WARNING", as_json=False)
     logging.getLogger("app.evaluation").setLevel(logging.INFO)
-    result = asyncio.run(
-        evaluate(
-            settings,
-            data,
-            domain,
-            split,
-            pool_split=pool_split,
-            limit=limit,
-            top_k=top_k,
-            method=method,
-            progress=sys.stderr.isatty() or not as_json,
+    try:
+        settings = load_settings(**overrides)
+        result = asyncio.run(
+            evaluate(
+                settings,
+                data,
+                domain,
+                split,
+                pool_split=pool_split,
+                limit=limit,
+                top_k=top_k,
+                method=method,
+                progress=sys.stderr.isatty() or not as_json,
+            )
         )
-    )
+    except (FileNotFoundError, BioFormatError, ValidationError, InvalidRequest) as error:
+        fail(describe_cli_error(error))
     payload = result.to_dict()
     if output:
         output.write_text(json.dumps(payload, indent=2))

@@ -57,8 +57,24 @@ def test_index_then_serve_finds_the_examples(
     bad = tmp_path / "bad.conll"
     bad.write_text("Maria\tX-person\n")
     failed = run_cli("index", "--domain", "travel", "--file", str(bad), env=env)
-    assert failed.returncode != 0
-    assert "line 1" in failed.stderr
+    assert failed.returncode == 2
+    assert "error: " in failed.stderr and "line 1: tag 'X-person'" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+    fresh = {**env, "NERVE_DATA_DIR": str(tmp_path / "fresh")}
+    bad_name = run_cli("index", "--domain", "no spaces/allowed", "--file", str(conll), env=fresh)
+    assert bad_name.returncode == 2
+    assert "error: " in bad_name.stderr and "Traceback" not in bad_name.stderr
+
+
+def test_eval_of_a_missing_domain_is_a_one_line_error(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "NERVE_DATA_DIR": str(tmp_path / "state")}
+    failed = run_cli("eval", "--data", str(tmp_path), "--domain", "nowhere", env=env)
+    assert failed.returncode == 2
+    assert "error: no train split for domain 'nowhere'" in failed.stderr
+    assert "Traceback" not in failed.stderr
 
 
 async def test_eval_runs_the_api_pipeline_and_scores(base_settings: dict[str, Any]) -> None:
