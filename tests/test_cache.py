@@ -56,6 +56,20 @@ async def test_memory_entries_expire_after_their_ttl() -> None:
     assert await cache.get("default") is None
 
 
+async def test_memory_add_sets_only_an_absent_or_expired_key() -> None:
+    clock = Clock()
+    cache = MemoryCache(10, 10.0, clock=clock)
+    won = await asyncio.gather(*(cache.add("claim", str(i).encode(), 1.0) for i in range(5)))
+    assert won == [True, False, False, False, False]
+    assert await cache.get("claim") == b"0"
+    clock.now += 1.0
+    assert await cache.add("claim", b"again")
+    assert await cache.get("claim") == b"again"
+    await cache.delete("claim")
+    assert await cache.add("claim", b"after delete")
+    assert await NullCache().add("claim", b"x")  # stores nothing, so nothing is ever present
+
+
 async def test_memory_non_positive_ttl_stores_nothing() -> None:
     cache = MemoryCache(10, 10.0)
     await cache.set("k", b"old")
@@ -222,6 +236,11 @@ class _Failing:
         if self.down:
             raise CacheError(self.name, "connection refused")
         self.store[key] = value
+
+    async def add(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
+        if self.down:
+            raise CacheError(self.name, "connection refused")
+        return self.store.setdefault(key, value) is value
 
     async def delete(self, key: str) -> None:
         if self.down:

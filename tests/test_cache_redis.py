@@ -43,6 +43,21 @@ async def test_round_trip(cache: RedisCache) -> None:
     assert await cache.get("nerve:k") is None
 
 
+async def test_add_sets_only_an_absent_key_once_among_concurrent_callers(
+    cache: RedisCache, redis_url: str
+) -> None:
+    other = RedisCache(redis_url, timeout_s=TIMEOUT_S, default_ttl_s=30.0, max_connections=8)
+    try:  # two clients stand for two gateway replicas
+        won = await asyncio.gather(*(c.add("claim", b"x", 0.3) for c in [cache, other] * 4))
+        assert sorted(won) == [False] * 7 + [True]
+        assert await cache.get("claim") == b"x"
+        await asyncio.sleep(0.45)  # expired: free again
+        assert await other.add("claim", b"y")
+        assert await cache.get("claim") == b"y"
+    finally:
+        await other.close()
+
+
 async def test_ttl_default_and_per_call(cache: RedisCache, redis_url: str) -> None:
     await cache.set("default", b"d")
     await cache.set("short", b"s", ttl_s=0.3)

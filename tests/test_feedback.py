@@ -3,6 +3,7 @@ once, corrections become examples that the next similar query retrieves."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,12 @@ CORRECTION = [
 ]
 
 
+def in_process_service(parts: Parts) -> FeedbackService:
+    """Feedback with records kept in this process (no Redis)."""
+    records = RecordStore(MemoryCache(100, 3600), parts.metrics, 3600)
+    return FeedbackService(records, parts.domains, parts.metrics)
+
+
 def reported(metrics: Metrics, outcome: str, predicted: str) -> float:
     labels = {"domain": "support", "outcome": outcome, "predicted": predicted}
     return metrics.registry.get_sample_value("nerve_reported_outcomes_total", labels) or 0.0
@@ -102,9 +109,7 @@ async def test_a_correction_is_retrieved_by_the_next_similar_query(parts: Parts)
         "Pune",
     ]
     await _support_domain(parts)
-    service = FeedbackService(
-        RecordStore(MemoryCache(100, 3600), parts.metrics, 3600), parts.domains, parts.metrics
-    )
+    service = in_process_service(parts)
     before = parts.retriever.retrieve(TENANT, "support", SIMILAR, 2)
     assert CORRECTED not in [r.example.text for r in before]
     version = (await parts.domains.get(TENANT, "support")).version
@@ -135,9 +140,7 @@ async def test_a_correction_is_retrieved_by_the_next_similar_query(parts: Parts)
 async def test_outcome_only_unknown_repeated_and_foreign_requests(parts: Parts) -> None:
     await _support_domain(parts)
     await _support_domain(parts, tenant="globex")
-    service = FeedbackService(
-        RecordStore(MemoryCache(100, 3600), parts.metrics, 3600), parts.domains, parts.metrics
-    )
+    service = in_process_service(parts)
     await service.remember(TENANT, CORRECTED, answer("r2", escalate=False))
     version = (await parts.domains.get(TENANT, "support")).version
 
@@ -157,9 +160,7 @@ async def test_outcome_only_unknown_repeated_and_foreign_requests(parts: Parts) 
 
 async def test_a_reused_request_id_is_never_attached_to_the_wrong_text(parts: Parts) -> None:
     await _support_domain(parts)
-    service = FeedbackService(
-        RecordStore(MemoryCache(100, 3600), parts.metrics, 3600), parts.domains, parts.metrics
-    )
+    service = in_process_service(parts)
     await service.remember(TENANT, CORRECTED, answer("same"))
     await service.remember(TENANT, CORRECTED, answer("same"))  # a retry: same text, fine
     await service.remember(TENANT, CORRECTED, answer("retry"))
@@ -175,11 +176,44 @@ async def test_a_reused_request_id_is_never_attached_to_the_wrong_text(parts: Pa
         await service.report(TENANT, FeedbackIn(request_id="retry", outcome="escalated"))
 
 
+async def _race_two_reports(parts: Parts, first: FeedbackService, second: FeedbackService) -> None:
+    """Two reports of one request at once: exactly one is recorded, one correction added."""
+    before = await parts.domains.count_examples(TENANT, "support")
+    body = FeedbackIn.model_validate(
+        {"request_id": "race", "outcome": "escalated", "entities": CORRECTION}
+    )
+    results = await asyncio.gather(
+        first.report(TENANT, body), second.report(TENANT, body), return_exceptions=True
+    )
+    recorded = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, Conflict)]
+    assert len(recorded) == 1 and len(refused) == 1, results
+    assert await parts.domains.count_examples(TENANT, "support") == before + 1
+    assert reported(parts.metrics, "escalated", "escalated") == 1
+
+
+async def test_concurrent_reports_of_one_request_are_recorded_once(parts: Parts) -> None:
+    await _support_domain(parts)
+    service = in_process_service(parts)
+    await service.remember(TENANT, CORRECTED, answer("race"))
+    await _race_two_reports(parts, service, service)
+
+
+async def test_concurrent_reports_on_two_replicas_are_recorded_once(
+    parts: Parts, redis_url: str, redis_records: list[RecordStore]
+) -> None:
+    await _support_domain(parts)
+    settings = load_settings(redis_url=redis_url)
+    stores = [build_record_store(settings, parts.metrics) for _ in range(2)]
+    redis_records.extend(stores)
+    replicas = [FeedbackService(s, parts.domains, parts.metrics) for s in stores]
+    await replicas[0].remember(TENANT, CORRECTED, answer("race"))
+    await _race_two_reports(parts, *replicas)
+
+
 async def test_entities_that_do_not_fit_the_text_are_refused(parts: Parts) -> None:
     await _support_domain(parts)
-    service = FeedbackService(
-        RecordStore(MemoryCache(100, 3600), parts.metrics, 3600), parts.domains, parts.metrics
-    )
+    service = in_process_service(parts)
     await service.remember(TENANT, CORRECTED, answer("r3"))
     bad = {
         "past the end": [{"start": 50, "end": 500, "type": "location"}],

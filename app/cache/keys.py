@@ -73,3 +73,8 @@ def embedding_key(*, tenant: str, model: str, mode: str, text: str) -> str:
 def request_record_key(*, tenant: str, request_id: str) -> str:
     """Key of what /v1/feedback needs of a past request; another tenant's id is simply absent."""
     return ":".join([PREFIX, "request", SCHEMA, _part(tenant), _part(request_id)])
+
+
+def report_claim_key(*, tenant: str, request_id: str) -> str:
+    """Held by the one /v1/feedback call that is recording the outcome of a request."""
+    return ":".join([PREFIX, "report", SCHEMA, _part(tenant), _part(request_id)])

@@ -62,6 +62,21 @@ class MemoryCache:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
+    async def add(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
+        ttl = self.default_ttl_s if ttl_s is None else ttl_s
+        now = self._clock()
+        with self._lock:  # check and set under one lock, with no await between them
+            item = self._entries.get(key)
+            if item is not None and item[0] > now:
+                return False
+            if ttl <= 0:
+                return True
+            self._entries[key] = (now + ttl, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+            return True
+
     async def delete(self, key: str) -> None:
         with self._lock:
             self._entries.pop(key, None)

@@ -12,6 +12,9 @@ class NullCache:
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         return None
 
+    async def add(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
+        return True  # nothing is ever present
+
     async def delete(self, key: str) -> None:
         return None
 

@@ -71,6 +71,13 @@ class RedisCache:
         # Millisecond precision: a sub-second TTL must not round to "no expiry" or to zero.
         await self._call("SET", self._client.set(key, value, px=max(1, round(ttl * 1000))))
 
+    async def add(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
+        ttl = self.default_ttl_s if ttl_s is None else ttl_s
+        px = max(1, round(ttl * 1000))
+        # SET NX: one round trip, atomic on the server, so replicas cannot both win.
+        done = await self._call("SET NX", self._client.set(key, value, px=px, nx=True))
+        return bool(done)
+
     async def delete(self, key: str) -> None:
         await self._call("DEL", self._client.delete(key))
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from app.cache.base import Cache
 from app.cache.errors import CacheError
-from app.cache.keys import request_record_key
+from app.cache.keys import report_claim_key, request_record_key
 from app.cache.memory import MemoryCache
 from app.cache.redis_cache import RedisCache
 from app.errors import BackendUnavailable
@@ -96,6 +96,26 @@ class RecordStore:
             # Written by an incompatible version: as good as expired.
             log.warning("unreadable request record dropped", extra={"id": request_id})
             return None
+
+    async def claim_report(self, tenant: str, request_id: str) -> bool:
+        """Become the one caller recording feedback on this request (across replicas with
+        Redis); False if another holds it. 503 if the backend fails: without the claim two
+        concurrent reports could both add their correction."""
+        key = report_claim_key(tenant=tenant, request_id=request_id)
+        try:
+            return await self.cache.add(key, b"1", self.retention_s)
+        except CacheError as exc:
+            self.metrics.backend_errors.labels(backend=self.cache.name).inc()
+            raise BackendUnavailable(
+                self.cache.name, f"request records unavailable: {exc}"
+            ) from exc
+
+    async def release_report(self, tenant: str, request_id: str) -> None:
+        """Give a claim back after a report failed, so the caller's retry can succeed."""
+        try:
+            await self.cache.delete(report_claim_key(tenant=tenant, request_id=request_id))
+        except CacheError as exc:  # the claim then expires with the record
+            log.warning("report claim not released: %s", exc, extra={"id": request_id})
 
     async def close(self) -> None:
         await self.cache.close()

@@ -88,6 +88,20 @@ class FeedbackService:
                 f"feedback on request {body.request_id!r} was already recorded "
                 f"(outcome {record.outcome!r})"
             )
+        if not await self.records.claim_report(tenant, body.request_id):
+            raise Conflict(
+                f"feedback on request {body.request_id!r} was already recorded or is being "
+                "recorded by another call"
+            )
+        try:
+            return await self._record(tenant, body, record)
+        except BaseException:
+            await self.records.release_report(tenant, body.request_id)
+            raise
+
+    async def _record(self, tenant: str, body: FeedbackIn, record: RequestRecord) -> FeedbackOut:
+        """Add the correction, count the outcome and mark the record (the caller holds the
+        report's claim)."""
         domain = await self.domains.get(tenant, record.domain)
         example_id: str | None = None
         if body.entities is not None:
@@ -114,7 +128,7 @@ class FeedbackService:
         )
         if not await self.records.put(reported):
             log.warning(
-                "feedback recorded but not marked; a repeat would count twice",
+                "feedback recorded but its record not marked (the claim still refuses a repeat)",
                 extra={"id": body.request_id},
             )
         log.info(
