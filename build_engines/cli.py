@@ -1,12 +1,17 @@
 """``python -m build_engines``: LoRA merge → TensorRT-LLM checkpoint → engine → Triton configs.
 
 Steps (each a command, printed with ``--dry-run`` instead of run):
-1. ``python -m build_engines.merge_lora`` merges the peft adapter into the base HF model;
+1. ``python -m build_engines.merge_lora`` merges the peft adapter into the base HF model, and
+   saves the tokenizer into the model repository (``tensorrt_llm/1/tokenizer``), where the
+   Triton container finds it;
 2. TensorRT-LLM's ``convert_checkpoint.py`` for the model family writes a TRT-LLM checkpoint;
 3. ``trtllm-build`` compiles the engine for in-flight batching: GPT attention plugin, packed
    (padding-free) inputs, paged KV cache, paged context FMHA (needed for KV-cache reuse);
 4. the templates in ``model_repository/gpu_templates`` are filled (strictly) into
-   ``<output>/model_repository``, the engine going to ``tensorrt_llm/1``.
+   ``<output>/model_repository``, the engine going to ``tensorrt_llm/1``, with every path
+   written as the Triton container sees it (``--mount``, default ``/models``); and
+   ``<output>/deploy.env`` receives the settings the gateway and the Triton service need to
+   match this engine (its token budget, the GPU count, orchestrator mode for tensor parallelism).
 
 Steps 1–3 need TensorRT-LLM and an NVIDIA GPU (step 1 runs on CPU too); ``--dry-run`` does
 step 4 for real and prints the others.
@@ -19,16 +24,24 @@ import logging
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from app.settings import REPO_ROOT
 from build_engines.templates import fill_repository
 
 log = logging.getLogger(__name__)
 
+# Not app.settings.REPO_ROOT: this module runs inside NVIDIA's TensorRT-LLM container, where
+# only the standard library, torch, transformers and peft can be counted on.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO_ROOT / "model_repository" / "gpu_templates"
+
+# Inside the generated repository: the engine (Triton's version directory of tensorrt_llm) and
+# the tokenizer beside it (a non-numeric directory, which Triton ignores).
+ENGINE_SUBDIR = PurePosixPath("tensorrt_llm/1")
+TOKENIZER_SUBDIR = ENGINE_SUBDIR / "tokenizer"
+DEPLOY_ENV = "deploy.env"
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,8 @@ class BuildPlan:
     commands: list[list[str]]
     values: dict[str, str]
     repository: Path
+    # NAME=value lines of <output>/deploy.env: compose variables and NERVE_ settings.
+    deploy_env: dict[str, str]
 
 
 def _bool(value: bool) -> str:
@@ -79,10 +94,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunked-context", action="store_true", help="chunk long prefills")
     parser.add_argument("--instances", type=int, default=2, help="tokenizer model instances")
     parser.add_argument(
-        "--serve-root",
-        type=Path,
-        default=None,
-        help="where <output> is mounted in the Triton container (default: the same path)",
+        "--mount",
+        type=PurePosixPath,
+        default=PurePosixPath("/models"),
+        help="where <output>/model_repository is mounted in the Triton container: the paths "
+        "in the configs are written under it (default /models, as docker-compose.yml and "
+        "deploy/k8s mount it)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print commands, write configs")
     args = parser.parse_args(argv)
@@ -91,6 +108,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 < args.kv_cache_free_gpu_mem_fraction <= 1:
         parser.error("--kv-cache-free-gpu-mem-fraction must be in (0, 1]")
+    if not args.mount.is_absolute():
+        parser.error(f"--mount must be an absolute path in the container; got {args.mount}")
     return args
 
 
@@ -99,9 +118,9 @@ def plan(args: argparse.Namespace) -> BuildPlan:
     merged = out / "work" / "merged"
     checkpoint = out / "work" / "trtllm_checkpoint"
     repository = out / "model_repository"
-    engine = repository / "tensorrt_llm" / "1"
-    serve = args.serve_root or out
+    engine = repository / ENGINE_SUBDIR
     convert = args.trtllm_examples / "models" / "core" / args.model_family / "convert_checkpoint.py"
+    max_seq_len = args.max_input_len + args.max_output_len
     build = [
         "trtllm-build",
         "--checkpoint_dir", str(checkpoint),
@@ -109,12 +128,13 @@ def plan(args: argparse.Namespace) -> BuildPlan:
         "--gpt_attention_plugin", "auto",
         "--gemm_plugin", "auto",
         "--remove_input_padding", "enable",
-        "--paged_kv_cache", "enable",
+        # --paged_kv_cache is deprecated (trtllm-build warns); --kv_cache_type replaces it.
+        "--kv_cache_type", "paged",
         "--context_fmha", "enable",
         "--use_paged_context_fmha", "enable",
         "--max_batch_size", str(args.max_batch_size),
         "--max_input_len", str(args.max_input_len),
-        "--max_seq_len", str(args.max_input_len + args.max_output_len),
+        "--max_seq_len", str(max_seq_len),
         "--max_beam_width", "1",
     ]  # fmt: skip
     if args.max_num_tokens:
@@ -126,6 +146,7 @@ def plan(args: argparse.Namespace) -> BuildPlan:
             "--lora", str(args.lora.resolve()),
             "--out", str(merged),
             "--dtype", args.dtype,
+            "--tokenizer-out", str(repository / TOKENIZER_SUBDIR),
         ],
         [
             "python3", str(convert),
@@ -140,9 +161,12 @@ def plan(args: argparse.Namespace) -> BuildPlan:
         "triton_max_batch_size": str(args.max_batch_size),
         "decoupled_mode": "false",  # the gateway makes unary calls
         "max_queue_delay_microseconds": str(args.max_queue_delay_us),
-        "engine_dir": str(serve / "model_repository" / "tensorrt_llm" / "1"),
-        "tokenizer_dir": str(serve / "work" / "merged"),
+        # Paths as the Triton container sees them: <output>/model_repository is at --mount.
+        "engine_dir": str(args.mount / ENGINE_SUBDIR),
+        "tokenizer_dir": str(args.mount / TOKENIZER_SUBDIR),
         "add_special_tokens": "true",
+        "max_input_len": str(args.max_input_len),
+        "max_seq_len": str(max_seq_len),
         "batch_scheduler_policy": args.batch_scheduler_policy,
         "max_tokens_in_paged_kv_cache": "",  # empty: sized from the free-memory fraction
         "kv_cache_free_gpu_mem_fraction": str(args.kv_cache_free_gpu_mem_fraction),
@@ -151,7 +175,29 @@ def plan(args: argparse.Namespace) -> BuildPlan:
         "preprocessing_instance_count": str(args.instances),
         "postprocessing_instance_count": str(args.instances),
     }
-    return BuildPlan(commands=commands, values=values, repository=repository)
+    deploy_env = {
+        # The gateway fits prompts into NERVE_LLM_CONTEXT_TOKENS - NERVE_MAX_NEW_TOKENS tokens:
+        # with these two that is the engine's max_input_len, and prompt + answer fit max_seq_len.
+        "NERVE_LLM_CONTEXT_TOKENS": str(max_seq_len),
+        "NERVE_MAX_NEW_TOKENS": str(args.max_output_len),
+        # One GPU per tensor-parallel rank; more than one rank needs the backend's orchestrator
+        # mode (it spawns a trtllmExecutorWorker per rank through MPI).
+        "TRITON_GPU_COUNT": str(args.tp_size),
+        "TRTLLM_ORCHESTRATOR": "1" if args.tp_size > 1 else "0",
+    }
+    return BuildPlan(commands=commands, values=values, repository=repository, deploy_env=deploy_env)
+
+
+def write_deploy_env(path: Path, env: Mapping[str, str]) -> Path:
+    lines = [
+        "# Written by `python -m build_engines` for the engine beside it. Copy these lines into",
+        "# the .env beside docker-compose.yml (or the Kubernetes ConfigMap and the Triton",
+        "# Deployment, deploy/k8s): the gateway's prompt budget must match the engine's limits.",
+        *(f"{name}={value}" for name, value in env.items()),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("running: %s", line)
         subprocess.run(command, check=True)
     written = fill_repository(TEMPLATES, build.repository, build.values)
+    written.append(write_deploy_env(args.output.resolve() / DEPLOY_ENV, build.deploy_env))
     for path in written:
         log.info("wrote %s", path)
     return 0

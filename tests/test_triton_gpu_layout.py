@@ -10,6 +10,7 @@ dims, maps, parameters), not the engine.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from google.protobuf import text_format
 from transformers import AutoTokenizer
 from tritonclient.grpc import model_config_pb2
 
+from app.errors import InvalidRequest
 from app.generation.base import GenerationRequest
 from app.generation.triton import TritonGenerator
 from app.settings import Settings
@@ -70,16 +72,21 @@ def gpu_layout_server(
     tmp_path_factory: pytest.TempPathFactory, triton_settings: Settings
 ) -> Iterator[TritonServer]:
     out = tmp_path_factory.mktemp("gpu_build")
+    repository = out / "model_repository"
+    # The repository is "mounted" where it is: the configs name paths under --mount.
     argv = [
         "--base-model", "unused", "--lora", "unused", "--output", str(out),
-        "--dry-run", "--max-batch-size", "4", "--instances", "1",
+        "--dry-run", "--max-batch-size", "4", "--instances", "1", "--mount", str(repository),
+        "--max-input-len", "32", "--max-output-len", "8",
     ]  # fmt: skip
     assert build_main(argv) == 0
-    repository = out / "model_repository"
-    # The filled configs point at the merged model's tokenizer: use a packaged one instead.
-    for name in ("preprocessing", "postprocessing"):
-        config = repository / name / "config.pbtxt"
-        config.write_text(config.read_text().replace(str(out / "work/merged"), str(TOKENIZER_DIR)))
+    # Step 1 (not run in a dry run) saves the merged model's tokenizer inside the repository,
+    # where the configs name it: a packaged one stands in for it.
+    shutil.copytree(
+        TOKENIZER_DIR,
+        repository / "tensorrt_llm/1/tokenizer",
+        ignore=shutil.ignore_patterns("*.safetensors", "1_Pooling"),
+    )
     _stand_in_engine(repository / "tensorrt_llm")
     server = TritonServer(
         triton_settings,
@@ -120,3 +127,18 @@ async def test_filled_ensemble_answers_the_contract(gpu_layout_server: TritonSer
     assert all(t.logprob == pytest.approx(-0.25) for t in answer.tokens)
     assert stopped.text == "anna berg "
     assert stopped.finish_reason == "stop"
+
+
+async def test_a_prompt_past_the_engine_limit_is_an_invalid_request(
+    gpu_layout_server: TritonServer,
+) -> None:
+    """preprocessing refuses it with the contract's marker; through the real ensemble the
+    gateway's client still sees it, so the API answers 422, not 503."""
+    triton = TritonGenerator(gpu_layout_server.grpc_url, "ensemble")
+    try:
+        with pytest.raises(InvalidRequest, match="max_input_len of 32"):
+            await triton.generate(GenerationRequest("oslo " * 40, max_tokens=4))
+        with pytest.raises(InvalidRequest, match="max_seq_len of 40"):
+            await triton.generate(GenerationRequest("oslo " * 30, max_tokens=12))
+    finally:
+        await triton.close()

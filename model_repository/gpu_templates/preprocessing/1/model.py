@@ -2,7 +2,8 @@
 
 import triton_python_backend_utils as pb_utils
 
-from app.generation.trtllm_io import TokenizerIO, preprocess
+from app.core.prompt import STOP_SEQUENCES
+from app.generation.trtllm_io import TokenizerIO, error_message, preprocess
 
 INPUTS = ("QUERY", "REQUEST_OUTPUT_LEN", "STOP_WORDS_DICT", "BAD_WORDS_DICT", "END_ID", "PAD_ID")
 
@@ -15,7 +16,12 @@ class TritonPythonModel:
         self.io = TokenizerIO.from_dir(
             params["tokenizer_dir"]["string_value"],
             add_special_tokens=params["add_special_tokens"]["string_value"].lower() == "true",
+            # The engine's build limits: a prompt past them is the caller's error (a 422).
+            max_input_len=params["max_input_len"]["string_value"],
+            max_seq_len=params["max_seq_len"]["string_value"],
         )
+        # The stop strings the gateway sends, tokenized now rather than on the first request.
+        self.io.stop_words_to_ids(STOP_SEQUENCES)
 
     def execute(self, requests):
         responses = []
@@ -27,7 +33,13 @@ class TritonPythonModel:
             try:
                 outputs = preprocess(self.io, tensors)
             except Exception as exc:  # this request's error, never a crash of the instance
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+                message, invalid = error_message(exc)
+                code = (
+                    pb_utils.TritonError.INVALID_ARG if invalid else pb_utils.TritonError.INTERNAL
+                )
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+                )
                 continue
             responses.append(
                 pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in outputs.items()])
