@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,15 +80,26 @@ def key_entry(key: str, tenant: str, *, admin: bool = False, name: str = "") -> 
 def add_key(path: Path, tenant: str, *, admin: bool = False, name: str = "") -> str:
     """Append a new key for ``tenant`` to the keys file (created if absent) and return the key:
     the only time it is seen. The file is replaced atomically, so a gateway re-reading it never
-    sees half of it, and is readable by its owner only."""
+    sees half of it. A new file is readable by its owner only (0600); a replaced one keeps its
+    group and its owner/group permissions (the operator's ``chgrp``/``chmod`` that lets the
+    gateway's user read it), never access for others."""
     entries = list(load_keys(path).values()) if path.exists() else []
     key = new_api_key()
     entries.append(key_entry(key, tenant, admin=admin, name=name))
     payload = json.dumps([e.model_dump() for e in entries], indent=2) + "\n"
+    mode, group = 0o600, None
+    if path.exists():
+        current = path.stat()
+        mode, group = stat.S_IMODE(current.st_mode) & 0o770, current.st_gid
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(payload, encoding="utf-8")
-    temporary.chmod(0o600)
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(payload, encoding="utf-8")
+        temporary.chmod(mode)
+        if group is not None and group != temporary.stat().st_gid:
+            os.chown(temporary, -1, group)  # PermissionError if the writer is not in the group
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return key
 
 

@@ -159,3 +159,12 @@ def test_add_key_appends_atomically_and_the_gateway_picks_it_up(tmp_path: Path) 
     with pytest.raises(ValueError, match="tenant"):
         add_key(path, "Not A Tenant")
     assert len(load_keys(path)) == 2
+
+
+def test_add_key_keeps_the_group_access_an_operator_gave_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    add_key(path, "acme")
+    path.chmod(0o644)  # group read as set for the gateway's user, plus world read
+    add_key(path, "ops")
+    assert path.stat().st_mode & 0o777 == 0o640  # group kept, others dropped
+    assert len(load_keys(path)) == 2
