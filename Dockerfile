@@ -36,16 +36,13 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels nerve
 # The encoder methods' trained artefacts (method=baner, method=lar, and LAR's post-processing of
 # LLM answers): the wheel holds only code, and without them BANER/LAR would be switched off.
-# NERVE_BANER_ARTEFACT_DIR names BANER's; LAR's calibrated options (lar/1/lar.json) are read
-# from <package root>/model_repository, which the link below provides.
+# NERVE_BANER_ARTEFACT_DIR and NERVE_LAR_OPTIONS_FILE (below) name them.
 COPY model_repository/baner /opt/nerve/model_repository/baner
 COPY model_repository/lar /opt/nerve/model_repository/lar
-RUN ln -s /opt/nerve/model_repository \
-        "$(python -c 'from app.settings import REPO_ROOT; print(REPO_ROOT)')/model_repository" \
-    && python -c "from app.methods.factory import DEFAULT_LAR_OPTIONS as p; assert p.is_file(), p"
 ENV PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     NERVE_BANER_ARTEFACT_DIR=/opt/nerve/model_repository/baner/1 \
+    NERVE_LAR_OPTIONS_FILE=/opt/nerve/model_repository/lar/1/lar.json \
     NERVE_DATA_DIR=/data \
     NERVE_HOST=0.0.0.0 \
     NERVE_PORT=8000

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     encoder_model: Path | None = Field(
         None, description="Base encoder dir for BANER; unset = the one the artefact names."
     )
+    lar_options_file: Path | None = Field(
+        None, description="LAR's calibrated options (lar.json); unset = model_repository/lar/1."
+    )
     lar_inference: Literal["direct", "enhanced"] = Field(
         "direct", description="LAR re-typing by similarity (direct) or by asking the LLM."
     )

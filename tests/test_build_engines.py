@@ -333,6 +333,11 @@ def test_gateway_image_carries_the_encoder_artefacts() -> None:
     baner = PurePosixPath(copies["model_repository/baner"])
     assert PurePosixPath(artefact.group(1)) == baner / "1"
     assert (REPO_ROOT / "model_repository/baner/1/baner.json").is_file()
+    options = re.search(r"NERVE_LAR_OPTIONS_FILE=(\S+)", dockerfile)
+    assert options and "lar_options_file" in Settings.model_fields
+    lar = PurePosixPath(copies["model_repository/lar"])
+    assert PurePosixPath(options.group(1)) == lar / "1" / "lar.json"
+    assert (REPO_ROOT / "model_repository/lar/1/lar.json").is_file()
 
 
 def _third_party_imports(module: str, seen: set[str] | None = None) -> set[str]:

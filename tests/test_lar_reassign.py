@@ -4,6 +4,7 @@ mentions, enhanced inference (the LLM chooses among candidates) and the in-proce
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +14,11 @@ from app.core.types import Entity, EntityType, Example, Span
 from app.generation.base import Generation, GenerationRequest
 from app.generation.llama_cpp import LlamaCppGenerator
 from app.methods.baner.extractor import BanerExtractor
-from app.methods.factory import DEFAULT_ARTEFACT
+from app.methods.factory import DEFAULT_ARTEFACT, DEFAULT_LAR_OPTIONS, EncoderMethodsConfig
 from app.methods.inprocess import InProcessLar
 from app.methods.lar.reassign import LabelReassigner, LarOptions, enhance, parse_choice
 from app.methods.wire import Candidate, TypedEntity
+from app.settings import load_settings
 
 TEXT = "Angela Merkel met Emmanuel Macron in Paris ."
 TYPES = [
@@ -196,3 +198,13 @@ def test_an_unrequested_llm_label_is_aligned_to_the_requested_types(
     # An LLM label that is a requested type is no foreign label.
     same = reassigner.apply_label_prior(direct, ["politician", "location"], TYPES)
     assert same.tolist() == direct.tolist()
+
+
+def test_lar_options_file_is_a_setting_and_a_missing_one_is_refused(tmp_path: Path) -> None:
+    assert EncoderMethodsConfig.from_settings(load_settings()).lar_options == DEFAULT_LAR_OPTIONS
+    named = tmp_path / "lar.json"
+    named.write_text(DEFAULT_LAR_OPTIONS.read_text())
+    config = EncoderMethodsConfig.from_settings(load_settings(lar_options_file=named))
+    assert config.lar_options == named
+    with pytest.raises(ValueError, match="NERVE_LAR_OPTIONS_FILE"):
+        EncoderMethodsConfig.from_settings(load_settings(lar_options_file=tmp_path / "nope"))

@@ -35,9 +35,14 @@ class EncoderMethodsConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EncoderMethodsConfig:
+        named = settings.lar_options_file
+        if named is not None and not named.is_file():
+            # Named on purpose: falling back to uncalibrated defaults would hide the mistake.
+            raise ValueError(f"NERVE_LAR_OPTIONS_FILE: {named} is not a file")
         return cls(
             backend=settings.encoder_backend,
             artefact_dir=settings.baner_artefact_dir or DEFAULT_ARTEFACT,
+            lar_options=named or DEFAULT_LAR_OPTIONS,
             encoder=str(settings.encoder_model) if settings.encoder_model else None,
             lar_inference=settings.lar_inference,
             triton_url=settings.triton_url,
