@@ -45,6 +45,7 @@ def test_domain_crud(api: TestClient) -> None:
     [
         ({"name": "Bad Name", "entity_types": [{"name": "a"}]}, "name"),
         ({"name": "dup", "entity_types": [{"name": "a"}, {"name": "A"}]}, "duplicate"),
+        ({"name": "many", "entity_types": [{"name": f"t{i}"} for i in range(51)]}, "at most 50"),
         ({"name": "req", "entity_types": [{"name": "a"}], "required_types": ["b"]}, "['b']"),
         ({"name": "none", "entity_types": []}, "entity_types"),
         ({"name": "extra", "entity_types": [{"name": "a"}], "colour": 1}, "colour"),
@@ -277,6 +278,12 @@ def test_ner_long_text_is_segmented_with_exact_offsets(
             "duplicate",
         ),
         ({"text": "hi", "domain": "support", "entity_types": []}, 422, "invalid_request", "empty"),
+        (
+            {"text": "hi", "domain": "support", "entity_types": [f"t{i}" for i in range(51)]},
+            422,
+            "invalid_request",
+            "at most 50",
+        ),
         ({"text": "hi", "domain": "support", "method": "magic"}, 422, "invalid_request", "method"),
         ({"domain": "support"}, 422, "invalid_request", "text"),
         ({"text": 5, "domain": "support"}, 422, "invalid_request", "text"),

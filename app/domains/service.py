@@ -53,15 +53,11 @@ class DomainService:
     # --- domains ---------------------------------------------------------------------------
     async def create(self, tenant: str, spec: DomainIn) -> Domain:
         names = [t.name for t in spec.entity_types]
-        _no_duplicates(names, "entity_types")
+        check_type_names(names, self.settings.max_entity_types)
         unknown = [r for r in spec.required_types if r not in names]
         if unknown:
             raise InvalidRequest(
                 f"required_types {unknown} are not among the domain's entity_types {names}"
-            )
-        if len(names) > self.settings.max_entity_types:
-            raise InvalidRequest(
-                f"entity_types: at most {self.settings.max_entity_types} types; got {len(names)}"
             )
         async with self._lock(tenant, spec.name):
             return await self._create(tenant, spec)
@@ -221,10 +217,14 @@ class DomainService:
         return updated
 
 
-def _no_duplicates(names: Sequence[str], field: str) -> None:
+def check_type_names(names: Sequence[str], limit: int, where: str = "") -> None:
+    """A list of entity types, of a domain or of one request: at most ``limit``, no name twice
+    (case-insensitively: the parser matches type names that way)."""
+    if len(names) > limit:
+        raise InvalidRequest(f"{where}entity_types: at most {limit} types; got {len(names)}")
     seen: set[str] = set()
     for name in names:
         key = name.lower()
         if key in seen:
-            raise InvalidRequest(f"{field}: duplicate entity type {name!r}")
+            raise InvalidRequest(f"{where}entity_types: duplicate entity type {name!r}")
         seen.add(key)

@@ -21,7 +21,7 @@ from app.core.prompt import PROMPT_VERSION, STOP_SEQUENCES, fit_prompt
 from app.core.segment import split_segments
 from app.core.types import Domain, EntityType, Example
 from app.domains.protocol import EntityTypeIn
-from app.domains.service import DomainService
+from app.domains.service import DomainService, check_type_names
 from app.errors import BackendUnavailable, InvalidRequest, NotFound
 from app.generation.base import Generation, GenerationRequest, Generator
 from app.methods.factory import EncoderMethods
@@ -104,11 +104,8 @@ class NERService:
         if request.entity_types is not None:
             if not request.entity_types:
                 raise InvalidRequest(f"{where}entity_types is empty; omit it to use the domain's")
-            if len(request.entity_types) > self.settings.max_entity_types:
-                raise InvalidRequest(
-                    f"{where}entity_types: at most {self.settings.max_entity_types}; "
-                    f"got {len(request.entity_types)}"
-                )
+            names = [t if isinstance(t, str) else t.name for t in request.entity_types]
+            check_type_names(names, self.settings.max_entity_types, where)
         if request.method not in self.methods:
             raise InvalidRequest(
                 f"{where}method {request.method!r} is not served by this deployment; "
@@ -132,13 +129,9 @@ class NERService:
             return list(domain.entity_types)
         registered = {t.name.lower(): t for t in domain.entity_types}
         resolved: list[EntityType] = []
-        seen: set[str] = set()
-        for item in requested:
+        for item in requested:  # count and duplicates were checked by validate()
             name = item if isinstance(item, str) else item.name
             key = name.lower()
-            if key in seen:
-                raise InvalidRequest(f"{where}entity_types: duplicate type {name!r}")
-            seen.add(key)
             if isinstance(item, str):
                 if key not in registered:
                     raise InvalidRequest(
