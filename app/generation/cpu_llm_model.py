@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from app.errors import InvalidRequest
 from app.generation import llm_tensors as t
 from app.generation.llama_cpp import LlamaCppEngine
 from app.settings import Settings, load_settings
@@ -71,8 +70,3 @@ class CpuLLM:
 
     def close(self) -> None:
         self.engine.close()
-
-
-def error_kind(exc: Exception) -> str:
-    """'invalid' for errors the caller must fix (sent with the contract's marker), else 'internal'."""
-    return "invalid" if isinstance(exc, InvalidRequest | t.MalformedTensors) else "internal"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.errors import BackendTimeout, InvalidRequest
 from app.generation.base import Generation, TokenLogprob
 
 CONTRACT_VERSION = "nerve_llm_tensors.v1"
@@ -41,10 +42,27 @@ TIMEOUT_PARAMETER = "timeout_ms"
 # An error the model sends for a request the caller must change (the prompt does not fit):
 # the gateway turns messages carrying this marker into a 422, everything else into a 503.
 INVALID_REQUEST_MARKER = "invalid_request: "
+# An error the model sends when it stopped at the caller's deadline: the gateway answers it as a
+# timeout, exactly as when its own gRPC deadline fires first (which one wins is a race).
+TIMEOUT_MARKER = "deadline_exceeded: "
 
 
 class MalformedTensors(ValueError):
     """Tensors that do not follow the contract (wrong names, shapes or lengths)."""
+
+
+def error_message(exc: Exception) -> tuple[str, bool]:
+    """A model's error for one request: (message, whether the caller must change the request).
+
+    Requests the caller must change carry :data:`INVALID_REQUEST_MARKER` (a 422 at the gateway,
+    ``app.generation.triton``, even when an ensemble prefixes the failing step), a passed
+    deadline carries :data:`TIMEOUT_MARKER` (a timeout); anything else is the backend's fault.
+    """
+    if isinstance(exc, InvalidRequest | MalformedTensors):
+        return INVALID_REQUEST_MARKER + str(exc), True
+    if isinstance(exc, BackendTimeout):
+        return TIMEOUT_MARKER + str(exc), False
+    return str(exc), False
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ class TritonGenerator:
         status = (exc.status() or "").removeprefix("StatusCode.")
         message = exc.message() or str(exc)
         where = f"Triton model {self.model!r} at {self.url}"
-        if status == "DEADLINE_EXCEEDED":
+        if status == "DEADLINE_EXCEEDED" or t.TIMEOUT_MARKER in message:
             return BackendTimeout(BACKEND, f"{where}: no answer in {timeout:g} s")
         if status == "UNAVAILABLE":
             return BackendUnavailable(BACKEND, f"{where} is unreachable: {message}")

@@ -34,7 +34,7 @@ import numpy as np
 from app.core.prompt import build_prompt
 from app.core.types import EntityType, Example, Span
 from app.errors import InvalidRequest
-from app.generation.llm_tensors import INVALID_REQUEST_MARKER, MalformedTensors
+from app.generation.llm_tensors import MalformedTensors
 
 
 def stop_context_text() -> str:
@@ -266,18 +266,6 @@ def _common_prefix(a: str, b: str) -> int:
             break
         n += 1
     return n
-
-
-def error_message(exc: Exception) -> tuple[str, bool]:
-    """A model's error for one request: (message, whether the caller must change the request).
-
-    Requests the caller must change carry :data:`INVALID_REQUEST_MARKER`, which the gateway
-    (``app.generation.triton``) turns into a 422 even when Triton wraps the message (an
-    ensemble prefixes the failing step); anything else is the backend's fault (a 503).
-    """
-    if isinstance(exc, InvalidRequest | MalformedTensors):
-        return INVALID_REQUEST_MARKER + str(exc), True
-    return str(exc), False
 
 
 def preprocess(io: TokenizerIO, tensors: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray]:

@@ -2,8 +2,8 @@
 
 import triton_python_backend_utils as pb_utils
 
-from app.generation.cpu_llm_model import INPUT_NAMES, CpuLLM, error_kind, timeout_from_parameters
-from app.generation.llm_tensors import INVALID_REQUEST_MARKER
+from app.generation.cpu_llm_model import INPUT_NAMES, CpuLLM, timeout_from_parameters
+from app.generation.llm_tensors import error_message
 
 
 class TritonPythonModel:
@@ -22,15 +22,9 @@ class TritonPythonModel:
             timeout_s = timeout_from_parameters(request.parameters())
             outputs = self.llm.run(tensors, cancelled=request.is_cancelled, timeout_s=timeout_s)
         except Exception as exc:  # every failure becomes this request's error, never a crash
-            if error_kind(exc) == "invalid":
-                return pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(
-                        INVALID_REQUEST_MARKER + str(exc), pb_utils.TritonError.INVALID_ARG
-                    )
-                )
-            return pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INTERNAL)
-            )
+            message, invalid = error_message(exc)
+            code = pb_utils.TritonError.INVALID_ARG if invalid else pb_utils.TritonError.INTERNAL
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]
         )

@@ -3,7 +3,8 @@
 import triton_python_backend_utils as pb_utils
 
 from app.core.prompt import STOP_SEQUENCES
-from app.generation.trtllm_io import TokenizerIO, error_message, preprocess
+from app.generation.llm_tensors import error_message
+from app.generation.trtllm_io import TokenizerIO, preprocess
 
 INPUTS = ("QUERY", "REQUEST_OUTPUT_LEN", "STOP_WORDS_DICT", "BAD_WORDS_DICT", "END_ID", "PAD_ID")
 
