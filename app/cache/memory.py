@@ -57,10 +57,7 @@ class MemoryCache:
             return
         expires_at = self._clock() + ttl
         with self._lock:
-            self._entries[key] = (expires_at, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            self._put(key, expires_at, value)
 
     async def add(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
         ttl = self.default_ttl_s if ttl_s is None else ttl_s
@@ -69,13 +66,17 @@ class MemoryCache:
             item = self._entries.get(key)
             if item is not None and item[0] > now:
                 return False
-            if ttl <= 0:
-                return True
-            self._entries[key] = (now + ttl, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            if ttl > 0:
+                self._put(key, now + ttl, value)
             return True
+
+    def _put(self, key: str, expires_at: float, value: bytes) -> None:
+        """Store as the most recently used entry, evicting the least recent beyond the bound
+        (the caller holds the lock)."""
+        self._entries[key] = (expires_at, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
 
     async def delete(self, key: str) -> None:
         with self._lock:

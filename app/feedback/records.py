@@ -82,10 +82,7 @@ class RecordStore:
             raw = await self.cache.get(key)
         except CacheError as exc:
             self._count("error")
-            self.metrics.backend_errors.labels(backend=self.cache.name).inc()
-            raise BackendUnavailable(
-                self.cache.name, f"request records unavailable: {exc}"
-            ) from exc
+            raise self._unavailable(exc) from exc
         if raw is None:
             self._count("miss")
             return None
@@ -105,10 +102,12 @@ class RecordStore:
         try:
             return await self.cache.add(key, b"1", self.retention_s)
         except CacheError as exc:
-            self.metrics.backend_errors.labels(backend=self.cache.name).inc()
-            raise BackendUnavailable(
-                self.cache.name, f"request records unavailable: {exc}"
-            ) from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: CacheError) -> BackendUnavailable:
+        """A read the caller cannot do without failed: counted, and a 503 naming the backend."""
+        self.metrics.backend_errors.labels(backend=self.cache.name).inc()
+        return BackendUnavailable(self.cache.name, f"request records unavailable: {exc}")
 
     async def release_report(self, tenant: str, request_id: str) -> None:
         """Give a claim back after a report failed, so the caller's retry can succeed."""
