@@ -71,10 +71,9 @@ class Settings(BaseSettings):
         None, description="GGUF model; unset = Gemma-3-270M assembled into <data_dir>/models."
     )
     llm_adapter: str = Field(
-        "none",
-        description="LoRA GGUF over the model: 'none' (base model), 'wraner' (the shipped "
-        "IF-WRANER adapter) or a path. 'none' is the default because it measured better here "
-        "(docs/benchmarks.md).",
+        "wraner",
+        description="LoRA GGUF over the model: 'wraner' (the shipped IF-WRANER adapter, "
+        "model_repository/llm_cpu/1/adapters), 'none' (the untuned base model) or a path.",
     )
     llm_threads: int = Field(2, ge=1, description="llama.cpp CPU threads.")
     llm_context_tokens: int = Field(

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from app.core.parser import parse_answer
+from app.core.prompt import STOP_SEQUENCES, build_prompt
+from app.core.types import EntityType, Example, Span
 from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.generation.base import GenerationRequest
 from app.generation.factory import build_generator
@@ -150,3 +153,46 @@ def test_a_greedy_loop_stops_after_loop_lines(llama_engine: LlamaCppEngine) -> N
     assert guarded.text == "\n".join(["Paris | city"] * 4)
     assert looping.text.startswith(guarded.text)  # the same greedy text, only shorter
     check_offsets(guarded)
+
+
+def _span(text: str, surface: str, etype: str) -> Span:
+    start = text.index(surface)
+    return Span(start=start, end=start + len(surface), type=etype)
+
+
+@pytest.mark.integration
+def test_the_default_adapter_is_the_shipped_one_and_reads_a_new_domains_types(
+    llm_model_path: Path,
+) -> None:
+    """The default setting loads the committed IF-WRANER adapter over the base GGUF, and the
+    tuned model answers a literature prompt (a domain its training held out) in the prompt's
+    format with the prompt's types."""
+    settings = load_settings()
+    assert settings.llm_adapter == "wraner"
+    adapter = resolve_adapter(settings.llm_adapter)
+    assert adapter == REPO_ROOT / "model_repository/llm_cpu/1/adapters/wraner-lora.gguf"
+    types = [
+        EntityType(name="writer", description="an author of books or poems"),
+        EntityType(name="book", description="the title of a book"),
+        EntityType(name="location", description="a place"),
+    ]
+    shown = "Leo Tolstoy wrote War and Peace at Yasnaya Polyana ."
+    example = Example(
+        text=shown,
+        entities=[
+            _span(shown, "Leo Tolstoy", "writer"),
+            _span(shown, "War and Peace", "book"),
+            _span(shown, "Yasnaya Polyana", "location"),
+        ],
+    )
+    query = "Charles Dickens wrote Oliver Twist while he lived in London ."
+    prompt = build_prompt(types, [example], query)
+    engine = LlamaCppEngine(llm_model_path, lora_path=adapter, n_ctx=2048, n_threads=2)
+    try:
+        answer = engine.complete(prompt.text, max_tokens=48, stop=STOP_SEQUENCES)
+    finally:
+        engine.close()
+    parsed = parse_answer(answer.text, query, [t.name for t in types])
+    found = {(s.text, s.type) for s in parsed.spans}
+    assert ("Charles Dickens", "writer") in found, answer.text
+    assert ("Oliver Twist", "book") in found, answer.text
