@@ -10,7 +10,8 @@ import pytest
 
 from app.core.parser import parse_answer
 from app.core.prompt import STOP_SEQUENCES, build_prompt
-from app.core.types import EntityType, Example, Span
+from app.core.readers import parse_bio
+from app.core.types import EntityType
 from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.generation.base import GenerationRequest
 from app.generation.factory import build_generator
@@ -155,11 +156,6 @@ def test_a_greedy_loop_stops_after_loop_lines(llama_engine: LlamaCppEngine) -> N
     check_offsets(guarded)
 
 
-def _span(text: str, surface: str, etype: str) -> Span:
-    start = text.index(surface)
-    return Span(start=start, end=start + len(surface), type=etype)
-
-
 @pytest.mark.integration
 def test_the_default_adapter_is_the_shipped_one_and_reads_a_new_domains_types(
     llm_model_path: Path,
@@ -176,14 +172,10 @@ def test_the_default_adapter_is_the_shipped_one_and_reads_a_new_domains_types(
         EntityType(name="book", description="the title of a book"),
         EntityType(name="location", description="a place"),
     ]
-    shown = "Leo Tolstoy wrote War and Peace at Yasnaya Polyana ."
-    example = Example(
-        text=shown,
-        entities=[
-            _span(shown, "Leo Tolstoy", "writer"),
-            _span(shown, "War and Peace", "book"),
-            _span(shown, "Yasnaya Polyana", "location"),
-        ],
+    # The shown example in the BIO form the pool and the trainer read.
+    (example,) = parse_bio(
+        "Leo\tB-writer\nTolstoy\tI-writer\nwrote\tO\nWar\tB-book\nand\tI-book\n"
+        "Peace\tI-book\nat\tO\nYasnaya\tB-location\nPolyana\tI-location\n.\tO\n"
     )
     query = "Charles Dickens wrote Oliver Twist while he lived in London ."
     prompt = build_prompt(types, [example], query)
