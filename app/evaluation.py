@@ -207,6 +207,8 @@ async def _run(
             "generator": components.generator.name,
             "retrieval": settings.retrieval,
             "word_embedding": settings.word_embedding,
+            "ivf_nlist": settings.ivf_nlist,
+            "ivf_nprobe": settings.ivf_nprobe,
             "top_k": k,
             "adapter": settings.llm_adapter,
         },

@@ -93,6 +93,8 @@ async def test_eval_runs_the_api_pipeline_and_scores(base_settings: dict[str, An
     payload = result.to_dict()
     json.dumps(payload)
     assert payload["pool_size"] == len(read_split(data, "music", "train"))
+    # Retrieval is approximate (IVF_FLAT): a result must say how approximate.
+    assert payload["settings"]["ivf_nprobe"] == settings.ivf_nprobe
 
 
 class _FlakyGenerator:
