@@ -102,9 +102,23 @@ def main(
         word_exact = Retriever(embedder, exact, "word", settings.word_hits)  # type: ignore[arg-type]
         sentence_store = Retriever(embedder, store, "sentence")
         sentence_exact = Retriever(embedder, exact, "sentence")  # type: ignore[arg-type]
-        embedded = [
-            (word_store.embed_query(q.text), sentence_store.embed_query(q.text)) for q in queries
-        ]
+        # Exact answers do not depend on nprobe: compute them once per query.
+        queries_with_truth = []
+        for q in queries:
+            word_query = word_store.embed_query(q.text)
+            sentence_query = sentence_store.embed_query(q.text)
+            assert word_query.words is not None
+            keep = informative_words([w.text for w in word_query.words.words])
+            vectors = word_query.words.vectors[keep]
+            true_hits = [
+                {(e, w) for e, w, _ in hits}
+                for hits in exact.search_words(TENANT, domain, vectors, settings.word_hits)
+            ]
+            true_words = set(_top_ids(word_exact, domain, word_query, top_k))
+            true_sentences = set(_top_ids(sentence_exact, domain, sentence_query, top_k))
+            queries_with_truth.append(
+                (word_query, sentence_query, vectors, true_hits, true_words, true_sentences)
+            )
 
         table = Table(
             title=f"{domain}: IVF_FLAT vs exact ({len(pool)} pool sentences, "
@@ -121,30 +135,30 @@ def main(
             table.add_column(column, justify="right")
         for probes in nprobe or [settings.ivf_nprobe]:
             store.nprobe = probes
-            hits_found = hits_total = word_same = sentence_same = wanted = 0
-            for word_query, sentence_query in embedded:
-                assert word_query.words is not None
-                keep = informative_words([w.text for w in word_query.words.words])
-                vectors = word_query.words.vectors[keep]
+            hits_found = hits_total = word_same = word_total = sentence_same = sentence_total = 0
+            for (
+                word_query,
+                sentence_query,
+                vectors,
+                true_hits,
+                true_words,
+                true_sentences,
+            ) in queries_with_truth:
                 got = store.search_words(TENANT, domain, vectors, settings.word_hits)
-                truth = exact.search_words(TENANT, domain, vectors, settings.word_hits)
-                for got_hits, true_hits in zip(got, truth, strict=True):
-                    true_pairs = {(e, w) for e, w, _ in true_hits}
+                for got_hits, true_pairs in zip(got, true_hits, strict=True):
                     hits_found += len(true_pairs & {(e, w) for e, w, _ in got_hits})
                     hits_total += len(true_pairs)
-                true_words = set(_top_ids(word_exact, domain, word_query, top_k))
                 word_same += len(true_words & set(_top_ids(word_store, domain, word_query, top_k)))
-                true_sent = set(_top_ids(sentence_exact, domain, sentence_query, top_k))
-                sentence_same += len(
-                    true_sent & set(_top_ids(sentence_store, domain, sentence_query, top_k))
-                )
-                wanted += len(true_words)
+                word_total += len(true_words)
+                found = set(_top_ids(sentence_store, domain, sentence_query, top_k))
+                sentence_same += len(true_sentences & found)
+                sentence_total += len(true_sentences)
             table.add_row(
                 str(probes),
-                str(len(embedded)),
+                str(len(queries_with_truth)),
                 f"{100 * hits_found / max(hits_total, 1):.1f}%",
-                f"{100 * word_same / max(wanted, 1):.1f}%",
-                f"{100 * sentence_same / max(top_k * len(embedded), 1):.1f}%",
+                f"{100 * word_same / max(word_total, 1):.1f}%",
+                f"{100 * sentence_same / max(sentence_total, 1):.1f}%",
             )
         store.close()
     Console().print(table)
