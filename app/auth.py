@@ -138,7 +138,7 @@ def presented_key(request: Request) -> str | None:
 class Authenticator:
     """Resolves a request to its :class:`Caller`, raising 401/403 errors of :mod:`app.errors`.
 
-    Calling the object returns the tenant: it is the ``app.state.authenticate`` hook that
+    Calling the object returns the tenant: it is the ``Components.authenticator`` hook that
     :func:`app.deps.get_tenant` uses.
     """
 
@@ -226,7 +226,8 @@ def build_authenticator(settings: Settings) -> Authenticator | None:
 
 def get_caller(request: Request) -> Caller:
     """The caller; with auth off, the single default tenant with every right."""
-    authenticator: Authenticator | None = getattr(request.app.state, "authenticate", None)
+    # Built with the other components (a missing one is a 500, never an open door).
+    authenticator: Authenticator | None = request.app.state.components.authenticator
     if authenticator is None:
         return Caller(tenant=DEFAULT_TENANT, admin=True)
     return authenticator.caller(request)

@@ -1,22 +1,27 @@
-"""Builds, once per process, every long-lived object the service needs, and closes them."""
+"""The one owner of every long-lived object the service needs: built once per process (by
+the app's lifespan, or by a CLI command), closed once."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
+from app.auth import Authenticator, build_authenticator
 from app.cache.base import Cache
 from app.cache.counted import CountedCache
 from app.cache.embeddings import QueryEmbeddingCache
-from app.cache.factory import build_cache
+from app.cache.factory import build_cache, build_redis
 from app.domains.service import DomainService
 from app.embedding.base import Embedder
 from app.embedding.sentence_transformers import SentenceTransformerEmbedder
+from app.feedback.records import build_record_store
+from app.feedback.service import FeedbackService
 from app.generation.base import Generator
 from app.generation.factory import build_generator
-from app.methods.factory import EncoderMethods, EncoderMethodsConfig, build_encoder_methods
+from app.limits import InFlightLimiter
+from app.methods.registry import MethodRegistry, build_registry
 from app.metrics import Metrics
-from app.ner.service import NERService
+from app.ner.pipeline import NERPipeline
 from app.retrieval import Retriever
 from app.settings import Settings
 from app.store.base import VectorStore
@@ -33,15 +38,21 @@ class Components:
     store: VectorStore
     retriever: Retriever
     generator: Generator
+    # Every cache backend in use, each once (the answer cache and the request records share
+    # one Redis connection pool when Redis is configured).
+    caches: list[Cache]
     cache: Cache
+    methods: MethodRegistry
     domains: DomainService
-    ner: NERService
-    encoder_methods: EncoderMethods | None = None
+    ner: NERPipeline
+    feedback: FeedbackService
+    limiter: InFlightLimiter
+    # None when auth is off.
+    authenticator: Authenticator | None
 
     async def close(self) -> None:
-        closers = [("generator", self.generator.close), ("cache", self.cache.close)]
-        if self.encoder_methods is not None:
-            closers.append(("encoder methods", self.encoder_methods.close))
+        closers = [("methods", self.methods.close), ("generator", self.generator.close)]
+        closers += [(f"cache {c.name}", c.close) for c in self.caches]
         for name, closer in closers:
             try:
                 await closer()
@@ -79,23 +90,27 @@ def build_components(
     embedder: Embedder | None = None,
     generator: Generator | None = None,
 ) -> Components:
-    """Everything from settings; ``embedder``/``generator`` may be shared (tests, eval runs)."""
+    """Everything from settings; ``embedder``/``generator`` may be shared (tests, eval runs).
+
+    A bad keys file (auth on) fails here, before anything is served."""
+    authenticator = build_authenticator(settings)
     metrics = metrics or Metrics()
     embedder = embedder or build_embedder(settings)
     store = build_store(settings, embedder)
     retriever = Retriever(embedder, store, mode=settings.retrieval, word_hits=settings.word_hits)
     generator = generator or build_generator(settings)
-    cache = build_cache(settings)
-    encoder_methods = build_methods(settings, generator)
+    redis = build_redis(settings)
+    cache = build_cache(settings, redis)
+    records = build_record_store(settings, metrics, redis)
+    methods = build_registry(settings, generator, metrics)
     domains = DomainService(settings, store, retriever, metrics)
-    ner = NERService(
+    ner = NERPipeline(
         settings,
         domains,
         retriever,
-        generator,
+        methods,
         CountedCache(cache, metrics, "answer"),
         metrics,
-        encoder_methods=encoder_methods,
         embeddings=QueryEmbeddingCache(
             CountedCache(cache, metrics, "embedding"),
             model=embedder.name,
@@ -103,26 +118,20 @@ def build_components(
             ttl_s=settings.cache_ttl_s,
         ),
     )
+    caches = list({id(c): c for c in (cache, records.cache)}.values())
     return Components(
-        settings,
-        metrics,
-        embedder,
-        store,
-        retriever,
-        generator,
-        cache,
-        domains,
-        ner,
-        encoder_methods,
+        settings=settings,
+        metrics=metrics,
+        embedder=embedder,
+        store=store,
+        retriever=retriever,
+        generator=generator,
+        caches=caches,
+        cache=cache,
+        methods=methods,
+        domains=domains,
+        ner=ner,
+        feedback=FeedbackService(records, domains, metrics),
+        limiter=InFlightLimiter(settings.max_in_flight, metrics),
+        authenticator=authenticator,
     )
-
-
-def build_methods(settings: Settings, generator: Generator) -> EncoderMethods | None:
-    """BANER and LAR, unless disabled or their trained artefact is missing (then logged)."""
-    if not settings.encoder_methods:
-        return None
-    config = EncoderMethodsConfig.from_settings(settings)
-    if config.backend == "inprocess" and not config.artefact_dir.is_dir():
-        log.warning("no BANER artefact at %s: method=baner|lar disabled", config.artefact_dir)
-        return None
-    return build_encoder_methods(config, generator)

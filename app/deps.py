@@ -11,19 +11,18 @@ from app.domains.service import DomainService
 from app.feedback.service import FeedbackService
 from app.limits import InFlightLimiter
 from app.logging import request_id_var
-from app.ner.service import NERService
+from app.ner.pipeline import NERPipeline
 
 
 def get_components(request: Request) -> Components:
     return request.app.state.components  # type: ignore[no-any-return]
 
 
-def get_tenant(request: Request) -> str:
+def get_tenant(components: Annotated[Components, Depends(get_components)], request: Request) -> str:
     """The caller's tenant: from its API key when auth is on, else the single default tenant."""
-    authenticate = getattr(request.app.state, "authenticate", None)
-    if authenticate is None:
+    if components.authenticator is None:
         return "default"
-    return authenticate(request)  # type: ignore[no-any-return]
+    return components.authenticator(request)
 
 
 def get_request_id() -> str:
@@ -35,7 +34,7 @@ TenantDep = Annotated[str, Depends(get_tenant)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 
 
-def get_ner(components: ComponentsDep) -> NERService:
+def get_ner(components: ComponentsDep) -> NERPipeline:
     return components.ner
 
 
@@ -43,16 +42,16 @@ def get_domains(components: ComponentsDep) -> DomainService:
     return components.domains
 
 
-NERDep = Annotated[NERService, Depends(get_ner)]
+NERDep = Annotated[NERPipeline, Depends(get_ner)]
 DomainsDep = Annotated[DomainService, Depends(get_domains)]
 
 
-def get_feedback(request: Request) -> FeedbackService:
-    return request.app.state.feedback  # type: ignore[no-any-return]
+def get_feedback(components: ComponentsDep) -> FeedbackService:
+    return components.feedback
 
 
-def get_limiter(request: Request) -> InFlightLimiter:
-    return request.app.state.limiter  # type: ignore[no-any-return]
+def get_limiter(components: ComponentsDep) -> InFlightLimiter:
+    return components.limiter
 
 
 FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]

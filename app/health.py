@@ -29,7 +29,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(components: ComponentsDep) -> JSONResponse:
-    """200 when the vector store, the embedder and the LLM are usable; else 503 naming which."""
+    """200 when the vector store, the embedder, the LLM and every served method are usable;
+    else 503 naming which."""
 
     async def check(coro: object) -> bool:
         try:
@@ -44,9 +45,10 @@ async def readyz(components: ComponentsDep) -> JSONResponse:
         "llm": await check(components.generator.ready()),
         "cache": await check(components.cache.ready()),
     }
+    methods = {h.name: await check(h.ready()) for h in components.methods}
     # The cache is an optimisation: its failure degrades speed, not readiness.
-    ready = all(v for k, v in checks.items() if k != "cache")
-    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    ready = all(v for k, v in checks.items() if k != "cache") and all(methods.values())
+    body = {"status": "ready" if ready else "not_ready", "checks": checks, "methods": methods}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import to_thread
 from fastapi import FastAPI, Request, Response
@@ -15,16 +16,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
-from app.auth import build_authenticator
 from app.components import Components, build_components
 from app.domains.protocol import DomainIn
 from app.domains.router import router as domains_router
 from app.errors import NerveError, describe_validation
-from app.feedback.records import build_record_store
 from app.feedback.router import router as feedback_router
-from app.feedback.service import FeedbackService
 from app.health import router as health_router
-from app.limits import InFlightLimiter
 from app.logging import request_id_var
 from app.ner.router import router as ner_router
 from app.settings import Settings
@@ -45,13 +42,7 @@ def build_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         components = await to_thread.run_sync(factory, settings)
         app.state.components = components
-        app.state.limiter = InFlightLimiter(settings.max_in_flight, components.metrics)
-        app.state.feedback = FeedbackService(
-            build_record_store(settings, components.metrics),
-            components.domains,
-            components.metrics,
-        )
-        if not settings.auth_enabled:
+        if components.authenticator is None:
             log.warning("authentication is OFF: every caller is tenant 'default'")
         if settings.load_demo_domain:
             await load_demo_domain(components)
@@ -62,12 +53,12 @@ def build_app(
                 "model": components.generator.model,
                 "store": settings.milvus_uri or str(settings.milvus_lite_path),
                 "retrieval": settings.retrieval,
+                "methods": components.methods.names,
             },
         )
         try:
             yield
         finally:
-            await app.state.feedback.close()
             await components.close()
             log.info("nerve stopped")
 
@@ -78,15 +69,35 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    # Built here, not in the lifespan: a bad keys file fails build_app, before serving.
-    app.state.authenticate = build_authenticator(settings)
     app.include_router(ner_router)
     app.include_router(domains_router)
     app.include_router(feedback_router)
     app.include_router(health_router)
     _install_error_handlers(app)
     _install_request_context(app)
+    _publish_served_methods(app)
     return app
+
+
+def _publish_served_methods(app: FastAPI) -> None:
+    """The OpenAPI schema lists the methods the registry serves as ``method``'s allowed values
+    (known once the lifespan has built the components)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        components = getattr(app.state, "components", None)
+        if app.openapi_schema is None and components is not None:
+            schema = generate()
+            field = schema["components"]["schemas"]["NERRequest"]["properties"]["method"]
+            field["anyOf"] = [
+                {"type": "string", "enum": components.methods.names},
+                {"type": "null"},
+            ]
+            field["default"] = components.methods.default
+            return schema
+        return generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def load_demo_domain(components: Components) -> None:

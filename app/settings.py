@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     triton_model: str = Field("ensemble", description="Triton model answering text_input.")
     triton_retries: int = Field(2, ge=0, description="Retries on UNAVAILABLE per generation.")
 
+    # --- methods -------------------------------------------------------------------------------
+    default_method: str = Field(
+        "wraner", description="The method answering requests that name none (must be served)."
+    )
+
     # --- encoder methods (BANER, LAR) --------------------------------------------------------
     encoder_methods: bool = Field(True, description="Serve method=baner and method=lar.")
     encoder_backend: Literal["inprocess", "triton"] = Field(

@@ -365,7 +365,7 @@ def test_a_domain_created_again_never_serves_the_old_ones_answers(api: TestClien
 
 
 def test_an_unreadable_cached_answer_is_a_miss() -> None:
-    from app.ner.service import _cached_response
+    from app.ner.pipeline import _cached_response
 
     assert _cached_response(None) is None
     assert _cached_response('{"entities": "an older schema"}') is None

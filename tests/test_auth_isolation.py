@@ -106,6 +106,7 @@ def _probes(state: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         ("DELETE", "/v1/domains/{name}/examples/{example_id}"): {},
         ("POST", "/v1/ner"): {"json": ner},
         ("POST", "/v1/ner/batch"): {"json": [ner]},
+        ("GET", "/v1/methods"): {},
         ("POST", "/v1/feedback"): {
             "json": {"request_id": state["request_id"], "outcome": "resolved", "entities": []}
         },
@@ -120,8 +121,8 @@ def test_another_tenant_can_neither_read_nor_write(
     before = secure.get("/v1/domains/support/examples", headers=as_(ACME)).json()["total"]
 
     for (method, path), kwargs in probes.items():
-        if path in ("/v1/domains",):
-            continue  # checked below: they act on globex's own list
+        if path in ("/v1/domains", "/v1/methods"):
+            continue  # checked below: they act on globex's own list; no tenant data
         response = secure.request(method, fill(path, acme_state), headers=as_(GLOBEX), **kwargs)
         assert response.status_code == 404, (method, path, response.text)
         # Indistinguishable from a domain that exists nowhere: nothing to infer from the answer.

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from app.cache.base import Cache
 from app.cache.errors import CacheError
+from app.cache.factory import build_redis
 from app.cache.keys import report_claim_key, request_record_key
 from app.cache.memory import MemoryCache
 from app.cache.redis_cache import RedisCache
@@ -120,19 +121,13 @@ class RecordStore:
         await self.cache.close()
 
 
-def build_record_store(settings: Settings, metrics: Metrics) -> RecordStore:
-    """Redis when ``redis_url`` is set, else in process; independent of ``cache_entries``
-    (turning answer caching off must not turn feedback off). Records are kept
-    ``settings.feedback_retention_s``."""
+def build_record_store(
+    settings: Settings, metrics: Metrics, redis: RedisCache | None = None
+) -> RecordStore:
+    """On ``redis`` (the process's shared client; built from settings when not given), else in
+    process; independent of ``cache_entries`` (turning answer caching off must not turn
+    feedback off). Records are kept ``settings.feedback_retention_s``."""
     retention_s = settings.feedback_retention_s
-    cache: Cache
-    if settings.redis_url:
-        cache = RedisCache(
-            settings.redis_url,
-            timeout_s=settings.redis_timeout_s,
-            default_ttl_s=retention_s,
-            max_connections=settings.max_in_flight + 16,
-        )
-    else:
-        cache = MemoryCache(MEMORY_RECORDS, retention_s)
+    redis = redis or build_redis(settings)
+    cache: Cache = redis if redis is not None else MemoryCache(MEMORY_RECORDS, retention_s)
     return RecordStore(cache, metrics, retention_s)

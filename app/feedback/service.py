@@ -148,6 +148,3 @@ class FeedbackService:
             example_id=example_id,
             domain_version=domain.version,
         )
-
-    async def close(self) -> None:
-        await self.records.close()

@@ -57,13 +57,6 @@ class EncoderMethods:
     baner: EncoderMethod
     lar: LabelReassignment
 
-    def get(self, method: str) -> EncoderMethod:
-        if method == "baner":
-            return self.baner
-        if method == "lar":
-            return self.lar
-        raise KeyError(method)
-
     async def close(self) -> None:
         await self.baner.close()
         await self.lar.close()

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.domains.protocol import EntityTypeIn
-
-Method = Literal["wraner", "baner", "lar", "cllmfs"]
 
 
 class NERRequest(BaseModel):
@@ -22,7 +18,9 @@ class NERRequest(BaseModel):
         "to define a type for this request. Default: all of the domain's types.",
     )
     top_k: int | None = Field(None, description="Examples retrieved into the prompt.")
-    method: Method = Field("wraner", description="Which method answers.")
+    # Any name the deployment's method registry serves (listed by GET /v1/methods and in the
+    # OpenAPI schema the running service publishes); None: its default method.
+    method: str | None = Field(None, description="Which method answers (default: the service's).")
 
 
 class EntityOut(BaseModel):
@@ -57,3 +55,14 @@ class NERResponse(BaseModel):
 class BatchResponse(BaseModel):
     request_id: str
     results: list[NERResponse]
+
+
+class MethodOut(BaseModel):
+    name: str
+    model: str
+    summary: str
+
+
+class MethodsResponse(BaseModel):
+    default: str
+    methods: list[MethodOut]

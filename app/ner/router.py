@@ -1,4 +1,4 @@
-"""Routes of /v1/ner: thin; the logic is in :mod:`app.ner.service`."""
+"""Routes of /v1/ner and /v1/methods: thin; the logic is in :mod:`app.ner.pipeline`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Request
 from app.deps import FeedbackDep, LimiterDep, NERDep, RequestIdDep, TenantDep
 from app.errors import InvalidRequest
 from app.logging import request_id_var
-from app.ner.protocol import BatchResponse, NERRequest, NERResponse
+from app.ner.protocol import BatchResponse, MethodOut, MethodsResponse, NERRequest, NERResponse
 
 router = APIRouter(prefix="/v1", tags=["ner"])
 
@@ -24,7 +24,8 @@ async def extract(
     tenant: TenantDep,
     request_id: RequestIdDep,
 ) -> NERResponse:
-    request.state.method = body.method
+    # Labelled only with a method the registry serves: clients must not mint series.
+    request.state.method = ner.methods.resolve(body.method).name
     async with limiter.slot():
         response = await ner.extract(tenant, body, request_id)
     # Labelled only once the domain is known to exist: any client could mint series otherwise.
@@ -64,3 +65,12 @@ async def extract_batch(
     for item, result in zip(items, results, strict=True):
         await feedback.remember(tenant, item.text, result)
     return BatchResponse(request_id=request_id, results=results)
+
+
+@router.get("/methods", response_model=MethodsResponse)
+async def methods(ner: NERDep, _: TenantDep) -> MethodsResponse:
+    """The methods this deployment serves (the values ``method`` accepts), and its default."""
+    return MethodsResponse(
+        default=ner.methods.default,
+        methods=[MethodOut(name=h.name, model=h.model, summary=h.summary) for h in ner.methods],
+    )

@@ -1,0 +1,38 @@
+"""``method=baner`` and ``method=lar``: an encoder method (in process or on Triton) answers a
+segment from its retrieved support examples; no prompt, no parsing."""
+
+from __future__ import annotations
+
+import time
+
+from app.methods.base import EncoderMethod
+from app.methods.handler import SegmentAnswer, SegmentTask
+
+SUMMARIES = {
+    "baner": "BANER: boundary-aware encoder spans, typed by prototypes of the retrieved examples",
+    "lar": "LAR: BANER's spans re-typed by label alignment and reassignment",
+}
+
+
+class EncoderHandler:
+    def __init__(self, method: EncoderMethod, min_examples: int) -> None:
+        self.method = method
+        self.name = method.name
+        self.model = method.model
+        self.summary = SUMMARIES.get(method.name, method.name)
+        self.min_examples = min_examples
+
+    async def answer(self, task: SegmentTask) -> SegmentAnswer:
+        t0 = time.perf_counter()
+        found = await self.method.extract(task.text, task.entity_types, task.examples)
+        return SegmentAnswer(
+            entities=list(found),
+            examples_used=len(task.examples),
+            timings={"generate": time.perf_counter() - t0},
+        )
+
+    async def ready(self) -> bool:
+        return await self.method.ready()
+
+    async def close(self) -> None:
+        await self.method.close()

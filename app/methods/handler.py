@@ -1,0 +1,60 @@
+"""The one interface every method of ``/v1/ner`` implements, and what flows through it.
+
+The request pipeline (:mod:`app.ner.pipeline`) validates, looks in the cache, splits the text
+into segments and retrieves each segment's examples; a :class:`MethodHandler` turns one
+segment, its types and its examples into entities. Handlers are built once, by
+:mod:`app.methods.registry`, with the other long-lived components.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from app.core.types import Entity, EntityType, Example
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    """One segment of a request's text and what a method needs to answer it."""
+
+    text: str
+    entity_types: list[EntityType]
+    # The domain's retrieved examples, the most similar last.
+    examples: list[Example]
+
+
+@dataclass
+class SegmentAnswer:
+    """A method's answer for one segment: entities with offsets into the segment."""
+
+    entities: list[Entity]
+    examples_used: int
+    # Escalation reasons the method itself raises (a repaired or truncated LLM answer, ...).
+    reasons: list[str] = field(default_factory=list)
+    # Seconds per stage: "generate" (the model) and "parse" (what follows it).
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class MethodHandler(Protocol):
+    """Answers ``method=<name>``. Raises :class:`app.errors.BackendUnavailable` (503 naming
+    the backend) when its model cannot answer, :class:`app.errors.InvalidRequest` for an input
+    it refuses."""
+
+    name: str
+    # What answers: part of the answer-cache key, so a new model or artefact never serves
+    # answers cached from the old one; returned to clients as ``model``.
+    model: str
+    # One line for the docs and GET /v1/methods.
+    summary: str
+    # The fewest examples the method wants retrieved (encoders build type prototypes from
+    # them); the request's top_k when larger.
+    min_examples: int
+
+    async def answer(self, task: SegmentTask) -> SegmentAnswer: ...
+
+    async def ready(self) -> bool:
+        """True when an answer would succeed now (model loaded, server up, contract agreed)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,137 @@
+"""The methods this deployment serves: built once with the other components, and the single
+source of their names (request validation, the OpenAPI schema, /readyz, cache keys, metrics
+labels, GET /v1/methods, the docs table).
+
+Adding a method is one handler module (see :mod:`app.methods.handler`) and one line in
+:data:`BUILDERS`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from app.errors import InvalidRequest
+from app.generation.base import Generator
+from app.methods.encoder import EncoderHandler
+from app.methods.factory import EncoderMethods, EncoderMethodsConfig, build_encoder_methods
+from app.methods.handler import MethodHandler
+from app.methods.wraner import WranerHandler
+from app.metrics import Metrics
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MethodDeps:
+    """What handlers are built from. The encoder network is loaded once, on first need, and
+    shared by every handler that uses it."""
+
+    settings: Settings
+    generator: Generator
+    metrics: Metrics
+    _encoders: EncoderMethods | None = field(default=None, init=False)
+    _encoders_tried: bool = field(default=False, init=False)
+
+    def encoders(self) -> EncoderMethods | None:
+        """BANER and LAR, or None when disabled or their trained artefact is missing (logged)."""
+        if not self._encoders_tried:
+            self._encoders_tried = True
+            self._encoders = _build_encoders(self.settings, self.generator)
+        return self._encoders
+
+
+def _build_encoders(settings: Settings, generator: Generator) -> EncoderMethods | None:
+    if not settings.encoder_methods:
+        return None
+    config = EncoderMethodsConfig.from_settings(settings)
+    if config.backend == "inprocess" and not config.artefact_dir.is_dir():
+        log.warning("no BANER artefact at %s: method=baner|lar disabled", config.artefact_dir)
+        return None
+    return build_encoder_methods(config, generator)
+
+
+def build_wraner(deps: MethodDeps) -> MethodHandler:
+    encoders = deps.encoders() if deps.settings.lar_postprocess else None
+    return WranerHandler(
+        deps.settings,
+        deps.generator,
+        deps.metrics,
+        lar=encoders.lar if encoders is not None else None,
+    )
+
+
+def build_baner(deps: MethodDeps) -> MethodHandler | None:
+    encoders = deps.encoders()
+    if encoders is None:
+        return None
+    return EncoderHandler(encoders.baner, deps.settings.encoder_support_k)
+
+
+def build_lar(deps: MethodDeps) -> MethodHandler | None:
+    encoders = deps.encoders()
+    if encoders is None:
+        return None
+    return EncoderHandler(encoders.lar, deps.settings.encoder_support_k)
+
+
+HandlerBuilder = Callable[[MethodDeps], MethodHandler | None]
+
+# One line per method: its request name and how to build its handler (None: not served here,
+# e.g. a trained artefact is missing). The order is the docs' and /v1/methods' order.
+BUILDERS: dict[str, HandlerBuilder] = {
+    "wraner": build_wraner,
+    "baner": build_baner,
+    "lar": build_lar,
+}
+
+
+class MethodRegistry:
+    """The served methods by name; ``default`` answers requests that name none."""
+
+    def __init__(self, handlers: Mapping[str, MethodHandler], default: str) -> None:
+        if default not in handlers:
+            raise ValueError(
+                f"NERVE_DEFAULT_METHOD={default!r} is not served here; served: {list(handlers)}"
+            )
+        for name, handler in handlers.items():
+            if handler.name != name:
+                raise ValueError(f"handler {handler.name!r} registered as {name!r}")
+        self._handlers = dict(handlers)
+        self.default = default
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._handlers)
+
+    def __iter__(self) -> Iterator[MethodHandler]:
+        return iter(self._handlers.values())
+
+    def resolve(self, method: str | None, where: str = "") -> MethodHandler:
+        """The handler answering ``method`` (the default for None); 422 naming the served ones."""
+        name = self.default if method is None else method
+        handler = self._handlers.get(name)
+        if handler is None:
+            raise InvalidRequest(
+                f"{where}method {name!r} is not served by this deployment; available: {self.names}"
+            )
+        return handler
+
+    async def close(self) -> None:
+        for handler in self:
+            try:
+                await handler.close()
+            except Exception:  # shutdown goes on; each failure is logged
+                log.exception("closing method %s failed", handler.name)
+
+
+def build_registry(settings: Settings, generator: Generator, metrics: Metrics) -> MethodRegistry:
+    deps = MethodDeps(settings, generator, metrics)
+    handlers: dict[str, MethodHandler] = {}
+    for name, build in BUILDERS.items():
+        handler = build(deps)
+        if handler is not None:
+            handlers[name] = handler
+    return MethodRegistry(handlers, settings.default_method)

@@ -1,0 +1,323 @@
+"""The /v1/ner request pipeline: validate → cache → segment (retrieve) → method → escalate →
+record. Method-specific work lives in the handlers of :mod:`app.methods.registry`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from anyio import to_thread
+from pydantic import ValidationError
+
+from app.cache.counted import CountedCache
+from app.cache.embeddings import QueryEmbeddingCache
+from app.cache.keys import answer_key
+from app.core.prompt import PROMPT_VERSION
+from app.core.segment import split_segments
+from app.core.types import Domain, Entity, EntityType, Example
+from app.domains.protocol import EntityTypeIn
+from app.domains.service import DomainService, check_type_names
+from app.errors import BackendUnavailable, InvalidRequest, NotFound
+from app.methods.handler import MethodHandler, SegmentAnswer, SegmentTask
+from app.methods.registry import MethodRegistry
+from app.metrics import Metrics
+from app.ner.escalation import escalation_reasons
+from app.ner.protocol import EntityOut, NERRequest, NERResponse, Timings
+from app.retrieval import QueryEmbedding, Retriever
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+AD_HOC_TYPE_LABEL = "_adhoc"
+STAGES = ("embed", "retrieve", "generate", "parse")
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A request that passed every check: its domain, types and the handler that answers."""
+
+    domain: Domain
+    types: list[EntityType]
+    handler: MethodHandler
+
+
+@dataclass
+class _Segment:
+    answer: SegmentAnswer
+    start: int
+    degraded: bool
+    timings: dict[str, float]
+
+
+class NERPipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        domains: DomainService,
+        retriever: Retriever,
+        methods: MethodRegistry,
+        cache: CountedCache,
+        metrics: Metrics,
+        embeddings: QueryEmbeddingCache | None = None,
+    ) -> None:
+        self.settings = settings
+        self.domains = domains
+        self.retriever = retriever
+        self.methods = methods
+        self.cache = cache
+        self.metrics = metrics
+        self.embeddings = embeddings
+
+    # --- validate ------------------------------------------------------------------------
+    def validate(self, request: NERRequest, where: str = "") -> MethodHandler:
+        """Checks that need no backend (InvalidRequest naming field, bound and value); the
+        handler of the request's method."""
+        limit = self.settings.max_text_chars
+        if not request.text.strip():
+            raise InvalidRequest(f"{where}text is empty")
+        if len(request.text) > limit:
+            raise InvalidRequest(
+                f"{where}text has {len(request.text)} characters; the limit is {limit}"
+            )
+        if request.top_k is not None and not 0 <= request.top_k <= self.settings.max_top_k:
+            raise InvalidRequest(
+                f"{where}top_k must be between 0 and {self.settings.max_top_k}; got {request.top_k}"
+            )
+        if request.entity_types is not None:
+            if not request.entity_types:
+                raise InvalidRequest(f"{where}entity_types is empty; omit it to use the domain's")
+            names = [t if isinstance(t, str) else t.name for t in request.entity_types]
+            check_type_names(names, self.settings.max_entity_types, where)
+        return self.methods.resolve(request.method, where)
+
+    @staticmethod
+    def resolve_types(
+        domain: Domain, requested: Sequence[str | EntityTypeIn] | None, where: str = ""
+    ) -> list[EntityType]:
+        if requested is None:
+            return list(domain.entity_types)
+        registered = {t.name.lower(): t for t in domain.entity_types}
+        resolved: list[EntityType] = []
+        for item in requested:  # count and duplicates were checked by validate()
+            name = item if isinstance(item, str) else item.name
+            key = name.lower()
+            if isinstance(item, str):
+                if key not in registered:
+                    raise InvalidRequest(
+                        f"{where}entity_types: unknown type {name!r} for domain {domain.name!r}; "
+                        f"registered: {[t.name for t in domain.entity_types]} (or pass "
+                        "{name, description} to define one for this request)"
+                    )
+                resolved.append(registered[key])
+            else:
+                resolved.append(EntityType(name=item.name, description=item.description))
+        return resolved
+
+    async def prepare(self, tenant: str, request: NERRequest, where: str = "") -> PreparedRequest:
+        """Every check a request can fail before any work: its fields, method, domain, types.
+        ``where`` prefixes messages (a batch item's index)."""
+        handler = self.validate(request, where=where)
+        try:
+            domain = await self.domains.get(tenant, request.domain)
+        except NotFound as exc:
+            raise NotFound(f"{where}{exc.message}") from None
+        return PreparedRequest(
+            domain, self.resolve_types(domain, request.entity_types, where), handler
+        )
+
+    # --- the pipeline --------------------------------------------------------------------
+    async def extract(
+        self,
+        tenant: str,
+        request: NERRequest,
+        request_id: str,
+        *,
+        exclude_same_text: bool = False,
+    ) -> NERResponse:
+        started = time.perf_counter()
+        prepared = await self.prepare(tenant, request)
+        domain, handler = prepared.domain, prepared.handler
+        k = self.settings.default_top_k if request.top_k is None else request.top_k
+
+        cache_key = self._cache_key(tenant, prepared, request.text, k, exclude_same_text)
+        response = _cached_response(await self.cache.get(cache_key))
+        if response is not None:
+            total = (time.perf_counter() - started) * 1000
+            return response.model_copy(
+                update={
+                    "request_id": request_id,
+                    "cached": True,
+                    "timings_ms": Timings(total=round(total, 3)),
+                }
+            )
+
+        segments = await asyncio.gather(
+            *(
+                self._segment(tenant, prepared, request.text, start, end, k, exclude_same_text)
+                for start, end in split_segments(request.text, self.settings.segment_chars)
+            )
+        )
+        entities = sorted(
+            (entity_out(request.text, e, s.start) for s in segments for e in s.answer.entities),
+            key=lambda e: (e.start, e.end),
+        )
+        degraded = any(s.degraded for s in segments)
+        reasons = escalation_reasons(
+            domain,
+            self.domains.threshold(domain),
+            entities,
+            (r for s in segments for r in s.answer.reasons),
+            degraded,
+        )
+        timings = Timings(
+            **{
+                stage: round(sum(s.timings.get(stage, 0.0) for s in segments) * 1000, 3)
+                for stage in STAGES
+            },
+            total=round((time.perf_counter() - started) * 1000, 3),
+        )
+        response = NERResponse(
+            request_id=request_id,
+            domain=domain.name,
+            method=handler.name,
+            model=handler.model,
+            entities=entities,
+            escalate=bool(reasons),
+            escalation_reasons=reasons,
+            examples_used=max((s.answer.examples_used for s in segments), default=0),
+            timings_ms=timings,
+        )
+        self._record(domain, response)
+        if not degraded:
+            await self.cache.set(
+                cache_key, response.model_dump_json().encode(), self.settings.cache_ttl_s
+            )
+        return response
+
+    async def _segment(
+        self,
+        tenant: str,
+        prepared: PreparedRequest,
+        text: str,
+        start: int,
+        end: int,
+        k: int,
+        exclude_same_text: bool,
+    ) -> _Segment:
+        segment = text[start:end]
+        handler = prepared.handler
+        timings: dict[str, float] = {}
+        examples: list[Example] = []
+        degraded = False
+        k = max(k, handler.min_examples)
+        if k > 0:
+            try:
+                t0 = time.perf_counter()
+                query = await self._embed(tenant, segment)
+                t1 = time.perf_counter()
+                retrieved = await to_thread.run_sync(
+                    lambda: self.retriever.search(
+                        tenant, prepared.domain.name, query, k, exclude_same_text=exclude_same_text
+                    )
+                )
+                timings["embed"] = t1 - t0
+                timings["retrieve"] = time.perf_counter() - t1
+                # Most similar example last: nearest to the query in a prompt.
+                examples = [r.example for r in reversed(retrieved)]
+            except BackendUnavailable as exc:
+                self.metrics.backend_errors.labels(backend=exc.backend).inc()
+                if not self.settings.degrade_without_retrieval:
+                    raise
+                log.warning("retrieval failed; answering zero-shot", extra={"error": exc.message})
+                degraded = True
+        try:
+            answer = await handler.answer(SegmentTask(segment, prepared.types, examples))
+        except BackendUnavailable as exc:
+            self.metrics.backend_errors.labels(backend=exc.backend).inc()
+            raise
+        return _Segment(answer, start, degraded, timings | answer.timings)
+
+    async def _embed(self, tenant: str, segment: str) -> QueryEmbedding:
+        """The segment's query embedding, from the cache when an identical one was embedded."""
+        if self.embeddings is not None:
+            cached = await self.embeddings.get(tenant, segment)
+            if cached is not None:
+                return cached
+        query = await to_thread.run_sync(self.retriever.embed_query, segment)
+        if self.embeddings is not None:
+            await self.embeddings.put(tenant, query)
+        return query
+
+    # --- record --------------------------------------------------------------------------
+    def _record(self, domain: Domain, response: NERResponse) -> None:
+        m = self.metrics
+        for stage in STAGES:
+            m.stage_seconds.labels(stage=stage, method=response.method).observe(
+                getattr(response.timings_ms, stage) / 1000
+            )
+        m.stage_seconds.labels(stage="total", method=response.method).observe(
+            response.timings_ms.total / 1000
+        )
+        m.answers.labels(domain=domain.name).inc()
+        registered = {t.name for t in domain.entity_types}
+        for entity in response.entities:
+            # Types defined in the request are one label: clients must not mint series.
+            label = entity.type if entity.type in registered else AD_HOC_TYPE_LABEL
+            m.entities.labels(domain=domain.name, type=label).inc()
+        if response.escalate:
+            m.escalated_answers.labels(domain=domain.name).inc()
+        for reason in response.escalation_reasons:
+            m.escalations.labels(domain=domain.name, reason=reason).inc()
+
+    # --- cache ---------------------------------------------------------------------------
+    def _cache_key(
+        self,
+        tenant: str,
+        prepared: PreparedRequest,
+        text: str,
+        k: int,
+        exclude_same_text: bool,
+    ) -> str:
+        domain = prepared.domain
+        return answer_key(
+            tenant=tenant,
+            domain=domain.name,
+            domain_version=domain.version,
+            method=prepared.handler.name,
+            # The handler's model: a new LLM, encoder artefact or Triton model misses.
+            model=prepared.handler.model,
+            prompt_version=PROMPT_VERSION,
+            request={
+                # A domain deleted and created again restarts at version 1: its creation time
+                # keeps the new pool from hitting answers of the old one.
+                "domain_created": domain.created_at,
+                "text": text,
+                "types": [[t.name, t.description] for t in prepared.types],
+                "top_k": k,
+                "retrieval": self.settings.retrieval,
+                "exclude_same_text": exclude_same_text,
+            },
+        )
+
+
+def entity_out(text: str, entity: Entity, offset: int) -> EntityOut:
+    """The one place an answer's entity is made: offsets from the segment into the text."""
+    start, end = entity.start + offset, entity.end + offset
+    return EntityOut(
+        text=text[start:end], type=entity.type, start=start, end=end, score=round(entity.score, 4)
+    )
+
+
+def _cached_response(cached: str | None) -> NERResponse | None:
+    """A cached answer, or None for a miss or an entry this version cannot read (an older
+    schema left in a shared cache by a rolling deploy): answered afresh, never a 500."""
+    if cached is None:
+        return None
+    try:
+        return NERResponse.model_validate_json(cached)
+    except ValidationError:
+        log.warning("unreadable cached answer: treated as a miss")
+        return None
