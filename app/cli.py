@@ -159,8 +159,8 @@ def eval_command(
 
     from app.core.readers import BioFormatError
     from app.errors import InvalidRequest
-    from app.evaluation import evaluate
     from app.logging import configure_logging
+    from tools.evaluation import evaluate
 
     overrides: dict[str, Any] = {}
     for key, value in (
@@ -171,7 +171,7 @@ def eval_command(
         if value is not None:
             overrides[key] = value
     configure_logging("WARNING", as_json=False)
-    logging.getLogger("app.evaluation").setLevel(logging.INFO)
+    logging.getLogger("tools.evaluation").setLevel(logging.INFO)
     try:
         settings = load_settings(**overrides)
         result = asyncio.run(

@@ -14,10 +14,10 @@ from app.components import build_components
 from app.core.readers import read_split
 from app.embedding.sentence_transformers import SentenceTransformerEmbedder
 from app.errors import BackendTimeout
-from app.evaluation import MAX_CONSECUTIVE_FAILURES, evaluate
 from app.generation.base import Generation, GenerationRequest
 from app.settings import REPO_ROOT, load_settings
 from tests.fixtures.gateway import require_data
+from tools.evaluation import MAX_CONSECUTIVE_FAILURES, evaluate
 
 pytestmark = pytest.mark.integration
 

@@ -48,7 +48,8 @@ from app.methods.baner.encoder import make_word_batch
 from app.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
 from app.methods.baner.losses import boundary_contrastive_loss, tagging_loss
 from app.methods.baner.net import BanerNet
-from app.methods.calibration import (
+from app.methods.lar.alignment import type_text
+from trainers.calibration import (
     baner_predictions,
     build_retriever,
     calibrate_baner,
@@ -57,7 +58,6 @@ from app.methods.calibration import (
     micro_f1,
     prepare_crossner,
 )
-from app.methods.lar.alignment import type_text
 
 CALIBRATION_DOMAINS = ("politics", "science", "music", "literature", "ai")
 # Detection knobs first, then typing knobs with the best detection (12 + 24 trials).

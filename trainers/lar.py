@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from app.methods.baner.config import save_options
 from app.methods.baner.extractor import BanerExtractor
-from app.methods.calibration import (
+from app.methods.lar.reassign import LabelReassigner, LarOptions
+from trainers.calibration import (
     build_retriever,
     calibrate_lar,
     calibrate_lar_temperature,
@@ -33,7 +34,6 @@ from app.methods.calibration import (
     micro_f1,
     prepare_crossner,
 )
-from app.methods.lar.reassign import LabelReassigner, LarOptions
 
 DOMAINS = ("politics", "science", "music", "literature", "ai")
 # The weights of the three type scores first, then the shape of the pool and prior scores.
