@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +54,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 
 @app.command()
-def main(
+def run(
     data_dir: Annotated[Path, typer.Option(help="CrossNER data root.")] = Path(
         "../shared/data/crossner"
     ),
@@ -102,5 +103,11 @@ def main(
     typer.echo(json.dumps(summary, indent=2))
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    """The trainer's entry point: ``nerve train lar`` passes ``argv`` (without the program
+    name); ``None`` reads ``sys.argv`` (``python -m trainers.lar``)."""
+    app(args=argv, prog_name=None if argv is None else "nerve train lar")
+
+
 if __name__ == "__main__":
-    app()
+    main()
