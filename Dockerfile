@@ -22,6 +22,9 @@ RUN mkdir app && touch app/__init__.py \
     && pip wheel --wheel-dir /wheels ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} . \
     && rm /wheels/nerve-*.whl
 COPY app ./app
+# tools/ for `nerve eval` only (tools.evaluation, loaded when that command runs): the gateway
+# process never imports it (tests/test_layering.py).
+COPY tools ./tools
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS runtime

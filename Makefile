@@ -53,7 +53,7 @@ bench: install
 			$(if $(filter 0,$(BENCH_LIMIT)),,--limit $(BENCH_LIMIT)) $(BENCH_ARGS) \
 			--output runs/$(BENCH_TAG)-$$d.json --predictions runs/$(BENCH_TAG)-$$d.jsonl; \
 	done
-	$(BIN)/python -m app.bench_table runs/$(BENCH_TAG)-*.json
+	$(BIN)/python -m tools.bench_table runs/$(BENCH_TAG)-*.json
 
 # The three methods in one run, domain by domain on the same machine: the LLM (wraner) on the
 # first WRANER_LIMIT test sentences, baner and lar on ENCODER_LIMIT (0 = the full test sets).
@@ -73,8 +73,8 @@ bench-methods: install
 				--predictions runs/$(METHODS_TAG)-$$m-$$d.jsonl > /dev/null || exit 1; \
 		done; \
 	done
-	$(BIN)/python -m app.bench_table --methods runs/$(METHODS_TAG)-*.json
-	$(BIN)/python -m app.bench_table --common $(SHARED_DATA) runs/$(METHODS_TAG)-*.json
+	$(BIN)/python -m tools.bench_table --methods runs/$(METHODS_TAG)-*.json
+	$(BIN)/python -m tools.bench_table --common $(SHARED_DATA) runs/$(METHODS_TAG)-*.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

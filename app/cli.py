@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,7 +19,7 @@ cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr (unwrapped, so it can be grepped) and exit."""
     print(f"error: {message}", file=sys.stderr)
     raise typer.Exit(code)
@@ -159,8 +159,8 @@ def eval_command(
 
     from app.core.readers import BioFormatError
     from app.errors import InvalidRequest
-    from app.evaluation import evaluate
     from app.logging import configure_logging
+    from tools.evaluation import evaluate
 
     overrides: dict[str, Any] = {}
     for key, value in (
@@ -171,7 +171,7 @@ def eval_command(
         if value is not None:
             overrides[key] = value
     configure_logging("WARNING", as_json=False)
-    logging.getLogger("app.evaluation").setLevel(logging.INFO)
+    logging.getLogger("tools.evaluation").setLevel(logging.INFO)
     try:
         settings = load_settings(**overrides)
         result = asyncio.run(
@@ -280,25 +280,38 @@ def triton(
 
 
 @cli.command(
-    # Every option, --help included, belongs to the trainer.
+    # Every option after the trainer's name, --help included, belongs to the trainer.
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,
 )
 def train(
     ctx: typer.Context,
-    method: Annotated[str, typer.Argument(help="wraner, baner or lar.")],
+    method: Annotated[
+        str | None,
+        typer.Argument(metavar="METHOD", help="The trainer (listed by `nerve train --help`)."),
+    ] = None,
 ) -> None:
-    """Run a trainer: `nerve train wraner --config trainers/configs/...yaml` (see trainers/)."""
-    import importlib
+    """Run a trainer: `nerve train wraner --config trainers/configs/...yaml` (see trainers/).
 
-    modules = {"wraner": "trainers.wraner.cli", "baner": "trainers.baner", "lar": "trainers.lar"}
-    if method not in modules:
-        raise typer.BadParameter(f"unknown method {method!r}; choose from {sorted(modules)}")
-    module = importlib.import_module(modules[method])
-    if isinstance(getattr(module, "app", None), typer.Typer):  # a typer trainer (baner, lar)
-        module.app(args=list(ctx.args), prog_name=f"nerve train {method}")
+    Every option after METHOD is the trainer's own: `nerve train METHOD --help` shows them.
+    """
+    try:
+        # Loaded here, not at the top: the gateway never imports the offline packages.
+        from trainers.registry import TRAINERS
+    except ModuleNotFoundError as error:
+        if error.name not in ("trainers", "trainers.registry"):
+            raise
+        fail("the trainers are not installed here: run `nerve train` from a repository checkout")
+    if method in ("--help", "-h"):
+        width = max(map(len, TRAINERS))
+        listing = "\n".join(f"  {n:<{width}}  {t.summary}" for n, t in TRAINERS.items())
+        help_text = ctx.get_help()  # typer's rich help prints itself and returns ""
+        typer.echo(f"{help_text}\nTrainers:\n{listing}" if help_text else f"Trainers:\n{listing}")
         return
-    raise typer.Exit(module.main(list(ctx.args)) or 0)
+    if method not in TRAINERS:
+        given = "no trainer given" if method is None else f"unknown trainer {method!r}"
+        fail(f"{given}; choose from {', '.join(sorted(TRAINERS))}")
+    TRAINERS[method].entry_point()(list(ctx.args))
 
 
 def main() -> None:

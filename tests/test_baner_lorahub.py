@@ -6,8 +6,8 @@ import torch
 
 from app.core.crossner_types import entity_types_for
 from app.core.types import Example, Span
-from app.methods.baner.lorahub import LoraHub, compose
 from app.methods.factory import DEFAULT_ARTEFACT
+from tools.lorahub import LoraHub, compose
 
 
 def test_compose_sums_lora_and_averages_heads() -> None:

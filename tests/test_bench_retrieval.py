@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.bench_retrieval import ExactSearch
 from app.core.types import Example
 from app.store.base import IndexedExample
 from app.store.milvus import MilvusStore
+from tools.bench_retrieval import ExactSearch
 
 DIM = 8
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.bench_table import common_f1_table, errors_table, methods_table, types_table
+from tools.bench_table import common_f1_table, errors_table, methods_table, types_table
 
 
 def _run(tmp: Path, domain: str, method: str, f1: float, latencies: list[float]) -> Path:

@@ -14,10 +14,10 @@ from app.components import build_components
 from app.core.readers import read_split
 from app.embedding.sentence_transformers import SentenceTransformerEmbedder
 from app.errors import BackendTimeout
-from app.evaluation import MAX_CONSECUTIVE_FAILURES, evaluate
 from app.generation.base import Generation, GenerationRequest
 from app.settings import REPO_ROOT, load_settings
 from tests.fixtures.gateway import require_data
+from tools.evaluation import MAX_CONSECUTIVE_FAILURES, evaluate
 
 pytestmark = pytest.mark.integration
 
@@ -162,18 +162,3 @@ async def test_eval_stops_when_the_backend_stays_down(
     with pytest.raises(BackendTimeout):
         await _eval_with(generator, base_settings, embedder, tmp_path, 20)
     assert generator.calls == MAX_CONSECUTIVE_FAILURES
-
-
-@pytest.mark.parametrize(
-    ("method", "option"),
-    [("baner", "--contrastive-weight"), ("lar", "--out"), ("wraner", "--config")],
-)
-def test_nerve_train_hands_every_option_to_the_trainer(method: str, option: str) -> None:
-    import os
-
-    shown = run_cli("train", method, "--help", env=dict(os.environ))
-    assert shown.returncode == 0, shown.stderr[-2000:]
-    assert option in shown.stdout
-    wrong = run_cli("train", method, "--no-such-option", env=dict(os.environ))
-    assert wrong.returncode != 0
-    assert "no-such-option" in wrong.stderr

@@ -21,6 +21,7 @@ import json
 import random
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +49,8 @@ from app.methods.baner.encoder import make_word_batch
 from app.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
 from app.methods.baner.losses import boundary_contrastive_loss, tagging_loss
 from app.methods.baner.net import BanerNet
-from app.methods.calibration import (
+from app.methods.lar.alignment import type_text
+from trainers.calibration import (
     baner_predictions,
     build_retriever,
     calibrate_baner,
@@ -57,7 +59,6 @@ from app.methods.calibration import (
     micro_f1,
     prepare_crossner,
 )
-from app.methods.lar.alignment import type_text
 
 CALIBRATION_DOMAINS = ("politics", "science", "music", "literature", "ai")
 # Detection knobs first, then typing knobs with the best detection (12 + 24 trials).
@@ -246,7 +247,7 @@ def calibrate(directory: Path, data_dir: Path, sentences: int, support_k: int) -
 
 
 @app.command()
-def main(
+def run(
     data_dir: Annotated[Path, typer.Option(help="CrossNER data root.")] = Path(
         "../shared/data/crossner"
     ),
@@ -337,5 +338,11 @@ def main(
     typer.echo(json.dumps(config.training, indent=2))
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    """The trainer's entry point: ``nerve train baner`` passes ``argv`` (without the program
+    name); ``None`` reads ``sys.argv`` (``python -m trainers.baner``)."""
+    app(args=argv, prog_name=None if argv is None else "nerve train baner")
+
+
 if __name__ == "__main__":
-    app()
+    main()

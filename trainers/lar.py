@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,8 @@ from tqdm import tqdm
 
 from app.methods.baner.config import save_options
 from app.methods.baner.extractor import BanerExtractor
-from app.methods.calibration import (
+from app.methods.lar.reassign import LabelReassigner, LarOptions
+from trainers.calibration import (
     build_retriever,
     calibrate_lar,
     calibrate_lar_temperature,
@@ -33,7 +35,6 @@ from app.methods.calibration import (
     micro_f1,
     prepare_crossner,
 )
-from app.methods.lar.reassign import LabelReassigner, LarOptions
 
 DOMAINS = ("politics", "science", "music", "literature", "ai")
 # The weights of the three type scores first, then the shape of the pool and prior scores.
@@ -53,7 +54,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 
 @app.command()
-def main(
+def run(
     data_dir: Annotated[Path, typer.Option(help="CrossNER data root.")] = Path(
         "../shared/data/crossner"
     ),
@@ -102,5 +103,11 @@ def main(
     typer.echo(json.dumps(summary, indent=2))
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    """The trainer's entry point: ``nerve train lar`` passes ``argv`` (without the program
+    name); ``None`` reads ``sys.argv`` (``python -m trainers.lar``)."""
+    app(args=argv, prog_name=None if argv is None else "nerve train lar")
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -1,5 +1,3 @@
-import sys
-
 from trainers.wraner.cli import main
 
-sys.exit(main())
+main()

@@ -79,8 +79,9 @@ def run(config: WranerConfig, stage: str = "all", progress: bool = True) -> dict
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; ``argv`` without the program name (``None`` = ``sys.argv[1:]``)."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """The trainer's entry point (``nerve train wraner``); ``argv`` without the program name
+    (``None`` = ``sys.argv[1:]``). Failures exit non-zero through ``SystemExit``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from trainers.wraner.train import RunDirInUse
@@ -91,4 +92,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunDirInUse as exc:
         raise SystemExit(f"error: {exc}") from None
     log.info("done: %s", json.dumps(summary))
-    return 0

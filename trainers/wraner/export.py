@@ -6,8 +6,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from app.generation.lora_export import export_lora_gguf
 from trainers.wraner.config import WranerConfig, dump_config
+from trainers.wraner.lora_export import export_lora_gguf
 from trainers.wraner.model import base_gguf
 
 log = logging.getLogger(__name__)

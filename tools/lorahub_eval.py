@@ -3,7 +3,7 @@
     python -m trainers.baner --domain music --init model_repository/baner/1 \\
         --out runs/adapters/music --steps 80 --batch-size 16 --lr 5e-4 --calibration-sentences 0
     # ... the same for politics, science, literature, ai; then:
-    python -m app.methods.lorahub_eval --adapters runs/adapters
+    python -m tools.lorahub_eval --adapters runs/adapters
 
 For each target domain, scored on the first ``--sentences`` of its dev split with retrieved
 support (as the service does): the CoNLL artefact alone; a leave-one-out composition (CoNLL +
@@ -24,15 +24,15 @@ import torch
 import typer
 
 from app.methods.baner.extractor import BanerExtractor
-from app.methods.baner.lorahub import LoraHub
-from app.methods.calibration import (
+from app.methods.factory import DEFAULT_ARTEFACT
+from tools.lorahub import LoraHub
+from trainers.calibration import (
     baner_predictions,
     build_retriever,
     crossner_domain,
     micro_f1,
     prepare_crossner,
 )
-from app.methods.factory import DEFAULT_ARTEFACT
 
 DOMAINS = ("politics", "science", "music", "literature", "ai")
 app = typer.Typer(add_completion=False, help=__doc__)

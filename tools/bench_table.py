@@ -1,11 +1,11 @@
 """Summarise `nerve eval --output` JSON files as Markdown tables (for docs/benchmarks.md).
 
-python -m app.bench_table runs/untuned-word-*.json            # one method, per domain
-python -m app.bench_table --methods runs/methods-*.json       # methods side by side
-python -m app.bench_table --common ../shared/data/crossner runs/methods-*.json
+python -m tools.bench_table runs/untuned-word-*.json            # one method, per domain
+python -m tools.bench_table --methods runs/methods-*.json       # methods side by side
+python -m tools.bench_table --common ../shared/data/crossner runs/methods-*.json
     # the methods' F1 on the same sentences (from the --predictions JSONL beside each JSON)
-python -m app.bench_table --errors runs/methods-*.json        # why gold entities were missed
-python -m app.bench_table --types runs/untuned-word-*.json    # the same, per entity type
+python -m tools.bench_table --errors runs/methods-*.json        # why gold entities were missed
+python -m tools.bench_table --types runs/untuned-word-*.json    # the same, per entity type
 """
 
 from __future__ import annotations

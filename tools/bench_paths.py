@@ -1,6 +1,6 @@
 """Latency of ``/v1/ner`` in process vs through the CPU Triton LLM: same sentences, same model.
 
-``python -m app.generation.bench_paths --domain politics --limit 30 --output runs/x.json``
+``python -m tools.bench_paths --domain politics --limit 30 --output runs/x.json``
 
 One run starts tritonserver (``llm_cpu`` + ``ensemble``) and two gateways sharing one embedder:
 one with ``NERVE_GENERATOR=llama_cpp``, one with ``NERVE_GENERATOR=triton``. Both index the
@@ -147,7 +147,7 @@ def _measure(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.generation.bench_paths")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench_paths")
     parser.add_argument(
         "--data", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "crossner"
     )

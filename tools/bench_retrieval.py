@@ -1,6 +1,6 @@
 """How much the IVF_FLAT index changes retrieval: the store's results against exact search.
 
-python -m app.bench_retrieval --domain music --nprobe 16 --nprobe 128
+python -m tools.bench_retrieval --domain music --nprobe 16 --nprobe 128
 
 The pool (a domain's train split) is embedded once and put both in a fresh Milvus Lite store
 and in an exact in-memory search over the same vectors; the same `Retriever` code ranks both,

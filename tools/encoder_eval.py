@@ -1,6 +1,6 @@
 """Evaluate ``baner`` / ``lar`` on CrossNER splits, the method called directly (no HTTP).
 
-    python -m app.methods.evaluate --method baner --method lar --split test --support-k 20
+    python -m tools.encoder_eval --method baner --method lar --split test --support-k 20
 
 Protocol as ``nerve eval``: the domain's train split is the pool, indexed with the service's
 word-level retriever in a fresh Milvus Lite; each sentence's support is its top-k retrieved pool
@@ -27,8 +27,8 @@ from tqdm import tqdm
 from app.core.scoring import score
 from app.core.types import EntityType, Example
 from app.methods.base import EncoderMethod
-from app.methods.calibration import SupportSource, build_retriever, crossner_domain
 from app.methods.factory import DEFAULT_ARTEFACT, EncoderMethodsConfig, build_encoder_methods
+from trainers.calibration import SupportSource, build_retriever, crossner_domain
 
 DOMAINS = ("politics", "science", "music", "literature", "ai")
 TENANT = "encoder-eval"
