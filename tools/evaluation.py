@@ -1,7 +1,7 @@
 """``nerve eval``: run a labelled split through the same pipeline the API uses, and score it.
 
 The pool is the domain's train split, indexed in a fresh store; every test sentence goes
-through :meth:`app.ner.service.NERService.extract` (retrieval, prompt, LLM, parser), with pool
+through :meth:`app.ner.pipeline.NERPipeline.extract` (retrieval, prompt, LLM, parser), with pool
 sentences identical to the query excluded (CrossNER repeats some sentences across splits).
 """
 
@@ -190,9 +190,9 @@ async def _run(
             bar.advance(task)
     report = score([e.entities for e in test], [_spans(p) for p in predictions])
     settings = components.settings
-    k = settings.default_top_k if top_k is None else top_k
-    if method != "wraner":
-        k = max(k, settings.encoder_support_k)  # as NERService does for the encoder methods
+    handler = components.methods.resolve(method)
+    # The examples the pipeline retrieved: at least the handler's own minimum.
+    k = max(settings.default_top_k if top_k is None else top_k, handler.min_examples)
     return EvalResult(
         domain=domain,
         split=split,
@@ -203,7 +203,7 @@ async def _run(
         pool_size=len(pool),
         settings={
             "method": method,
-            "model": components.generator.model,
+            "model": handler.model,
             "generator": components.generator.name,
             "retrieval": settings.retrieval,
             "word_embedding": settings.word_embedding,
