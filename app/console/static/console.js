@@ -500,6 +500,7 @@
   // --- domain --------------------------------------------------------------------------------
 
   async function loadDomainPage() {
+    await loadDetail(); // fresh: reviews and uploads elsewhere change the count and version
     const detail = state.detail;
     if (!detail) return;
     $("domain-description").textContent = detail.description || "";
@@ -608,7 +609,6 @@
     if (!window.confirm(`Delete example ${id}?`)) return;
     await api(`/v1/domains/${enc(state.domain)}/examples/${enc(id)}`, { method: "DELETE" });
     notice(`Example ${id} deleted.`);
-    await loadDetail();
     await loadDomainPage();
   }
 
@@ -631,7 +631,6 @@
       });
       notice(`${out.added} examples added to ${out.domain} (version ${out.version}).`);
       $("upload-file").value = "";
-      await loadDetail();
       await loadDomainPage();
     } finally {
       $("upload-status").textContent = "";
