@@ -351,3 +351,25 @@ def test_uploads_show_the_apis_message_and_store_nothing_partial(
     wait_for(browser, lambda d: "deleted" in by_id(d, "notice").text)
     wait_for(browser, lambda d: "Lena Vogt" not in by_id(d, "examples").text)
     assert by_id(browser, "examples-range").text == before
+
+
+def test_delete_a_domain_from_the_console(
+    browser: Driver, console_server: tuple[ServerProcess, str]
+) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    server, key = console_server
+    headers = {"Authorization": f"Bearer {key}"}
+    scratch = {**SUPPORT_DOMAIN, "name": "scratch", "required_types": []}
+    assert httpx.post(f"{server.url}/v1/domains", json=scratch, headers=headers).status_code == 201
+    sign_in(browser, server.url, key)
+    browser.get(f"{server.url}/console/#domain")
+    wait_for(browser, lambda d: css(d, "#domain-page-name option[value=scratch]"))
+    Select(by_id(browser, "domain-page-name")).select_by_value("scratch")
+    wait_for(browser, lambda d: "0 examples" in by_id(d, "domain-meta").text)
+    by_id(browser, "delete-domain").click()
+    browser.switch_to.alert.accept()
+    wait_for(browser, lambda d: "Domain scratch deleted" in by_id(d, "notice").text)
+    wait_for(browser, lambda d: not css(d, ".domain-select option[value=scratch]"))
+    gone = httpx.get(f"{server.url}/v1/domains/scratch", headers=headers)
+    assert gone.status_code == 404
