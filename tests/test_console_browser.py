@@ -2,11 +2,13 @@
 (a wrong key shows the login prompt and never data), Try it (marks), the review queue (500
 escalations, paged; one corrected and accepted; a second reviewer refused) and the Domain page
 (the accepted example, the escalation chart, uploads). Answers use method=baner (no LLM call).
-Screenshots of each page are written to docs/console/."""
+Screenshots of each page go to $NERVE_SCREENSHOTS_DIR (docs/console/ for the README)."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,12 +18,15 @@ import httpx
 import pytest
 
 from app.auth import add_key
-from app.settings import REPO_ROOT
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES, ServerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SCREENSHOTS = REPO_ROOT / "docs" / "console"
+# The README's screenshots are refreshed with NERVE_SCREENSHOTS_DIR=docs/console; by default a
+# test run writes them outside the checkout, so running the tests never changes tracked files.
+SCREENSHOTS = Path(
+    os.environ.get("NERVE_SCREENSHOTS_DIR", Path(tempfile.gettempdir()) / "nerve-console")
+)
 TYPES = {t["name"] for t in SUPPORT_DOMAIN["entity_types"]}  # type: ignore[union-attr]
 # Markup that must stay text, and an emoji before the entities: the API counts code points,
 # the browser UTF-16 units, so every mark after it checks the conversion.
