@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 SHARED_DATA ?= ../shared/data/crossner
 
-.PHONY: install run test test-unit lint triton bench bench-methods redis-server clean
+.PHONY: install run test test-unit lint triton bench bench-methods redis-server test-deps clean
 
 install: $(STAMP)
 
@@ -24,10 +24,23 @@ redis-server:
 		echo "installing redis-server (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
+# Debian packages the integration tests drive: redis-server, prometheus (+ promtool) for the
+# dashboard and alert checks, chromium + chromium-driver for the console's browser tests.
+TEST_DEBS := redis-server:redis-server prometheus:prometheus promtool:prometheus \
+	chromium:chromium chromedriver:chromium-driver
+test-deps:
+	@missing=""; for pair in $(TEST_DEBS); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
 run: install
 	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve serve --demo
 
-test: install redis-server
+test: install test-deps
 	$(BIN)/pytest -q
 
 test-unit: install

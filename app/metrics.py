@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from app.core.parser import DROP_KINDS, REPAIR_KINDS
+
 STAGES = ("embed", "retrieve", "generate", "parse", "total")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -56,6 +58,11 @@ class Metrics:
         self.dropped_spans = Counter(
             "nerve_dropped_spans", "Spans of the LLM answer dropped.", ["kind"], registry=r
         )
+        # Known label values start at 0: rate() and alerts then see "none", not "no data".
+        for kind in REPAIR_KINDS:
+            self.output_repairs.labels(kind=kind)
+        for kind in DROP_KINDS:
+            self.dropped_spans.labels(kind=kind)
         self.lar_changes = Counter(
             "nerve_lar_changes",
             "Entities of an LLM answer LAR re-typed or dropped, by reason.",

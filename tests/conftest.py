@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.fixtures.gateway",
     "tests.fixtures.triton",
     "tests.fixtures.trainer",
+    "tests.fixtures.browser",
 ]

@@ -110,6 +110,8 @@ def _probes(state: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/v1/feedback"): {
             "json": {"request_id": state["request_id"], "outcome": "resolved", "entities": []}
         },
+        ("GET", "/v1/feedback/escalations"): {"params": {"domain": "support"}},
+        ("GET", "/v1/feedback/escalation-rate"): {"params": {"domain": "support"}},
     }
 
 

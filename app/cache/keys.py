@@ -78,3 +78,13 @@ def request_record_key(*, tenant: str, request_id: str) -> str:
 def report_claim_key(*, tenant: str, request_id: str) -> str:
     """Held by the one /v1/feedback call that is recording the outcome of a request."""
     return ":".join([PREFIX, "report", SCHEMA, _part(tenant), _part(request_id)])
+
+
+def escalation_queue_key(*, tenant: str, domain: str) -> str:
+    """Sorted index (by time) of a domain's escalated answers no feedback was recorded on."""
+    return ":".join([PREFIX, "queue", SCHEMA, _part(tenant), _part(domain)])
+
+
+def answer_counts_key(*, tenant: str, domain: str, hour: int) -> str:
+    """Counters of a domain's answers (``answers``, ``escalated``) in one hour (epoch hours)."""
+    return ":".join([PREFIX, "counts", SCHEMA, _part(tenant), _part(domain), str(hour)])

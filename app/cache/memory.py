@@ -32,6 +32,10 @@ class MemoryCache:
         self.default_ttl_s = default_ttl_s
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        # Sorted indexes {index: (expires_at, {member: score})} and counters
+        # {key: (expires_at, {field: n})}, each bounded by max_entries like the entries.
+        self._indexes: dict[str, tuple[float, dict[str, float]]] = {}
+        self._counters: OrderedDict[str, tuple[float, dict[str, int]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -82,9 +86,60 @@ class MemoryCache:
         with self._lock:
             self._entries.pop(key, None)
 
+    async def index_add(self, index: str, member: str, score: float, ttl_s: float) -> None:
+        now = self._clock()
+        with self._lock:
+            item = self._indexes.get(index)
+            members = item[1] if item is not None and item[0] > now else {}
+            members[member] = score
+            if len(members) > self.max_entries:  # drop the lowest scores (the oldest)
+                for old in sorted(members, key=members.__getitem__)[: -self.max_entries]:
+                    del members[old]
+            self._indexes[index] = (now + ttl_s, members)
+
+    async def index_remove(self, index: str, member: str) -> None:
+        with self._lock:
+            item = self._indexes.get(index)
+            if item is not None:
+                item[1].pop(member, None)
+
+    async def index_page(
+        self, index: str, min_score: float, offset: int, limit: int
+    ) -> tuple[list[str], int]:
+        now = self._clock()
+        with self._lock:
+            item = self._indexes.get(index)
+            if item is None or item[0] <= now:
+                self._indexes.pop(index, None)
+                return [], 0
+            members = item[1]
+            for old in [m for m, score in members.items() if score < min_score]:
+                del members[old]
+            ordered = sorted(members, key=lambda m: (members[m], m), reverse=True)
+        return ordered[offset : offset + limit], len(ordered)
+
+    async def count_add(self, key: str, field: str, ttl_s: float) -> None:
+        now = self._clock()
+        with self._lock:
+            item = self._counters.get(key)
+            if item is None or item[0] <= now:
+                item = (now + ttl_s, {})
+                self._counters[key] = item
+            item[1][field] = item[1].get(field, 0) + 1
+            while len(self._counters) > self.max_entries:
+                self._counters.popitem(last=False)
+
+    async def counts(self, keys: list[str]) -> list[dict[str, int]]:
+        now = self._clock()
+        with self._lock:
+            found = [self._counters.get(key) for key in keys]
+        return [dict(item[1]) if item is not None and item[0] > now else {} for item in found]
+
     async def ready(self) -> bool:
         return True
 
     async def close(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._indexes.clear()
+            self._counters.clear()

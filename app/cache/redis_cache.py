@@ -81,6 +81,45 @@ class RedisCache:
     async def delete(self, key: str) -> None:
         await self._call("DEL", self._client.delete(key))
 
+    async def index_add(self, index: str, member: str, score: float, ttl_s: float) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.zadd(index, {member: score})
+        pipe.pexpire(index, max(1, round(ttl_s * 1000)))
+        await self._call("ZADD", pipe.execute())
+
+    async def index_remove(self, index: str, member: str) -> None:
+        await self._call("ZREM", self._client.zrem(index, member))
+
+    async def index_page(
+        self, index: str, min_score: float, offset: int, limit: int
+    ) -> tuple[list[str], int]:
+        # One transaction: drop what is older than min_score, count, read the page (newest
+        # first), so the total and the page agree.
+        pipe = self._client.pipeline(transaction=True)
+        pipe.zremrangebyscore(index, "-inf", f"({min_score!r}")
+        pipe.zcard(index)
+        pipe.zrevrange(index, offset, offset + limit - 1)
+        _, total, members = await self._call("ZRANGE", pipe.execute())
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members], int(total)
+
+    async def count_add(self, key: str, field: str, ttl_s: float) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hincrby(key, field, 1)
+        pipe.pexpire(key, max(1, round(ttl_s * 1000)))
+        await self._call("HINCRBY", pipe.execute())
+
+    async def counts(self, keys: list[str]) -> list[dict[str, int]]:
+        if not keys:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        found = await self._call("HGETALL", pipe.execute())
+        return [
+            {(f.decode() if isinstance(f, bytes) else str(f)): int(n) for f, n in item.items()}
+            for item in found
+        ]
+
     async def ready(self) -> bool:
         try:
             return bool(await self._call("PING", self._client.ping()))

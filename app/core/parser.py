@@ -31,6 +31,17 @@ REPAIR_SEPARATOR = "other_separator"
 REPAIR_TYPE_CASE = "type_normalised"
 REPAIR_FUZZY = "fuzzy_grounding"
 REPAIR_TRAILING = "trailing_text"
+# The closed sets, exported at zero from the start (app.metrics) so that a dashboard shows 0,
+# not "no data", for a service that never needed a repair.
+DROP_KINDS = (DROP_MALFORMED, DROP_TYPE, DROP_NOT_IN_TEXT, DROP_OVERLAP, DROP_DUPLICATE)
+REPAIR_KINDS = (
+    REPAIR_MARKUP,
+    REPAIR_JSON,
+    REPAIR_SEPARATOR,
+    REPAIR_TYPE_CASE,
+    REPAIR_FUZZY,
+    REPAIR_TRAILING,
+)
 
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n")

@@ -34,3 +34,41 @@ class FeedbackOut(BaseModel):
     predicted: Outcome = Field(description="What the answer predicted (escalate or not).")
     example_id: str | None = Field(description="Id of the example added, if entities were given.")
     domain_version: int = Field(description="The domain's version after this feedback.")
+
+
+class QueuedSpan(BaseModel):
+    start: int
+    end: int
+    type: str
+    score: float
+    text: str = Field(description="text[start:end] of the request.")
+
+
+class EscalationOut(BaseModel):
+    request_id: str
+    domain: str
+    method: str
+    text: str = Field(description="The request's text, as submitted.")
+    reasons: list[str] = Field(description="Why the answer was escalated.")
+    entities: list[QueuedSpan] = Field(description="The entities the service answered.")
+    created_at: float = Field(description="When it was answered, Unix seconds.")
+
+
+class EscalationPage(BaseModel):
+    domain: str
+    total: int = Field(description="Escalated answers of the domain waiting for feedback.")
+    offset: int
+    limit: int
+    escalations: list[EscalationOut] = Field(description="Newest first.")
+
+
+class HourOut(BaseModel):
+    start: float = Field(description="Start of the hour, Unix seconds.")
+    answers: int = Field(description="Answers given in that hour.")
+    escalated: int = Field(description="Of which escalated.")
+    rate: float | None = Field(description="escalated / answers; null without answers.")
+
+
+class EscalationRate(BaseModel):
+    domain: str
+    hours: list[HourOut] = Field(description="Oldest first; the last is the current hour.")

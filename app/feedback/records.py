@@ -9,13 +9,20 @@ feedback is a 503, never a misleading "unknown request".
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field, ValidationError
 
-from app.cache.base import Cache
+from app.cache.base import IndexedCache
 from app.cache.errors import CacheError
 from app.cache.factory import build_redis
-from app.cache.keys import report_claim_key, request_record_key
+from app.cache.keys import (
+    answer_counts_key,
+    escalation_queue_key,
+    report_claim_key,
+    request_record_key,
+)
 from app.cache.memory import MemoryCache
 from app.cache.redis_cache import RedisCache
 from app.errors import BackendUnavailable
@@ -53,14 +60,33 @@ class RequestRecord(BaseModel):
     # Another request came with the same (client-chosen) id: feedback cannot tell them apart.
     ambiguous: bool = False
 
+    @property
+    def queued(self) -> bool:
+        """Waiting for a human: escalated, not reported on, and feedback can refer to it."""
+        return self.escalate and self.outcome is None and not self.ambiguous
+
+
+class HourCounts(BaseModel):
+    start: float = Field(description="Start of the hour, Unix seconds.")
+    answers: int
+    escalated: int
+
 
 class RecordStore:
-    def __init__(self, cache: Cache, metrics: Metrics, retention_s: float) -> None:
+    def __init__(
+        self,
+        cache: IndexedCache,
+        metrics: Metrics,
+        retention_s: float,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if retention_s <= 0:
             raise ValueError(f"retention_s must be > 0, got {retention_s}")
         self.cache = cache
         self.metrics = metrics
         self.retention_s = retention_s
+        self._clock = clock
 
     def _count(self, result: str) -> None:
         self.metrics.cache_requests.labels(cache=self.cache.name, kind=KIND, result=result).inc()
@@ -74,7 +100,79 @@ class RecordStore:
             self.metrics.backend_errors.labels(backend=self.cache.name).inc()
             log.warning("request record not stored: %s", exc, extra={"id": record.request_id})
             return False
+        await self._index(record)
         return True
+
+    async def _index(self, record: RequestRecord) -> None:
+        """Keep the domain's review queue in step with the record. Best effort: a record left
+        in the queue by a failure is dropped when listed (its outcome is set)."""
+        queue = escalation_queue_key(tenant=record.tenant, domain=record.domain)
+        try:
+            if record.queued:
+                await self.cache.index_add(
+                    queue, record.request_id, record.created_at, self.retention_s
+                )
+            else:
+                await self.cache.index_remove(queue, record.request_id)
+        except CacheError as exc:
+            self.metrics.backend_errors.labels(backend=self.cache.name).inc()
+            log.warning("review queue not updated: %s", exc, extra={"id": record.request_id})
+
+    async def count_answer(self, record: RequestRecord) -> None:
+        """Count a new answer (and whether it escalated) in its domain's hour; best effort."""
+        key = answer_counts_key(
+            tenant=record.tenant, domain=record.domain, hour=int(record.created_at // 3600)
+        )
+        try:
+            await self.cache.count_add(key, "answers", self.retention_s)
+            if record.escalate:
+                await self.cache.count_add(key, "escalated", self.retention_s)
+        except CacheError as exc:
+            self.metrics.backend_errors.labels(backend=self.cache.name).inc()
+            log.warning("answer not counted: %s", exc, extra={"id": record.request_id})
+
+    async def escalations(
+        self, tenant: str, domain: str, offset: int, limit: int
+    ) -> tuple[list[RequestRecord], int]:
+        """A page of the domain's queued escalations, newest first, and how many are queued.
+        Entries whose record is gone (expired, evicted) or was reported are dropped on the way,
+        so a page may hold fewer than ``limit``. 503 if the backend fails."""
+        queue = escalation_queue_key(tenant=tenant, domain=domain)
+        try:
+            ids, total = await self.cache.index_page(
+                queue, self._clock() - self.retention_s, offset, limit
+            )
+        except CacheError as exc:
+            raise self._unavailable(exc) from exc
+        page: list[RequestRecord] = []
+        for request_id in ids:
+            record = await self.get(tenant, request_id)
+            if record is not None and record.queued and record.domain == domain:
+                page.append(record)
+                continue
+            total -= 1
+            try:
+                await self.cache.index_remove(queue, request_id)
+            except CacheError as exc:
+                raise self._unavailable(exc) from exc
+        return page, max(total, 0)
+
+    async def hourly_counts(self, tenant: str, domain: str, hours: int) -> list[HourCounts]:
+        """Answers and escalations of the domain in each of the last ``hours`` hours (the
+        current one last, partly elapsed). 503 if the backend fails."""
+        now_hour = int(self._clock() // 3600)
+        wanted = list(range(now_hour - hours + 1, now_hour + 1))
+        keys = [answer_counts_key(tenant=tenant, domain=domain, hour=h) for h in wanted]
+        try:
+            found = await self.cache.counts(keys)
+        except CacheError as exc:
+            raise self._unavailable(exc) from exc
+        return [
+            HourCounts(
+                start=h * 3600.0, answers=c.get("answers", 0), escalated=c.get("escalated", 0)
+            )
+            for h, c in zip(wanted, found, strict=True)
+        ]
 
     async def get(self, tenant: str, request_id: str) -> RequestRecord | None:
         """The record, or None if unknown, expired or another tenant's; 503 if the backend fails."""
@@ -129,5 +227,5 @@ def build_record_store(
     feedback off). Records are kept ``settings.feedback_retention_s``."""
     retention_s = settings.feedback_retention_s
     redis = redis or build_redis(settings)
-    cache: Cache = redis if redis is not None else MemoryCache(MEMORY_RECORDS, retention_s)
+    cache: IndexedCache = redis if redis is not None else MemoryCache(MEMORY_RECORDS, retention_s)
     return RecordStore(cache, metrics, retention_s)

@@ -9,7 +9,16 @@ from collections.abc import Callable
 from app.core.types import Example, Span
 from app.domains.service import DomainService
 from app.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
-from app.feedback.protocol import FeedbackIn, FeedbackOut, Outcome
+from app.feedback.protocol import (
+    EscalationOut,
+    EscalationPage,
+    EscalationRate,
+    FeedbackIn,
+    FeedbackOut,
+    HourOut,
+    Outcome,
+    QueuedSpan,
+)
 from app.feedback.records import RecordedSpan, RecordStore, RequestRecord
 from app.metrics import Metrics
 from app.ner.protocol import NERResponse
@@ -68,7 +77,59 @@ class FeedbackService:
                 record = record.model_copy(update={"ambiguous": True})
             elif earlier.outcome is not None:
                 return  # a retry of an answer already reported on: keep the report
-        await self.records.put(record)
+        if await self.records.put(record) and earlier is None:
+            await self.records.count_answer(record)
+
+    async def escalations(
+        self, tenant: str, domain: str, offset: int, limit: int
+    ) -> EscalationPage:
+        """The review queue: the domain's escalated answers no feedback was recorded on."""
+        await self.domains.get(tenant, domain)  # 404 for an unknown domain
+        records, total = await self.records.escalations(tenant, domain, offset, limit)
+        return EscalationPage(
+            domain=domain,
+            total=total,
+            offset=offset,
+            limit=limit,
+            escalations=[
+                EscalationOut(
+                    request_id=r.request_id,
+                    domain=r.domain,
+                    method=r.method,
+                    text=r.text,
+                    reasons=r.reasons,
+                    entities=[
+                        QueuedSpan(
+                            start=e.start,
+                            end=e.end,
+                            type=e.type,
+                            score=e.score,
+                            text=r.text[e.start : e.end],
+                        )
+                        for e in r.entities
+                    ],
+                    created_at=r.created_at,
+                )
+                for r in records
+            ],
+        )
+
+    async def escalation_rate(self, tenant: str, domain: str, hours: int) -> EscalationRate:
+        """Answers and escalations of the domain per hour, from the request records."""
+        await self.domains.get(tenant, domain)
+        counts = await self.records.hourly_counts(tenant, domain, hours)
+        return EscalationRate(
+            domain=domain,
+            hours=[
+                HourOut(
+                    start=c.start,
+                    answers=c.answers,
+                    escalated=c.escalated,
+                    rate=round(c.escalated / c.answers, 4) if c.answers else None,
+                )
+                for c in counts
+            ],
+        )
 
     async def report(self, tenant: str, body: FeedbackIn) -> FeedbackOut:
         record = await self.records.get(tenant, body.request_id)

@@ -1,0 +1,1 @@
+"""The web console: plain HTML/CSS/JS served by the gateway itself (no build step, no CDN)."""
