@@ -21,10 +21,13 @@ COPY pyproject.toml README.md ./
 RUN mkdir app && touch app/__init__.py \
     && pip wheel --wheel-dir /wheels ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} . \
     && rm /wheels/nerve-*.whl
+# triton_models (the code tritonserver runs) rides in the wheel as a checkout's would; the
+# gateway never imports it.
 COPY app ./app
 # tools/ for `nerve eval` only (tools.evaluation, loaded when that command runs): the gateway
 # process never imports it (tests/test_layering.py).
 COPY tools ./tools
+COPY triton_models ./triton_models
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     openai_api_key: str | None = Field(None, description="Bearer key for that server.")
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address host:port.")
     triton_model: str = Field("ensemble", description="Triton model answering text_input.")
-    triton_retries: int = Field(2, ge=0, description="Retries on UNAVAILABLE per generation.")
+    triton_retries: int = Field(2, ge=0, description="Retries on UNAVAILABLE per Triton call.")
 
     # --- methods -------------------------------------------------------------------------------
     default_method: str = Field(

@@ -7,6 +7,12 @@ a backend directory whose ``python/`` links the bundle's Python backend and the 
 explicit mode: every directory of the repository holding a ``config.pbtxt`` (so
 ``gpu_templates/`` is never loaded here), and clients may unload and reload them.
 
+Every model reads its configuration from its config.pbtxt ``parameters``, never from the
+environment. ``llm_cpu`` must load the GGUF and adapter the gateway's settings name, so a
+repository holding it is served from a generated copy (:func:`render_repository`): every
+model's files are links to the originals, and ``llm_cpu``'s config is the committed one with
+its parameters set to what the settings resolve to (:func:`llm_cpu_parameters`).
+
 :func:`run_triton` serves in the foreground (``nerve triton``); :class:`TritonServer` is the
 same server as a context manager that waits for readiness and always cleans up (tests).
 """
@@ -17,6 +23,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +31,7 @@ import sysconfig
 import tempfile
 import time
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -35,6 +42,8 @@ from app.subprocesses import die_with_parent
 log = logging.getLogger(__name__)
 
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
+CONFIG_NAME = "config.pbtxt"
+LLM_CPU = "llm_cpu"
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"
 _STUB_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -80,12 +89,10 @@ def discover_models(repositories: Iterable[Path]) -> list[str]:
     return names
 
 
-def server_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The server's environment: the stub's Python, and the settings the models read.
+def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: the stub's Python finds this interpreter and this checkout.
 
-    The LLM model builds its engine from ``NERVE_*`` (``load_settings()``), so the values the
-    gateway resolved are passed on, with paths made absolute (the stubs' working directory is
-    not the caller's).
+    The models read nothing else from it: their configuration is their config.pbtxt.
     """
     env = dict(os.environ if base is None else base)
     venv_bin = str(Path(sys.executable).parent)
@@ -97,18 +104,66 @@ def server_env(settings: Settings, base: dict[str, str] | None = None) -> dict[s
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(
         os.pathsep
     )
-    env["NERVE_DATA_DIR"] = str(settings.data_dir.resolve())
-    if settings.llm_model_path is not None:
-        env["NERVE_LLM_MODEL_PATH"] = str(settings.llm_model_path.resolve())
-    adapter = settings.llm_adapter
-    env["NERVE_LLM_ADAPTER"] = (
-        adapter if adapter in ("wraner", "none") else str(Path(adapter).resolve())
-    )
-    env["NERVE_LLM_THREADS"] = str(settings.llm_threads)
-    env["NERVE_LLM_CONTEXT_TOKENS"] = str(settings.llm_context_tokens)
-    env["NERVE_LOOP_LINES"] = str(settings.loop_lines)  # same loop guard as in process
-    env["NERVE_LOG_LEVEL"] = settings.log_level
     return env
+
+
+def llm_cpu_parameters(settings: Settings) -> dict[str, str]:
+    """``llm_cpu``'s config parameters for the model the gateway would load in process.
+
+    Paths are absolute: the generated config is not beside the files the settings name.
+    """
+    adapter = settings.llm_adapter
+    model_path = settings.llm_model_path
+    return {
+        "model_path": str(model_path.resolve()) if model_path is not None else "",
+        "models_dir": str(settings.models_dir.resolve()),
+        "adapter": adapter if adapter in ("wraner", "none") else str(Path(adapter).resolve()),
+        "threads": str(settings.llm_threads),
+        "context_tokens": str(settings.llm_context_tokens),
+        "loop_lines": str(settings.loop_lines),
+    }
+
+
+def set_parameters(config: str, values: Mapping[str, str], *, source: str) -> str:
+    """``config`` (config.pbtxt text) with these ``parameters`` string values set.
+
+    Strict: a key the config does not declare is an error (a renamed parameter must not be
+    silently ignored). The result is re-serialised, so the original's comments are dropped.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    message = text_format.Parse(config, model_config_pb2.ModelConfig())
+    unknown = sorted(set(values) - set(message.parameters))
+    if unknown:
+        raise ValueError(f"{source}: no parameter {', '.join(unknown)} to set")
+    for key, value in values.items():
+        message.parameters[key].string_value = value
+    return text_format.MessageToString(message)
+
+
+def render_repository(
+    repository: Path, target: Path, parameters: Mapping[str, Mapping[str, str]]
+) -> Path:
+    """A copy of ``repository`` in ``target`` whose configs have ``parameters`` (by model) set.
+
+    Each model directory's files are links to the originals (artefacts are not copied, and a
+    relative path such as lar's ``../baner/1`` still resolves); only config.pbtxt is written.
+    """
+    if target.exists():
+        shutil.rmtree(target)
+    for config in sorted(repository.glob(f"*/{CONFIG_NAME}")):
+        model_dir = config.parent
+        out = target / model_dir.name
+        out.mkdir(parents=True)
+        for entry in model_dir.iterdir():
+            if entry.name != CONFIG_NAME:
+                (out / entry.name).symlink_to(entry.resolve())
+        text = config.read_text()
+        if model_dir.name in parameters:
+            text = set_parameters(text, parameters[model_dir.name], source=str(config))
+        (out / CONFIG_NAME).write_text(text)
+    return target
 
 
 def triton_command(
@@ -170,6 +225,8 @@ class TritonServer:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._shm_before: set[str] = set()
+        # The parameters each model's config gets from the settings (see render_repository).
+        self.parameters = {LLM_CPU: llm_cpu_parameters(settings)}
 
     @property
     def grpc_url(self) -> str:
@@ -183,7 +240,7 @@ class TritonServer:
 
     def command(self) -> list[str]:
         return triton_command(
-            repositories=self.repositories,
+            repositories=self.served_repositories(),
             backend_dir=prepare_backend_dir(self._working_dir()),
             models=self.models,
             http_port=self.http_port,
@@ -191,6 +248,16 @@ class TritonServer:
             metrics_port=self.metrics_port,
             address=self.address,
         )
+
+    def served_repositories(self) -> list[Path]:
+        """The repositories as served: a generated copy of those holding a configured model."""
+        served = []
+        for index, repository in enumerate(self.repositories):
+            if set(discover_models([repository])) & set(self.parameters):
+                target = self._working_dir() / "repositories" / f"{index}-{repository.name}"
+                repository = render_repository(repository, target, self.parameters)
+            served.append(repository)
+        return served
 
     def _working_dir(self) -> Path:
         if self._workdir is None:
@@ -209,7 +276,7 @@ class TritonServer:
         try:
             self.process = subprocess.Popen(
                 args,
-                env=server_env(self.settings),
+                env=server_env(),
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,  # its own process group: the stubs die with it

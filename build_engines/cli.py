@@ -42,6 +42,9 @@ TEMPLATES = REPO_ROOT / "model_repository" / "gpu_templates"
 ENGINE_SUBDIR = PurePosixPath("tensorrt_llm/1")
 TOKENIZER_SUBDIR = ENGINE_SUBDIR / "tokenizer"
 DEPLOY_ENV = "deploy.env"
+# The tensor contract the ensemble declares (app.generation.llm_tensors.CONTRACT_VERSION, which
+# cannot be imported here; a test keeps the two equal). The gateway checks it at readiness.
+LLM_CONTRACT = "nerve_llm_tensors.v1"
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ def plan(args: argparse.Namespace) -> BuildPlan:
         build,
     ]  # fmt: skip
     values = {
+        "llm_contract": LLM_CONTRACT,
         "triton_max_batch_size": str(args.max_batch_size),
         "decoupled_mode": "false",  # the gateway makes unary calls
         "max_queue_delay_microseconds": str(args.max_queue_delay_us),

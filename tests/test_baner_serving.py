@@ -1,4 +1,4 @@
-"""The Triton models' logic (app.methods.serving) without Triton: contract checks and answers,
+"""The Triton models' logic (triton_models.encoder) without Triton: contract checks and answers,
 on the committed BANER artefact."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from app.methods import wire
-from app.methods.serving import EncoderModelHandler, ModelParameters
 from app.settings import REPO_ROOT
+from triton_models.encoder import EncoderModelHandler, ModelParameters
 
 MODEL_DIR = REPO_ROOT / "model_repository"
 TEXT = "Angela Merkel visited Paris with Emmanuel Macron ."

@@ -3,7 +3,9 @@ queried through the gateway's gRPC client: offsets valid, types limited to the r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.core.types import Entity, EntityType, Example, Span
 from app.errors import BackendUnavailable
+from app.methods import wire
 from app.methods.triton_client import TritonEncoderMethod, TritonLar
 from app.settings import load_settings
 from app.triton_server import TritonServer
@@ -118,6 +121,32 @@ async def test_unknown_model_is_backend_unavailable(triton: TritonServer) -> Non
         await method.close()
 
 
+async def test_a_model_declaring_another_contract_is_not_ready(triton: TritonServer) -> None:
+    """The served baner speaks nerve_encoder.v1; a client speaking another version must not
+    count it as ready."""
+    method = TritonEncoderMethod("baner", triton.grpc_url, "baner")
+    try:
+        method.contract = "nerve_encoder.v2"
+        assert not await method.ready()
+        method.contract = wire.CONTRACT
+        assert await method.ready()
+    finally:
+        await method.close()
+
+
+async def test_retries_while_triton_is_unreachable() -> None:
+    method = TritonEncoderMethod(
+        "baner", f"127.0.0.1:{free_port()}", "baner", 5.0, retries=2, retry_backoff_s=0.2
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match=r"baner: .*'baner'.* is unreachable"):
+            await method.extract(TEXT, TYPES, SUPPORT)
+        assert time.monotonic() - started >= 0.2 + 0.4  # two retries with back-off
+    finally:
+        await method.close()
+
+
 @pytest.mark.parametrize("method", ["baner", "lar"])
 def test_gateway_serves_the_encoder_methods_from_triton(
     triton: TritonServer,
@@ -138,3 +167,26 @@ def test_gateway_serves_the_encoder_methods_from_triton(
         assert body["model"] == method  # the Triton model's name
         check_entities(body, text, SUPPORT_TYPES)
         assert ("Madrid", "location") in {(e["text"], e["type"]) for e in body["entities"]}
+
+
+async def test_a_request_rides_out_a_triton_restart(triton: TritonServer) -> None:
+    """Last in this module: it stops the module's server. A request sent while Triton is down
+    is retried (UNAVAILABLE) on the same channel until the restarted server answers it."""
+    method = TritonEncoderMethod(
+        "baner", triton.grpc_url, "baner", 400.0, retries=400, retry_backoff_s=0.5
+    )
+    try:
+        assert await method.ready()
+        triton.stop()
+        request = asyncio.create_task(method.extract(TEXT, TYPES, SUPPORT))
+        await asyncio.sleep(1.5)
+        assert not request.done()  # retrying, not failed
+        # Started from this thread: the server dies with the thread that started it.
+        triton.start(wait=False)
+        entities = await request
+        _check(entities, TYPES)
+        assert ("Paris", "location") in {(e.text, e.type) for e in entities}
+    finally:
+        await method.close()
+        if not triton.running:
+            triton.start(timeout_s=300)

@@ -139,6 +139,16 @@ def test_dry_run_writes_valid_filled_configs(
     assert {i.name for i in cpu.input} <= {i.name for i in gpu.input}
 
 
+def test_the_filled_ensemble_declares_the_contract_the_gateway_checks(tmp_path: Path) -> None:
+    from app.generation.llm_tensors import CONTRACT_VERSION
+    from build_engines.cli import LLM_CONTRACT
+
+    assert LLM_CONTRACT == CONTRACT_VERSION
+    main(["--base-model", "b", "--lora", "l", "--output", str(tmp_path), "--dry-run"])
+    ensemble = _configs(tmp_path / "model_repository")["ensemble"]
+    assert _params(ensemble)["contract"] == CONTRACT_VERSION
+
+
 def test_bad_options_are_refused(tmp_path: Path) -> None:
     base = ["--base-model", "b", "--lora", "l", "--output", str(tmp_path)]
     with pytest.raises(SystemExit):
@@ -341,7 +351,7 @@ def test_gateway_image_carries_the_encoder_artefacts() -> None:
 
 
 def _third_party_imports(module: str, seen: set[str] | None = None) -> set[str]:
-    """Top-level non-app, non-stdlib modules that ``module`` imports, following app imports."""
+    """Top-level third-party modules that ``module`` imports, following nerve's own imports."""
     seen = set() if seen is None else seen
     if module in seen:
         return set()
@@ -359,7 +369,7 @@ def _third_party_imports(module: str, seen: set[str] | None = None) -> set[str]:
             names += [f"{node.module}.{a.name}" for a in node.names]
         for name in names:
             top = name.split(".")[0]
-            if top == "app":
+            if top in ("app", "triton_models"):
                 candidate = REPO_ROOT / (name.replace(".", "/") + ".py")
                 package = REPO_ROOT / name.replace(".", "/") / "__init__.py"
                 if candidate.is_file() or package.is_file():
@@ -381,8 +391,9 @@ def test_triton_image_has_what_its_python_models_import() -> None:
         if not spec.startswith(("-", "\\"))
     }
     image = {"numpy", "torch", "transformers", "tokenizers", "triton_python_backend_utils"}
-    needed = _third_party_imports("app.methods.triton_model")
-    needed |= _third_party_imports("app.generation.trtllm_io")
+    needed = _third_party_imports("triton_models.adapter")
+    needed |= _third_party_imports("triton_models.encoder")
+    needed |= _third_party_imports("triton_models.trtllm_io")
     # app.embedding.sentence_transformers is imported for packaged_model_dir() alone; its own
     # sentence_transformers import is inside the query embedder, which no Triton model builds.
     needed.discard("sentence_transformers")
@@ -392,6 +403,7 @@ def test_triton_image_has_what_its_python_models_import() -> None:
     assert re.search(r"pip install --no-cache-dir --no-deps [^\n]*peft", dockerfile)
     for model in ("baner", "lar"):
         assert f"COPY model_repository/{model} /opt/nerve/model_repository/{model}" in dockerfile
+    assert "COPY triton_models /opt/nerve/triton_models" in dockerfile
 
 
 @pytest.mark.integration

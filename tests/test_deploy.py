@@ -416,8 +416,9 @@ def test_triton_image_is_the_trtllm_image_with_the_app_package() -> None:
     assert default, "the Triton tag needs a default"
     base = triton_base_image(default.group(1))
     assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-trtllm-python-py3", base), base
-    # The ensemble's Python models import app.generation.trtllm_io.
+    # The ensemble's Python models import triton_models (which imports app's contracts).
     assert re.search(r"^COPY app /opt/nerve/app$", text, re.M)
+    assert re.search(r"^COPY triton_models /opt/nerve/triton_models$", text, re.M)
     assert re.search(r"^ENV PYTHONPATH=/opt/nerve$", text, re.M)
     templates = ROOT / "model_repository" / "gpu_templates"
     if templates.is_dir():
@@ -425,9 +426,9 @@ def test_triton_image_is_the_trtllm_image_with_the_app_package() -> None:
             line
             for model in templates.glob("*/1/model.py")
             for line in model.read_text().splitlines()
-            if line.startswith("from app.")
+            if line.startswith("from triton_models.")
         }
-        assert imports, "the GPU templates no longer import app: the COPY may go"
+        assert imports, "the GPU templates no longer import triton_models: the COPY may go"
 
 
 def _setting_env_names() -> set[str]:

@@ -13,7 +13,7 @@ from app.errors import BackendTimeout, InvalidRequest
 from app.generation import llm_tensors as t
 from app.generation.base import Generation, TokenLogprob
 from app.generation.llm_tensors import error_message
-from app.generation.trtllm_io import (
+from triton_models.trtllm_io import (
     TokenizerIO,
     pack_word_ids,
     postprocess,

@@ -129,6 +129,24 @@ async def test_prompt_over_the_context_is_an_invalid_request(triton_server: Trit
         await triton.close()
 
 
+async def test_a_model_declaring_another_contract_is_not_ready(
+    triton_server: TritonServer,
+) -> None:
+    """llm_v0 is loaded and ready in Triton, but declares nerve_llm_tensors.v0: the gateway,
+    which speaks v1, must not count it as ready (the check is then cached per client)."""
+    admin = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    old, current = (TritonGenerator(triton_server.grpc_url, m) for m in ("llm_v0", "broken_llm"))
+    try:
+        assert await admin.is_model_ready("llm_v0")
+        assert not await old.ready()
+        assert await current.ready()
+        assert await current.ready()  # cached: answered by is_model_ready alone
+    finally:
+        await old.close()
+        await current.close()
+        await admin.close()
+
+
 async def test_unloaded_model_is_not_ready_until_reloaded(triton_server: TritonServer) -> None:
     admin = grpcclient.InferenceServerClient(triton_server.grpc_url)
     triton = TritonGenerator(triton_server.grpc_url, "broken_llm")

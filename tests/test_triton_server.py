@@ -1,4 +1,5 @@
-"""app.triton_server pieces that need no running server: command, environment, shm clean-up."""
+"""app.triton_server pieces that need no running server: command, environment, the served
+repository, shm clean-up."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import load_settings
+from app.settings import REPO_ROOT, load_settings
 from app.triton_server import (
     DEFAULT_REPOSITORY,
     SHM_DIR,
     SHM_PREFIX,
+    TritonServer,
     discover_models,
     remove_orphaned_shm,
     server_env,
@@ -38,21 +40,31 @@ def test_command_loads_the_models_explicitly(tmp_path: Path) -> None:
     assert {"--http-port=1", "--grpc-port=2", "--metrics-port=3"} <= set(args)
 
 
-def test_environment_carries_the_resolved_llm_settings(tmp_path: Path) -> None:
-    adapter = tmp_path / "a.gguf"
-    adapter.write_bytes(b"GGUF")
-    settings = load_settings(
-        data_dir=Path("rel/data"), llm_model_path=Path("m.gguf"), llm_adapter=str(adapter),
-        llm_threads=1, llm_context_tokens=1024, loop_lines=3,
-    )  # fmt: skip
-    env = server_env(settings, base={"PATH": "/usr/bin"})
+def test_environment_lets_the_stub_find_this_python_and_nothing_else(tmp_path: Path) -> None:
+    """The models read their config.pbtxt, not NERVE_* (the resolved LLM settings travel in
+    the served llm_cpu config: tests/test_triton_adapter.py)."""
+    env = server_env(base={"PATH": "/usr/bin", "NERVE_LLM_THREADS": "7"})
     assert env["PATH"].split(os.pathsep)[-1] == "/usr/bin"
     assert env["PATH"].split(os.pathsep)[0].endswith("/bin")  # this interpreter's bin first
-    assert Path(env["NERVE_DATA_DIR"]).is_absolute()
-    assert Path(env["NERVE_LLM_MODEL_PATH"]).is_absolute()
-    assert env["NERVE_LLM_ADAPTER"] == str(adapter)
-    assert (env["NERVE_LLM_THREADS"], env["NERVE_LLM_CONTEXT_TOKENS"]) == ("1", "1024")
-    assert env["NERVE_LOOP_LINES"] == "3"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO_ROOT)
+    assert env["NERVE_LLM_THREADS"] == "7"  # passed through untouched, read by no model
+
+
+def test_the_repository_holding_llm_cpu_is_served_from_a_generated_copy(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", llm_threads=1, llm_adapter="none")
+    server = TritonServer(
+        settings, http_port=1, grpc_port=2, metrics_port=3,
+        repositories=[DEFAULT_REPOSITORY, tmp_path / "other"], workdir=tmp_path / "work",
+    )  # fmt: skip
+    (tmp_path / "other").mkdir()
+    served, other = server.served_repositories()
+    assert other == tmp_path / "other"  # no configured model in it: served as it is
+    assert served.is_relative_to(tmp_path / "work")
+    assert set(discover_models([served])) == set(discover_models([DEFAULT_REPOSITORY]))
+    config = (served / "llm_cpu" / "config.pbtxt").read_text()
+    assert 'string_value: "none"' in config and str(settings.models_dir.resolve()) in config
+    # Rendered again on every start (a restarted server picks up nothing stale).
+    assert server.served_repositories()[0] == served
 
 
 @pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm")

@@ -32,6 +32,7 @@ class EncoderMethodsConfig:
     triton_baner_model: str = "baner"
     triton_lar_model: str = "lar"
     timeout_s: float = 10.0
+    triton_retries: int = 2
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EncoderMethodsConfig:
@@ -49,6 +50,7 @@ class EncoderMethodsConfig:
             triton_baner_model=settings.triton_baner_model,
             triton_lar_model=settings.triton_lar_model,
             timeout_s=settings.encoder_timeout_s,
+            triton_retries=settings.triton_retries,
         )
 
 
@@ -74,9 +76,19 @@ def build_encoder_methods(
 
         return EncoderMethods(
             TritonEncoderMethod(
-                "baner", config.triton_url, config.triton_baner_model, config.timeout_s
+                "baner",
+                config.triton_url,
+                config.triton_baner_model,
+                config.timeout_s,
+                retries=config.triton_retries,
             ),
-            TritonLar("lar", config.triton_url, config.triton_lar_model, config.timeout_s),
+            TritonLar(
+                "lar",
+                config.triton_url,
+                config.triton_lar_model,
+                config.timeout_s,
+                retries=config.triton_retries,
+            ),
         )
     from app.methods.baner.config import load_options
     from app.methods.baner.extractor import BanerExtractor

@@ -1,5 +1,8 @@
-"""Triton Python-backend entry point: the class lives in app.methods.triton_model (tested there)."""
+"""Triton entry point of baner and lar: the adapter over triton_models.encoder."""
 
-from app.methods.triton_model import TritonPythonModel
+from triton_models.adapter import PythonModel
+from triton_models.encoder import EncoderModelHandler
 
-__all__ = ["TritonPythonModel"]
+
+class TritonPythonModel(PythonModel):
+    load = staticmethod(EncoderModelHandler.from_config)

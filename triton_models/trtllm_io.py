@@ -1,9 +1,10 @@
 """Tokenizer-side logic of the GPU ensemble's ``preprocessing`` and ``postprocessing`` models.
 
 The TensorRT-LLM engine speaks token ids; these two Python models turn the ensemble's text
-tensors into ids and back. Their ``model.py`` files (``model_repository/gpu_templates``) only
-adapt Triton requests to the functions here, which run anywhere with a Hugging Face tokenizer
-(the tests use packaged or locally trained ones: TensorRT-LLM itself needs a GPU).
+tensors into ids and back. Their ``model.py`` files (``model_repository/gpu_templates``) are
+:class:`triton_models.adapter.PythonModel` over :class:`Preprocessing` and :class:`Postprocessing`,
+which run anywhere with a Hugging Face tokenizer (the tests use packaged or locally trained
+ones: TensorRT-LLM itself needs a GPU).
 
 Two things the engine cannot do for itself are done here:
 
@@ -31,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from app.core.prompt import build_prompt
+from app.core.prompt import STOP_SEQUENCES, build_prompt
 from app.core.types import EntityType, Example, Span
 from app.errors import InvalidRequest
 from app.generation.llm_tensors import MalformedTensors
+from triton_models.adapter import Call, ConfigError, ModelConfig, Tensors
 
 
 def stop_context_text() -> str:
@@ -335,3 +337,50 @@ def postprocess(io: TokenizerIO, tensors: Mapping[str, np.ndarray | None]) -> di
         "OUT_OUTPUT_LOG_PROBS": logprobs_out,
         "OUT_TOKEN_OFFSETS": offsets_out,
     }
+
+
+def tokenizer_from_config(config: ModelConfig) -> TokenizerIO:
+    """The tokenizer a pre/postprocessing config names; the engine's limits where it has them."""
+    special = config.text("add_special_tokens", "true").strip().lower()
+    if special not in ("true", "false"):
+        raise ConfigError(
+            f"{config.name}: config.pbtxt add_special_tokens must be 'true' or 'false'; "
+            f"got {special!r}"
+        )
+    return TokenizerIO.from_dir(
+        config.text("tokenizer_dir"),
+        add_special_tokens=special == "true",
+        # The engine's build limits: a prompt past them is the caller's error (a 422).
+        max_input_len=config.parameters.get("max_input_len"),
+        max_seq_len=config.parameters.get("max_seq_len"),
+    )
+
+
+class Preprocessing:
+    """The ``preprocessing`` model's handler: text to token ids."""
+
+    def __init__(self, io: TokenizerIO) -> None:
+        self.io = io
+        # The stop strings the gateway sends, tokenized now rather than on the first request.
+        io.stop_words_to_ids(STOP_SEQUENCES)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> Preprocessing:
+        return cls(tokenizer_from_config(config))
+
+    def __call__(self, tensors: Tensors, call: Call) -> dict[str, np.ndarray]:
+        return preprocess(self.io, tensors)
+
+
+class Postprocessing:
+    """The ``postprocessing`` model's handler: generated ids to text and token offsets."""
+
+    def __init__(self, io: TokenizerIO) -> None:
+        self.io = io
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> Postprocessing:
+        return cls(tokenizer_from_config(config))
+
+    def __call__(self, tensors: Tensors, call: Call) -> dict[str, np.ndarray]:
+        return postprocess(self.io, tensors)

@@ -1,8 +1,8 @@
-"""The logic of the ``baner`` and ``lar`` Triton models, importable and tested without Triton.
+"""The ``baner`` and ``lar`` Triton models' handler, importable and tested without Triton.
 
-``model_repository/{baner,lar}/1/model.py`` only moves tensors in and out of
+``model_repository/{baner,lar}/1/model.py`` is :class:`triton_models.adapter.PythonModel` over
 :class:`EncoderModelHandler`, which decodes the ``nerve_encoder.v1`` inputs, runs the method and
-encodes the outputs.
+encodes the outputs. Both models are one handler: the method is a config.pbtxt parameter.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from app.methods import wire
 from app.methods.baner.config import load_options
 from app.methods.baner.extractor import BanerExtractor
 from app.methods.lar.reassign import LabelReassigner, LarOptions
+from triton_models.adapter import Call, ConfigError, ModelConfig, Tensors
 
 Method = Literal["baner", "lar"]
 
@@ -33,27 +36,24 @@ class ModelParameters:
 
     @classmethod
     def parse(cls, params: dict[str, str], model_dir: Path) -> ModelParameters:
-        contract = params.get("contract")
-        if contract != wire.CONTRACT:
-            raise ValueError(
-                f"config.pbtxt contract is {contract!r}; this code speaks {wire.CONTRACT!r}"
-            )
-        method = params.get("method")
+        return cls.from_config(ModelConfig(model_dir.name, model_dir, dict(params)))
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> ModelParameters:
+        """Raises :class:`ConfigError` (the model refuses to load) for a config it cannot serve."""
+        config.require_contract(wire.CONTRACT)
+        method = config.parameters.get("method")
         if method not in ("baner", "lar"):
-            raise ValueError(f"config.pbtxt method must be 'baner' or 'lar'; got {method!r}")
-        artefact = params.get("artefact_dir", "")
-        if not artefact:
-            raise ValueError("config.pbtxt names no artefact_dir")
-        threads = params.get("threads", "1")
-        if not threads.isdigit() or int(threads) < 1:
-            raise ValueError(f"config.pbtxt threads must be a positive integer; got {threads!r}")
-        options = params.get("lar_options", "")
+            raise ConfigError(f"config.pbtxt method must be 'baner' or 'lar'; got {method!r}")
+        artefact = config.path("artefact_dir", "")
+        if artefact is None:
+            raise ConfigError("config.pbtxt names no artefact_dir")
         return cls(
             method=method,  # type: ignore[arg-type]
-            artefact_dir=(model_dir / artefact).resolve(),
-            encoder=params.get("encoder") or None,
-            threads=int(threads),
-            lar_options=(model_dir / options).resolve() if options else None,
+            artefact_dir=artefact,
+            encoder=config.parameters.get("encoder") or None,
+            threads=config.integer("threads", "1"),
+            lar_options=config.path("lar_options", ""),
         )
 
 
@@ -70,6 +70,18 @@ class EncoderModelHandler:
             options = load_options(LarOptions, path) if path and path.is_file() else LarOptions()
             # Enhanced inference needs the LLM, which the gateway holds: direct here.
             self.reassigner = LabelReassigner(self.extractor, replace(options, inference="direct"))
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> EncoderModelHandler:
+        return cls(ModelParameters.from_config(config))
+
+    def __call__(self, tensors: Tensors, call: Call) -> dict[str, np.ndarray]:
+        """The adapter's entry point: one UTF-8 JSON string per tensor, both ways."""
+        produced = self.handle({name: _single(value) for name, value in tensors.items()})
+        return {
+            name: np.array([value.encode("utf-8")], dtype=np.object_)
+            for name, value in produced.items()
+        }
 
     def handle(self, inputs: dict[str, bytes | None]) -> dict[str, str]:
         """Outputs by tensor name. Raises :class:`wire.ContractError` for a bad input."""
@@ -107,3 +119,13 @@ def _required(inputs: dict[str, bytes | None], name: str) -> bytes:
     if value is None:
         raise wire.ContractError(f"{name}: missing input")
     return value
+
+
+def _single(array: np.ndarray | None) -> bytes | None:
+    if array is None:
+        return None
+    values = array.reshape(-1)
+    if values.size != 1:
+        raise wire.ContractError(f"expected one element per tensor, got {values.size}")
+    value = values[0]
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")

@@ -1,0 +1,181 @@
+"""One adapter between Triton's Python backend and a model's handler, with one error policy.
+
+A ``model.py`` is a few lines::
+
+    class TritonPythonModel(PythonModel):
+        load = staticmethod(SomeHandler.from_config)
+
+:class:`PythonModel` reads the model's config (name, directory, ``parameters``, declared inputs)
+into a :class:`ModelConfig`, builds the handler from it at ``initialize`` (a handler refuses a
+config it cannot serve, e.g. another ``contract``: the model then fails to load with that
+message), and for every request reads the declared input tensors, calls the handler and writes
+the tensors it returns. Errors never crash the model; they become that request's error
+(:func:`error_response`):
+
+- the request breaks the contract or cannot be served as sent (:data:`INVALID_INPUT`):
+  ``INVALID_ARG`` with the message (the LLM contract's ``invalid_request:`` marker added for
+  :class:`InvalidRequest` and :class:`MalformedTensors`, which the gateway answers with a 422);
+- the caller's deadline passed (:class:`BackendTimeout`): ``INTERNAL`` with the contract's
+  ``deadline_exceeded:`` marker, which the gateway answers as a timeout;
+- anything else: ``INTERNAL`` with ``"<model>: internal error (<ExceptionType>)"``, the
+  traceback logged here and never sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from app.errors import BackendTimeout, InvalidRequest
+from app.generation.llm_tensors import MalformedTensors, error_message
+from app.methods.wire import ContractError
+
+log = logging.getLogger(__name__)
+
+INVALID_INPUT: tuple[type[Exception], ...] = (
+    ContractError,
+    MalformedTensors,
+    InvalidRequest,
+    UnicodeDecodeError,
+)
+
+
+class ConfigError(ValueError):
+    """A config.pbtxt this code cannot serve; the model refuses to load with this message."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a handler is built from: the model's config.pbtxt as Triton loaded it."""
+
+    name: str
+    directory: Path
+    parameters: dict[str, str] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> ModelConfig:
+        """From the ``args`` of ``initialize`` (``model_config`` is the config as JSON)."""
+        config = json.loads(args["model_config"])
+        parameters = config.get("parameters", {})
+        return cls(
+            name=config.get("name") or args.get("model_name", "model"),
+            directory=Path(args["model_repository"]),
+            parameters={k: v.get("string_value", "") for k, v in parameters.items()},
+            inputs=tuple(i["name"] for i in config.get("input", [])),
+        )
+
+    def require_contract(self, contract: str) -> None:
+        declared = self.parameters.get("contract")
+        if declared != contract:
+            raise ConfigError(
+                f"{self.name}: config.pbtxt declares contract {declared!r}; "
+                f"this code speaks {contract!r}"
+            )
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self.parameters.get(key, default)
+        if value is None:
+            raise ConfigError(f"{self.name}: config.pbtxt has no parameter {key!r}")
+        return value
+
+    def integer(self, key: str, default: str | None = None, *, minimum: int = 1) -> int:
+        value = self.text(key, default).strip()
+        if not value.isdigit() or int(value) < minimum:
+            raise ConfigError(
+                f"{self.name}: config.pbtxt {key} must be an integer of at least {minimum}; "
+                f"got {value!r}"
+            )
+        return int(value)
+
+    def path(self, key: str, default: str | None = None) -> Path | None:
+        """A path parameter, relative to the model's directory; ``None`` when empty."""
+        value = self.text(key, default).strip()
+        return (self.directory / value).resolve() if value else None
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a handler may want of the request besides its tensors."""
+
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    cancelled: Callable[[], bool] = lambda: False
+
+
+Tensors = Mapping[str, "np.ndarray | None"]
+
+
+class Handler(Protocol):
+    def __call__(self, tensors: Tensors, call: Call) -> Mapping[str, np.ndarray]:
+        """Output tensors by name, for the input tensors (``None``: an input not sent)."""
+        ...
+
+
+def error_response(model: str, exc: Exception) -> tuple[str, str]:
+    """The ``TritonError`` code name and the message a failed request answers with."""
+    if isinstance(exc, INVALID_INPUT):
+        return "INVALID_ARG", error_message(exc)[0]
+    if isinstance(exc, BackendTimeout):
+        return "INTERNAL", error_message(exc)[0]
+    log.error("%s: internal error", model, exc_info=exc)
+    return "INTERNAL", f"{model}: internal error ({type(exc).__name__})"
+
+
+class PythonModel:
+    """The ``TritonPythonModel`` of every nerve model: subclass it and set :attr:`load`."""
+
+    load: ClassVar[Callable[[ModelConfig], Handler]]
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        self._pb = pb_utils
+        self.config = ModelConfig.from_args(args)
+        self.handler: Handler | None = type(self).load(self.config)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return [self._respond(request) for request in requests]
+
+    def _respond(self, request: Any) -> Any:
+        pb = self._pb
+        try:
+            tensors = {
+                name: _numpy(pb.get_input_tensor_by_name(request, name))
+                for name in self.config.inputs
+            }
+            call = Call(_request_parameters(request), request.is_cancelled)
+            outputs = self.handler(tensors, call)  # type: ignore[misc]
+            return pb.InferenceResponse(
+                output_tensors=[pb.Tensor(name, value) for name, value in outputs.items()]
+            )
+        except Exception as exc:  # one request's error, never a crashed model
+            code, message = error_response(self.config.name, exc)
+            return pb.InferenceResponse(
+                error=pb.TritonError(message, getattr(pb.TritonError, code))
+            )
+
+    def finalize(self) -> None:
+        close = getattr(self.handler, "close", None)
+        self.handler = None
+        if close is not None:
+            close()
+
+
+def _numpy(tensor: Any) -> np.ndarray | None:
+    return None if tensor is None else tensor.as_numpy()
+
+
+def _request_parameters(request: Any) -> dict[str, Any]:
+    raw = request.parameters()
+    if not raw:
+        return {}
+    parameters = json.loads(raw)
+    if not isinstance(parameters, dict):
+        raise MalformedTensors(f"request parameters must be a JSON object; got {raw!r}")
+    return parameters
