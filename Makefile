@@ -40,7 +40,8 @@ test-deps:
 run: install
 	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve serve --demo
 
-test: install test-deps
+# The lint runs first: a type error or an unformatted file is a red CI like a failing test.
+test: install test-deps lint
 	$(BIN)/pytest -q
 
 test-unit: install
@@ -49,6 +50,7 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy   # app/, trainers/, tools/, triton_models/ ([tool.mypy] in pyproject.toml)
 
 triton: install
 	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve triton

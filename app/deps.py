@@ -15,7 +15,8 @@ from app.ner.pipeline import NERPipeline
 
 
 def get_components(request: Request) -> Components:
-    return request.app.state.components  # type: ignore[no-any-return]
+    components: Components = request.app.state.components
+    return components
 
 
 def get_tenant(components: Annotated[Components, Depends(get_components)], request: Request) -> str:

@@ -125,7 +125,8 @@ def main(
 
     torch.set_num_threads(threads)
     built = build_encoder_methods(EncoderMethodsConfig(artefact_dir=artefact))
-    chosen = {name: built.get(name) for name in method}
+    served = {"baner": built.baner, "lar": built.lar}
+    chosen = {name: served[name] for name in method}
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="nerve-enceval-") as scratch:
         retriever = build_retriever(Path(scratch)) if support_k > 0 else None

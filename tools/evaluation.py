@@ -153,7 +153,7 @@ async def _run(
         task = bar.add_task("eval", total=len(test), f1="")
         gold_so_far: list[list[Any]] = []
         for index, example in enumerate(test):
-            request = NERRequest(text=example.text, domain=domain, top_k=top_k, method=method)  # type: ignore[arg-type]
+            request = NERRequest(text=example.text, domain=domain, top_k=top_k, method=method)
             started = time.perf_counter()
             try:
                 response = await components.ner.extract(

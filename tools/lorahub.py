@@ -47,7 +47,9 @@ def compose(
     out: dict[str, torch.Tensor] = {}
     for key in states[0]:
         use = norm if key.startswith(_HEADS) or key == "null" else weights
-        out[key] = sum(float(w) * s[key].float() for w, s in zip(use, states, strict=True))  # type: ignore[misc]
+        out[key] = torch.stack(
+            [float(w) * s[key].float() for w, s in zip(use, states, strict=True)]
+        ).sum(0)
     return out
 
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ from app.methods.baner.config import (
     BanerOptions,
     save_options,
 )
-from app.methods.baner.encoder import make_word_batch
+from app.methods.baner.encoder import WordBatch, make_word_batch
 from app.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
 from app.methods.baner.losses import boundary_contrastive_loss, tagging_loss
 from app.methods.baner.net import BanerNet
@@ -125,8 +125,8 @@ def negative_spans(sample: Sample, max_words: int, rng: random.Random) -> list[t
 
 
 def batch_tensors(
-    net: BanerNet, tokenizer: object, samples: list[Sample], rng: random.Random
-) -> tuple[object, torch.Tensor, torch.Tensor, torch.Tensor]:
+    net: BanerNet, tokenizer: Any, samples: list[Sample], rng: random.Random
+) -> tuple[WordBatch, torch.Tensor, torch.Tensor, torch.Tensor]:
     batch = make_word_batch(tokenizer, [s.words for s in samples], net.config.max_subtokens)
     tags = torch.zeros(batch.word_mask.shape, dtype=torch.long)
     spans: list[tuple[int, int, int]] = []
@@ -152,7 +152,7 @@ def batch_tensors(
 
 def train(
     net: BanerNet,
-    tokenizer: object,
+    tokenizer: Any,
     samples: list[Sample],
     types: list[EntityType],
     *,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -194,7 +194,7 @@ def micro_f1(domains: Sequence[PreparedDomain], predictions: Sequence[list[list[
     return score(gold, [p for per_domain in predictions for p in per_domain]).f1
 
 
-def grid(space: dict[str, Iterable[Any]]) -> list[dict[str, Any]]:
+def grid(space: Mapping[str, Iterable[Any]]) -> list[dict[str, Any]]:
     keys = list(space)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*space.values())]
 
@@ -255,17 +255,17 @@ def typing_nll(
                 for s in query.example.entities
                 if s.type in names
             ]
-            gold = [(span, index) for span, index in gold if span is not None]
-            if not gold:
+            known = [(span, index) for span, index in gold if span is not None]
+            if not known:
                 continue
-            spans = [span for span, _ in gold]
+            spans = [span for span, _ in known]
             if reassigner is not None and alignment is not None:
                 probs = reassigner.type_probabilities(
                     query.encoded, spans, domain.types, query.support, alignment
                 )
             else:
                 probs = extractor.classify(query.encoded, spans, domain.types, query.support)
-            for row, (_, index) in zip(probs, gold, strict=True):
+            for row, (_, index) in zip(probs, known, strict=True):
                 total -= float(np.log(max(row[index], 1e-12)))
                 count += 1
     return total / max(count, 1)

@@ -319,7 +319,7 @@ def postprocess(io: TokenizerIO, tensors: Mapping[str, np.ndarray | None]) -> di
         texts.append(text.encode("utf-8"))
         offsets_rows.append(offsets)
         if log_probs is None:
-            logprob_rows.append([0.0] * len(ids))
+            logprob_rows.append(np.zeros(len(ids), dtype=np.float32))
         else:
             logprob_rows.append(np.asarray(log_probs).reshape(len(lengths), -1)[beam, : len(ids)])
     width = max((len(r) for r in offsets_rows), default=0)

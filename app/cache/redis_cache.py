@@ -61,7 +61,7 @@ class RedisCache:
 
     async def get(self, key: str) -> bytes | None:
         value = await self._call("GET", self._client.get(key))
-        return None if value is None else bytes(value)
+        return None if value is None else value if isinstance(value, bytes) else value.encode()
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         ttl = self.default_ttl_s if ttl_s is None else ttl_s

@@ -28,9 +28,13 @@ SpanKey = tuple[int, int, str]
 class SpanLike(Protocol):
     """Anything with character offsets and a type: Span, Entity, GroundedSpan."""
 
-    start: int
-    end: int
-    type: str
+    # Read-only: frozen models (Span) and dataclasses both qualify.
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def type(self) -> str: ...
 
 
 class TypeScore(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import re
 import time
@@ -119,7 +120,7 @@ class DomainService:
         return self.settings.default_score_threshold
 
     # --- examples --------------------------------------------------------------------------
-    def parse_conll(self, body: str) -> list[Example]:
+    def parse_conll(self, body: str) -> builtins.list[Example]:
         try:
             examples = parse_bio(body, source="request body")
         except BioFormatError as exc:
@@ -128,7 +129,7 @@ class DomainService:
             raise MalformedBody("CoNLL body holds no sentence ('token<TAB>tag' lines expected)")
         return examples
 
-    def from_json(self, examples: Sequence[ExampleIn]) -> list[Example]:
+    def from_json(self, examples: Sequence[ExampleIn]) -> builtins.list[Example]:
         return [
             Example(
                 text=e.text,
@@ -139,14 +140,14 @@ class DomainService:
 
     async def add_examples(
         self, tenant: str, name: str, examples: Sequence[Example], source: str = "api"
-    ) -> tuple[Domain, list[str]]:
+    ) -> tuple[Domain, builtins.list[str]]:
         """Validate every example first, then store all of them or none."""
         async with self._lock(tenant, name):
             return await self._add_examples(tenant, name, examples, source)
 
     async def _add_examples(
         self, tenant: str, name: str, examples: Sequence[Example], source: str
-    ) -> tuple[Domain, list[str]]:
+    ) -> tuple[Domain, builtins.list[str]]:
         domain = await self.get(tenant, name)
         limit = self.settings.max_examples_per_upload
         if len(examples) > limit:
@@ -193,7 +194,7 @@ class DomainService:
 
     async def list_examples(
         self, tenant: str, name: str, offset: int, limit: int
-    ) -> tuple[list[Example], int]:
+    ) -> tuple[builtins.list[Example], int]:
         await self.get(tenant, name)
         return await to_thread.run_sync(self.store.list_examples, tenant, name, offset, limit)
 

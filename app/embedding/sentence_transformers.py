@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -88,7 +88,8 @@ class SentenceTransformerEmbedder:
     def _in_context(self, split: list[list[Word]]) -> list[WordVectors]:
         import torch
 
-        transformer = self.model[0]
+        # The first module of a SentenceTransformer is its Transformer (untyped here).
+        transformer: Any = self.model[0]
         tokenizer = transformer.tokenizer
         max_length = min(int(getattr(transformer, "max_seq_length", 256) or 256), 512)
         batch_words = [[w.text for w in words] or [""] for words in split]

@@ -311,7 +311,7 @@ def entity_out(text: str, entity: Entity, offset: int) -> EntityOut:
     )
 
 
-def _cached_response(cached: str | None) -> NERResponse | None:
+def _cached_response(cached: bytes | str | None) -> NERResponse | None:
     """A cached answer, or None for a miss or an entry this version cannot read (an older
     schema left in a shared cache by a rolling deploy): answered afresh, never a 500."""
     if cached is None:

@@ -69,5 +69,5 @@ def load_model_and_tokenizer(config: WranerConfig, model_dir: Path) -> tuple[Any
     model = AutoModelForCausalLM.from_pretrained(
         str(model_dir), dtype=torch_dtype(config.dtype), attn_implementation="sdpa"
     )
-    model.to(config.device)
+    model.to(config.device)  # type: ignore[arg-type]  # transformers' stubs mistype .to
     return model, tokenizer

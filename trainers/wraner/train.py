@@ -117,7 +117,7 @@ def add_lora(model: Any, config: WranerConfig) -> Any:
 
     lora = LoraConfig(
         r=config.lora_r,
-        lora_alpha=config.lora_alpha,
+        lora_alpha=config.lora_alpha,  # type: ignore[arg-type]  # peft takes a float scale
         lora_dropout=config.lora_dropout,
         target_modules=list(config.target_modules),
         bias="none",

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,7 +102,8 @@ def bio_tags(words: Sequence[Word], example: Example) -> tuple[np.ndarray, np.nd
 class BanerExtractor:
     """Thread-safe: one forward pass at a time (torch modules are not re-entrant for us)."""
 
-    def __init__(self, tokenizer: object, net: BanerNet, options: BanerOptions | None = None):
+    # The tokenizer is a Hugging Face tokenizer (untyped: it is called like a function).
+    def __init__(self, tokenizer: Any, net: BanerNet, options: BanerOptions | None = None):
         self.tokenizer = tokenizer
         self.net = net.eval()
         self.options = options or BanerOptions()

@@ -66,8 +66,8 @@ async def reconcile(
         span = (entity.start, entity.end)
         name = entity.type if entity.type in requested else by_key.get(_key(entity.type))
         if name is None:
-            labels, best = unknown.get(span, ([], 0.0))
-            unknown[span] = ([*labels, entity.type], max(best, float(entity.score)))
+            labels, top = unknown.get(span, ([], 0.0))
+            unknown[span] = ([*labels, entity.type], max(top, float(entity.score)))
             proposals.setdefault(span, {})
             continue
         if name != entity.type:
