@@ -28,7 +28,7 @@ run: install
 	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve serve --demo
 
 test: install redis-server
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs
 
 test-unit: install
 	$(BIN)/pytest -q -m "not integration"
