@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.core.prompt import STOP_SEQUENCES
-from app.errors import BackendTimeout, InvalidRequest
+from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.generation import llm_tensors as t
 from app.generation.base import Generation, TokenLogprob
 from app.generation.llm_tensors import error_message
@@ -316,9 +316,10 @@ def test_the_gateway_answers_the_refusal_with_a_422(io: TokenizerIO) -> None:
     # A failure that is not the caller's stays a backend error (503).
     message, invalid = error_message(RuntimeError("CUDA out of memory"))
     assert not invalid and t.INVALID_REQUEST_MARKER not in message
-    assert not isinstance(
-        TritonGenerator("127.0.0.1:1", "ensemble")._error(wrapped_as(message), 5.0), BackendTimeout
-    )
+    backend = TritonGenerator("127.0.0.1:1", "ensemble")._error(wrapped_as(message), 5.0)
+    assert type(backend) is BackendUnavailable
+    assert (backend.status, backend.code) == (503, "backend_unavailable")
+    assert "CUDA out of memory" in backend.message
 
 
 def wrapped_as(message: str) -> Any:
