@@ -231,9 +231,21 @@ def test_stop_words_match_what_the_model_generates(split: bool, max_token_length
         # word-boundary piece SentencePiece puts first is not in the generated ids.
         assert not any(_occurs(generated, p) for p in plain), answer
         assert any(_occurs(generated, v) for v in variants), answer
-    # The packed tensor holds every variant, in TensorRT-LLM's [2, n] layout.
-    packed = io.stop_words_to_ids(list(STOP_SEQUENCES))
-    assert packed.tolist() == pack_word_ids(variants).tolist()
+    # The packed tensor holds every variant, in TensorRT-LLM's [2, n] layout: read back here
+    # by its end offsets (row 1, padded with -1), not packed again the way the code packs.
+    ids, ends = io.stop_words_to_ids(list(STOP_SEQUENCES)).tolist()
+    used = [end for end in ends if end != -1]
+    assert ends == used + [-1] * (len(ids) - len(used)) and used[-1] == len(ids)
+    starts = [0, *used[:-1]]
+    assert [ids[a:b] for a, b in zip(starts, used, strict=True)] == variants
+
+
+def test_packed_word_ids_have_trtllm_layout() -> None:
+    assert pack_word_ids([[5, 6], [7], [], [8, 9, 10]]).tolist() == [
+        [5, 6, 7, 8, 9, 10],
+        [2, 3, 6, -1, -1, -1],
+    ]
+    assert pack_word_ids([]).tolist() == [[0], [-1]]
 
 
 def test_every_stop_variant_decodes_to_text_holding_the_stop_string() -> None:
