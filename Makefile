@@ -42,7 +42,7 @@ run: install
 
 # The lint runs first: a type error or an unformatted file is a red CI like a failing test.
 test: install test-deps lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs
 
 test-unit: install
 	$(BIN)/pytest -q -m "not integration"

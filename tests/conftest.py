@@ -9,6 +9,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 pytest_plugins = [
+    "pytester",
+    "tests.fixtures.ci_skips",
     "tests.fixtures.llm",
     "tests.fixtures.redis",
     "tests.fixtures.gateway",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 
@@ -303,15 +304,19 @@ def test_ner_malformed_json(api: TestClient) -> None:
 
 
 def test_batch_answers_in_order_and_validates_first(api: TestClient) -> None:
-    texts = ["Order A-1234 never came.", "Anna Berg lives in Oslo."]
+    # Two examples' own words (the untuned model copies their answers): each result, in the
+    # order asked, must hold its own text's person.
+    texts = [SUPPORT_EXAMPLES[2]["text"], SUPPORT_EXAMPLES[0]["text"]]
+    people = [("Tom Walsh", "person"), ("Anna Berg", "person")]
     response = api.post(
-        "/v1/ner/batch", json=[{"text": t, "domain": "support", "top_k": 2} for t in texts]
+        "/v1/ner/batch", json=[{"text": t, "domain": "support", "top_k": 3} for t in texts]
     )
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert len(results) == 2
-    for text, result in zip(texts, results, strict=True):
+    for text, result, person in zip(texts, results, people, strict=True):
         check_response(text, result, {t["name"] for t in SUPPORT_DOMAIN["entity_types"]})
+        assert person in {(e["text"], e["type"]) for e in result["entities"]}, result
     bad = api.post(
         "/v1/ner/batch",
         json=[{"text": "ok", "domain": "support"}, {"text": "", "domain": "support"}],
@@ -381,6 +386,25 @@ def test_unknown_domains_mint_no_metric_series(api: TestClient) -> None:
     assert 'route="/v1/ner"' in metrics and 'status="404"' in metrics
 
 
+def metric_samples(api: TestClient) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample of the gateway's ``/metrics`` page: name, labels, value."""
+    text = api.get("/metrics").text
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def metric_sum(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    return sum(
+        value
+        for sample_name, sample_labels, value in samples
+        if sample_name == name and labels.items() <= sample_labels.items()
+    )
+
+
 def test_health_ready_metrics(api: TestClient) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")
@@ -391,17 +415,24 @@ def test_health_ready_metrics(api: TestClient) -> None:
         "llm": True,
         "cache": True,
     }
-    api.post("/v1/ner", json={"text": "Anna Berg in Oslo.", "domain": "support"})
-    metrics = api.get("/metrics").text
-    for name in (
-        "nerve_requests_total",
-        "nerve_stage_seconds_bucket",
-        "nerve_entities_total",
-        "nerve_answers_total",
-        "nerve_examples_added_total",
-    ):
-        assert name in metrics, name
-    assert 'route="/v1/ner"' in metrics and 'domain="support"' in metrics
+    before = metric_samples(api)
+    answer = api.post("/v1/ner", json={"text": "Anna Berg in Oslo.", "domain": "support"})
+    assert answer.status_code == 200, answer.text
+    after = metric_samples(api)
+
+    def rise(name: str, **labels: str) -> float:
+        return metric_sum(after, name, **labels) - metric_sum(before, name, **labels)
+
+    ner = {"route": "/v1/ner", "domain": "support", "method": "wraner", "status": "200"}
+    assert rise("nerve_requests_total", **ner) == 1
+    for stage in ("embed", "retrieve", "generate", "parse", "total"):
+        assert rise("nerve_stage_seconds_count", stage=stage, method="wraner") == 1, stage
+    assert rise("nerve_stage_seconds_sum", stage="total") > 0
+    assert rise("nerve_answers_total", domain="support") == 1
+    assert rise("nerve_entities_total", domain="support") == len(answer.json()["entities"])
+    # The fixture's examples were counted when they were added.
+    added = metric_sum(after, "nerve_examples_added_total", domain="support")
+    assert added >= len(SUPPORT_EXAMPLES)
 
 
 def test_unknown_routes_use_the_error_shape(api: TestClient) -> None:

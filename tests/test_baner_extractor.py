@@ -71,8 +71,13 @@ def test_extract_gives_valid_offsets_and_requested_types(extractor: BanerExtract
 
 
 def test_only_requested_types_come_back(extractor: BanerExtractor) -> None:
-    entities = extractor.extract("The cat slept in Paris .", [CITY], SUPPORT)
+    text = "The cat slept in Paris ."
+    entities = extractor.extract(text, [CITY], SUPPORT)
     assert {e.type for e in entities} <= {"city"}
+    assert ("Paris", "city") in {(e.text, e.type) for e in entities}
+    # Asked for both types, the cat is an animal: only the request kept it out above.
+    both = extractor.extract(text, [ANIMAL, CITY], SUPPORT)
+    assert ("cat", "animal") in {(e.text, e.type) for e in both}
 
 
 def test_long_text_is_windowed_and_offsets_stay_valid(extractor: BanerExtractor) -> None:
@@ -94,8 +99,9 @@ def test_empty_inputs(extractor: BanerExtractor) -> None:
     assert extractor.extract("   ", [CITY], SUPPORT) == []
     assert extractor.extract("Paris .", [], SUPPORT) == []
     # No support at all: detection and type descriptions alone still answer.
-    for e in extractor.extract("Anna lives in Paris .", [CITY], []):
-        assert e.type == "city"
+    entities = extractor.extract("Anna lives in Paris .", [CITY], [])
+    assert {e.type for e in entities} == {"city"}
+    assert ("Paris", "city") in {(e.text, e.type) for e in entities}
 
 
 def test_bio_tags_follow_character_spans() -> None:

@@ -33,3 +33,4 @@ def test_encoder_methods_keep_to_the_requested_types(api: TestClient, method: st
     )
     assert response.status_code == 200, response.text
     check_entities(response.json(), TEXT, {"location"})
+    assert ("Madrid", "location") in {(e["text"], e["type"]) for e in response.json()["entities"]}

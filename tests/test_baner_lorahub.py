@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import torch
+from safetensors.torch import save_file
 
 from app.core.crossner_types import entity_types_for
 from app.core.types import Example, Span
+from app.methods.baner.artefact import read_adapter
+from app.methods.baner.config import WEIGHTS_FILE
 from app.methods.factory import DEFAULT_ARTEFACT
 from tools.lorahub import LoraHub, compose
 
@@ -24,8 +30,20 @@ def test_compose_sums_lora_and_averages_heads() -> None:
     assert out["null"].tolist() == [3.0, 3.0]
 
 
-def test_fit_is_bounded_and_its_extractor_answers() -> None:
-    hub = LoraHub([DEFAULT_ARTEFACT, DEFAULT_ARTEFACT])
+def _scrambled_adapter(target: Path) -> Path:
+    """A copy of the CoNLL adapter whose tensors are noise of the same shapes and scale."""
+    shutil.copytree(DEFAULT_ARTEFACT, target)
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        key: torch.randn(value.shape, generator=generator) * value.float().std().nan_to_num(1.0)
+        for key, value in read_adapter(DEFAULT_ARTEFACT).items()
+    }
+    save_file(state, str(target / WEIGHTS_FILE))
+    return target
+
+
+def test_fit_is_bounded_and_its_extractor_answers(tmp_path: Path) -> None:
+    hub = LoraHub([DEFAULT_ARTEFACT, _scrambled_adapter(tmp_path / "noise")])
     support = [
         Example(
             text="Anna Berg lives in Oslo .",
@@ -42,11 +60,13 @@ def test_fit_is_bounded_and_its_extractor_answers() -> None:
     assert composition.evaluations <= 7
     assert all(0.0 <= w <= 1.5 for w in composition.weights)
     assert composition.loss <= start + 1e-6  # Nelder-Mead never returns worse than its start
+    good, noise = composition.weights
+    assert good > noise, composition  # the trained adapter fits the support better
     extractor = hub.extractor(composition.weights)
     text = "Maria Lopez flew to Madrid ."
     types = entity_types_for(["person", "location"])
     found = extractor.extract(text, types, support)
-    assert found
+    assert {(e.text, e.type) for e in found} >= {("Madrid", "location")}
     for entity in found:
         assert text[entity.start : entity.end] == entity.text
         assert entity.type in {"person", "location"}

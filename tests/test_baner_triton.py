@@ -21,6 +21,7 @@ from app.triton_server import TritonServer
 from tests.fixtures.encoders import SUPPORT_TEXT, SUPPORT_TYPES, check_entities
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 from tests.fixtures.processes import free_port
+from tests.fixtures.triton import START_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +64,11 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
         address="127.0.0.1",
         log_path=Path(scratch) / "triton.log",
     )
-    with server:
+    server.start(timeout_s=START_TIMEOUT_S)  # waits on health; a loaded machine is slow
+    try:
         yield server
+    finally:
+        server.close()
 
 
 def _check(entities: list, types: list[EntityType]) -> None:  # type: ignore[type-arg]
@@ -88,6 +92,7 @@ async def test_baner_through_triton(triton: TritonServer) -> None:
         # A request asking for one type gets only that type.
         only = await method.extract(TEXT, TYPES[1:2], SUPPORT)
         _check(only, TYPES[1:2])
+        assert ("Paris", "location") in {(e.text, e.type) for e in only}
     finally:
         await method.close()
 
@@ -96,7 +101,9 @@ async def test_lar_through_triton(triton: TritonServer) -> None:
     method = TritonLar("lar", triton.grpc_url, "lar")
     try:
         assert await method.ready()
-        _check(await method.extract(TEXT, TYPES, SUPPORT), TYPES)
+        entities = await method.extract(TEXT, TYPES, SUPPORT)
+        _check(entities, TYPES)
+        assert ("Paris", "location") in {(e.text, e.type) for e in entities}
         retyped = await method.retype(TEXT, [Span(start=37, end=42, type="")], TYPES, SUPPORT)
         assert [(e.start, e.end) for e in retyped] == [(37, 42)]
         assert len(retyped[0].candidates) == len(TYPES)

@@ -10,17 +10,27 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 from prometheus_client import Counter, Gauge, Histogram, Summary
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
 
+from app.components import build_components
+from app.errors import BackendUnavailable
+from app.generation.base import Generation, GenerationRequest
+from app.main import build_app
 from app.metrics import Metrics, metric_names
-from app.settings import Settings
+from app.settings import Settings, load_settings
+from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -130,12 +140,82 @@ def touched_metrics() -> Metrics:
     return metrics
 
 
-def exported_labels(metrics: Metrics) -> dict[str, set[str]]:
-    labels: dict[str, set[str]] = {}
-    for family in metrics.registry.collect():
+# ---------------------------------------------------------------------------------------------
+# What a gateway really exports: its /metrics page after real traffic (the real app, Milvus Lite
+# and embedder; a scripted LLM, to get repairs, dropped spans, a backend failure and a 429).
+
+
+class _ScriptedLLM:
+    """Answers with a bullet (a repair) and a type nobody asked for (a dropped span); fails
+    when told to; holds its answer until released, to keep a request in flight."""
+
+    name = model = "scripted"
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        if self.fail:
+            raise BackendUnavailable("llm", "scripted failure")
+        self.entered.set()
+        await anyio.to_thread.run_sync(self.release.wait)
+        return Generation(text="- Anna Berg | person\nOslo | city\n\n")
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def scraped(
+    base_settings: dict[str, Any], embedder: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[set[str], float]]:
+    """Sample name -> (its label names, the sum of its values), from ``/metrics`` after one of
+    every kind of traffic."""
+    llm = _ScriptedLLM()
+    settings = load_settings(
+        **{**base_settings, "data_dir": tmp_path_factory.mktemp("deploy"), "max_in_flight": 1}
+    )
+    app = build_app(
+        settings,
+        components_factory=lambda s: build_components(s, embedder=embedder, generator=llm),
+    )
+    with TestClient(app) as client:
+        assert client.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
+        added = client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
+        assert added.status_code == 201, added.text
+        answer = client.post("/v1/ner", json={"text": "Anna Berg in Oslo.", "domain": "support"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["escalate"]  # no product, a repaired answer
+        outcome = {"request_id": answer.json()["request_id"], "outcome": "escalated"}
+        assert client.post("/v1/feedback", json=outcome).status_code == 200
+        # One request held in flight: the next meets the limit.
+        llm.release.clear()
+        llm.entered.clear()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            held = pool.submit(
+                client.post, "/v1/ner", json={"text": "Tom Walsh in Lyon.", "domain": "support"}
+            )
+            assert llm.entered.wait(120)
+            refused = client.post("/v1/ner", json={"text": "Ida in Riga.", "domain": "support"})
+            llm.release.set()
+            assert refused.status_code == 429, refused.text
+            assert held.result(timeout=120).status_code == 200
+        llm.fail = True
+        failed = client.post("/v1/ner", json={"text": "Bo in Bern.", "domain": "support"})
+        assert failed.status_code == 503, failed.text
+        text = client.get("/metrics").text
+    scraped: dict[str, tuple[set[str], float]] = {}
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            labels.setdefault(sample.name, set()).update(sample.labels)
-    return labels
+            labels, total = scraped.get(sample.name, (set(), 0.0))
+            scraped[sample.name] = (labels | set(sample.labels), total + sample.value)
+    return scraped
 
 
 def _dashboard() -> dict[str, Any]:
@@ -167,17 +247,22 @@ def dashboard_variable_queries(dashboard: dict[str, Any]) -> list[str]:
     return queries
 
 
-def test_every_dashboard_query_names_exported_metrics() -> None:
-    metrics = touched_metrics()
-    exported = metric_names(metrics)
-    labels = exported_labels(metrics)
+@pytest.mark.integration
+def test_every_dashboard_query_names_exported_metrics(
+    scraped: dict[str, tuple[set[str], float]],
+) -> None:
+    labels = {name: names for name, (names, _) in scraped.items()}
+    exported = set(labels)
     exprs = dashboard_exprs(_dashboard())
     assert len(exprs) >= 10
     for title, expr in exprs:
         names = promql_metric_names(expr)
         assert names, f"{title!r}: no metric found in {expr!r}"
         unknown = names - exported
-        assert not unknown, f"{title!r}: {sorted(unknown)} not exported by app.metrics"
+        assert not unknown, f"{title!r}: {sorted(unknown)} not on the gateway's /metrics"
+        # The traffic moved every counter the panel shows (the gauge may well be back at 0).
+        still = {n for n in names if n != "nerve_in_flight" and scraped[n][1] == 0}
+        assert not still, f"{title!r}: {sorted(still)} never counted anything"
         for name, used in promql_selector_labels(expr).items():
             allowed = labels[name] | _TARGET_LABELS
             assert used <= allowed, f"{title!r}: {name} has no label {sorted(used - allowed)}"
@@ -186,8 +271,11 @@ def test_every_dashboard_query_names_exported_metrics() -> None:
         assert grouping <= available, f"{title!r}: grouping by {sorted(grouping - available)}"
 
 
-def test_dashboard_variables_name_exported_metrics_and_labels() -> None:
-    labels = exported_labels(touched_metrics())
+@pytest.mark.integration
+def test_dashboard_variables_name_exported_metrics_and_labels(
+    scraped: dict[str, tuple[set[str], float]],
+) -> None:
+    labels = {name: names for name, (names, _) in scraped.items()}
     queries = dashboard_variable_queries(_dashboard())
     assert queries
     for query in queries:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.core.prompt import STOP_SEQUENCES
-from app.errors import BackendTimeout, InvalidRequest
+from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.generation import llm_tensors as t
 from app.generation.base import Generation, TokenLogprob
 from app.generation.llm_tensors import error_message
@@ -231,9 +231,21 @@ def test_stop_words_match_what_the_model_generates(split: bool, max_token_length
         # word-boundary piece SentencePiece puts first is not in the generated ids.
         assert not any(_occurs(generated, p) for p in plain), answer
         assert any(_occurs(generated, v) for v in variants), answer
-    # The packed tensor holds every variant, in TensorRT-LLM's [2, n] layout.
-    packed = io.stop_words_to_ids(list(STOP_SEQUENCES))
-    assert packed.tolist() == pack_word_ids(variants).tolist()
+    # The packed tensor holds every variant, in TensorRT-LLM's [2, n] layout: read back here
+    # by its end offsets (row 1, padded with -1), not packed again the way the code packs.
+    ids, ends = io.stop_words_to_ids(list(STOP_SEQUENCES)).tolist()
+    used = [end for end in ends if end != -1]
+    assert ends == used + [-1] * (len(ids) - len(used)) and used[-1] == len(ids)
+    starts = [0, *used[:-1]]
+    assert [ids[a:b] for a, b in zip(starts, used, strict=True)] == variants
+
+
+def test_packed_word_ids_have_trtllm_layout() -> None:
+    assert pack_word_ids([[5, 6], [7], [], [8, 9, 10]]).tolist() == [
+        [5, 6, 7, 8, 9, 10],
+        [2, 3, 6, -1, -1, -1],
+    ]
+    assert pack_word_ids([]).tolist() == [[0], [-1]]
 
 
 def test_every_stop_variant_decodes_to_text_holding_the_stop_string() -> None:
@@ -316,9 +328,10 @@ def test_the_gateway_answers_the_refusal_with_a_422(io: TokenizerIO) -> None:
     # A failure that is not the caller's stays a backend error (503).
     message, invalid = error_message(RuntimeError("CUDA out of memory"))
     assert not invalid and t.INVALID_REQUEST_MARKER not in message
-    assert not isinstance(
-        TritonGenerator("127.0.0.1:1", "ensemble")._error(wrapped_as(message), 5.0), BackendTimeout
-    )
+    backend = TritonGenerator("127.0.0.1:1", "ensemble")._error(wrapped_as(message), 5.0)
+    assert type(backend) is BackendUnavailable
+    assert (backend.status, backend.code) == (503, "backend_unavailable")
+    assert "CUDA out of memory" in backend.message
 
 
 def wrapped_as(message: str) -> Any:

@@ -154,21 +154,48 @@ async def test_enhanced_inference_ignores_answers_outside_the_candidates() -> No
     assert len(generator.prompts) == 1  # the confident entity never asked the LLM
 
 
+class _Recording:
+    """A real generator, with the prompts it was given and its answers."""
+
+    def __init__(self, generator: LlamaCppGenerator) -> None:
+        self.generator = generator
+        self.name, self.model = generator.name, generator.model
+        self.calls: list[tuple[str, str]] = []
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        generation = await self.generator.generate(request)
+        self.calls.append((request.prompt, generation.text))
+        return generation
+
+    async def ready(self) -> bool:
+        return await self.generator.ready()
+
+    async def close(self) -> None:
+        return None
+
+
 @pytest.mark.integration
 async def test_enhanced_inference_with_the_real_llm(
     reassigner: LabelReassigner,
     llama_engine,  # type: ignore[no-untyped-def]
 ) -> None:
+    llm = _Recording(LlamaCppGenerator(llama_engine))
     method = InProcessLar(
         LabelReassigner(
             reassigner.extractor, replace(LarOptions(), inference="enhanced", enhance_below=1.01)
         ),
-        LlamaCppGenerator(llama_engine),
+        llm,
     )
     entities = await method.extract(TEXT, TYPES, SUPPORT)
     assert entities
     for e in entities:
         assert TEXT[e.start : e.end] == e.text and e.type in {"politician", "location"}
+    # No entity is confident enough to skip the LLM: each one asked it once, in order, and
+    # an answer naming a candidate decided the type.
+    assert len(llm.calls) == len(entities)
+    for e, (prompt, answer) in zip(entities, llm.calls, strict=True):
+        assert f'entity is "{e.text}"?' in prompt
+        assert parse_choice(answer, ["politician", "location"]) in {None, e.type}
 
 
 async def test_in_process_reconcile_fixes_an_llm_answer(reassigner: LabelReassigner) -> None:

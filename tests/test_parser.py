@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -282,23 +281,27 @@ def test_no_entity_answers(raw: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "drops", "repairs"),
     [
-        "lorem ipsum dolor sit amet",
-        "|||",
-        "| person",
-        "Maria Rossi |",
-        "{[}]",
-        "```json\n{not json}\n```",
-        "\x00\x01\x02 | \ufffd",
-        "[1, 2, 3]",
-        "null",
-        '"Maria Rossi"',
+        ("lorem ipsum dolor sit amet", {DROP_MALFORMED: 1}, []),
+        ("|||", {DROP_TYPE: 1}, []),  # "||" typed as ""
+        ("| person", {DROP_MALFORMED: 1}, []),
+        ("Maria Rossi |", {DROP_TYPE: 1}, []),
+        ("{[}]", {DROP_MALFORMED: 1}, []),
+        ("```json\n{not json}\n```", {DROP_MALFORMED: 1}, []),  # the fences are no lines
+        ("\x00\x01\x02 | \ufffd", {DROP_TYPE: 1}, []),
+        ("[1, 2, 3]", {DROP_MALFORMED: 3}, [REPAIR_JSON]),  # a JSON list of three non-entities
+        ("null", {DROP_MALFORMED: 1}, []),
+        ('"Maria Rossi"', {DROP_MALFORMED: 1}, []),
     ],
 )
-def test_garbage_yields_nothing_but_counts(raw: str) -> None:
+def test_garbage_yields_nothing_but_counts(
+    raw: str, drops: dict[str, int], repairs: list[str]
+) -> None:
     result = parse_answer(raw, TEXT, TYPES)
     assert result.spans == []
+    assert result.drops == drops
+    assert result.repairs == repairs
     _check_invariants(result, TEXT, TYPES)
 
 
@@ -308,16 +311,13 @@ def test_garbage_counts() -> None:
     assert parse_answer("Paris |", TEXT, TYPES).drops == {DROP_TYPE: 1}
 
 
-def test_very_long_output_is_fast_and_bounded() -> None:
+def test_very_long_output_is_bounded() -> None:
     text = " ".join(f"word{i}" for i in range(400)) + " Maria Rossi ."
     lines = [f"Invented Name {i} | person" for i in range(3000)]
     lines += ["Maria Rossi | person"] * 2000 + ["x" * 5000 + " | person"]
-    started = time.perf_counter()
     result = parse_answer("\n".join(lines), text, ["person"])
-    elapsed = time.perf_counter() - started
     assert _triples(result) == [("Maria Rossi", "person")]
     assert result.drops == {DROP_NOT_IN_TEXT: 3001, DROP_DUPLICATE: 1999}
-    assert elapsed < 5.0, f"{elapsed:.1f} s for a 5,000-line answer"
 
 
 _WORDS = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -62,6 +62,27 @@ def _in_flight(url: str) -> float:
     return 0.0
 
 
+def _accepts(url: str) -> bool:
+    try:
+        httpx.get(f"{url}/healthz", timeout=5)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+def _wait_for(
+    condition: Callable[[], bool], what: str, pending: Future[httpx.Response] | None = None
+) -> None:
+    """Poll ``condition`` until it holds (a state, not a time: the timeout is only a bound for
+    a broken server); ``pending`` must not finish meanwhile."""
+    deadline = time.monotonic() + 120
+    while not condition():
+        if pending is not None:
+            assert not pending.done(), f"the request finished before {what}"
+        assert time.monotonic() < deadline, f"waited 120 s for {what}"
+        time.sleep(0.05)
+
+
 def test_sigterm_drains_the_request_in_flight(
     tmp_path: Path, server_process: Callable[[Path], ServerProcess]
 ) -> None:
@@ -78,16 +99,10 @@ def test_sigterm_drains_the_request_in_flight(
             json={"text": text, "domain": "support", "top_k": 4},
             timeout=120,
         )
-        deadline = time.monotonic() + 30
-        while _in_flight(server.url) < 1:
-            assert not pending.done(), "the request finished before it could be interrupted"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _wait_for(lambda: _in_flight(server.url) >= 1, "the request to be in flight", pending)
         assert server.process is not None
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        with pytest.raises(httpx.TransportError):  # the listening socket is closed
-            httpx.get(f"{server.url}/healthz", timeout=5)
+        _wait_for(lambda: not _accepts(server.url), "the listening socket to close")
         answer = pending.result(timeout=120)
     assert answer.status_code == 200, answer.text
     assert answer.json()["request_id"]
