@@ -8,6 +8,11 @@ Three collections, all filtered by tenant and domain:
 Vectors are L2-normalised and indexed IVF_FLAT with COSINE. Milvus Lite brute-forces
 unflushed rows (slow), so every write is flushed before it returns.
 
+With Milvus Lite in process (a file URI), searches and example look-ups read an in-process copy
+of each domain (:mod:`app.store.local_index`, a faiss IVF_FLAT sized to the pool): Milvus Lite's
+own search costs ~2.6 ms per hit returned. Milvus still holds and persists every row; the copy
+is loaded from it on a domain's first use and updated after each write Milvus accepted.
+
 The vector collections record which embedder made their vectors (a collection property): a
 store reopened with another embedder or word-embedding mode would return nonsense neighbours
 without any error, so it is refused instead.
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,6 +34,7 @@ import numpy as np
 from app.core.types import Domain, Example, Span
 from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.store.base import Hit, IndexedExample
+from app.store.local_index import DomainIndex, IndexParams
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,12 @@ VECTORS_PROPERTY = "nerve.vectors"
 
 def _quote(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid Milvus string literal
+
+
+# The in-process copies, shared by every MilvusStore of this process on the same file and prefix
+# (Milvus Lite serves one data directory once per process, so they all see the same rows).
+_LOCAL: dict[tuple[str, str], dict[tuple[str, str], DomainIndex]] = {}
+_LOCAL_LOCK = threading.Lock()
 
 
 class MilvusStore:
@@ -58,8 +72,15 @@ class MilvusStore:
         nprobe: int = 16,
         timeout_s: float = 10.0,
         vectors_from: str | None = None,
+        local_search: bool | None = None,
+        nlist_per_sqrt: float = 4.0,
     ) -> None:
-        """``vectors_from`` names the embedder (and its mode); None skips the check."""
+        """``vectors_from`` names the embedder (and its mode); None skips the check.
+
+        ``nlist`` is Milvus' IVF lists per segment. ``local_search`` (default: on for Milvus Lite
+        in process) searches an in-process copy of each domain instead, whose IVF_FLAT index has
+        ``nlist_per_sqrt * sqrt(vectors)`` lists; ``nprobe`` applies to both.
+        """
         from pymilvus import MilvusClient
 
         self.uri = uri
@@ -67,6 +88,12 @@ class MilvusStore:
         self.dimension = dimension
         self.nlist = nlist
         self.nprobe = nprobe
+        self.local_search = self.is_lite if local_search is None else local_search
+        if self.local_search and not self.is_lite:
+            # Other processes write to a server: a copy here would go stale.
+            raise ValueError("local_search needs Milvus Lite in this process (a file URI)")
+        self.nlist_per_sqrt = nlist_per_sqrt
+        self._local_key = (os.path.abspath(uri), prefix)
         self.timeout_s = timeout_s
         self.vectors_from = vectors_from
         self.domains = f"{prefix}_domains"
@@ -241,6 +268,9 @@ class MilvusStore:
         )
         for collection in (self.words, self.examples, self.domains):
             self._call("flush", lambda c=collection: self.client.flush(c))
+        if self.local_search:
+            with _LOCAL_LOCK:
+                _LOCAL.get(self._local_key, {}).pop((tenant, name), None)
         return len(ids)
 
     # --- examples --------------------------------------------------------------------------
@@ -248,6 +278,8 @@ class MilvusStore:
         if not items:
             return []
         ids = [item.example.id or uuid.uuid4().hex for item in items]
+        # Loaded before the insert, so that the copy does not already hold the new rows.
+        local = self._local(tenant, domain)
         base = time.time_ns()
         example_rows = []
         word_rows = []
@@ -288,6 +320,10 @@ class MilvusStore:
         except BackendUnavailable:
             self._undo(ids)
             raise
+        if local is not None:
+            for example_id, item in zip(ids, items, strict=True):
+                example = item.example.model_copy(update={"id": example_id}, deep=True)
+                local.add(example, item.sentence_vector, item.word_vectors)
         return ids
 
     def _insert(self, collection: str, rows: list[dict[str, Any]]) -> None:
@@ -309,6 +345,9 @@ class MilvusStore:
     def get_examples(self, tenant: str, domain: str, ids: Sequence[str]) -> list[Example]:
         if not ids:
             return []
+        local = self._local(tenant, domain)
+        if local is not None:
+            return local.get(ids)
         id_list = json.dumps(list(dict.fromkeys(ids)))
         rows = self._call(
             "get_examples",
@@ -377,6 +416,9 @@ class MilvusStore:
         )
         self._call("flush", lambda: self.client.flush(self.words))
         self._call("flush", lambda: self.client.flush(self.examples))
+        local = self._local(tenant, domain)
+        if local is not None:
+            local.remove([example_id])
         return True
 
     # --- search ----------------------------------------------------------------------------
@@ -385,6 +427,9 @@ class MilvusStore:
     ) -> list[list[tuple[str, int, float]]]:
         if len(vectors) == 0:
             return []
+        local = self._local(tenant, domain)
+        if local is not None:
+            return local.search_words(np.asarray(vectors), limit, self.nprobe)
         results = self._call(
             "search_words",
             lambda: self.client.search(
@@ -409,6 +454,10 @@ class MilvusStore:
     def search_sentences(
         self, tenant: str, domain: str, vector: np.ndarray, limit: int
     ) -> list[Hit]:
+        local = self._local(tenant, domain)
+        if local is not None:
+            hits = local.search_sentences(np.asarray(vector), limit, self.nprobe)
+            return [Hit(example_id, similarity) for example_id, _, similarity in hits]
         results = self._call(
             "search_sentences",
             lambda: self.client.search(
@@ -424,6 +473,70 @@ class MilvusStore:
         )
         return [Hit(h["entity"]["id"], float(h["distance"])) for h in results[0]]
 
+    # --- the in-process copy (Milvus Lite) --------------------------------------------------
+    def _local(self, tenant: str, domain: str) -> DomainIndex | None:
+        if not self.local_search:
+            return None
+        with _LOCAL_LOCK:
+            domains = _LOCAL.setdefault(self._local_key, {})
+            found = domains.get((tenant, domain))
+            if found is None:
+                found = domains[(tenant, domain)] = self._load_local(tenant, domain)
+            return found
+
+    def _load_local(self, tenant: str, domain: str) -> DomainIndex:
+        """A domain's copy from Milvus (slow on a big domain: Milvus Lite reads row by row)."""
+        started = time.perf_counter()
+        scope = self._scope(tenant, domain)
+        examples = self._call(
+            "load_examples",
+            lambda: self.client.query(
+                self.examples,
+                filter=scope,
+                output_fields=["id", "seq", "text", "entities", "vector"],
+                timeout=self.timeout_s,
+            ),
+        )
+        words = self._call(
+            "load_words",
+            lambda: self.client.query(
+                self.words,
+                filter=scope,
+                output_fields=["example_id", "word_index", "vector"],
+                timeout=self.timeout_s,
+            ),
+        )
+        by_example: dict[str, list[tuple[int, list[float]]]] = {}
+        for row in words:
+            by_example.setdefault(row["example_id"], []).append(
+                (int(row["word_index"]), row["vector"])
+            )
+        local = DomainIndex(self.dimension, self.nlist_per_sqrt)
+        for row in sorted(examples, key=lambda r: int(r["seq"])):
+            vectors = [v for _, v in sorted(by_example.get(row["id"], []), key=lambda p: p[0])]
+            local.add(
+                _example(row),
+                np.asarray(row["vector"], dtype=np.float32),
+                np.asarray(vectors, dtype=np.float32).reshape(-1, self.dimension),
+            )
+        if examples:
+            log.info(
+                "loaded domain %s/%s for search: %d examples, %d words in %.1f s",
+                tenant,
+                domain,
+                len(examples),
+                len(words),
+                time.perf_counter() - started,
+            )
+        return local
+
+    def index_params(self, tenant: str, domain: str) -> dict[str, IndexParams]:
+        """The IVF parameters a domain's searches use, read back from faiss (local search only)."""
+        local = self._local(tenant, domain)
+        if local is None:
+            raise ValueError("index_params needs local_search (Milvus Lite in this process)")
+        return local.params(self.nprobe)
+
     # --- lifecycle -------------------------------------------------------------------------
     def ready(self) -> bool:
         try:
@@ -433,6 +546,9 @@ class MilvusStore:
             return False
 
     def close(self) -> None:
+        if self.local_search:
+            with _LOCAL_LOCK:
+                _LOCAL.pop(self._local_key, None)
         try:
             self.client.close()
         except Exception:  # closing a broken connection must not mask shutdown
