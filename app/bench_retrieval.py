@@ -138,10 +138,7 @@ def scaling(
     exact search."""
     retriever = Retriever(embedder, None, "word", settings.word_hits)  # type: ignore[arg-type]
     base_examples = [
-        e
-        for d in SYNTHETIC_DOMAINS
-        for split in ("train", "dev")
-        for e in read_split(data, d, split)
+        e for d in SYNTHETIC_DOMAINS for split in base_splits for e in read_split(data, d, split)
     ]
     started = time.perf_counter()
     base = retriever.prepare(base_examples)
