@@ -20,13 +20,14 @@ without any error, so it is refused instead.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -50,9 +51,17 @@ def _quote(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid Milvus string literal
 
 
+class _Slot:
+    """One domain's copy, loaded once under its own lock (a big domain loads for minutes)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.index: DomainIndex | None = None
+
+
 # The in-process copies, shared by every MilvusStore of this process on the same file and prefix
 # (Milvus Lite serves one data directory once per process, so they all see the same rows).
-_LOCAL: dict[tuple[str, str], dict[tuple[str, str], DomainIndex]] = {}
+_LOCAL: dict[tuple[str, str], dict[tuple[str, str], _Slot]] = {}
 _LOCAL_LOCK = threading.Lock()
 
 
@@ -282,7 +291,6 @@ class MilvusStore:
         local = self._local(tenant, domain)
         base = time.time_ns()
         example_rows = []
-        word_rows = []
         for offset, (example_id, item) in enumerate(zip(ids, items, strict=True)):
             entities = json.dumps([s.model_dump() for s in item.example.entities])
             if len(entities) > _MAX_TEXT:  # the entities column's size: refuse before writing
@@ -301,20 +309,25 @@ class MilvusStore:
                     "vector": item.sentence_vector.astype(np.float32).tolist(),
                 }
             )
-            for index, vector in enumerate(item.word_vectors):
-                word_rows.append(
-                    {
+
+        # Made batch by batch as they are inserted (a retry starts a new generator): as lists of
+        # Python floats, a 5,000-sentence upload held ~190,000 rows of 384 floats at once.
+        def word_rows() -> Iterator[dict[str, Any]]:
+            for example_id, item in zip(ids, items, strict=True):
+                vectors = item.word_vectors.astype(np.float32).tolist()
+                for index, vector in enumerate(vectors):
+                    yield {
                         "id": f"{example_id}:{index}",
                         "example_id": example_id,
                         "tenant": tenant,
                         "domain": domain,
                         "word_index": index,
-                        "vector": vector.astype(np.float32).tolist(),
+                        "vector": vector,
                     }
-                )
+
         try:
             self._call("insert_examples", lambda: self._insert(self.examples, example_rows))
-            self._call("insert_words", lambda: self._insert(self.words, word_rows))
+            self._call("insert_words", lambda: self._insert(self.words, word_rows()))
             self._call("flush", lambda: self.client.flush(self.examples))
             self._call("flush", lambda: self.client.flush(self.words))
         except BackendUnavailable:
@@ -326,11 +339,10 @@ class MilvusStore:
                 local.add(example, item.sentence_vector, item.word_vectors)
         return ids
 
-    def _insert(self, collection: str, rows: list[dict[str, Any]]) -> None:
-        for start in range(0, len(rows), _QUERY_BATCH):
-            self.client.insert(
-                collection, rows[start : start + _QUERY_BATCH], timeout=self.timeout_s
-            )
+    def _insert(self, collection: str, rows: Iterable[dict[str, Any]]) -> None:
+        batches = iter(rows)
+        while batch := list(itertools.islice(batches, _QUERY_BATCH)):
+            self.client.insert(collection, batch, timeout=self.timeout_s)
 
     def _undo(self, ids: Sequence[str]) -> None:
         # All or nothing: remove whatever part of a failed ingest reached the store.
@@ -478,11 +490,11 @@ class MilvusStore:
         if not self.local_search:
             return None
         with _LOCAL_LOCK:
-            domains = _LOCAL.setdefault(self._local_key, {})
-            found = domains.get((tenant, domain))
-            if found is None:
-                found = domains[(tenant, domain)] = self._load_local(tenant, domain)
-            return found
+            slot = _LOCAL.setdefault(self._local_key, {}).setdefault((tenant, domain), _Slot())
+        with slot.lock:
+            if slot.index is None:
+                slot.index = self._load_local(tenant, domain)
+            return slot.index
 
     def _load_local(self, tenant: str, domain: str) -> DomainIndex:
         """A domain's copy from Milvus (slow on a big domain: Milvus Lite reads row by row)."""
