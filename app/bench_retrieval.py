@@ -173,6 +173,7 @@ def scaling(
                 str(Path(tmp) / "milvus.db"),
                 embedder.dimension,  # type: ignore[attr-defined]
                 nlist=settings.ivf_nlist,
+                timeout_s=settings.milvus_timeout_s,
             )
             started = time.perf_counter()
             for start in range(0, len(pool), settings.max_examples_per_upload):
@@ -206,6 +207,7 @@ def scaling(
                     str(Path(tmp) / "milvus.db"),
                     embedder.dimension,  # type: ignore[attr-defined]
                     nlist=settings.ivf_nlist,
+                    timeout_s=settings.milvus_timeout_s,
                     nprobe=settings.ivf_nprobe,
                     local_search=False,
                 )
@@ -312,6 +314,7 @@ def main(
             str(Path(tmp) / "milvus.db"),
             embedder.dimension,
             nlist=settings.ivf_nlist,
+            timeout_s=settings.milvus_timeout_s,
             local_search=local_search,
         )
         word_store = Retriever(embedder, store, "word", settings.word_hits)
