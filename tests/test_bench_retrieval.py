@@ -12,7 +12,7 @@ import pytest
 from app.core.types import Example
 from app.store.base import IndexedExample
 from app.store.milvus import MilvusStore
-from tools.bench_retrieval import ExactSearch
+from tools.bench_retrieval import ExactSearch, synthetic_pool
 
 DIM = 8
 
@@ -54,3 +54,21 @@ def test_milvus_probing_all_clusters_matches_exact_search(tmp_path: Path) -> Non
             assert [h[:2] for h in got_hits] == [h[:2] for h in true_hits]
     finally:
         store.close()
+
+
+def test_synthetic_pools_are_noisy_copies_without_equal_vectors() -> None:
+    base = _pool(np.random.default_rng(2), sentences=5, words=4)
+    pool = synthetic_pool(base, 40, np.random.default_rng(3))
+    assert [p.example.id for p in pool] == [f"s{n}" for n in range(40)]
+    assert {p.example.text for p in pool} <= {b.example.text for b in base}
+    words = np.concatenate([p.word_vectors for p in pool])
+    assert np.allclose(np.linalg.norm(words, axis=1), 1.0, atol=1e-5)
+    assert len(np.unique(words.round(6), axis=0)) == len(words)  # no two equal
+    # Each copy stays close to its source (cosine ~0.96 for NOISE 0.3), far from the others.
+    source = next(b for b in base if b.example.text == pool[0].example.text)
+    cosine = (pool[0].word_vectors * _unit(source.word_vectors)).sum(axis=1)
+    assert (cosine > 0.85).all()
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -1,6 +1,11 @@
 """How much the IVF_FLAT index changes retrieval: the store's results against exact search.
 
 python -m tools.bench_retrieval --domain music --nprobe 16 --nprobe 128
+python -m tools.bench_retrieval --pool-size 100 --pool-size 1000 --nprobe 16 --nprobe 32
+
+With --pool-size, one synthetic domain per size is measured instead (see `scaling`): retrieval
+time per query sentence, recall against exact search, the index parameters used, ingest time
+and memory.
 
 The pool (a domain's train split) is embedded once and put both in a fresh Milvus Lite store
 and in an exact in-memory search over the same vectors; the same `Retriever` code ranks both,
@@ -11,7 +16,12 @@ at word and sentence level.
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -74,6 +84,185 @@ def _top_ids(retriever: Retriever, domain: str, query: QueryEmbedding, k: int) -
     return [r.example.id or "" for r in found]
 
 
+SYNTHETIC_DOMAINS = ("politics", "science", "music", "literature", "ai")
+NOISE = 0.3  # norm of the noise added to each copied unit vector: cosine to the original ~0.96
+
+
+def _rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _disk_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def synthetic_pool(
+    base: Sequence[IndexedExample], size: int, rng: np.random.Generator
+) -> list[IndexedExample]:
+    """``size`` sentences drawn with replacement from ``base``; every copy's vectors get noise
+    of norm NOISE and are renormalised, so that no two pool vectors are equal (exact search
+    then has one answer, and the IVF lists are not filled with duplicates)."""
+
+    def jitter(vectors: np.ndarray) -> np.ndarray:
+        noise = rng.normal(size=vectors.shape).astype(np.float32)
+        noise *= NOISE / np.sqrt(vectors.shape[-1])
+        return _normalised(
+            vectors.reshape(-1, vectors.shape[-1]) + noise.reshape(-1, noise.shape[-1])
+        )
+
+    pool = []
+    for n, pick in enumerate(rng.integers(0, len(base), size)):
+        source = base[pick]
+        example = source.example.model_copy(update={"id": f"s{n}"})
+        pool.append(
+            IndexedExample(example, jitter(source.sentence_vector)[0], jitter(source.word_vectors))
+        )
+    return pool
+
+
+def scaling(
+    embedder: object,
+    settings: Settings,
+    data: Path,
+    sizes: Sequence[int],
+    queries: Sequence[Example],
+    top_k: int,
+    nprobes: Sequence[int],
+    milvus_search_up_to: int,
+    output: Path | None,
+    base_splits: Sequence[str] = ("train", "dev"),
+) -> None:
+    """Per pool size: ingest into a fresh Milvus Lite store, then time `Retriever.search` (the
+    query's word vectors are computed beforehand: embedding is not timed) and compare it with
+    exact search."""
+    retriever = Retriever(embedder, None, "word", settings.word_hits)  # type: ignore[arg-type]
+    base_examples = [
+        e for d in SYNTHETIC_DOMAINS for split in base_splits for e in read_split(data, d, split)
+    ]
+    started = time.perf_counter()
+    base = retriever.prepare(base_examples)
+    embedded = [retriever.embed_query(q.text) for q in queries]
+    Console().print(
+        f"embedded {len(base)} base sentences and {len(queries)} queries in "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+    rng = np.random.default_rng(0)
+    table = Table(title="Word-level retrieval per query sentence (embedding excluded)")
+    for column in (
+        "pool sentences",
+        "word vectors",
+        "ingest s",
+        "copy build s",
+        "nlist",
+        "nprobe",
+        "median ms",
+        "p95 ms",
+        f"word hits recall@{settings.word_hits}",
+        f"top-{top_k} overlap",
+        "Milvus Lite search median ms",
+        "RSS delta MB",
+        "disk MB",
+    ):
+        table.add_column(column, justify="right")
+    for size in sizes:
+        pool = synthetic_pool(base, size, rng)
+        with tempfile.TemporaryDirectory(prefix="nerve-bench-scaling-") as tmp:
+            rss_before = _rss_mb()
+            store = MilvusStore(
+                str(Path(tmp) / "milvus.db"),
+                embedder.dimension,  # type: ignore[attr-defined]
+                nlist=settings.ivf_nlist,
+                timeout_s=settings.milvus_timeout_s,
+            )
+            started = time.perf_counter()
+            for start in range(0, len(pool), settings.max_examples_per_upload):
+                store.add_examples(
+                    TENANT, "synthetic", pool[start : start + settings.max_examples_per_upload]
+                )
+            ingest_s = time.perf_counter() - started
+            started = time.perf_counter()
+            params = store.index_params(TENANT, "synthetic")["words"]
+            build_s = time.perf_counter() - started
+            rss_after = _rss_mb()
+            exact = ExactSearch(pool)
+            word_store = Retriever(embedder, store, "word", settings.word_hits)  # type: ignore[arg-type]
+            word_exact = Retriever(embedder, exact, "word", settings.word_hits)  # type: ignore[arg-type]
+            truths = []
+            for query in embedded:
+                assert query.words is not None
+                keep = informative_words([w.text for w in query.words.words])
+                vectors = query.words.vectors[keep]
+                hits = exact.search_words(TENANT, "synthetic", vectors, settings.word_hits)
+                truths.append(
+                    (
+                        vectors,
+                        [{(e, w) for e, w, _ in h} for h in hits],
+                        set(_top_ids(word_exact, "synthetic", query, top_k)),
+                    )
+                )
+            milvus_ms = "not run"
+            if size <= milvus_search_up_to:
+                lite = MilvusStore(
+                    str(Path(tmp) / "milvus.db"),
+                    embedder.dimension,  # type: ignore[attr-defined]
+                    nlist=settings.ivf_nlist,
+                    timeout_s=settings.milvus_timeout_s,
+                    nprobe=settings.ivf_nprobe,
+                    local_search=False,
+                )
+                lite_retriever = Retriever(embedder, lite, "word", settings.word_hits)  # type: ignore[arg-type]
+                times = []
+                for query in embedded[:20]:
+                    t = time.perf_counter()
+                    lite_retriever.search(TENANT, "synthetic", query, top_k, exclude_same_text=True)
+                    times.append(1000 * (time.perf_counter() - t))
+                milvus_ms = f"{statistics.median(times):.0f}"
+            for probes in nprobes:
+                store.nprobe = probes
+                params = store.index_params(TENANT, "synthetic")["words"]
+                times, found, total, same, wanted = [], 0, 0, 0, 0
+                for query, (vectors, true_hits, true_top) in zip(embedded, truths, strict=True):
+                    t = time.perf_counter()
+                    got = word_store.search(
+                        TENANT, "synthetic", query, top_k, exclude_same_text=True
+                    )
+                    times.append(1000 * (time.perf_counter() - t))
+                    same += len(true_top & {r.example.id or "" for r in got})
+                    wanted += len(true_top)
+                    for got_hits, true_pairs in zip(
+                        store.search_words(TENANT, "synthetic", vectors, settings.word_hits),
+                        true_hits,
+                        strict=True,
+                    ):
+                        found += len(true_pairs & {(e, w) for e, w, _ in got_hits})
+                        total += len(true_pairs)
+                row = {
+                    "pool_sentences": size,
+                    "word_vectors": params.vectors,
+                    "ingest_s": round(ingest_s, 1),
+                    "copy_build_s": round(build_s, 1),
+                    "nlist": params.nlist,
+                    "nprobe": params.nprobe,
+                    "median_ms": round(statistics.median(times), 2),
+                    "p95_ms": round(float(np.percentile(times, 95)), 2),
+                    "word_hits_recall": round(100 * found / max(total, 1), 1),
+                    "top_k_overlap": round(100 * same / max(wanted, 1), 1),
+                    "milvus_lite_search_median_ms": milvus_ms,
+                    "rss_delta_mb": round(rss_after - rss_before),
+                    "disk_mb": round(_disk_mb(Path(tmp))),
+                    "queries": len(embedded),
+                    "top_k": top_k,
+                    "word_hits": settings.word_hits,
+                }
+                table.add_row(*(str(v) for v in list(row.values())[:13]))
+                if output is not None:
+                    with output.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+            store.close()
+    Console().print(table)
+
+
 def main(
     domain: Annotated[str, typer.Option(help="CrossNER domain folder.")] = "music",
     data: Annotated[Path, typer.Option(help="Dataset root.")] = CROSSNER_DIR,
@@ -84,14 +273,49 @@ def main(
         list[str] | None,
         typer.Option(help="Other domains whose train pools share the store (as in production)."),
     ] = None,
+    pool_size: Annotated[
+        list[int] | None,
+        typer.Option(help="Measure synthetic pools of these sizes (sentences) instead."),
+    ] = None,
+    milvus_search_up_to: Annotated[
+        int, typer.Option(help="Also time Milvus Lite's own search up to this pool size.")
+    ] = 1_000,
+    output: Annotated[Path | None, typer.Option(help="Append the rows here (JSON lines).")] = None,
+    local_search: Annotated[
+        bool,
+        typer.Option(help="Search the in-process copy (default) or Milvus Lite's own search."),
+    ] = True,
+    base_split: Annotated[
+        list[str] | None,
+        typer.Option(help="Splits of the five CrossNER domains the synthetic pools draw from."),
+    ] = None,
 ) -> None:
     settings = Settings()
+    if pool_size:
+        queries = read_split(data, domain, "test")[:limit]
+        scaling(
+            build_embedder(settings),
+            settings,
+            data,
+            pool_size,
+            queries,
+            top_k,
+            nprobe or [settings.ivf_nprobe],
+            milvus_search_up_to,
+            output,
+            base_split or ["train", "dev"],
+        )
+        return
     pool = read_split(data, domain, "train")
     queries = read_split(data, domain, "test")[:limit]
     embedder = build_embedder(settings)
     with tempfile.TemporaryDirectory(prefix="nerve-bench-retrieval-") as tmp:
         store = MilvusStore(
-            str(Path(tmp) / "milvus.db"), embedder.dimension, nlist=settings.ivf_nlist
+            str(Path(tmp) / "milvus.db"),
+            embedder.dimension,
+            nlist=settings.ivf_nlist,
+            timeout_s=settings.milvus_timeout_s,
+            local_search=local_search,
         )
         word_store = Retriever(embedder, store, "word", settings.word_hits)
         items = word_store.prepare(pool)
@@ -120,9 +344,14 @@ def main(
                 (word_query, sentence_query, vectors, true_hits, true_words, true_sentences)
             )
 
+        nlist = (
+            f"{store.index_params(TENANT, domain)['words'].nlist} in process (read back from faiss)"
+            if local_search
+            else f"{settings.ivf_nlist} per Milvus Lite segment"
+        )
         table = Table(
             title=f"{domain}: IVF_FLAT vs exact ({len(pool)} pool sentences, "
-            f"{len(exact.word_owner)} words, nlist {settings.ivf_nlist}; "
+            f"{len(exact.word_owner)} words, nlist {nlist}; "
             f"store shared with: {', '.join(neighbour or []) or 'none'})"
         )
         for column in (
@@ -131,11 +360,14 @@ def main(
             f"word hits recall@{settings.word_hits}",
             f"word top-{top_k} overlap",
             f"sentence top-{top_k} overlap",
+            "word-level search median ms",
+            "p95 ms",
         ):
             table.add_column(column, justify="right")
         for probes in nprobe or [settings.ivf_nprobe]:
             store.nprobe = probes
             hits_found = hits_total = word_same = word_total = sentence_same = sentence_total = 0
+            times = []
             for (
                 word_query,
                 sentence_query,
@@ -148,7 +380,10 @@ def main(
                 for got_hits, true_pairs in zip(got, true_hits, strict=True):
                     hits_found += len(true_pairs & {(e, w) for e, w, _ in got_hits})
                     hits_total += len(true_pairs)
-                word_same += len(true_words & set(_top_ids(word_store, domain, word_query, top_k)))
+                started = time.perf_counter()  # Retriever.search on the embedded query
+                top = _top_ids(word_store, domain, word_query, top_k)
+                times.append(1000 * (time.perf_counter() - started))
+                word_same += len(true_words & set(top))
                 word_total += len(true_words)
                 found = set(_top_ids(sentence_store, domain, sentence_query, top_k))
                 sentence_same += len(true_sentences & found)
@@ -159,6 +394,8 @@ def main(
                 f"{100 * hits_found / max(hits_total, 1):.1f}%",
                 f"{100 * word_same / max(word_total, 1):.1f}%",
                 f"{100 * sentence_same / max(sentence_total, 1):.1f}%",
+                f"{statistics.median(times):.1f}",
+                f"{np.percentile(times, 95):.1f}",
             )
         store.close()
     Console().print(table)

@@ -8,6 +8,11 @@ Three collections, all filtered by tenant and domain:
 Vectors are L2-normalised and indexed IVF_FLAT with COSINE. Milvus Lite brute-forces
 unflushed rows (slow), so every write is flushed before it returns.
 
+With Milvus Lite in process (a file URI), searches and example look-ups read an in-process copy
+of each domain (:mod:`app.store.local_index`, a faiss IVF_FLAT sized to the pool): Milvus Lite's
+own search costs ~2.6 ms per hit returned. Milvus still holds and persists every row; the copy
+is loaded from it on a domain's first use and updated after each write Milvus accepted.
+
 The vector collections record which embedder made their vectors (a collection property): a
 store reopened with another embedder or word-embedding mode would return nonsense neighbours
 without any error, so it is refused instead.
@@ -15,11 +20,15 @@ without any error, so it is refused instead.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import logging
+import os
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -27,6 +36,7 @@ import numpy as np
 from app.core.types import Domain, Example, Span
 from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.store.base import Hit, IndexedExample
+from app.store.local_index import DomainIndex, IndexParams
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +46,28 @@ _MAX_TEXT = 65_535
 _QUERY_BATCH = 1_000
 _NAME_LEN = 128
 VECTORS_PROPERTY = "nerve.vectors"
+# Loading a domain's copy reads every row through Milvus Lite (~2.6 ms a row measured: 10 s for
+# 3,953 words), far beyond one call's timeout; it runs in this process, so it cannot hang on a
+# network.
+_LOAD_TIMEOUT_S = 3_600.0
 
 
 def _quote(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid Milvus string literal
+
+
+class _Slot:
+    """One domain's copy, loaded once under its own lock (a big domain loads for minutes)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.index: DomainIndex | None = None
+
+
+# The in-process copies, shared by every MilvusStore of this process on the same file and prefix
+# (Milvus Lite serves one data directory once per process, so they all see the same rows).
+_LOCAL: dict[tuple[str, str], dict[tuple[str, str], _Slot]] = {}
+_LOCAL_LOCK = threading.Lock()
 
 
 class MilvusStore:
@@ -58,8 +86,15 @@ class MilvusStore:
         nprobe: int = 16,
         timeout_s: float = 10.0,
         vectors_from: str | None = None,
+        local_search: bool | None = None,
+        nlist_per_sqrt: float = 4.0,
     ) -> None:
-        """``vectors_from`` names the embedder (and its mode); None skips the check."""
+        """``vectors_from`` names the embedder (and its mode); None skips the check.
+
+        ``nlist`` is Milvus' IVF lists per segment. ``local_search`` (default: on for Milvus Lite
+        in process) searches an in-process copy of each domain instead, whose IVF_FLAT index has
+        ``nlist_per_sqrt * sqrt(vectors)`` lists; ``nprobe`` applies to both.
+        """
         from pymilvus import MilvusClient
 
         self.uri = uri
@@ -67,6 +102,12 @@ class MilvusStore:
         self.dimension = dimension
         self.nlist = nlist
         self.nprobe = nprobe
+        self.local_search = self.is_lite if local_search is None else local_search
+        if self.local_search and not self.is_lite:
+            # Other processes write to a server: a copy here would go stale.
+            raise ValueError("local_search needs Milvus Lite in this process (a file URI)")
+        self.nlist_per_sqrt = nlist_per_sqrt
+        self._local_key = (os.path.abspath(uri), prefix)
         self.timeout_s = timeout_s
         self.vectors_from = vectors_from
         self.domains = f"{prefix}_domains"
@@ -240,7 +281,10 @@ class MilvusStore:
             "delete_domain", lambda: self.client.delete(self.domains, filter=f"key == {key}")
         )
         for collection in (self.words, self.examples, self.domains):
-            self._call("flush", lambda c=collection: self.client.flush(c))
+            self._call("flush", functools.partial(self.client.flush, collection))
+        if self.local_search:
+            with _LOCAL_LOCK:
+                _LOCAL.get(self._local_key, {}).pop((tenant, name), None)
         return len(ids)
 
     # --- examples --------------------------------------------------------------------------
@@ -248,9 +292,10 @@ class MilvusStore:
         if not items:
             return []
         ids = [item.example.id or uuid.uuid4().hex for item in items]
+        # Loaded before the insert, so that the copy does not already hold the new rows.
+        local = self._local(tenant, domain)
         base = time.time_ns()
         example_rows = []
-        word_rows = []
         for offset, (example_id, item) in enumerate(zip(ids, items, strict=True)):
             entities = json.dumps([s.model_dump() for s in item.example.entities])
             if len(entities) > _MAX_TEXT:  # the entities column's size: refuse before writing
@@ -269,32 +314,40 @@ class MilvusStore:
                     "vector": item.sentence_vector.astype(np.float32).tolist(),
                 }
             )
-            for index, vector in enumerate(item.word_vectors):
-                word_rows.append(
-                    {
+
+        # Made batch by batch as they are inserted (a retry starts a new generator): as lists of
+        # Python floats, a 5,000-sentence upload held ~190,000 rows of 384 floats at once.
+        def word_rows() -> Iterator[dict[str, Any]]:
+            for example_id, item in zip(ids, items, strict=True):
+                vectors = item.word_vectors.astype(np.float32).tolist()
+                for index, vector in enumerate(vectors):
+                    yield {
                         "id": f"{example_id}:{index}",
                         "example_id": example_id,
                         "tenant": tenant,
                         "domain": domain,
                         "word_index": index,
-                        "vector": vector.astype(np.float32).tolist(),
+                        "vector": vector,
                     }
-                )
+
         try:
             self._call("insert_examples", lambda: self._insert(self.examples, example_rows))
-            self._call("insert_words", lambda: self._insert(self.words, word_rows))
+            self._call("insert_words", lambda: self._insert(self.words, word_rows()))
             self._call("flush", lambda: self.client.flush(self.examples))
             self._call("flush", lambda: self.client.flush(self.words))
         except BackendUnavailable:
             self._undo(ids)
             raise
+        if local is not None:
+            for example_id, item in zip(ids, items, strict=True):
+                example = item.example.model_copy(update={"id": example_id}, deep=True)
+                local.add(example, item.sentence_vector, item.word_vectors)
         return ids
 
-    def _insert(self, collection: str, rows: list[dict[str, Any]]) -> None:
-        for start in range(0, len(rows), _QUERY_BATCH):
-            self.client.insert(
-                collection, rows[start : start + _QUERY_BATCH], timeout=self.timeout_s
-            )
+    def _insert(self, collection: str, rows: Iterable[dict[str, Any]]) -> None:
+        batches = iter(rows)
+        while batch := list(itertools.islice(batches, _QUERY_BATCH)):
+            self.client.insert(collection, batch, timeout=self.timeout_s)
 
     def _undo(self, ids: Sequence[str]) -> None:
         # All or nothing: remove whatever part of a failed ingest reached the store.
@@ -309,6 +362,9 @@ class MilvusStore:
     def get_examples(self, tenant: str, domain: str, ids: Sequence[str]) -> list[Example]:
         if not ids:
             return []
+        local = self._local(tenant, domain)
+        if local is not None:
+            return local.get(ids)
         id_list = json.dumps(list(dict.fromkeys(ids)))
         rows = self._call(
             "get_examples",
@@ -377,6 +433,9 @@ class MilvusStore:
         )
         self._call("flush", lambda: self.client.flush(self.words))
         self._call("flush", lambda: self.client.flush(self.examples))
+        local = self._local(tenant, domain)
+        if local is not None:
+            local.remove([example_id])
         return True
 
     # --- search ----------------------------------------------------------------------------
@@ -385,6 +444,9 @@ class MilvusStore:
     ) -> list[list[tuple[str, int, float]]]:
         if len(vectors) == 0:
             return []
+        local = self._local(tenant, domain)
+        if local is not None:
+            return local.search_words(np.asarray(vectors), limit, self.nprobe)
         results = self._call(
             "search_words",
             lambda: self.client.search(
@@ -409,6 +471,10 @@ class MilvusStore:
     def search_sentences(
         self, tenant: str, domain: str, vector: np.ndarray, limit: int
     ) -> list[Hit]:
+        local = self._local(tenant, domain)
+        if local is not None:
+            hits = local.search_sentences(np.asarray(vector), limit, self.nprobe)
+            return [Hit(example_id, similarity) for example_id, _, similarity in hits]
         results = self._call(
             "search_sentences",
             lambda: self.client.search(
@@ -424,6 +490,70 @@ class MilvusStore:
         )
         return [Hit(h["entity"]["id"], float(h["distance"])) for h in results[0]]
 
+    # --- the in-process copy (Milvus Lite) --------------------------------------------------
+    def _local(self, tenant: str, domain: str) -> DomainIndex | None:
+        if not self.local_search:
+            return None
+        with _LOCAL_LOCK:
+            slot = _LOCAL.setdefault(self._local_key, {}).setdefault((tenant, domain), _Slot())
+        with slot.lock:
+            if slot.index is None:
+                slot.index = self._load_local(tenant, domain)
+            return slot.index
+
+    def _load_local(self, tenant: str, domain: str) -> DomainIndex:
+        """A domain's copy from Milvus (slow on a big domain: Milvus Lite reads row by row)."""
+        started = time.perf_counter()
+        scope = self._scope(tenant, domain)
+        examples = self._call(
+            "load_examples",
+            lambda: self.client.query(
+                self.examples,
+                filter=scope,
+                output_fields=["id", "seq", "text", "entities", "vector"],
+                timeout=_LOAD_TIMEOUT_S,
+            ),
+        )
+        words = self._call(
+            "load_words",
+            lambda: self.client.query(
+                self.words,
+                filter=scope,
+                output_fields=["example_id", "word_index", "vector"],
+                timeout=_LOAD_TIMEOUT_S,
+            ),
+        )
+        by_example: dict[str, list[tuple[int, list[float]]]] = {}
+        for row in words:
+            by_example.setdefault(row["example_id"], []).append(
+                (int(row["word_index"]), row["vector"])
+            )
+        local = DomainIndex(self.dimension, self.nlist_per_sqrt)
+        for row in sorted(examples, key=lambda r: int(r["seq"])):
+            vectors = [v for _, v in sorted(by_example.get(row["id"], []), key=lambda p: p[0])]
+            local.add(
+                _example(row),
+                np.asarray(row["vector"], dtype=np.float32),
+                np.asarray(vectors, dtype=np.float32).reshape(-1, self.dimension),
+            )
+        if examples:
+            log.info(
+                "loaded domain %s/%s for search: %d examples, %d words in %.1f s",
+                tenant,
+                domain,
+                len(examples),
+                len(words),
+                time.perf_counter() - started,
+            )
+        return local
+
+    def index_params(self, tenant: str, domain: str) -> dict[str, IndexParams]:
+        """The IVF parameters a domain's searches use, read back from faiss (local search only)."""
+        local = self._local(tenant, domain)
+        if local is None:
+            raise ValueError("index_params needs local_search (Milvus Lite in this process)")
+        return local.params(self.nprobe)
+
     # --- lifecycle -------------------------------------------------------------------------
     def ready(self) -> bool:
         try:
@@ -433,6 +563,9 @@ class MilvusStore:
             return False
 
     def close(self) -> None:
+        if self.local_search:
+            with _LOCAL_LOCK:
+                _LOCAL.pop(self._local_key, None)
         try:
             self.client.close()
         except Exception:  # closing a broken connection must not mask shutdown
