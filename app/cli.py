@@ -286,12 +286,17 @@ def triton(
 )
 def train(
     ctx: typer.Context,
-    method: Annotated[str, typer.Argument(help="wraner, baner or lar.")],
+    method: Annotated[str, typer.Argument(help="wraner, cllmfs, baner or lar.")],
 ) -> None:
     """Run a trainer: `nerve train wraner --config trainers/configs/...yaml` (see trainers/)."""
     import importlib
 
-    modules = {"wraner": "trainers.wraner.cli", "baner": "trainers.baner", "lar": "trainers.lar"}
+    modules = {
+        "wraner": "trainers.wraner.cli",
+        "cllmfs": "trainers.cllmfs.cli",
+        "baner": "trainers.baner",
+        "lar": "trainers.lar",
+    }
     if method not in modules:
         raise typer.BadParameter(f"unknown method {method!r}; choose from {sorted(modules)}")
     module = importlib.import_module(modules[method])

@@ -1,0 +1,5 @@
+import sys
+
+from trainers.cllmfs.cli import main
+
+sys.exit(main())
