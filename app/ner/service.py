@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from app.cache.counted import CountedCache
 from app.cache.embeddings import QueryEmbeddingCache
 from app.cache.keys import answer_key
+from app.core.answer_grammar import GRAMMAR_VERSION, answer_grammar
 from app.core.parser import ParsedAnswer, longest_line_run, parse_answer
 from app.core.prompt import PROMPT_VERSION, STOP_SEQUENCES, fit_prompt
 from app.core.segment import split_segments
@@ -274,6 +275,9 @@ class NERService:
                     max_tokens=self.settings.max_new_tokens,
                     stop=STOP_SEQUENCES,
                     timeout_s=self.settings.generation_timeout_s,
+                    grammar=answer_grammar([t.name for t in types], segment)
+                    if self.settings.constrained_decoding
+                    else None,
                 )
             )
         except BackendUnavailable as exc:
@@ -458,6 +462,8 @@ class NERService:
                 "top_k": k,
                 "retrieval": self.settings.retrieval,
                 "exclude_same_text": exclude_same_text,
+                # Only when on: keys of unconstrained answers stay those cached before.
+                **({"grammar": GRAMMAR_VERSION} if self.settings.constrained_decoding else {}),
             },
         )
 
