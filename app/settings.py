@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     llm_adapter: str = Field(
         "wraner",
         description="LoRA GGUF over the model: 'wraner' (the shipped IF-WRANER adapter, "
-        "model_repository/llm_cpu/1/adapters), 'none' (the untuned base model) or a path.",
+        "model_repository/llm_cpu/1/adapters), 'cllmfs' (the shipped CLLMFS adapter, same "
+        "place), 'none' (the untuned base model) or a path.",
     )
     llm_threads: int = Field(2, ge=1, description="llama.cpp CPU threads.")
     llm_context_tokens: int = Field(
@@ -88,6 +89,12 @@ class Settings(BaseSettings):
         ge=0,
         description="The same answer line this many times back to back is a greedy loop: "
         "llama.cpp stops there and the answer escalates (output_repeated). 0 = off.",
+    )
+    constrained_decoding: bool = Field(
+        False,
+        description="Generate LLM answers under a grammar (app.core.answer_grammar) admitting only "
+        "the answer format, the requested types and runs of the text's words (llama.cpp in "
+        "process; other backends ignore it).",
     )
     generation_timeout_s: float = Field(60.0, gt=0, description="Timeout of one generation, s.")
     openai_base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. /v1.")
@@ -157,8 +164,10 @@ class Settings(BaseSettings):
     @field_validator("llm_adapter")
     @classmethod
     def _adapter(cls, value: str) -> str:
-        if value not in ("wraner", "none") and not Path(value).is_file():
-            raise ValueError(f"llm_adapter must be 'wraner', 'none' or a file; got {value!r}")
+        if value not in ("wraner", "cllmfs", "none") and not Path(value).is_file():
+            raise ValueError(
+                f"llm_adapter must be 'wraner', 'cllmfs', 'none' or a file; got {value!r}"
+            )
         return value
 
     @property

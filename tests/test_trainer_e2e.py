@@ -7,6 +7,7 @@ fit the real base GGUF the server loads.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,44 +55,50 @@ def _prompts() -> list[TrainPrompt]:
     return out
 
 
-def test_tiny_run_changes_adapter_and_llama_cpp_serves_it(tmp_path: Path) -> None:
+# A tiny but real run: LoRA on three modules, two steps of two prompts.
+E2E_SETTINGS: dict[str, Any] = {
+    "dtype": "float32",
+    "threads": 2,
+    "lora_r": 2,
+    "lora_alpha": 4,
+    "lora_dropout": 0.0,
+    "target_modules": ["q_proj", "v_proj", "down_proj"],
+    "lr": 5e-3,
+    "warmup_steps": 1,
+    "steps": 2,
+    "batch_size": 2,
+    "grad_accum": 1,
+    "checkpoint_every": 1,
+    "seed": 5,
+}
+
+
+def train_export_and_serve(
+    config: WranerConfig, tmp_path: Path, objective: Any = None, name: str = "wraner"
+) -> Path:
+    """Train ``config`` on :func:`_prompts` with the real model, export the adapter as ``name``
+    and check that llama.cpp serves it (and that it changes the answer). Returns the GGUF."""
     import torch
     from peft import get_peft_model_state_dict
 
     from app.generation.llama_cpp import LlamaCppEngine
-    from trainers.wraner.export import GGUF_NAME, PEFT_DIR_NAME, export_run
+    from trainers.wraner.export import export_run
     from trainers.wraner.model import base_gguf, base_model_dir, load_model_and_tokenizer
     from trainers.wraner.train import train
 
-    config = WranerConfig(
-        dtype="float32",
-        threads=2,
-        lora_r=2,
-        lora_alpha=4,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "v_proj", "down_proj"],
-        lr=5e-3,
-        warmup_steps=1,
-        steps=2,
-        batch_size=2,
-        grad_accum=1,
-        checkpoint_every=1,
-        run_dir=tmp_path / "run",
-        seed=5,
-    )
     torch.set_num_threads(config.threads)
     model, tokenizer = load_model_and_tokenizer(config, base_model_dir(config))
     prompts = _prompts()
-    peft_model = train(config, model, tokenizer, prompts, progress=False)
+    peft_model = train(config, model, tokenizer, prompts, progress=False, objective=objective)
     state = get_peft_model_state_dict(peft_model)
     lora_b = [v for k, v in state.items() if "lora_B" in k]
     assert lora_b and all(float(v.abs().sum()) > 0 for v in lora_b)  # B starts at zero
 
     adapter_dir = tmp_path / "adapter"
     peft_model.save_pretrained(adapter_dir)
-    summary = export_run(config, adapter_dir)
-    gguf_path = config.resolved_export_dir / GGUF_NAME
-    assert (config.resolved_export_dir / PEFT_DIR_NAME / "adapter_config.json").is_file()
+    summary = export_run(config, adapter_dir, name)
+    gguf_path = config.resolved_export_dir / f"{name}-lora.gguf"
+    assert (config.resolved_export_dir / f"{name}-peft" / "adapter_config.json").is_file()
     assert summary["tensors"] == 2 * 3 * 18  # lora_a + lora_b, 3 modules, 18 blocks
     assert gguf_path.stat().st_size < 20 * 2**20
 
@@ -108,3 +115,11 @@ def test_tiny_run_changes_adapter_and_llama_cpp_serves_it(tmp_path: Path) -> Non
     assert a.tokens and b.tokens
     # the adapter changes what the served model computes
     assert (a.text, a.tokens[0].logprob) != (b.text, b.tokens[0].logprob)
+    return gguf_path
+
+
+def test_tiny_run_changes_adapter_and_llama_cpp_serves_it(tmp_path: Path) -> None:
+    from trainers.wraner.export import GGUF_NAME
+
+    config = WranerConfig(**E2E_SETTINGS, run_dir=tmp_path / "run")
+    assert train_export_and_serve(config, tmp_path).name == GGUF_NAME

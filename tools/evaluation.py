@@ -47,6 +47,10 @@ class EvalResult:
     predictions: list[list[dict[str, Any]]] = field(default_factory=list)
     # Sentences whose request failed (backend timeout or outage): scored as "nothing found".
     failures: list[dict[str, Any]] = field(default_factory=list)
+    # What the service's metrics counted while the components scored: answers repaired (per
+    # kind), spans dropped (per kind, type_not_requested = unknown types), escalation reasons
+    # (output_truncated, output_repeated, ...).
+    parser: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def median_latency_ms(self) -> float:
@@ -74,6 +78,7 @@ class EvalResult:
             "failed": len(self.failures),
             "failures": self.failures[:20],
             "settings": self.settings,
+            "parser": self.parser,
             "report": self.report.to_dict(),
             # Per sentence, in order (null where it failed): lets a comparison take the same
             # sentences for every method.
@@ -211,10 +216,31 @@ async def _run(
             "ivf_nprobe": settings.ivf_nprobe,
             "top_k": k,
             "adapter": settings.llm_adapter,
+            "constrained_decoding": settings.constrained_decoding,
         },
         predictions=predictions,
         failures=failures,
+        parser=_parser_counts(components),
     )
+
+
+def _parser_counts(components: Components) -> dict[str, dict[str, float]]:
+    """Repairs, drops and escalation reasons counted since ``components`` were built."""
+    m = components.metrics
+    counters = {
+        "repairs": m.output_repairs,
+        "drops": m.dropped_spans,
+        "escalations": m.escalations,
+    }
+    out: dict[str, dict[str, float]] = {name: {} for name in counters}
+    for name, counter in counters.items():
+        label = "reason" if name == "escalations" else "kind"
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and sample.value:
+                    key = sample.labels[label]
+                    out[name][key] = out[name].get(key, 0.0) + sample.value
+    return out
 
 
 def _spans(entities: list[dict[str, Any]]) -> list[tuple[int, int, str]]:

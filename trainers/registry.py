@@ -27,6 +27,9 @@ class Trainer:
 
 TRAINERS: dict[str, Trainer] = {
     "wraner": Trainer("trainers.wraner.cli", "IF-WRANER: LoRA on the LLM with retrieval prompts"),
+    "cllmfs": Trainer(
+        "trainers.cllmfs.cli", "CLLMFS: IF-WRANER plus an InfoNCE loss on entity-token states"
+    ),
     "baner": Trainer("trainers.baner", "BANER: span encoder with a boundary-aware loss"),
     "lar": Trainer("trainers.lar", "LAR: calibrate type reassignment on BANER's encoder"),
 }

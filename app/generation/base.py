@@ -15,6 +15,10 @@ class GenerationRequest:
     # The query-independent head of the prompt; backends that cache a prefix key on it.
     prefix: str = ""
     timeout_s: float | None = None
+    # GBNF the answer must match (app.core.answer_grammar). Honoured by llama.cpp in process
+    # and sent to OpenAI-compatible llama.cpp servers; the Triton backends do not carry it yet
+    # (the parser still repairs what it can).
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)

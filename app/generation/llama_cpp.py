@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import numpy as np
@@ -26,6 +27,9 @@ from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.generation.base import Generation, GenerationRequest, TokenLogprob
 from app.generation.models import ensure_base_gguf, resolve_adapter
 from app.settings import Settings
+
+if TYPE_CHECKING:  # llama_cpp loads its library on import: only where a model runs
+    from llama_cpp import LlamaGrammar
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +107,13 @@ class LlamaCppEngine:
         stop: Sequence[str] = (),
         deadline: float | None = None,
         cancelled: Callable[[], bool] | None = None,
+        grammar: str | None = None,
     ) -> Generation:
         """Greedy completion of ``prompt``; the text excludes the stop sequence that ended it.
+
+        ``grammar``: GBNF text the completion must match (llama.cpp grammar sampling); if it
+        runs out of ``max_tokens``, the text ends at its last complete line, so that no half
+        line (a cut type name) reaches the parser; ``finish_reason`` stays ``length``.
 
         ``deadline`` is a ``time.monotonic()`` instant: generation stops there with
         :class:`BackendTimeout` (checked between tokens; the prompt pass itself is atomic), and
@@ -123,7 +132,7 @@ class LlamaCppEngine:
             if self._closed:
                 raise BackendUnavailable(BACKEND, "the model is closed")
             stops = tuple(s for s in stop if s)
-            return self._complete_locked(prompt, max_tokens, stops, deadline, cancelled)
+            return self._complete_locked(prompt, max_tokens, stops, deadline, cancelled, grammar)
         finally:
             self._lock.release()
 
@@ -134,6 +143,7 @@ class LlamaCppEngine:
         stop: tuple[str, ...],
         deadline: float | None,
         cancelled: Callable[[], bool] | None,
+        grammar: str | None = None,
     ) -> Generation:
         import llama_cpp
 
@@ -150,9 +160,16 @@ class LlamaCppEngine:
         stop_at: int | None = None
         longest_stop = max((len(s) for s in stop), default=0)
         scanned = 0
+        compiled = self._grammar(grammar) if grammar else None
         try:
             for token in self._llm.generate(
-                prompt_tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0
+                prompt_tokens,
+                temp=0.0,
+                top_k=1,
+                top_p=1.0,
+                min_p=0.0,
+                repeat_penalty=1.0,
+                grammar=compiled,
             ):
                 if llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     finish_reason = "stop"
@@ -186,7 +203,22 @@ class LlamaCppEngine:
             # A failed decode leaves the KV cache in an unknown state: forget the cached prefix.
             self._llm.reset()
             raise BackendUnavailable(BACKEND, f"llama.cpp failed: {exc}") from exc
+        if compiled is not None and finish_reason == "length":
+            text = b"".join(pieces).decode("utf-8", errors="ignore")
+            stop_at = max(0, text.rfind("\n"))
         return _assemble(pieces, logprobs, stop_at, finish_reason, len(prompt_tokens))
+
+    def _grammar(self, grammar: str) -> LlamaGrammar:
+        """``grammar`` for ``Llama.generate``, checked first: llama-cpp-python does not parse
+        it, and llama.cpp hands a grammar it cannot parse to the sampler chain as NULL."""
+        import llama_cpp
+        from llama_cpp import LlamaGrammar
+
+        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+        if not sampler:
+            raise InvalidRequest("the grammar does not parse (llama.cpp GBNF)")
+        llama_cpp.llama_sampler_free(sampler)
+        return LlamaGrammar.from_string(grammar, verbose=False)
 
     def _piece(self, token: int) -> bytes:
         import llama_cpp
@@ -281,7 +313,11 @@ class LlamaCppGenerator:
 
     def _run(self, request: GenerationRequest, deadline: float) -> Generation:
         return self._engine.complete(
-            request.prompt, max_tokens=request.max_tokens, stop=request.stop, deadline=deadline
+            request.prompt,
+            max_tokens=request.max_tokens,
+            stop=request.stop,
+            deadline=deadline,
+            grammar=request.grammar,
         )
 
     async def ready(self) -> bool:

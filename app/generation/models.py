@@ -15,6 +15,8 @@ BASE_GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 # The tuned LoRA (GGUF) the trainer commits next to the CPU Triton model, so the in-process
 # path and the Triton path load the very same file.
 DEFAULT_ADAPTER = Path("model_repository/llm_cpu/1/adapters/wraner-lora.gguf")
+# The CLLMFS adapter (trainers/cllmfs: IF-WRANER + a contrastive loss), same base model.
+CLLMFS_ADAPTER = Path("model_repository/llm_cpu/1/adapters/cllmfs-lora.gguf")
 
 
 def ensure_base_gguf(models_dir: Path) -> Path:
@@ -43,13 +45,16 @@ def ensure_base_gguf(models_dir: Path) -> Path:
 
 
 def resolve_adapter(setting: str) -> Path | None:
-    """The LoRA GGUF named by ``settings.llm_adapter``: 'wraner', 'none' or a file path.
+    """The LoRA GGUF named by ``settings.llm_adapter``: 'wraner', 'cllmfs', 'none' or a path.
 
     'wraner' is the shipped IF-WRANER adapter; if it is missing, the base model runs alone
-    (with a warning), so a fresh checkout still serves.
+    (with a warning), so a fresh checkout still serves. 'cllmfs' is the shipped CLLMFS adapter;
+    asked for by name, it must exist.
     """
     if setting == "none":
         return None
+    if setting == "cllmfs":
+        setting = str(REPO_ROOT / CLLMFS_ADAPTER)
     if setting == "wraner":
         path = REPO_ROOT / DEFAULT_ADAPTER
         if not path.is_file():

@@ -67,6 +67,9 @@ class OpenAICompatibleGenerator:
         }
         if request.stop:
             body["stop"] = list(request.stop)
+        if request.grammar:
+            # llama.cpp's servers (llama-server, llama_cpp.server) take a GBNF "grammar" field.
+            body["grammar"] = request.grammar
         try:
             response = await self._client.post("completions", json=body, timeout=timeout)
         except httpx.TimeoutException as exc:

@@ -7,6 +7,7 @@ import itertools
 import math
 import time
 
+from app.core.answer_grammar import GRAMMAR_VERSION, answer_grammar
 from app.core.parser import longest_line_run, parse_answer
 from app.core.prompt import STOP_SEQUENCES, fit_prompt
 from app.core.types import Entity, Example
@@ -39,7 +40,10 @@ class WranerHandler:
         self.metrics = metrics
         # LAR post-processing: types not asked for and overlaps are re-typed, not dropped.
         self.lar = lar
-        self.model = generator.model
+        # Constrained answers are another model's answers: the name (and so the cache key)
+        # says so.
+        self.constrained = settings.constrained_decoding
+        self.model = f"{generator.model}+{GRAMMAR_VERSION}" if self.constrained else generator.model
 
     async def answer(self, task: SegmentTask) -> SegmentAnswer:
         budget = self.settings.prompt_char_budget
@@ -55,6 +59,9 @@ class WranerHandler:
                 max_tokens=self.settings.max_new_tokens,
                 stop=STOP_SEQUENCES,
                 timeout_s=self.settings.generation_timeout_s,
+                grammar=answer_grammar([t.name for t in task.entity_types], task.text)
+                if self.constrained
+                else None,
             )
         )
         t1 = time.perf_counter()

@@ -137,8 +137,12 @@ class WranerConfig(BaseModel):
         return self.export_dir or self.run_dir / "export"
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> WranerConfig:
-    """The YAML at ``path`` (if any) with ``overrides`` on top, validated."""
+def load_config(
+    path: Path | None,
+    overrides: dict[str, Any] | None = None,
+    config_class: type[WranerConfig] = WranerConfig,
+) -> WranerConfig:
+    """The YAML at ``path`` (if any) with ``overrides`` on top, validated as ``config_class``."""
     data: dict[str, Any] = {}
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -146,12 +150,14 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> W
             raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
         data.update(loaded)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return WranerConfig.model_validate(data)
+    return config_class.model_validate(data)
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(
+    parser: argparse.ArgumentParser, config_class: type[WranerConfig] = WranerConfig
+) -> None:
     """One ``--field-name`` flag per config field (lists are comma-separated)."""
-    for name, field in WranerConfig.model_fields.items():
+    for name, field in config_class.model_fields.items():
         flag = "--" + name.replace("_", "-")
         annotation = str(field.annotation)
         if field.annotation is bool:

@@ -16,27 +16,25 @@ PEFT_DIR_NAME = "wraner-peft"
 GGUF_NAME = "wraner-lora.gguf"
 
 
-def export_run(config: WranerConfig, adapter_dir: Path) -> dict[str, object]:
-    """Copy ``adapter_dir`` to ``export_dir/wraner-peft`` and write ``export_dir/wraner-lora.gguf``.
+def export_run(config: WranerConfig, adapter_dir: Path, name: str = "wraner") -> dict[str, object]:
+    """Copy ``adapter_dir`` to ``export_dir/<name>-peft`` and write ``export_dir/<name>-lora.gguf``.
 
     The run's config and loss log go along, so the shipped adapter says how it was made.
     """
     out = config.resolved_export_dir
     out.mkdir(parents=True, exist_ok=True)
-    peft_dir = out / PEFT_DIR_NAME
+    peft_dir = out / f"{name}-peft"
+    gguf = out / f"{name}-lora.gguf"
     shutil.rmtree(peft_dir, ignore_errors=True)
     peft_dir.mkdir(parents=True)
     shutil.copyfile(adapter_dir / "adapter_config.json", peft_dir / "adapter_config.json")
     _save_half(adapter_dir / "adapter_model.safetensors", peft_dir / "adapter_model.safetensors")
-    summary = export_lora_gguf(peft_dir, base_gguf(config), out / GGUF_NAME)
-    dump_config(config, out / "wraner-train-config.yaml")
-    for name, target in (
-        ("train_log.jsonl", "wraner-train-log.jsonl"),
-        ("summary.json", "wraner-train-summary.json"),
-    ):
-        if (config.run_dir / name).is_file():
-            shutil.copyfile(config.run_dir / name, out / target)
-    log.info("exported %s (%s bytes)", out / GGUF_NAME, summary["bytes"])
+    summary = export_lora_gguf(peft_dir, base_gguf(config), gguf)
+    dump_config(config, out / f"{name}-train-config.yaml")
+    for source, suffix in (("train_log.jsonl", "log.jsonl"), ("summary.json", "summary.json")):
+        if (config.run_dir / source).is_file():
+            shutil.copyfile(config.run_dir / source, out / f"{name}-train-{suffix}")
+    log.info("exported %s (%s bytes)", gguf, summary["bytes"])
     return {"dir": str(out), **summary}
 
 

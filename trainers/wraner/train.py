@@ -14,10 +14,10 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm import tqdm
 
@@ -56,6 +56,37 @@ class RunDirInUse(RuntimeError):
 class Encoded:
     input_ids: list[int]
     answer_len: int
+    # Per-token side channels an objective needs (one value per input id), batched by collate.
+    extra: Mapping[str, Sequence[int]] = field(default_factory=dict)
+
+
+class Objective(Protocol):
+    """What a training step optimises: how a prompt is encoded and the loss of a batch.
+
+    The default is the answer-only language-modelling loss; another method (CLLMFS) adds terms
+    without copying the loop, its checkpoints or its export.
+    """
+
+    # Config fields the weights depend on besides TRAINING_FIELDS (part of the run signature).
+    fields: tuple[str, ...]
+
+    def encode(self, tokenizer: Any, prompt: TrainPrompt) -> Encoded: ...
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+        """The loss to minimise and named parts of it (floats) for the log."""
+        ...
+
+
+class AnswerObjective:
+    """IF-WRANER: cross-entropy on the answer tokens only."""
+
+    fields: tuple[str, ...] = ()
+
+    def encode(self, tokenizer: Any, prompt: TrainPrompt) -> Encoded:
+        return encode(tokenizer, prompt.prompt, prompt.answer)
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+        return answer_loss(model, batch), {}
 
 
 def encode(tokenizer: Any, prompt: str, answer: str) -> Encoded:
@@ -73,7 +104,8 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, Any]:
     """Left-padded batch: every answer ends at the last position.
 
     ``labels`` covers only the last ``max answer length`` positions (IGNORE where a shorter
-    answer or the prompt is); ``keep`` is how many final positions need logits.
+    answer or the prompt is); ``keep`` is how many final positions need logits. Each ``extra``
+    channel becomes a left-padded tensor of its own (IGNORE on padding).
     """
     import torch
 
@@ -88,7 +120,13 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, Any]:
         mask[row, length - n :] = 1
         labels[row, span - e.answer_len :] = torch.tensor(e.input_ids[n - e.answer_len :])
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels}
+    batch = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels}
+    for name in items[0].extra:
+        channel = torch.full((len(items), length), IGNORE, dtype=torch.long)
+        for row, e in enumerate(items):
+            channel[row, length - len(e.input_ids) :] = torch.tensor(list(e.extra[name]))
+        batch[name] = channel
+    return batch
 
 
 def answer_loss(model: Any, batch: dict[str, Any]) -> Any:
@@ -143,10 +181,17 @@ def batch_order(n_prompts: int, batch_size: int, seed: int, count: int) -> list[
     return batches[:count]
 
 
-def run_signature(config: WranerConfig, encoded: Sequence[Encoded]) -> str:
+def run_signature(
+    config: WranerConfig, encoded: Sequence[Encoded], fields: Sequence[str] = ()
+) -> str:
     """The training fields and the exact token sequences: equal only for the same run."""
-    data: dict[str, Any] = {name: getattr(config, name) for name in TRAINING_FIELDS}
-    tokens = json.dumps([(e.input_ids, e.answer_len) for e in encoded])
+    data: dict[str, Any] = {name: getattr(config, name) for name in (*TRAINING_FIELDS, *fields)}
+    # Side channels only where there are some: an IF-WRANER run keeps the signature it had.
+    sequences = [
+        (e.input_ids, e.answer_len, *([{k: list(v) for k, v in e.extra.items()}] * bool(e.extra)))
+        for e in encoded
+    ]
+    tokens = json.dumps(sequences)
     data["prompts"] = hashlib.sha256(tokens.encode()).hexdigest()
     return hashlib.sha256(json.dumps(data, default=str, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -228,8 +273,12 @@ def train(
     tokenizer: Any,
     prompts: Sequence[TrainPrompt],
     progress: bool = True,
+    objective: Objective | None = None,
 ) -> Any:
     """Train LoRA on ``model`` over ``prompts``; returns the peft model (with the final adapter).
+
+    ``objective``: how prompts are encoded and what a step minimises (default: the answer-only
+    language-modelling loss of IF-WRANER); the loss parts it names are logged beside ``loss``.
 
     Checkpoints every ``checkpoint_every`` optimizer steps in ``run_dir`` (the last
     ``keep_checkpoints`` kept); with ``resume`` the latest checkpoint is continued exactly
@@ -240,8 +289,9 @@ def train(
 
     torch.manual_seed(config.seed)
     run_dir = config.run_dir
-    encoded = [encode(tokenizer, p.prompt, p.answer) for p in prompts]
-    signature = run_signature(config, encoded)
+    objective = objective or AnswerObjective()
+    encoded = [objective.encode(tokenizer, p) for p in prompts]
+    signature = run_signature(config, encoded, objective.fields)
     checkpoint = checkpoint_to_resume(config, signature)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
@@ -275,6 +325,7 @@ def train(
     started = time.monotonic()
     bar = tqdm(total=steps, initial=start, desc="train", disable=not progress)
     window: list[float] = []
+    parts_window: dict[str, list[float]] = {}
     with log_path.open("a", encoding="utf-8") as log_file:
         for step in range(start, steps):
             optimizer.zero_grad(set_to_none=True)
@@ -284,9 +335,12 @@ def train(
                 batch = collate([encoded[i] for i in index], pad_id)
                 tokens += int(batch["attention_mask"].sum())
                 batch = {k: v.to(config.device) for k, v in batch.items()}
-                loss = answer_loss(model, batch) / config.grad_accum
+                loss, parts = objective.loss(model, batch)
+                loss = loss / config.grad_accum
                 loss.backward()
                 step_loss += float(loss.detach())
+                for name, value in parts.items():
+                    parts_window.setdefault(name, []).append(value)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
             optimizer.step()
             scheduler.step()
@@ -303,9 +357,11 @@ def train(
                     "tokens_last_step": tokens,
                     "elapsed_s": round(time.monotonic() - started, 1),
                 }
+                record.update({k: sum(v) / len(v) for k, v in parts_window.items() if v})
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
                 window = []
+                parts_window = {}
             if done % config.checkpoint_every == 0 or done == steps:
                 save_checkpoint(
                     run_dir,

@@ -1,0 +1,3 @@
+from trainers.cllmfs.cli import main
+
+main()
