@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         description="The same answer line this many times back to back is a greedy loop: "
         "llama.cpp stops there and the answer escalates (output_repeated). 0 = off.",
     )
+    cllmfs_adapter: str = Field(
+        "cllmfs",
+        description="LoRA GGUF of method=cllmfs over the same base model: 'cllmfs' (the shipped "
+        "CLLMFS adapter, model_repository/llm_cpu/1/adapters) or a path. The method is served "
+        "(llama.cpp in process) only when the file exists.",
+    )
     constrained_decoding: bool = Field(
         False,
         description="Generate LLM answers under a grammar (app.core.answer_grammar) admitting only "

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from app.errors import InvalidRequest
 from app.generation.base import Generator
+from app.generation.factory import build_generator
+from app.generation.models import resolve_adapter
 from app.methods.encoder import EncoderHandler
 from app.methods.factory import EncoderMethods, EncoderMethodsConfig, build_encoder_methods
 from app.methods.handler import MethodHandler
@@ -63,6 +65,30 @@ def build_wraner(deps: MethodDeps) -> MethodHandler:
     )
 
 
+def build_cllmfs(deps: MethodDeps) -> MethodHandler | None:
+    """The CLLMFS LoRA on its own llama.cpp model in process (the base GGUF mapped again),
+    with IF-WRANER's prompts and parsing; not served without its adapter."""
+    settings = deps.settings
+    try:
+        adapter = resolve_adapter(settings.cllmfs_adapter)
+    except FileNotFoundError as exc:
+        log.warning("method=cllmfs disabled: %s (train it: nerve train cllmfs)", exc)
+        return None
+    if settings.generator != "llama_cpp" or adapter is None:
+        return None
+    generator = build_generator(settings.model_copy(update={"llm_adapter": str(adapter)}))
+    encoders = deps.encoders() if settings.lar_postprocess else None
+    return WranerHandler(
+        settings,
+        generator,
+        deps.metrics,
+        lar=encoders.lar if encoders is not None else None,
+        name="cllmfs",
+        summary="CLLMFS: IF-WRANER's prompts over a LoRA tuned with a contrastive loss",
+        owns_generator=True,
+    )
+
+
 def build_baner(deps: MethodDeps) -> MethodHandler | None:
     encoders = deps.encoders()
     if encoders is None:
@@ -83,6 +109,7 @@ HandlerBuilder = Callable[[MethodDeps], MethodHandler | None]
 # e.g. a trained artefact is missing). The order is the docs' and /v1/methods' order.
 BUILDERS: dict[str, HandlerBuilder] = {
     "wraner": build_wraner,
+    "cllmfs": build_cllmfs,
     "baner": build_baner,
     "lar": build_lar,
 }

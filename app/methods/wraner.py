@@ -23,9 +23,13 @@ REASON_TRUNCATED = "output_truncated"
 REASON_REPEATED = "output_repeated"
 
 
+SUMMARY = "retrieval-augmented LLM (IF-WRANER): the examples in a prompt, spans scored"
+
+
 class WranerHandler:
-    name = "wraner"
-    summary = "retrieval-augmented LLM (IF-WRANER): the examples in a prompt, spans scored"
+    """The LLM methods: ``wraner``, and ``cllmfs`` (the same prompts and parsing over another
+    LoRA of the same base model, trained with a contrastive loss)."""
+
     min_examples = 0
 
     def __init__(
@@ -34,9 +38,17 @@ class WranerHandler:
         generator: Generator,
         metrics: Metrics,
         lar: LabelReassignment | None = None,
+        *,
+        name: str = "wraner",
+        summary: str = SUMMARY,
+        owns_generator: bool = False,
     ) -> None:
+        self.name = name
+        self.summary = summary
         self.settings = settings
         self.generator = generator
+        # The shared generator is closed by the components; a handler's own one, here.
+        self._owns_generator = owns_generator
         self.metrics = metrics
         # LAR post-processing: types not asked for and overlaps are re-typed, not dropped.
         self.lar = lar
@@ -145,8 +157,8 @@ class WranerHandler:
         return await self.generator.ready()
 
     async def close(self) -> None:
-        # The generator is a shared component: the components close it.
-        return None
+        if self._owns_generator:
+            await self.generator.close()
 
 
 def span_confidence(generation: Generation, answer_start: int, answer_end: int) -> float:
