@@ -7,6 +7,7 @@ sentences identical to the query excluded (CrossNER repeats some sentences acros
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import tempfile
@@ -26,6 +27,7 @@ from app.domains.protocol import DomainIn, EntityTypeIn
 from app.errors import BackendUnavailable
 from app.ner.protocol import NERRequest
 from app.settings import Settings
+from app.store.milvus import MilvusStore
 
 TENANT = "eval"
 # A backend down for this many sentences in a row ends the run instead of scoring empty answers.
@@ -214,6 +216,9 @@ async def _run(
             "word_embedding": settings.word_embedding,
             "ivf_nlist": settings.ivf_nlist,
             "ivf_nprobe": settings.ivf_nprobe,
+            # What the searches really used (the in-process faiss copy of a Milvus Lite pool
+            # sizes its own nlist); absent with a Milvus server.
+            "search_index": _search_index(components, domain),
             "top_k": k,
             "adapter": settings.llm_adapter,
             "constrained_decoding": settings.constrained_decoding,
@@ -241,6 +246,13 @@ def _parser_counts(components: Components) -> dict[str, dict[str, float]]:
                     key = sample.labels[label]
                     out[name][key] = out[name].get(key, 0.0) + sample.value
     return out
+
+
+def _search_index(components: Components, domain: str) -> dict[str, Any] | None:
+    store = components.store
+    if not isinstance(store, MilvusStore) or not store.local_search:
+        return None
+    return {part: dataclasses.asdict(p) for part, p in store.index_params(TENANT, domain).items()}
 
 
 def _spans(entities: list[dict[str, Any]]) -> list[tuple[int, int, str]]:
