@@ -91,10 +91,11 @@ class Settings(BaseSettings):
         "llama.cpp stops there and the answer escalates (output_repeated). 0 = off.",
     )
     cllmfs_adapter: str = Field(
-        "cllmfs",
+        "none",
         description="LoRA GGUF of method=cllmfs over the same base model: 'cllmfs' (the shipped "
-        "CLLMFS adapter, model_repository/llm_cpu/1/adapters) or a path. The method is served "
-        "(llama.cpp in process) only when the file exists.",
+        "CLLMFS adapter, model_repository/llm_cpu/1/adapters), a path, or 'none' (not served: "
+        "the default, since it loads a second llama.cpp model and scores below wraner, see "
+        "docs/benchmarks.md). Served by llama.cpp in process.",
     )
     constrained_decoding: bool = Field(
         False,

@@ -1,0 +1,32 @@
+"""What the gateway needs to serve CLLMFS in process: the shipped adapter, selected by name."""
+
+from __future__ import annotations
+
+from app.generation.models import CLLMFS_ADAPTER, resolve_adapter
+from app.settings import REPO_ROOT, Settings
+from trainers.cllmfs.cli import NAME
+from trainers.cllmfs.config import CllmfsConfig
+from trainers.wraner.cli import parse_args
+
+
+def test_llm_adapter_cllmfs_selects_the_shipped_adapter() -> None:
+    assert Settings(llm_adapter="cllmfs").llm_adapter == "cllmfs"
+    path = resolve_adapter("cllmfs")
+    assert path == REPO_ROOT / CLLMFS_ADAPTER
+    assert path.is_file() and path.name == f"{NAME}-lora.gguf"
+    assert (path.parent / f"{NAME}-peft" / "adapter_config.json").is_file()
+
+
+def test_the_shipped_config_is_the_fold_a_run_plus_the_contrastive_settings() -> None:
+    shipped = REPO_ROOT / "model_repository/llm_cpu/1/adapters/cllmfs-train-config.yaml"
+    config, _ = parse_args(["--config", str(shipped)], CllmfsConfig)
+    fold_a, _ = parse_args(
+        ["--config", str(REPO_ROOT / "trainers/configs/gemma3-270m-cpu-cllmfs-fold-a.yaml")],
+        CllmfsConfig,
+    )
+    assert isinstance(config, CllmfsConfig) and config.contrastive_weight == 0.1
+    different = {
+        name for name in CllmfsConfig.model_fields if getattr(config, name) != getattr(fold_a, name)
+    }
+    # where the run kept its data and caches, and the shortened budget (see its summary)
+    assert different <= {"data_dir", "model_cache_dir", "steps"}
