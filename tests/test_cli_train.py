@@ -18,7 +18,12 @@ from app.settings import REPO_ROOT
 from trainers.registry import TRAINERS, Trainer
 
 # One option of each trainer's own, to see its help came through.
-OWN_OPTION = {"wraner": "--config", "baner": "--contrastive-weight", "lar": "--out"}
+OWN_OPTION = {
+    "wraner": "--config",
+    "cllmfs": "--contrastive-temperature",
+    "baner": "--contrastive-weight",
+    "lar": "--out",
+}
 
 
 CALLS: list[list[str]] = []
