@@ -134,7 +134,9 @@ class BanerExtractor:
                 self.tokenizer, [w.text for w in words], self.net.config.max_subtokens
             ):
                 windows.append((index, first, end))
-        pieces: list[list[torch.Tensor]] = [[] for _ in texts]
+        # Windows of similar length share a batch: less padding when many texts come at once.
+        windows.sort(key=lambda w: w[2] - w[1])
+        pieces: list[dict[int, torch.Tensor]] = [{} for _ in texts]
         with self._lock, torch.inference_mode():
             for start in range(0, len(windows), _BATCH):
                 chunk = windows[start : start + _BATCH]
@@ -142,10 +144,11 @@ class BanerExtractor:
                 batch = make_word_batch(self.tokenizer, batch_words, self.net.config.max_subtokens)
                 states = self.net.word_states(batch)
                 for row, (index, first, end) in enumerate(chunk):
-                    pieces[index].append(states[row, : end - first])
+                    pieces[index][first] = states[row, : end - first]
             out: list[EncodedText] = []
             for text, words, parts in zip(texts, split, pieces, strict=True):
-                states = torch.cat(parts) if parts else torch.zeros((0, self._state_dim()))
+                ordered = [parts[first] for first in sorted(parts)]
+                states = torch.cat(ordered) if ordered else torch.zeros((0, self._state_dim()))
                 probs = torch.softmax(self.net.tag_logits(states), dim=-1).numpy()
                 vectors = torch.nn.functional.normalize(states[:, : self.net.hidden], dim=-1)
                 out.append(EncodedText(text, words, states, probs, vectors.numpy()))
