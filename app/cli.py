@@ -246,6 +246,78 @@ def _print_report(payload: dict[str, Any]) -> None:
     )
 
 
+bench_cli = typer.Typer(help="Benchmarks of a running service (offline tools).")
+cli.add_typer(bench_cli, name="bench")
+
+
+@bench_cli.command("serve")
+def bench_serve(
+    url: Annotated[
+        str | None,
+        typer.Option(help="A running gateway (loopback only); default: start one here."),
+    ] = None,
+    data: Annotated[Path, typer.Option(help="Dataset root: <data>/<domain>/<split>.txt.")] = Path(
+        "../shared/data/crossner"
+    ),
+    domain: Annotated[str, typer.Option(help="Domain: train = pool, test = queries.")] = "music",
+    method: Annotated[
+        list[str] | None, typer.Option(help="Method to load (repeat for several).")
+    ] = None,
+    concurrency: Annotated[
+        str, typer.Option(help="Comma-separated numbers of concurrent clients.")
+    ] = "1,4,8,16",
+    requests: Annotated[int, typer.Option(min=1, help="Requests per level, at most.")] = 40,
+    seconds: Annotated[float, typer.Option(min=0.1, help="Seconds per level, at most.")] = 60.0,
+    warmup: Annotated[int, typer.Option(min=0, help="Uncounted requests per method.")] = 2,
+    pool_limit: Annotated[
+        int | None, typer.Option(min=1, help="Index only the first N train sentences.")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(help="top_k sent with each request.")] = None,
+    server_env: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE for the started gateway (repeat), e.g. NERVE_LLM_THREADS=2."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+) -> None:
+    """Load /v1/ner of a real `nerve serve` at several concurrency levels with unseen CrossNER
+    test sentences: requests/s, latency percentiles, errors and each stage's share."""
+    # Loaded here, not at the top: the gateway never imports the offline packages.
+    from tools.bench_serve import BenchConfig, render_table, run, write
+
+    try:
+        levels = tuple(int(n) for n in concurrency.split(","))
+    except ValueError:
+        fail(f"--concurrency must be comma-separated integers; got {concurrency!r}")
+    if not levels or min(levels) < 1:
+        fail(f"--concurrency levels must be at least 1; got {concurrency!r}")
+    env: dict[str, str] = {}
+    for item in server_env or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("NERVE_"):
+            fail(f"--server-env takes NERVE_KEY=VALUE; got {item!r}")
+        env[key] = value
+    config = BenchConfig(
+        url=url,
+        data=data,
+        domain=domain,
+        methods=tuple(method or ["baner"]),
+        levels=levels,
+        requests=requests,
+        seconds=seconds,
+        warmup=warmup,
+        pool_limit=pool_limit,
+        top_k=top_k,
+        server_env=env,
+    )
+    try:
+        result = run(config, log=lambda line: console.print(line, highlight=False))
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        fail(str(error))
+    write(result, output)
+    # A wide table even when piped (a log file, CI), where rich would assume 80 columns.
+    Console(width=None if sys.stdout.isatty() else 160).print(render_table(result))
+
+
 keys_cli = typer.Typer(help="API keys (stored hashed) for NERVE_AUTH_ENABLED=true.")
 cli.add_typer(keys_cli, name="keys")
 

@@ -28,13 +28,31 @@ class Settings(BaseSettings):
     load_demo_domain: bool = Field(False, description="Load the demo domain at start-up.")
 
     # --- request limits ----------------------------------------------------------------------
-    max_text_chars: int = Field(10_000, ge=1, description="Longest accepted text, in characters.")
+    max_text_chars: int = Field(
+        200_000,
+        ge=1,
+        description="Longest accepted /v1/ner text, in characters (a long one is answered in "
+        "segments: see segment_chars, segment_batch).",
+    )
+    max_example_chars: int = Field(
+        10_000, ge=1, description="Longest accepted pool example text, in characters."
+    )
     max_batch_items: int = Field(32, ge=1, description="Most items in one /v1/ner/batch call.")
     max_entity_types: int = Field(50, ge=1, description="Most entity types in one request.")
     default_top_k: int = Field(5, ge=0, description="Examples retrieved per query by default.")
     max_top_k: int = Field(20, ge=0, description="Largest top_k a request may ask for.")
     segment_chars: int = Field(
         600, ge=50, description="Long texts are split into segments of at most this many chars."
+    )
+    segment_batch: int = Field(
+        32,
+        ge=1,
+        description="Segments of one text embedded (and, for baner/lar, encoded) in one pass.",
+    )
+    segment_concurrency: int = Field(
+        4,
+        ge=1,
+        description="Segments of one text a method without batches (wraner) answers at once.",
     )
     max_in_flight: int = Field(
         64, ge=1, description="Concurrent /v1/ner requests; more get 429 (not queued)."

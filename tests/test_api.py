@@ -262,7 +262,7 @@ def test_ner_long_text_is_segmented_with_exact_offsets(
     ("payload", "status", "code", "fragment"),
     [
         ({"text": "", "domain": "support"}, 422, "invalid_request", "text is empty"),
-        ({"text": "x" * 10_001, "domain": "support"}, 422, "invalid_request", "10000"),
+        ({"text": "x" * 200_001, "domain": "support"}, 422, "invalid_request", "200000"),
         ({"text": "hi", "domain": "nope"}, 404, "not_found", "nope"),
         ({"text": "hi", "domain": "support", "top_k": 21}, 422, "invalid_request", "top_k"),
         ({"text": "hi", "domain": "support", "top_k": -1}, 422, "invalid_request", "-1"),

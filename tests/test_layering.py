@@ -1,7 +1,7 @@
 """Process lines: the gateway (app/) never depends on the offline packages (tools/, trainers/).
 
-The one exception is the `nerve` command, whose `eval` and `train` subcommands run offline code:
-they import it inside their own function, when they run, never at module level.
+The one exception is the `nerve` command, whose `eval`, `train` and `bench serve` subcommands run
+offline code: they import it inside their own function, when they run, never at module level.
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from app.settings import REPO_ROOT
 # tritonserver.
 OFFLINE = ("tools", "trainers", "triton_models")
 # (file, function) where an import of an offline package is allowed: lazily, in that function.
-ALLOWED = {("app/cli.py", "eval_command"), ("app/cli.py", "train")}
+ALLOWED = {
+    ("app/cli.py", "eval_command"),
+    ("app/cli.py", "train"),
+    ("app/cli.py", "bench_serve"),
+}
 
 
 def offline_imports(source: str) -> list[tuple[int, str, str | None]]:

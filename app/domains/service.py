@@ -165,10 +165,10 @@ class DomainService:
         where = f"examples[{index}]"
         if not example.text.strip():
             raise InvalidRequest(f"{where}.text is empty")
-        if len(example.text) > self.settings.max_text_chars:
+        if len(example.text) > self.settings.max_example_chars:
             raise InvalidRequest(
                 f"{where}.text has {len(example.text)} characters; "
-                f"the limit is {self.settings.max_text_chars}"
+                f"the limit is {self.settings.max_example_chars}"
             )
         if len(example.entities) > MAX_ENTITIES_PER_EXAMPLE:
             raise InvalidRequest(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from app.core.types import EntityType, Example, Span
+from app.methods.handler import SegmentTask
 from app.methods.lar.reconcile import EntityLike, Reconciled, reconcile
 from app.methods.wire import TypedEntity
 
@@ -35,6 +36,16 @@ class EncoderMethod(Protocol):
     async def ready(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+class BatchEncoderMethod(EncoderMethod, Protocol):
+    """An encoder method that also answers many texts with one encoder pass (in process).
+
+    ``extract_batch(items)[i]`` equals ``extract(items[i].text, items[i].entity_types,
+    items[i].examples)`` up to float rounding (padding in a batch).
+    """
+
+    async def extract_batch(self, items: Sequence[SegmentTask]) -> list[list[TypedEntity]]: ...
 
 
 class LabelReassignment(EncoderMethod, Protocol):

@@ -3,7 +3,9 @@ segment from its retrieved support examples; no prompt, no parsing."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 
 from app.methods.base import EncoderMethod
 from app.methods.handler import SegmentAnswer, SegmentTask
@@ -30,6 +32,27 @@ class EncoderHandler:
             examples_used=len(task.examples),
             timings={"generate": time.perf_counter() - t0},
         )
+
+    async def answer_batch(self, tasks: Sequence[SegmentTask]) -> list[SegmentAnswer]:
+        """One encoder pass over every task's text when the method batches (in process);
+        otherwise (Triton) one call per task, concurrently."""
+        t0 = time.perf_counter()
+        batch = getattr(self.method, "extract_batch", None)
+        if batch is not None:
+            found = await batch(tasks)
+        else:
+            found = await asyncio.gather(
+                *(self.method.extract(t.text, t.entity_types, t.examples) for t in tasks)
+            )
+        share = (time.perf_counter() - t0) / max(len(tasks), 1)
+        return [
+            SegmentAnswer(
+                entities=list(entities),
+                examples_used=len(task.examples),
+                timings={"generate": share},
+            )
+            for task, entities in zip(tasks, found, strict=True)
+        ]
 
     async def ready(self) -> bool:
         return await self.method.ready()

@@ -8,6 +8,8 @@ segment, its types and its examples into entities. Handlers are built once, by
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -58,3 +60,29 @@ class MethodHandler(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class BatchMethodHandler(MethodHandler, Protocol):
+    """A handler that answers many segments (of one long text) together, e.g. with one encoder
+    forward pass. ``answer_batch(tasks)[i]`` is ``answer(tasks[i])`` up to float rounding;
+    its timings are the batch's, shared evenly among the answers."""
+
+    async def answer_batch(self, tasks: Sequence[SegmentTask]) -> list[SegmentAnswer]: ...
+
+
+async def answer_segments(
+    handler: MethodHandler, tasks: Sequence[SegmentTask], concurrency: int
+) -> list[SegmentAnswer]:
+    """Every task's answer, in order: in one batch when the handler takes batches, else one
+    ``answer`` per task with at most ``concurrency`` running at once (an LLM backend queues
+    them; a bounded number keeps the waiting ones inside their generation timeout)."""
+    batch = getattr(handler, "answer_batch", None)
+    if batch is not None and len(tasks) > 1:
+        return list(await batch(tasks))
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(task: SegmentTask) -> SegmentAnswer:
+        async with gate:
+            return await handler.answer(task)
+
+    return list(await asyncio.gather(*(one(t) for t in tasks)))

@@ -13,6 +13,7 @@ from app.errors import BackendUnavailable, NerveError
 from app.generation.base import Generator
 from app.methods.baner.extractor import BanerExtractor
 from app.methods.base import ReconcileByRetyping
+from app.methods.handler import SegmentTask
 from app.methods.lar.reassign import LabelReassigner, enhance
 from app.methods.wire import TypedEntity
 
@@ -42,6 +43,9 @@ class InProcessBaner:
     ) -> list[TypedEntity]:
         return await _run(self.name, lambda: self.extractor.extract(text, entity_types, support))
 
+    async def extract_batch(self, items: Sequence[SegmentTask]) -> list[list[TypedEntity]]:
+        return await _run(self.name, lambda: self.extractor.extract_batch(items))
+
     async def ready(self) -> bool:
         return True
 
@@ -68,6 +72,15 @@ class InProcessLar(ReconcileByRetyping):
         if self.reassigner.options.inference == "enhanced" and self.generator is not None:
             return await enhance(text, result.entities, self.generator, self.reassigner.options)
         return result.entities
+
+    async def extract_batch(self, items: Sequence[SegmentTask]) -> list[list[TypedEntity]]:
+        results = await _run(self.name, lambda: self.reassigner.extract_batch(items))
+        if self.reassigner.options.inference == "enhanced" and self.generator is not None:
+            return [
+                await enhance(item.text, result.entities, self.generator, self.reassigner.options)
+                for item, result in zip(items, results, strict=True)
+            ]
+        return [result.entities for result in results]
 
     async def retype(
         self,

@@ -3,7 +3,6 @@ record. Method-specific work lives in the handlers of :mod:`app.methods.registry
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from app.core.types import Domain, Entity, EntityType, Example
 from app.domains.protocol import EntityTypeIn
 from app.domains.service import DomainService, check_type_names
 from app.errors import BackendUnavailable, InvalidRequest, NotFound
-from app.methods.handler import MethodHandler, SegmentAnswer, SegmentTask
+from app.methods.handler import MethodHandler, SegmentAnswer, SegmentTask, answer_segments
 from app.methods.registry import MethodRegistry
 from app.metrics import Metrics
 from app.ner.escalation import escalation_reasons
@@ -154,12 +153,15 @@ class NERPipeline:
                 }
             )
 
-        segments = await asyncio.gather(
-            *(
-                self._segment(tenant, prepared, request.text, start, end, k, exclude_same_text)
-                for start, end in split_segments(request.text, self.settings.segment_chars)
+        # A long text's segments go through in batches: one embedding pass and, for the
+        # encoder methods, one encoder pass per batch; the batch size bounds the memory.
+        ranges = split_segments(request.text, self.settings.segment_chars)
+        step = self.settings.segment_batch
+        segments: list[_Segment] = []
+        for first in range(0, len(ranges), step):
+            segments += await self._segments(
+                tenant, prepared, request.text, ranges[first : first + step], k, exclude_same_text
             )
-        )
         entities = sorted(
             (entity_out(request.text, e, s.start) for s in segments for e in s.answer.entities),
             key=lambda e: (e.start, e.end),
@@ -197,59 +199,85 @@ class NERPipeline:
             )
         return response
 
-    async def _segment(
+    async def _segments(
         self,
         tenant: str,
         prepared: PreparedRequest,
         text: str,
-        start: int,
-        end: int,
+        ranges: Sequence[tuple[int, int]],
         k: int,
         exclude_same_text: bool,
-    ) -> _Segment:
-        segment = text[start:end]
+    ) -> list[_Segment]:
+        """Answers of the segments ``ranges`` of ``text``, in order: their embeddings in one
+        pass, each one's examples retrieved, then the handler (one batch where it takes one).
+        A stage's time is the batch's, shared evenly among its segments."""
+        texts = [text[start:end] for start, end in ranges]
         handler = prepared.handler
+        share = 1 / len(texts)
         timings: dict[str, float] = {}
-        examples: list[Example] = []
+        examples: list[list[Example]] = [[] for _ in texts]
         degraded = False
         k = max(k, handler.min_examples)
         if k > 0:
             try:
                 t0 = time.perf_counter()
-                query = await self._embed(tenant, segment)
+                queries = await self._embed_many(tenant, texts)
                 t1 = time.perf_counter()
                 retrieved = await to_thread.run_sync(
-                    lambda: self.retriever.search(
-                        tenant, prepared.domain.name, query, k, exclude_same_text=exclude_same_text
-                    )
+                    lambda: [
+                        self.retriever.search(
+                            tenant,
+                            prepared.domain.name,
+                            query,
+                            k,
+                            exclude_same_text=exclude_same_text,
+                        )
+                        for query in queries
+                    ]
                 )
-                timings["embed"] = t1 - t0
-                timings["retrieve"] = time.perf_counter() - t1
+                timings["embed"] = (t1 - t0) * share
+                timings["retrieve"] = (time.perf_counter() - t1) * share
                 # Most similar example last: nearest to the query in a prompt.
-                examples = [r.example for r in reversed(retrieved)]
+                examples = [[r.example for r in reversed(found)] for found in retrieved]
             except BackendUnavailable as exc:
                 self.metrics.backend_errors.labels(backend=exc.backend).inc()
                 if not self.settings.degrade_without_retrieval:
                     raise
                 log.warning("retrieval failed; answering zero-shot", extra={"error": exc.message})
                 degraded = True
+        tasks = [
+            SegmentTask(segment, prepared.types, found)
+            for segment, found in zip(texts, examples, strict=True)
+        ]
         try:
-            answer = await handler.answer(SegmentTask(segment, prepared.types, examples))
+            answers = await answer_segments(handler, tasks, self.settings.segment_concurrency)
         except BackendUnavailable as exc:
             self.metrics.backend_errors.labels(backend=exc.backend).inc()
             raise
-        return _Segment(answer, start, degraded, timings | answer.timings)
+        return [
+            _Segment(answer, start, degraded, timings | answer.timings)
+            for answer, (start, _) in zip(answers, ranges, strict=True)
+        ]
 
-    async def _embed(self, tenant: str, segment: str) -> QueryEmbedding:
-        """The segment's query embedding, from the cache when an identical one was embedded."""
+    async def _embed_many(self, tenant: str, texts: Sequence[str]) -> list[QueryEmbedding]:
+        """The segments' query embeddings: from the cache where an identical one was
+        embedded, the others in one embedder call."""
+        found: dict[int, QueryEmbedding] = {}
         if self.embeddings is not None:
-            cached = await self.embeddings.get(tenant, segment)
-            if cached is not None:
-                return cached
-        query = await to_thread.run_sync(self.retriever.embed_query, segment)
-        if self.embeddings is not None:
-            await self.embeddings.put(tenant, query)
-        return query
+            for index, segment in enumerate(texts):
+                cached = await self.embeddings.get(tenant, segment)
+                if cached is not None:
+                    found[index] = cached
+        missing = [i for i in range(len(texts)) if i not in found]
+        if missing:
+            fresh = await to_thread.run_sync(
+                embed_queries, self.retriever, [texts[i] for i in missing]
+            )
+            for index, query in zip(missing, fresh, strict=True):
+                found[index] = query
+                if self.embeddings is not None:
+                    await self.embeddings.put(tenant, query)
+        return [found[i] for i in range(len(texts))]
 
     # --- record --------------------------------------------------------------------------
     def _record(self, domain: Domain, response: NERResponse) -> None:
@@ -301,6 +329,19 @@ class NERPipeline:
                 "exclude_same_text": exclude_same_text,
             },
         )
+
+
+def embed_queries(retriever: Retriever, texts: Sequence[str]) -> list[QueryEmbedding]:
+    """``retriever.embed_query`` of each text, with one embedder call for all of them.
+
+    Built from the retriever's public parts so that its search path stays as it is."""
+    if len(texts) == 1:
+        return [retriever.embed_query(texts[0])]
+    if retriever.mode == "word":
+        words = retriever.embedder.embed_words(list(texts))
+        return [QueryEmbedding(t, w, None) for t, w in zip(texts, words, strict=True)]
+    vectors = retriever.embedder.embed_sentences(list(texts))
+    return [QueryEmbedding(t, None, v) for t, v in zip(texts, vectors, strict=True)]
 
 
 def entity_out(text: str, entity: Entity, offset: int) -> EntityOut:

@@ -36,6 +36,7 @@ from app.methods.baner.support import (
     softmax,
     span_features,
 )
+from app.methods.handler import SegmentTask
 from app.methods.lar.alignment import type_text
 from app.methods.wire import Candidate, TypedEntity
 
@@ -135,7 +136,9 @@ class BanerExtractor:
                 self.tokenizer, [w.text for w in words], self.net.config.max_subtokens
             ):
                 windows.append((index, first, end))
-        pieces: list[list[torch.Tensor]] = [[] for _ in texts]
+        # Windows of similar length share a batch: less padding when many texts come at once.
+        windows.sort(key=lambda w: w[2] - w[1])
+        pieces: list[dict[int, torch.Tensor]] = [{} for _ in texts]
         with self._lock, torch.inference_mode():
             for start in range(0, len(windows), _BATCH):
                 chunk = windows[start : start + _BATCH]
@@ -143,10 +146,11 @@ class BanerExtractor:
                 batch = make_word_batch(self.tokenizer, batch_words, self.net.config.max_subtokens)
                 states = self.net.word_states(batch)
                 for row, (index, first, end) in enumerate(chunk):
-                    pieces[index].append(states[row, : end - first])
+                    pieces[index][first] = states[row, : end - first]
             out: list[EncodedText] = []
             for text, words, parts in zip(texts, split, pieces, strict=True):
-                states = torch.cat(parts) if parts else torch.zeros((0, self._state_dim()))
+                ordered = [parts[first] for first in sorted(parts)]
+                states = torch.cat(ordered) if ordered else torch.zeros((0, self._state_dim()))
                 probs = torch.softmax(self.net.tag_logits(states), dim=-1).numpy()
                 vectors = torch.nn.functional.normalize(states[:, : self.net.hidden], dim=-1)
                 out.append(EncodedText(text, words, states, probs, vectors.numpy()))
@@ -197,39 +201,64 @@ class BanerExtractor:
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])  # type: ignore[index]
 
     def encode_support(self, examples: Sequence[Example]) -> list[EncodedSupport]:
+        """Each example as the network sees it: from the cache, the rest in one encoding."""
         keys = [_support_key(e) for e in examples]
-        todo = [
-            (k, e)
-            for k, e in zip(keys, examples, strict=True)
-            if self._support_cache.get(k) is None
-        ]
+        found: dict[Hashable, EncodedSupport] = {}
+        todo: dict[Hashable, Example] = {}
+        for key, example in zip(keys, examples, strict=True):
+            cached = self._support_cache.get(key)
+            if cached is not None:
+                found[key] = cached  # type: ignore[assignment]
+            else:
+                todo.setdefault(key, example)
         if todo:
-            encoded = self.encode([e.text for _, e in todo])
-            for (key, example), enc in zip(todo, encoded, strict=True):
-                tags, kinds = bio_tags(enc.words, example)
-                spans, span_types = [], []
-                for span in example.entities:
-                    covered = word_span_of(enc.words, span.start, span.end)
-                    if covered is not None:
-                        spans.append(covered)
-                        span_types.append(span.type)
-                self._support_cache.put(
-                    key,
-                    EncodedSupport(
-                        enc.word_vectors,
-                        tags,
-                        kinds,
-                        self.span_reps(enc, spans),
-                        span_features(enc.word_vectors, spans),
-                        tuple(span_types),
-                    ),
-                )
-        return [self._support_cache.get(k) for k in keys]  # type: ignore[misc]
+            encoded = self.encode([e.text for e in todo.values()])
+            for (key, example), enc in zip(todo.items(), encoded, strict=True):
+                found[key] = self._encoded_support(example, enc)
+                self._support_cache.put(key, found[key])
+        # From ``found``, not the cache: more new examples than it holds would be evicted.
+        return [found[k] for k in keys]
+
+    def _encoded_support(self, example: Example, enc: EncodedText) -> EncodedSupport:
+        tags, kinds = bio_tags(enc.words, example)
+        spans, span_types = [], []
+        for span in example.entities:
+            covered = word_span_of(enc.words, span.start, span.end)
+            if covered is not None:
+                spans.append(covered)
+                span_types.append(span.type)
+        return EncodedSupport(
+            enc.word_vectors,
+            tags,
+            kinds,
+            self.span_reps(enc, spans),
+            span_features(enc.word_vectors, spans),
+            tuple(span_types),
+        )
 
     def support_set(self, examples: Sequence[Example], types: Sequence[str]) -> SupportSet:
         return SupportSet.build(
             self.encode_support(examples), types, self.net.hidden, self.net.config.span_dim
         )
+
+    def prepare_batch(self, items: Sequence[SegmentTask]) -> list[tuple[EncodedText, SupportSet]]:
+        """Every item's text encoded and its support set built, with one encoder pass over all
+        the texts and one over all their distinct, not yet cached support examples."""
+        encoded = self.encode([item.text for item in items])
+        distinct = {_support_key(e): e for item in items for e in item.examples}
+        by_key = dict(zip(distinct, self.encode_support(list(distinct.values())), strict=True))
+        return [
+            (
+                enc,
+                SupportSet.build(
+                    [by_key[_support_key(e)] for e in item.examples],
+                    [t.name for t in item.entity_types],
+                    self.net.hidden,
+                    self.net.config.span_dim,
+                ),
+            )
+            for item, enc in zip(items, encoded, strict=True)
+        ]
 
     # --- the two stages --------------------------------------------------------------------
     def detect(self, encoded: EncodedText, support: SupportSet) -> list[WordSpan]:
@@ -269,17 +298,23 @@ class BanerExtractor:
     def extract(
         self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]
     ) -> list[TypedEntity]:
-        if not entity_types or not text.strip():
-            return []
-        encoded = self.encode([text])[0]
-        support_set = self.support_set(support, [t.name for t in entity_types])
-        spans = self.detect(encoded, support_set)
-        word_spans = [(s.first, s.last) for s in spans]
-        probs = self.classify(encoded, word_spans, entity_types, support_set)
-        return [
-            typed_entity(encoded, span, row, entity_types, self.options.candidates, span.score)
-            for span, row in zip(spans, probs, strict=True)
-        ]
+        return self.extract_batch([SegmentTask(text, list(entity_types), list(support))])[0]
+
+    def extract_batch(self, items: Sequence[SegmentTask]) -> list[list[TypedEntity]]:
+        """:meth:`extract` of each item; the encoder runs once over all of them."""
+        out: list[list[TypedEntity]] = [[] for _ in items]
+        todo = [i for i, item in enumerate(items) if item.entity_types and item.text.strip()]
+        prepared = self.prepare_batch([items[i] for i in todo])
+        for index, (encoded, support_set) in zip(todo, prepared, strict=True):
+            entity_types = items[index].entity_types
+            spans = self.detect(encoded, support_set)
+            word_spans = [(s.first, s.last) for s in spans]
+            probs = self.classify(encoded, word_spans, entity_types, support_set)
+            out[index] = [
+                typed_entity(encoded, span, row, entity_types, self.options.candidates, span.score)
+                for span, row in zip(spans, probs, strict=True)
+            ]
+        return out
 
 
 def typed_entity(

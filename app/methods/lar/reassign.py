@@ -19,8 +19,14 @@ import numpy as np
 
 from app.core.types import EntityType, Example, Span
 from app.generation.base import GenerationRequest, Generator
-from app.methods.baner.extractor import BanerExtractor, EncodedText, typed_entity, word_span_of
+from app.methods.baner.extractor import (
+    BanerExtractor,
+    EncodedText,
+    typed_entity,
+    word_span_of,
+)
 from app.methods.baner.support import SupportSet, softmax, span_features
+from app.methods.handler import SegmentTask
 from app.methods.lar.alignment import LabelAlignment, alignment_from_similarity
 from app.methods.wire import Candidate, TypedEntity
 
@@ -118,11 +124,10 @@ class LabelReassigner:
         spans: Sequence[tuple[int, int]],
         span_scores: Sequence[float],
         entity_types: Sequence[EntityType],
-        support: Sequence[Example],
+        support_set: SupportSet,
         candidates: int | None = None,
     ) -> Reassigned:
         alignment = self.align(entity_types)
-        support_set = self.extractor.support_set(support, [t.name for t in entity_types])
         probs = self.type_probabilities(encoded, spans, entity_types, support_set, alignment)
         shown = candidates or self.options.candidates
         entities = [
@@ -135,20 +140,28 @@ class LabelReassigner:
         self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]
     ) -> Reassigned:
         """``method=lar``: BANER's detected spans, typed by direct reassignment."""
-        if not entity_types:
-            return Reassigned([], None)
-        if not text.strip():
-            return Reassigned([], self.align(entity_types))
-        encoded = self.extractor.encode([text])[0]
-        support_set = self.extractor.support_set(support, [t.name for t in entity_types])
-        detected = self.extractor.detect(encoded, support_set)
-        return self._entities(
-            encoded,
-            [(s.first, s.last) for s in detected],
-            [s.score for s in detected],
-            entity_types,
-            support,
-        )
+        return self.extract_batch([SegmentTask(text, list(entity_types), list(support))])[0]
+
+    def extract_batch(self, items: Sequence[SegmentTask]) -> list[Reassigned]:
+        """:meth:`extract` of each item; the encoder runs once over all of them."""
+        todo = [i for i, item in enumerate(items) if item.entity_types and item.text.strip()]
+        out = [
+            Reassigned([], None)
+            if not item.entity_types
+            else Reassigned([], self.align(item.entity_types) if i not in todo else None)
+            for i, item in enumerate(items)
+        ]
+        prepared = self.extractor.prepare_batch([items[i] for i in todo])
+        for index, (encoded, support_set) in zip(todo, prepared, strict=True):
+            detected = self.extractor.detect(encoded, support_set)
+            out[index] = self._entities(
+                encoded,
+                [(s.first, s.last) for s in detected],
+                [s.score for s in detected],
+                items[index].entity_types,
+                support_set,
+            )
+        return out
 
     def reassign(
         self,

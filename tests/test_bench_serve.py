@@ -1,0 +1,81 @@
+"""``nerve bench serve`` in a tiny configuration: it starts a real gateway, loads it, and its
+table and JSON hold sane numbers (every request counted, percentiles ordered, no errors)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+from tests.fixtures.gateway import require_data
+from tools.bench_serve import STAGES, Sample, check_loopback, percentile, summarise
+
+
+def test_percentiles_interpolate_and_are_ordered() -> None:
+    values = [40.0, 10.0, 30.0, 20.0]
+    assert percentile(values, 0) == 10.0
+    assert percentile(values, 50) == 25.0
+    assert percentile(values, 100) == 40.0
+    assert percentile([], 95) == 0.0
+    assert percentile(values, 50) <= percentile(values, 95) <= percentile(values, 99)
+
+
+def test_only_loopback_targets() -> None:
+    assert check_loopback("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
+    assert check_loopback("http://localhost:1") == "http://localhost:1"
+    with pytest.raises(ValueError, match="loopback"):
+        check_loopback("http://10.0.0.2:8000")
+
+
+def test_a_level_counts_errors_and_stage_shares() -> None:
+    timings = {"embed": 10.0, "retrieve": 20.0, "generate": 60.0, "parse": 0.0, "total": 100.0}
+    samples = [Sample(200, 110.0, timings), Sample(200, 130.0, timings), Sample(503, 5.0, {})]
+    level = summarise("baner", 2, samples, duration_s=0.5)
+    assert (level.requests, level.ok, level.errors) == (3, 2, 1)
+    assert level.error_statuses == {"503": 1}
+    assert level.requests_per_s == 4.0  # answered requests per second
+    assert level.p50_ms == 120.0  # of the answered ones
+    assert level.stage_share == {
+        "embed": 0.1,
+        "retrieve": 0.2,
+        "generate": 0.6,
+        "parse": 0.0,
+        "other": 0.1,
+    }
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_the_benchmark_runs_against_a_real_gateway(
+    tmp_path: Path, base_settings: dict[str, Any]
+) -> None:
+    data = require_data()
+    output = tmp_path / "bench.json"
+    args = ["bench", "serve", "--data", str(data), "--domain", "music", "--method", "baner"]
+    args += ["--concurrency", "1,2", "--requests", "3", "--warmup", "1", "--pool-limit", "8"]
+    args += ["--seconds", "300", "--output", str(output)]
+    for key, value in base_settings.items():
+        args += ["--server-env", f"NERVE_{key.upper()}={value}"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+
+    payload = json.loads(output.read_text())
+    assert payload["pool_size"] == 8 and payload["target"] == "started"
+    levels = payload["levels"]
+    assert [(r["method"], r["clients"]) for r in levels] == [("baner", 1), ("baner", 2)]
+    for r in levels:
+        assert r["requests"] == 3 and r["ok"] == 3 and r["errors"] == 0, r
+        assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], r
+        assert r["requests_per_s"] > 0 and r["duration_s"] > 0
+        assert r["mean_server_total_ms"] > 0
+        assert set(r["stage_share"]) == {*STAGES, "other"}
+        assert sum(r["stage_share"].values()) == pytest.approx(1.0, abs=0.01)
+        assert r["stage_ms"]["generate"] > 0  # the encoder ran
+        assert r["stage_ms"]["embed"] > 0 and r["stage_ms"]["retrieve"] > 0
+    # The table: its title and one row per level.
+    assert "nerve bench serve: music, pool 8" in result.output
+    assert result.output.count("baner") >= 2
