@@ -78,9 +78,12 @@ def test_train_help_lists_every_registered_trainer(recording: list[list[str]]) -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["nope"], "error: unknown trainer 'nope'; choose from baner, lar, wraner"),
-        (["--steps", "3"], "error: unknown trainer '--steps'; choose from baner, lar, wraner"),
-        ([], "error: no trainer given; choose from baner, lar, wraner"),
+        (["nope"], "error: unknown trainer 'nope'; choose from baner, cllmfs, lar, wraner"),
+        (
+            ["--steps", "3"],
+            "error: unknown trainer '--steps'; choose from baner, cllmfs, lar, wraner",
+        ),
+        ([], "error: no trainer given; choose from baner, cllmfs, lar, wraner"),
     ],
 )
 def test_a_bad_trainer_name_is_a_one_line_error(args: list[str], message: str) -> None:
