@@ -203,6 +203,11 @@ class LlamaCppEngine:
             # A failed decode leaves the KV cache in an unknown state: forget the cached prefix.
             self._llm.reset()
             raise BackendUnavailable(BACKEND, f"llama.cpp failed: {exc}") from exc
+        if compiled is not None:
+            # After grammar sampling, reusing the cached prefix made the next greedy answers
+            # differ (tests/test_generation_llama after tests/test_cllmfs_grammar): start the
+            # next prompt from an empty cache.
+            self._llm.reset()
         if compiled is not None and finish_reason == "length":
             text = b"".join(pieces).decode("utf-8", errors="ignore")
             stop_at = max(0, text.rfind("\n"))
