@@ -94,9 +94,15 @@ class Retriever:
 
     # --- query -----------------------------------------------------------------------------
     def embed_query(self, text: str) -> QueryEmbedding:
+        return self.embed_queries([text])[0]
+
+    def embed_queries(self, texts: Sequence[str]) -> list[QueryEmbedding]:
+        """Each text's query embedding, with one embedder call for all of them."""
         if self.mode == "word":
-            return QueryEmbedding(text, self.embedder.embed_words([text])[0], None)
-        return QueryEmbedding(text, None, self.embedder.embed_sentences([text])[0])
+            words = self.embedder.embed_words(list(texts))
+            return [QueryEmbedding(t, w, None) for t, w in zip(texts, words, strict=True)]
+        vectors = self.embedder.embed_sentences(list(texts))
+        return [QueryEmbedding(t, None, v) for t, v in zip(texts, vectors, strict=True)]
 
     def search(
         self,

@@ -8,9 +8,9 @@ Adding a method is one handler module (see :mod:`app.methods.handler`) and one l
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 
 from app.errors import InvalidRequest
 from app.generation.base import Generator
@@ -26,23 +26,19 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class MethodDeps:
     """What handlers are built from. The encoder network is loaded once, on first need, and
     shared by every handler that uses it."""
 
-    settings: Settings
-    generator: Generator
-    metrics: Metrics
-    _encoders: EncoderMethods | None = field(default=None, init=False)
-    _encoders_tried: bool = field(default=False, init=False)
+    def __init__(self, settings: Settings, generator: Generator, metrics: Metrics) -> None:
+        self.settings = settings
+        self.generator = generator
+        self.metrics = metrics
 
+    @functools.cached_property
     def encoders(self) -> EncoderMethods | None:
         """BANER and LAR, or None when disabled or their trained artefact is missing (logged)."""
-        if not self._encoders_tried:
-            self._encoders_tried = True
-            self._encoders = _build_encoders(self.settings, self.generator)
-        return self._encoders
+        return _build_encoders(self.settings, self.generator)
 
 
 def _build_encoders(settings: Settings, generator: Generator) -> EncoderMethods | None:
@@ -56,7 +52,7 @@ def _build_encoders(settings: Settings, generator: Generator) -> EncoderMethods 
 
 
 def build_wraner(deps: MethodDeps) -> MethodHandler:
-    encoders = deps.encoders() if deps.settings.lar_postprocess else None
+    encoders = deps.encoders if deps.settings.lar_postprocess else None
     return WranerHandler(
         deps.settings,
         deps.generator,
@@ -77,7 +73,7 @@ def build_cllmfs(deps: MethodDeps) -> MethodHandler | None:
     if settings.generator != "llama_cpp" or adapter is None:
         return None
     generator = build_generator(settings.model_copy(update={"llm_adapter": str(adapter)}))
-    encoders = deps.encoders() if settings.lar_postprocess else None
+    encoders = deps.encoders if settings.lar_postprocess else None
     return WranerHandler(
         settings,
         generator,
@@ -90,14 +86,14 @@ def build_cllmfs(deps: MethodDeps) -> MethodHandler | None:
 
 
 def build_baner(deps: MethodDeps) -> MethodHandler | None:
-    encoders = deps.encoders()
+    encoders = deps.encoders
     if encoders is None:
         return None
     return EncoderHandler(encoders.baner, deps.settings.encoder_support_k)
 
 
 def build_lar(deps: MethodDeps) -> MethodHandler | None:
-    encoders = deps.encoders()
+    encoders = deps.encoders
     if encoders is None:
         return None
     return EncoderHandler(encoders.lar, deps.settings.encoder_support_k)

@@ -271,7 +271,7 @@ class NERPipeline:
         missing = [i for i in range(len(texts)) if i not in found]
         if missing:
             fresh = await to_thread.run_sync(
-                embed_queries, self.retriever, [texts[i] for i in missing]
+                self.retriever.embed_queries, [texts[i] for i in missing]
             )
             for index, query in zip(missing, fresh, strict=True):
                 found[index] = query
@@ -329,19 +329,6 @@ class NERPipeline:
                 "exclude_same_text": exclude_same_text,
             },
         )
-
-
-def embed_queries(retriever: Retriever, texts: Sequence[str]) -> list[QueryEmbedding]:
-    """``retriever.embed_query`` of each text, with one embedder call for all of them.
-
-    Built from the retriever's public parts so that its search path stays as it is."""
-    if len(texts) == 1:
-        return [retriever.embed_query(texts[0])]
-    if retriever.mode == "word":
-        words = retriever.embedder.embed_words(list(texts))
-        return [QueryEmbedding(t, w, None) for t, w in zip(texts, words, strict=True)]
-    vectors = retriever.embedder.embed_sentences(list(texts))
-    return [QueryEmbedding(t, None, v) for t, v in zip(texts, vectors, strict=True)]
 
 
 def entity_out(text: str, entity: Entity, offset: int) -> EntityOut:
