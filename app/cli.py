@@ -143,11 +143,22 @@ def eval_command(
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
     pool_split: Annotated[str, typer.Option(help="Split used as the retrieval pool.")] = "train",
     limit: Annotated[int | None, typer.Option(help="Score only the first N sentences.")] = None,
+    offset: Annotated[
+        int, typer.Option(min=0, help="Skip the first N sentences (before --limit).")
+    ] = 0,
     top_k: Annotated[int | None, typer.Option(help="Examples per prompt.")] = None,
     retrieval: Annotated[str | None, typer.Option(help="word or sentence.")] = None,
     word_embedding: Annotated[str | None, typer.Option(help="context or alone.")] = None,
     adapter: Annotated[str | None, typer.Option(help="none, wraner or a LoRA GGUF.")] = None,
-    method: Annotated[str, typer.Option(help="wraner, baner or lar.")] = "wraner",
+    method: Annotated[
+        str, typer.Option(help="A method this deployment serves (GET /v1/methods lists them).")
+    ] = "wraner",
+    bare_types: Annotated[
+        bool, typer.Option(help="Describe each entity type by its bare name (stress variant).")
+    ] = False,
+    lowercase: Annotated[
+        bool, typer.Option(help="Lowercase the scored sentences, same gold (stress variant).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
     output: Annotated[Path | None, typer.Option(help="Also write the JSON result here.")] = None,
     predictions: Annotated[
@@ -160,7 +171,7 @@ def eval_command(
     from app.core.readers import BioFormatError
     from app.errors import InvalidRequest
     from app.logging import configure_logging
-    from tools.evaluation import evaluate
+    from tools.evaluation import LowercaseShiftsOffsets, evaluate
 
     overrides: dict[str, Any] = {}
     for key, value in (
@@ -185,9 +196,18 @@ def eval_command(
                 top_k=top_k,
                 method=method,
                 progress=sys.stderr.isatty() or not as_json,
+                offset=offset,
+                bare_types=bare_types,
+                lowercase=lowercase,
             )
         )
-    except (FileNotFoundError, BioFormatError, ValidationError, InvalidRequest) as error:
+    except (
+        FileNotFoundError,
+        BioFormatError,
+        ValidationError,
+        InvalidRequest,
+        LowercaseShiftsOffsets,
+    ) as error:
         fail(describe_cli_error(error))
     payload = result.to_dict()
     if output:

@@ -131,11 +131,11 @@ class Retriever:
         wanted = ranked[: k + extra]
         examples = self.store.get_examples(tenant, domain, [i for i, _ in wanted])
         score_of = dict(wanted)
-        query_key = " ".join(query.text.split())
+        query_key = _same_text_key(query.text)
         out = [
             Retrieved(e, score_of[e.id or ""])
             for e in examples
-            if not (exclude_same_text and " ".join(e.text.split()) == query_key)
+            if not (exclude_same_text and _same_text_key(e.text) == query_key)
         ]
         return out[:k]
 
@@ -186,3 +186,9 @@ class Retriever:
             h.example_id: h.score
             for h in self.store.search_sentences(tenant, domain, query.sentence, k)
         }
+
+
+def _same_text_key(text: str) -> str:
+    """What makes two sentences "the same" for ``exclude_same_text``: spacing and case aside
+    (a lowercased test sentence must not find its own cased copy in the pool)."""
+    return " ".join(text.split()).lower()

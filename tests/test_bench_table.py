@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from tools.bench_table import common_f1_table, errors_table, methods_table, types_table
+import pytest
+
+from tools.bench_table import common_f1_table, errors_table, methods_table, table, types_table
 
 
-def _run(tmp: Path, domain: str, method: str, f1: float, latencies: list[float]) -> Path:
-    path = tmp / f"{method}-{domain}.json"
+def _run(
+    tmp: Path, domain: str, method: str, f1: float, latencies: list[float], **variant: Any
+) -> Path:
+    path = tmp / f"{method}-{domain}-{'-'.join(map(str, variant.values()))}.json"
     path.write_text(
         json.dumps(
             {
                 "domain": domain,
                 "sentences": len(latencies),
                 "micro": {"precision": f1, "recall": f1, "f1": f1},
-                "settings": {"method": method},
+                "median_latency_ms": 1.0,
+                "p95_latency_ms": 1.0,
+                "escalated": 0,
+                "settings": {"method": method, **variant},
                 "latencies_ms": latencies,
             }
         )
@@ -38,7 +46,22 @@ def test_speed_ratio_uses_the_sentences_both_methods_scored(tmp_path: Path) -> N
     assert music.split(" | ")[1:] == ["40.0 (3)", "50.0 (4)", "2000", "20", "100x |"]
     assert ai.split(" | ")[1:] == ["20.0 (1)", "30.0 (1)", "500", "50", "10x |"]
     assert lines.index(music) < lines.index(ai)  # the CrossNER domain order
-    assert "**30.0** | **40.0**" in lines[-1]
+    assert "**30.0** | **40.0**" in lines[-3]
+    # Files from before the variants were recorded: the curated descriptions, original text.
+    assert lines[-1] == "input: curated type descriptions, original text"
+
+
+def test_tables_name_the_stress_variant_and_refuse_to_mix_two(tmp_path: Path) -> None:
+    bare = {"type_descriptions": "bare", "text": "lowercased", "offset": 0}
+    runs = [
+        _run(tmp_path, "music", "wraner", 0.4, [10.0], **bare),
+        _run(tmp_path, "music", "baner", 0.5, [1.0], **bare),
+    ]
+    assert methods_table(runs).splitlines()[-1] == "input: bare type descriptions, lowercased text"
+    assert "input: bare type descriptions, lowercased text" in table(runs[:1]).splitlines()
+    curated = _run(tmp_path, "music", "wraner", 0.6, [10.0], type_descriptions="curated")
+    with pytest.raises(ValueError, match="two wraner runs of music"):
+        methods_table([*runs, curated])
 
 
 def test_errors_table_sums_the_reasons_over_domains(tmp_path: Path) -> None:
@@ -102,12 +125,25 @@ def test_common_f1_scores_every_method_on_the_same_first_sentences(tmp_path: Pat
         ("wraner", right[:2]),  # scored 2 sentences, both right
         ("baner", [right[0], [], right[2]]),  # 3 sentences: the 2nd missed, the 3rd outside
     ):
-        stem = runs / f"methods-{method}-music"
-        stem.with_suffix(".json").write_text(
-            json.dumps({"domain": "music", "split": "test", "settings": {"method": method}})
-        )
-        stem.with_suffix(".jsonl").write_text("\n".join(json.dumps(p) for p in predictions))
+        _write_predictions(runs / f"methods-{method}-music", method, predictions)
     lines = common_f1_table(sorted(runs.glob("*.json")), tmp_path / "data").splitlines()
     assert lines[0] == "| domain | n | wraner | baner |"
     # baner on the first 2: 1 of 2 gold found, 1 prediction right -> P 1, R 0.5, F1 66.7
     assert lines[2] == "| music | 2 | 100.0 | 66.7 |"
+
+    # Runs from sentence 1 (--offset 1) are scored against gold sentences 1 and 2.
+    later = tmp_path / "later"
+    later.mkdir()
+    for method in ("wraner", "baner"):
+        _write_predictions(later / f"methods-{method}-music", method, right[1:], offset=1)
+    lines = common_f1_table(sorted(later.glob("*.json")), tmp_path / "data").splitlines()
+    assert lines[2] == "| music | 2 | 100.0 | 100.0 |"
+    assert lines[-1] == "input: curated type descriptions, original text, from sentence 1"
+
+
+def _write_predictions(stem: Path, method: str, predictions: list[Any], offset: int = 0) -> None:
+    settings = {"method": method, "offset": offset}
+    stem.with_suffix(".json").write_text(
+        json.dumps({"domain": "music", "split": "test", "settings": settings})
+    )
+    stem.with_suffix(".jsonl").write_text("\n".join(json.dumps(p) for p in predictions))

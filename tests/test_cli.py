@@ -12,12 +12,21 @@ import pytest
 
 from app.components import build_components
 from app.core.readers import read_split
+from app.core.types import Example, Span
 from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.errors import BackendTimeout
+from app.errors import BackendTimeout, InvalidRequest
 from app.generation.base import Generation, GenerationRequest
+from app.methods import registry
+from app.methods.handler import MethodHandler
+from app.methods.wraner import WranerHandler
 from app.settings import REPO_ROOT, load_settings
 from tests.fixtures.gateway import require_data
-from tools.evaluation import MAX_CONSECUTIVE_FAILURES, evaluate
+from tools.evaluation import (
+    MAX_CONSECUTIVE_FAILURES,
+    LowercaseShiftsOffsets,
+    evaluate,
+    lowercased,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -130,12 +139,47 @@ class _FlakyGenerator:
         return None
 
 
+class _GoldGenerator:
+    """Answers a query with the gold mentions of the sentence whose text it is (``none`` for a
+    text it does not know), and keeps every prompt it was given."""
+
+    name = "gold"
+    model = "gold"
+
+    def __init__(self, gold: list[Example]) -> None:
+        self.gold = {" ".join(e.text.split()): e for e in gold}
+        self.prompts: list[str] = []
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        self.prompts.append(request.prompt)
+        example = self.gold.get(_blocks(request.prompt)[-1])
+        lines = [f"{surface} | {etype}" for surface, etype in example.mentions()] if example else []
+        return Generation(text="\n".join(lines) or "none")
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+def _blocks(prompt: str) -> list[str]:
+    """The sentences of a prompt, in order: the retrieved examples', then the query."""
+    return [part.split("\n", 1)[0] for part in prompt.split("### Sentence\n")[1:]]
+
+
+def _prompt_types(prompt: str) -> list[str]:
+    listing = prompt.split("Use only these entity types:\n", 1)[1].split("\nAnswer with", 1)[0]
+    return listing.splitlines()
+
+
 async def _eval_with(
-    generator: _FlakyGenerator,
+    generator: _FlakyGenerator | _GoldGenerator,
     base_settings: dict[str, Any],
     embedder: SentenceTransformerEmbedder,
     tmp_path: Path,
     limit: int,
+    **options: Any,
 ) -> Any:
     settings = load_settings(
         **base_settings, data_dir=tmp_path, cache_entries=0, encoder_methods=False
@@ -144,7 +188,7 @@ async def _eval_with(
     try:
         return await evaluate(
             settings, require_data(), "music", "test", limit=limit, top_k=2,
-            components=components, progress=False,
+            components=components, progress=False, **options,
         )  # fmt: skip
     finally:
         await components.close()
@@ -170,3 +214,112 @@ async def test_eval_stops_when_the_backend_stays_down(
     with pytest.raises(BackendTimeout):
         await _eval_with(generator, base_settings, embedder, tmp_path, 20)
     assert generator.calls == MAX_CONSECUTIVE_FAILURES
+
+
+async def test_eval_stress_variants_change_the_request_not_the_gold_or_pool(
+    base_settings: dict[str, Any], embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    data = require_data()
+    # Test sentence 230 is also in the train pool: its cased copy must not be retrieved for it.
+    gold = read_split(data, "music", "test")[229:231]
+    pool = {" ".join(e.text.split()) for e in read_split(data, "music", "train")}
+    assert " ".join(gold[1].text.split()) in pool
+    # Answers with the gold mentions, lowercased: every one is found exactly where the gold
+    # offsets say only if the sentence scored is the lowercased text at those same offsets.
+    generator = _GoldGenerator(lowercased(gold))
+    result = await _eval_with(
+        generator, base_settings, embedder, tmp_path, 2, offset=229, bare_types=True, lowercase=True
+    )
+    queries = [_blocks(p)[-1] for p in generator.prompts]
+    assert queries == [" ".join(e.text.lower().split()) for e in gold]
+    assert all(q != " ".join(e.text.split()) for q, e in zip(queries, gold, strict=True))
+    for prompt in generator.prompts:
+        types = _prompt_types(prompt)
+        assert "- musicalartist: musicalartist" in types
+        assert all(
+            line == f"- {line[2:].split(':')[0]}: {line[2:].split(':')[0]}" for line in types
+        )
+        examples = _blocks(prompt)[:-1]
+        assert examples and all(e in pool for e in examples), "the pool must stay as it is"
+        assert all(e.lower() != _blocks(prompt)[-1] for e in examples), "the query's own copy"
+    report = result.report
+    assert report.gold == sum(len(e.entities) for e in gold) > 0
+    assert (report.tp, report.fp, report.fn) == (report.gold, 0, 0)
+    for example, found in zip(gold, result.predictions, strict=True):
+        assert {(e["start"], e["end"], e["type"]) for e in found} == {
+            (s.start, s.end, s.type) for s in example.entities
+        }
+        assert all(e["text"] == example.text.lower()[e["start"] : e["end"]] for e in found)
+    variant = {k: result.to_dict()["settings"][k] for k in ("offset", "type_descriptions", "text")}
+    assert variant == {"offset": 229, "type_descriptions": "bare", "text": "lowercased"}
+
+
+def test_lowercasing_that_shifts_offsets_is_refused_naming_the_sentence() -> None:
+    kept = Example(text="Paris", entities=[Span(start=0, end=5, type="location")])
+    shifted = Example(text="İzmir", entities=[Span(start=0, end=5, type="location")])
+    assert lowercased([kept])[0].text == "paris"
+    assert lowercased([kept])[0].entities == kept.entities
+    with pytest.raises(LowercaseShiftsOffsets, match="sentence 8: lowercasing 'İ'"):
+        lowercased([kept, shifted], first=7)
+
+
+async def test_eval_takes_any_method_the_registry_serves(
+    base_settings: dict[str, Any],
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def build_auto(deps: registry.MethodDeps) -> MethodHandler:
+        return WranerHandler(deps.settings, deps.generator, deps.metrics, name="auto")
+
+    # A method added to the registry only: neither the CLI nor the evaluation names it.
+    monkeypatch.setitem(registry.BUILDERS, "auto", build_auto)
+    gold = read_split(require_data(), "music", "test")[:1]
+    generator = _GoldGenerator(gold)
+    result = await _eval_with(generator, base_settings, embedder, tmp_path, 1, method="auto")
+    assert result.report.tp == result.report.gold > 0
+    # Without the stress variants: the curated descriptions and the text as it is.
+    (prompt,) = generator.prompts
+    assert _blocks(prompt)[-1] == " ".join(gold[0].text.split())
+    assert "- musicalartist: name of a singer, musician or composer" in _prompt_types(prompt)
+    settings = result.to_dict()["settings"]
+    assert [settings[k] for k in ("method", "offset", "type_descriptions", "text")] == [
+        "auto",
+        0,
+        "curated",
+        "original",
+    ]
+
+    generator = _GoldGenerator(gold)
+    # An unknown method fails before the pool is indexed, naming the served ones.
+    with pytest.raises(InvalidRequest, match=r"'nope' is not served.*'auto'"):
+        await _eval_with(generator, base_settings, embedder, tmp_path / "2", 1, method="nope")
+    assert generator.prompts == []
+
+
+def test_eval_command_passes_the_variants_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import tools.evaluation
+    from app.cli import cli
+
+    seen: dict[str, Any] = {}
+
+    async def fake_evaluate(*args: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        raise InvalidRequest("stop here")
+
+    monkeypatch.setattr(tools.evaluation, "evaluate", fake_evaluate)
+    args = ["eval", "--limit", "2", "--offset", "3", "--method", "auto"]
+    done = CliRunner().invoke(cli, [*args, "--bare-types", "--lowercase"])
+    assert done.exit_code == 2
+    assert {k: seen[k] for k in ("limit", "offset", "method", "bare_types", "lowercase")} == {
+        "limit": 2,
+        "offset": 3,
+        "method": "auto",
+        "bare_types": True,
+        "lowercase": True,
+    }
+    done = CliRunner().invoke(cli, args)
+    assert (seen["bare_types"], seen["lowercase"]) == (False, False)
+    assert CliRunner().invoke(cli, ["eval", "--offset", "-1"]).exit_code == 2

@@ -23,12 +23,33 @@ def _domain_rank(domain: str) -> int:
     return DOMAIN_ORDER.index(domain) if domain in DOMAIN_ORDER else len(DOMAIN_ORDER)
 
 
+def variant(settings: dict) -> str:
+    """How a run gave the service its input (issue 14's stress variants); runs from before
+    these were recorded used the curated descriptions and the original text."""
+    types = settings.get("type_descriptions", "curated")
+    text = settings.get("text", "original")
+    first = settings.get("offset", 0)
+    return f"{types} type descriptions, {text} text" + (f", from sentence {first}" if first else "")
+
+
+def _variants_line(rows: list[dict]) -> str:
+    return "input: " + "; ".join(sorted({variant(r.get("settings", {})) for r in rows}))
+
+
 def _runs_by_domain(paths: list[Path]) -> dict[str, dict[str, tuple[Path, dict]]]:
     """domain -> method -> (file, its JSON), domains in the CrossNER order."""
     runs: dict[str, dict[str, tuple[Path, dict]]] = {}
     for path in paths:
         row = json.loads(path.read_text())
-        runs.setdefault(row["domain"], {})[row["settings"]["method"]] = (path, row)
+        by_method = runs.setdefault(row["domain"], {})
+        method = row["settings"]["method"]
+        if method in by_method:
+            # e.g. the curated and the bare-types run: one column cannot hold both.
+            raise ValueError(
+                f"two {method} runs of {row['domain']}: {by_method[method][0]} and {path}; "
+                "tabulate each variant separately"
+            )
+        by_method[method] = (path, row)
     return {d: runs[d] for d in sorted(runs, key=_domain_rank)}
 
 
@@ -54,6 +75,7 @@ def table(paths: list[Path]) -> str:
         average = sum(r["micro"]["f1"] for r in rows) / len(rows) * 100
         lines.append(f"| **average** | | | | **{average:.1f}** | | | |")
         lines.append("")
+        lines.append(_variants_line(rows))
         lines.append(f"settings: `{rows[0]['settings']}`")
     return "\n".join(lines)
 
@@ -96,7 +118,8 @@ def methods_table(paths: list[Path]) -> str:
     lines.append(
         "| **average** | " + " | ".join(averages) + " |" + " |" * (len(header) - 1 - len(methods))
     )
-    return "\n".join(lines)
+    rows = [row for files in runs.values() for _, row in files.values()]
+    return "\n".join([*lines, "", _variants_line(rows)])
 
 
 def common_f1_table(paths: list[Path], data_dir: Path) -> str:
@@ -116,7 +139,11 @@ def common_f1_table(paths: list[Path], data_dir: Path) -> str:
         }
         common = min(len(p) for p in predictions.values())
         split = next(iter(files.values()))[1]["split"]
-        gold = [e.entities for e in read_split(data_dir, domain, split)[:common]]
+        offsets = {row["settings"].get("offset", 0) for _, row in files.values()}
+        if len(offsets) > 1:
+            raise ValueError(f"{domain}: the runs start at different sentences {sorted(offsets)}")
+        first = offsets.pop()
+        gold = [e.entities for e in read_split(data_dir, domain, split)[first : first + common]]
         cells = [domain, str(common)]
         for m in methods:
             if m not in predictions:
@@ -129,7 +156,8 @@ def common_f1_table(paths: list[Path], data_dir: Path) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     averages = [f"**{statistics.mean(f1s[m]):.1f}**" if f1s[m] else "-" for m in methods]
     lines.append("| **average** | | " + " | ".join(averages) + " |")
-    return "\n".join(lines)
+    rows = [row for files in runs.values() for _, row in files.values()]
+    return "\n".join([*lines, "", _variants_line(rows)])
 
 
 def errors_table(paths: list[Path]) -> str:

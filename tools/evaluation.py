@@ -3,6 +3,11 @@
 The pool is the domain's train split, indexed in a fresh store; every test sentence goes
 through :meth:`app.ner.pipeline.NERPipeline.extract` (retrieval, prompt, LLM, parser), with pool
 sentences identical to the query excluded (CrossNER repeats some sentences across splits).
+
+Two stress variants (issue 14) change what the service is given, never the gold answers or the
+pool: ``bare_types`` registers each entity type with its name as its description (as a hurried
+user writes them) instead of the curated ones, and ``lowercase`` sends each scored sentence
+lowercased (text as people type it into a search box), scored against the same gold offsets.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from app.components import Components, build_components
 from app.core.crossner_types import entity_types_for
 from app.core.readers import entity_types_of, read_split
 from app.core.scoring import ScoreReport, score
-from app.core.types import Example
+from app.core.types import EntityType, Example
 from app.domains.protocol import DomainIn, EntityTypeIn
 from app.errors import BackendUnavailable
 from app.ner.protocol import NERRequest
@@ -34,6 +39,10 @@ TENANT = "eval"
 MAX_CONSECUTIVE_FAILURES = 5
 
 log = logging.getLogger(__name__)
+
+
+class LowercaseShiftsOffsets(ValueError):
+    """Lowercasing a sentence changed its length, so its gold offsets would not fit it."""
 
 
 @dataclass
@@ -100,11 +109,21 @@ async def evaluate(
     method: str = "wraner",
     components: Components | None = None,
     progress: bool = True,
+    offset: int = 0,
+    bare_types: bool = False,
+    lowercase: bool = False,
 ) -> EvalResult:
+    """Score ``split`` (from sentence ``offset``, at most ``limit`` sentences) with the pool
+    ``pool_split``; ``bare_types`` and ``lowercase`` are the stress variants (module doc)."""
+    if offset < 0:
+        raise ValueError(f"offset must be at least 0; got {offset}")
     pool = read_split(data_dir, domain, pool_split)
-    test = read_split(data_dir, domain, split)
+    test = read_split(data_dir, domain, split)[offset:]
     if limit is not None:
         test = test[:limit]
+    if lowercase:
+        test = lowercased(test, first=offset)
+    variant = Variant(offset=offset, bare_types=bare_types, lowercase=lowercase)
     with tempfile.TemporaryDirectory(prefix="nerve-eval-") as scratch:
         if components is None:
             run_settings = settings.model_copy(
@@ -115,7 +134,9 @@ async def evaluate(
         else:
             own = False
         try:
-            return await _run(components, domain, split, pool, test, top_k, method, progress)
+            return await _run(
+                components, domain, split, pool, test, top_k, method, progress, variant
+            )
         finally:
             if own:
                 await components.close()
@@ -130,9 +151,14 @@ async def _run(
     top_k: int | None,
     method: str,
     progress: bool,
+    variant: Variant,
 ) -> EvalResult:
+    # An unknown method fails here, naming the served ones, before the pool is indexed.
+    handler = components.methods.resolve(method)
     names = entity_types_of([*pool, *test])
     types = entity_types_for(names)
+    if variant.bare_types:
+        types = [EntityType(name=t.name, description=t.name) for t in types]
     if await components.domains.store_has(TENANT, domain):
         await components.domains.delete(TENANT, domain)
     await components.domains.create(
@@ -197,7 +223,6 @@ async def _run(
             bar.advance(task)
     report = score([e.entities for e in test], [_spans(p) for p in predictions])
     settings = components.settings
-    handler = components.methods.resolve(method)
     # The examples the pipeline retrieved: at least the handler's own minimum.
     k = max(settings.default_top_k if top_k is None else top_k, handler.min_examples)
     return EvalResult(
@@ -222,11 +247,46 @@ async def _run(
             "top_k": k,
             "adapter": settings.llm_adapter,
             "constrained_decoding": settings.constrained_decoding,
+            **variant.settings(),
         },
         predictions=predictions,
         failures=failures,
         parser=_parser_counts(components),
     )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which sentences were scored and how the service was given them."""
+
+    offset: int = 0
+    bare_types: bool = False
+    lowercase: bool = False
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "offset": self.offset,
+            "type_descriptions": "bare" if self.bare_types else "curated",
+            "text": "lowercased" if self.lowercase else "original",
+        }
+
+
+def lowercased(examples: list[Example], first: int = 0) -> list[Example]:
+    """``examples`` with their text lowercased and the same gold spans; raises
+    :class:`LowercaseShiftsOffsets` (naming the sentence, ``first`` + its index) where
+    lowercasing changes a text's length (e.g. "İ" becomes two characters)."""
+    out = []
+    for index, example in enumerate(examples):
+        text = example.text.lower()
+        if len(text) != len(example.text):
+            changed = next(c for c in example.text if len(c.lower()) != 1)
+            raise LowercaseShiftsOffsets(
+                f"sentence {first + index}: lowercasing {changed!r} changes the text's length "
+                f"({len(example.text)} -> {len(text)} characters), so its gold offsets would "
+                "not fit; score it without --lowercase"
+            )
+        out.append(example.model_copy(update={"text": text}))
+    return out
 
 
 def _parser_counts(components: Components) -> dict[str, dict[str, float]]:
