@@ -23,9 +23,11 @@ from app.core.cascade import (
     merge,
     type_family,
 )
+from app.core.readers import read_split, to_bio
 from app.core.types import Domain, Entity, EntityType, Example, Span
 from app.ner.escalation import REASON_METHODS_DISAGREE, escalation_reasons
 from app.ner.protocol import EntityOut
+from app.settings import REPO_ROOT
 from tools import cascade_eval
 from trainers import cascade_calibration
 from trainers.cascade_calibration import Sentence, check_sets, fit, fit_logistic
@@ -246,10 +248,7 @@ def test_the_calibration_command_writes_an_artefact_the_handler_loads(tmp_path: 
     data = tmp_path / "data" / "toy"
     data.mkdir(parents=True)
     sentence = toy_sentences(1)[0]
-    bio = "\n".join(
-        f"{tok}\t{tag}"
-        for tok, tag in __import__("app.core.readers", fromlist=["to_bio"]).to_bio(sentence.example)
-    )
+    bio = "\n".join(f"{tok}\t{tag}" for tok, tag in to_bio(sentence.example))
     (data / "heldout.txt").write_text((bio + "\n\n") * 30)
     (data / "train.txt").write_text(bio + "\n\n")
     runs = {}
@@ -307,3 +306,33 @@ def test_the_offline_sweep_spans_the_encoder_alone_to_the_llm_alone() -> None:
         {"bin": "0.8-0.9", "entities": 120, "mean_score": 0.832, "precision": 0.667}
     ]
     assert "| auto | replace | 1.01 | 100% |" in cascade_eval.markdown(result)
+
+
+# --- the held-out dev sentences of a fold --------------------------------------------------------
+def test_a_folds_heldout_dev_shares_no_sentence_with_its_training(tmp_path: Path) -> None:
+    from tests.fixtures.gateway import require_data
+    from tools.cascade_heldout import CONFIGS, SPLIT, heldout_of, write_root
+    from trainers.wraner.config import load_config
+    from trainers.wraner.prompts import sources_of, split_source
+
+    data = require_data()
+    config = load_config(REPO_ROOT / CONFIGS["a"], {"data_dir": data})
+    held = heldout_of(config)
+    assert set(held) == {"politics", "science"}  # fold A's extra sources, never its scored ones
+    for source in sources_of(config)[1:]:
+        dev = read_split(data, source.domain, source.split)
+        pool, queries = split_source(
+            dev, source.pool_size, source.num_prompts, config.min_words, config.seed
+        )
+        kept, held_pool, _ = held[source.domain]
+        seen = {" ".join(e.text.split()).lower() for e in [*pool, *queries]}
+        assert kept and not any(" ".join(e.text.split()).lower() in seen for e in kept)
+        assert [e.id for e in held_pool] == [e.id for e in pool]
+        assert len(kept) + len(pool) + len(queries) <= len(dev)
+    manifest = write_root(config, tmp_path, conll_sentences=5, conll_pool=50, with_pool=False)
+    again = read_split(tmp_path, "politics", SPLIT)
+    assert [(e.text, e.entities) for e in again] == [
+        (e.text, e.entities) for e in held["politics"][0]
+    ]
+    assert manifest["domains"]["conll2003"]["heldout"] == 5
+    assert (tmp_path / "politics" / "train.txt").is_file()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,13 @@ def keys(items: list[Any]) -> list[tuple[int, int, str]]:
     ]
 
 
+def routed_counts(client: TestClient) -> tuple[float, float]:
+    """Segments auto sent to the LLM too, and answered by the encoder alone (/metrics)."""
+    text = client.get("/metrics").text
+    found = dict(re.findall(r'^nerve_cascade_segments_total\{routed="(\w+)"\} (\S+)$', text, re.M))
+    return float(found["true"]), float(found["false"])
+
+
 def test_auto_routed_merges_the_encoders_and_the_llms_answers(
     make_client: MakeClient, tmp_path: Path
 ) -> None:
@@ -104,6 +112,7 @@ def test_auto_routed_merges_the_encoders_and_the_llms_answers(
         )
         assert "product" in expected.disagreements
         assert REASON_METHODS_DISAGREE in auto["escalation_reasons"] and auto["escalate"]
+        assert routed_counts(client) == (1.0, 0.0)
 
 
 def test_auto_unrouted_is_the_encoders_answer_with_calibrated_scores_and_can_be_the_default(
@@ -129,6 +138,7 @@ def test_auto_unrouted_is_the_encoders_answer_with_calibrated_scores_and_can_be_
         ]
         assert [e["score"] for e in auto["entities"]] == pytest.approx(want, abs=2e-3)
         assert REASON_METHODS_DISAGREE not in auto["escalation_reasons"]
+        assert routed_counts(client) == (0.0, 1.0)
 
 
 def test_auto_is_not_served_without_its_calibration(

@@ -34,10 +34,10 @@ from typing import Any
 from app.core.cascade import RULES, Calibrator, CascadePolicy, Merged, Rule
 from app.core.scoring import score
 from app.core.types import Entity
-from trainers.cascade_calibration import Sentence, load_sentences
+from trainers.cascade_calibration import Sentence, load_sentences, read_predictions
 
 DEFAULT_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
-ESCALATION_THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+ESCALATION_THRESHOLDS = (0.0, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 BINS = 10
 
 
@@ -213,6 +213,20 @@ def run(
     }
 
 
+def compare(
+    sentences: Sequence[Sentence], policy: CascadePolicy, real: Sequence[Sequence[Entity]]
+) -> dict[str, int]:
+    """How many of a real auto run's answers (the first ones) have the offline answer's spans
+    and types."""
+    offline = answer_all(sentences[: len(real)], policy)
+    identical = sum(
+        {(e.start, e.end, e.type) for e in a.merged.entities}
+        == {(e.start, e.end, e.type) for e in r}
+        for a, r in zip(offline, real, strict=False)
+    )
+    return {"sentences": min(len(real), len(sentences)), "identical": identical}
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "| answer | rule | route threshold | routed | avg F1 | avg F1 w/o misc | "
@@ -288,6 +302,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--thresholds", default=",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS))
     parser.add_argument("--rule", choices=RULES, default="union")
     parser.add_argument("--threshold", type=float, default=0.6)
+    parser.add_argument("--limit", type=int, help="Only the first N sentences of each domain.")
+    parser.add_argument(
+        "--compare",
+        help="File stem (in --runs) of a real `nerve eval --method auto` run, with {domain}: "
+        "how many sentences it answered exactly as the offline --rule/--threshold did.",
+    )
     parser.add_argument("--output", type=Path, help="Also write the JSON result here.")
     args = parser.parse_args(argv)
     sentences: dict[str, list[Sentence]] = {}
@@ -304,13 +324,31 @@ def main(argv: Sequence[str] | None = None) -> None:
             stem["baner"].with_suffix(".jsonl"),
             stem["wraner"].with_suffix(".jsonl"),
         )
+        if args.limit is not None:
+            sentences[domain] = sentences[domain][: args.limit]
         calibrators[domain] = Calibrator.load(Path(path))
     thresholds = [float(t) for t in args.thresholds.split(",")]
     result = run(sentences, calibrators, thresholds, args.rule, args.threshold)
+    if args.compare:
+        result["compare"] = {
+            domain: compare(
+                ss,
+                CascadePolicy(args.rule, args.threshold, calibrators[domain]),
+                read_predictions(
+                    (args.runs / args.compare.format(domain=domain)).with_suffix(".jsonl")
+                ),
+            )
+            for domain, ss in sentences.items()
+        }
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")
     sys.stdout.write(markdown(result) + "\n")
+    for domain, same in result.get("compare", {}).items():
+        sys.stdout.write(
+            f"{domain}: the real auto run answered {same['identical']}/{same['sentences']} "
+            "sentences exactly as the offline simulation\n"
+        )
 
 
 if __name__ == "__main__":

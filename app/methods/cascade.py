@@ -15,6 +15,7 @@ from pathlib import Path
 
 from app.core.cascade import CascadePolicy
 from app.methods.handler import MethodHandler, SegmentAnswer, SegmentTask, answer_segments
+from app.metrics import Metrics
 
 SUMMARY = (
     "cascade: BANER first; the segments it is unsure of also go to the LLM, answers merged "
@@ -36,6 +37,7 @@ class CascadeHandler:
         encoder: MethodHandler,
         llm: MethodHandler,
         policy: CascadePolicy,
+        metrics: Metrics,
         *,
         llm_examples: int,
         concurrency: int,
@@ -44,6 +46,7 @@ class CascadeHandler:
         self.encoder = encoder
         self.llm = llm
         self.policy = policy
+        self.metrics = metrics
         self.llm_examples = llm_examples
         self.concurrency = concurrency
         self.min_examples = max(encoder.min_examples, llm.min_examples)
@@ -74,6 +77,8 @@ class CascadeHandler:
             self.concurrency,
         )
         llm_of = dict(zip(routed, second, strict=True))
+        self.metrics.cascade_segments.labels(routed="true").inc(len(routed))
+        self.metrics.cascade_segments.labels(routed="false").inc(len(tasks) - len(routed))
         out: list[SegmentAnswer] = []
         for i, (task, enc) in enumerate(zip(tasks, first, strict=True)):
             llm = llm_of.get(i)

@@ -120,6 +120,7 @@ def build_auto(deps: MethodDeps) -> MethodHandler | None:
         EncoderHandler(encoders.baner, settings.encoder_support_k),
         build_wraner(deps),
         policy,
+        deps.metrics,
         llm_examples=settings.default_top_k,
         concurrency=settings.segment_concurrency,
         calibration=calibration_tag(path),
