@@ -336,3 +336,14 @@ def test_a_folds_heldout_dev_shares_no_sentence_with_its_training(tmp_path: Path
     ]
     assert manifest["domains"]["conll2003"]["heldout"] == 5
     assert (tmp_path / "politics" / "train.txt").is_file()
+
+
+def test_the_shipped_calibration_is_fold_as_and_never_saw_its_scored_domains() -> None:
+    from app.methods.registry import DEFAULT_CASCADE_CALIBRATION
+
+    calibrator = Calibrator.load(DEFAULT_CASCADE_CALIBRATION)  # monotone, or it would not load
+    assert calibrator.meta["fold"] == "a"
+    fitted_on = " ".join(calibrator.meta["fitted_on"])
+    assert not any(d in fitted_on for d in ("music", "literature", "ai/", "test"))
+    assert set(calibrator.trust) <= {"person", "organisation", "location", "work", "misc", "other"}
+    assert all(0.0 < t < 1.0 for t in calibrator.keep_thresholds.values())
