@@ -192,6 +192,10 @@ def test_the_fit_is_monotone_in_the_scores_and_bounded() -> None:
     # Data where a higher score means *less* often right: the weight stops at 0, never below.
     inverted = fit_logistic(ENCODER_FEATURES, rows, (1 - labels).tolist())
     assert dict(zip(inverted.features, inverted.weights, strict=True))["encoder_score"] == 0.0
+    # ... and the rest is the best fit under that constraint (the base rate), not an
+    # unconstrained fit with its slope cut off afterwards.
+    flat = inverted({"bias": 1.0, "encoder_score": 0.5})
+    assert flat == pytest.approx(float((1 - labels).mean()), abs=0.01)
     extreme = [model({"bias": 1.0, "encoder_score": s}) for s in (-1e6, 1e6)]
     assert extreme[0] >= 0.0 and extreme[1] <= 1.0
 

@@ -268,18 +268,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="nerve train cascade",
         description="Fit method=auto's calibration on dev predictions of baner and wraner.",
     )
-    parser.add_argument("--fold", choices=sorted(FOLD_SCORED), required=True)
-    parser.add_argument("--data", type=Path, required=True, help="Dataset root of the sets.")
+    parser.add_argument("--fold", choices=sorted(FOLD_SCORED))
+    parser.add_argument("--data", type=Path, help="Dataset root of the sets.")
     parser.add_argument(
         "--set",
         dest="sets",
         type=parse_set,
         action="append",
-        required=True,
         help="DOMAIN:SPLIT:ENCODER_JSONL:LLM_JSONL (repeatable).",
     )
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named before a missing option: the caller's typo is the first thing to fix
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    flags = {"fold": "--fold", "data": "--data", "sets": "--set", "out": "--out"}
+    missing = [flag for name, flag in flags.items() if not getattr(args, name)]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
     check_sets(args.fold, args.sets)
     sentences: list[Sentence] = []
     for domain, split, enc, gen in args.sets:
