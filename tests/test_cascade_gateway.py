@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.cascade import Calibrator, TypeInfo, candidates, merge
+from app.core.cascade import Calibrator, Merged, TypeInfo, candidates, merge
 from app.core.types import Entity, EntityType
 from app.ner.escalation import REASON_METHODS_DISAGREE
 from tests.fixtures.encoders import SUPPORT_TYPES, check_entities
@@ -81,6 +81,22 @@ def routed_counts(client: TestClient) -> tuple[float, float]:
     return float(found["true"]), float(found["false"])
 
 
+def routed_answer(client: TestClient, calibration: Path) -> tuple[dict[str, Any], Merged]:
+    """auto's answer with every segment routed (rule union), checked against the offline merge
+    of baner's and wraner's answers; both returned."""
+    baner, wraner, auto = (ask(client, m) for m in ("baner", "wraner", "auto"))
+    assert auto["method"] == "auto" and baner["model"] in auto["model"]
+    check_entities(auto, TEXT, SUPPORT_TYPES)
+    assert baner["entities"], "the encoder found nothing: nothing would be routed"
+    expected = merge(
+        "union", Calibrator.load(calibration), TEXT, entities(baner), entities(wraner), TYPES
+    )
+    assert keys(auto["entities"]) == keys(expected.entities)
+    assert "product" in expected.disagreements
+    assert REASON_METHODS_DISAGREE in auto["escalation_reasons"] and auto["escalate"]
+    return auto, expected
+
+
 def test_auto_routed_merges_the_encoders_and_the_llms_answers(
     make_client: MakeClient, tmp_path: Path
 ) -> None:
@@ -92,26 +108,12 @@ def test_auto_routed_merges_the_encoders_and_the_llms_answers(
         cascade_rule="union",
     ) as client:
         setup(client)
-        baner, wraner, auto = (ask(client, m) for m in ("baner", "wraner", "auto"))
-        assert auto["method"] == "auto" and baner["model"] in auto["model"]
-        check_entities(auto, TEXT, SUPPORT_TYPES)
-        assert baner["entities"], "the encoder found nothing: nothing would be routed"
-        expected = merge(
-            "union",
-            Calibrator.load(calibration),
-            TEXT,
-            entities(baner),
-            entities(wraner),
-            TYPES,
-        )
-        assert keys(auto["entities"]) == keys(expected.entities)
+        auto, expected = routed_answer(client, calibration)
         # Same tokens; llama.cpp's log-probabilities move in the third decimal when a prompt's
         # prefix comes from its cache (the second time this prompt is run).
         assert [e["score"] for e in auto["entities"]] == pytest.approx(
             [e.score for e in expected.entities], abs=1e-2
         )
-        assert "product" in expected.disagreements
-        assert REASON_METHODS_DISAGREE in auto["escalation_reasons"] and auto["escalate"]
         assert routed_counts(client) == (1.0, 0.0)
 
 

@@ -11,13 +11,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.cascade import Calibrator, merge
-from app.ner.escalation import REASON_METHODS_DISAGREE
 from app.settings import Settings
 from app.triton_server import DEFAULT_REPOSITORY, TritonServer
-from tests.fixtures.encoders import SUPPORT_TYPES, check_entities
 from tests.fixtures.triton import LLM_MODELS, START_TIMEOUT_S, _bundle_or_skip, _server
-from tests.test_cascade_gateway import TEXT, TYPES, ask, entities, keys, setup, write_calibration
+from tests.test_cascade_gateway import routed_answer, setup, write_calibration
 
 pytestmark = pytest.mark.integration
 
@@ -63,17 +60,4 @@ def test_auto_with_encoder_and_llm_on_triton(
     ) as client:
         setup(client)
         assert client.get("/readyz").json()["methods"]["auto"] is True
-        baner, wraner, auto = (ask(client, m) for m in ("baner", "wraner", "auto"))
-        assert auto["method"] == "auto" and baner["entities"]
-        check_entities(auto, TEXT, SUPPORT_TYPES)
-        expected = merge(
-            "union",
-            Calibrator.load(calibration),
-            TEXT,
-            entities(baner),
-            entities(wraner),
-            TYPES,
-        )
-        assert keys(auto["entities"]) == keys(expected.entities)
-        assert "product" in expected.disagreements
-        assert REASON_METHODS_DISAGREE in auto["escalation_reasons"]
+        routed_answer(client, calibration)
