@@ -69,6 +69,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.cascade_segments = Counter(
+            "nerve_cascade_segments",
+            "Segments method=auto answered, by whether the LLM was asked too (routed).",
+            ["routed"],
+            registry=r,
+        )
+        for routed in ("true", "false"):
+            self.cascade_segments.labels(routed=routed)
         self.cache_requests = Counter(
             "nerve_cache_requests",
             "Cache look-ups by result (hit, miss, error).",

@@ -162,6 +162,25 @@ class Settings(BaseSettings):
     triton_lar_model: str = Field("lar", description="Triton model serving LAR.")
     encoder_timeout_s: float = Field(10.0, gt=0, description="Timeout of one encoder call, s.")
 
+    # --- method=auto (the cascade: the encoder first, the LLM where it is unsure) -------------
+    cascade_rule: Literal["replace", "union", "trust", "best"] = Field(
+        "union",
+        description="How auto combines BANER's and the LLM's answers on a routed segment "
+        "(app/core/cascade.py; measured in docs/benchmarks.md).",
+    )
+    cascade_route_threshold: float = Field(
+        0.6,
+        ge=0,
+        le=1.01,
+        description="auto asks the LLM when an encoder entity's calibrated probability is below "
+        "this (0: never, above 1: always).",
+    )
+    cascade_calibration: Path | None = Field(
+        None,
+        description="auto's calibration JSON (nerve train cascade); unset = "
+        "model_repository/cascade/calibration-fold-a.json (the shipped adapter's fold).",
+    )
+
     # --- escalation --------------------------------------------------------------------------
     default_score_threshold: float = Field(
         0.5, ge=0, le=1, description="Entities scoring under this escalate (domain default)."

@@ -23,6 +23,7 @@ OWN_OPTION = {
     "cllmfs": "--contrastive-temperature",
     "baner": "--contrastive-weight",
     "lar": "--out",
+    "cascade": "--fold",
 }
 
 
@@ -78,12 +79,15 @@ def test_train_help_lists_every_registered_trainer(recording: list[list[str]]) -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["nope"], "error: unknown trainer 'nope'; choose from baner, cllmfs, lar, wraner"),
+        (
+            ["nope"],
+            "error: unknown trainer 'nope'; choose from baner, cascade, cllmfs, lar, wraner",
+        ),
         (
             ["--steps", "3"],
-            "error: unknown trainer '--steps'; choose from baner, cllmfs, lar, wraner",
+            "error: unknown trainer '--steps'; choose from baner, cascade, cllmfs, lar, wraner",
         ),
-        ([], "error: no trainer given; choose from baner, cllmfs, lar, wraner"),
+        ([], "error: no trainer given; choose from baner, cascade, cllmfs, lar, wraner"),
     ],
 )
 def test_a_bad_trainer_name_is_a_one_line_error(args: list[str], message: str) -> None:

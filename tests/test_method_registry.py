@@ -57,12 +57,12 @@ def test_readiness_checks_every_served_method(make_client: MakeClient, tmp_path:
         assert ready.status_code == 503, ready.text
         body = ready.json()
         assert body["checks"]["llm"] is True
-        assert body["methods"] == {"wraner": True, "baner": False, "lar": False}
+        assert body["methods"] == {"wraner": True, "baner": False, "lar": False, "auto": False}
 
 
 def test_the_schema_and_methods_route_list_what_the_registry_serves(api: TestClient) -> None:
     served = api.app.state.components.methods.names  # type: ignore[attr-defined]
-    assert served == ["wraner", "baner", "lar"]
+    assert served == ["wraner", "baner", "lar", "auto"]
     schema = api.get("/openapi.json").json()
     field = schema["components"]["schemas"]["NERRequest"]["properties"]["method"]
     assert field["anyOf"][0]["enum"] == served and field["default"] == "wraner"

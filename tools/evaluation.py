@@ -296,10 +296,13 @@ def _parser_counts(components: Components) -> dict[str, dict[str, float]]:
         "repairs": m.output_repairs,
         "drops": m.dropped_spans,
         "escalations": m.escalations,
+        # method=auto: segments sent to the LLM too ("true") or answered by the encoder alone.
+        "cascade_routed": m.cascade_segments,
     }
+    labels = {"escalations": "reason", "cascade_routed": "routed"}
     out: dict[str, dict[str, float]] = {name: {} for name in counters}
     for name, counter in counters.items():
-        label = "reason" if name == "escalations" else "kind"
+        label = labels.get(name, "kind")
         for metric in counter.collect():
             for sample in metric.samples:
                 if sample.name.endswith("_total") and sample.value:

@@ -32,4 +32,7 @@ TRAINERS: dict[str, Trainer] = {
     ),
     "baner": Trainer("trainers.baner", "BANER: span encoder with a boundary-aware loss"),
     "lar": Trainer("trainers.lar", "LAR: calibrate type reassignment on BANER's encoder"),
+    "cascade": Trainer(
+        "trainers.cascade_calibration", "auto: fit the cascade's calibration on dev predictions"
+    ),
 }

@@ -36,6 +36,10 @@ class SegmentAnswer:
     reasons: list[str] = field(default_factory=list)
     # Seconds per stage: "generate" (the model) and "parse" (what follows it).
     timings: dict[str, float] = field(default_factory=dict)
+    # A method combining two (auto): the entity types its sources disagreed on (escalated when
+    # a domain requires one), and whether the second source was asked.
+    disagreements: list[str] = field(default_factory=list)
+    routed: bool = False
 
 
 class MethodHandler(Protocol):

@@ -12,18 +12,22 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
 
+from app.core.cascade import Calibrator, CascadePolicy
 from app.errors import InvalidRequest
 from app.generation.base import Generator
 from app.generation.factory import build_generator
 from app.generation.models import resolve_adapter
+from app.methods.cascade import CascadeHandler, calibration_tag
 from app.methods.encoder import EncoderHandler
 from app.methods.factory import EncoderMethods, EncoderMethodsConfig, build_encoder_methods
 from app.methods.handler import MethodHandler
 from app.methods.wraner import WranerHandler
 from app.metrics import Metrics
-from app.settings import Settings
+from app.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CASCADE_CALIBRATION = REPO_ROOT / "model_repository" / "cascade" / "calibration-fold-a.json"
 
 
 class MethodDeps:
@@ -99,6 +103,30 @@ def build_lar(deps: MethodDeps) -> MethodHandler | None:
     return EncoderHandler(encoders.lar, deps.settings.encoder_support_k)
 
 
+def build_auto(deps: MethodDeps) -> MethodHandler | None:
+    """The cascade of baner and wraner: served only when both are, with its calibration."""
+    settings = deps.settings
+    encoders = deps.encoders
+    path = settings.cascade_calibration or DEFAULT_CASCADE_CALIBRATION
+    if encoders is None:
+        return None
+    if not path.is_file():
+        log.warning("no cascade calibration at %s: method=auto disabled", path)
+        return None
+    policy = CascadePolicy(
+        settings.cascade_rule, settings.cascade_route_threshold, Calibrator.load(path)
+    )
+    return CascadeHandler(
+        EncoderHandler(encoders.baner, settings.encoder_support_k),
+        build_wraner(deps),
+        policy,
+        deps.metrics,
+        llm_examples=settings.default_top_k,
+        concurrency=settings.segment_concurrency,
+        calibration=calibration_tag(path),
+    )
+
+
 HandlerBuilder = Callable[[MethodDeps], MethodHandler | None]
 
 # One line per method: its request name and how to build its handler (None: not served here,
@@ -108,6 +136,7 @@ BUILDERS: dict[str, HandlerBuilder] = {
     "cllmfs": build_cllmfs,
     "baner": build_baner,
     "lar": build_lar,
+    "auto": build_auto,
 }
 
 

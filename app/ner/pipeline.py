@@ -173,6 +173,7 @@ class NERPipeline:
             entities,
             (r for s in segments for r in s.answer.reasons),
             degraded,
+            (t for s in segments for t in s.answer.disagreements),
         )
         timings = Timings(
             **{
