@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The shared CrossNER copy sits beside the checkout (a clean clone in CI too).
 CROSSNER_DIR = REPO_ROOT.parent / "shared" / "data" / "crossner"
+# What runs a transformer encoder in process: torch, or its ONNX export (fp32 or int8).
+EncoderRuntime = Literal["torch", "onnx", "onnx-int8"]
 
 
 class Settings(BaseSettings):
@@ -80,6 +82,17 @@ class Settings(BaseSettings):
         "word", description="Rank pool examples by word-level or sentence-level similarity."
     )
     word_hits: int = Field(16, ge=1, description="Nearest pool words fetched per query word.")
+    embedder_runtime: EncoderRuntime = Field(
+        "torch",
+        description="What runs the embedder's transformer: torch, ONNX Runtime (fp32, exported "
+        "into onnx_dir on first use) or ONNX Runtime int8 (its own vector signature).",
+    )
+    onnx_dir: Path | None = Field(
+        None, description="Cache of exported ONNX encoders; unset = <data_dir>/models/onnx."
+    )
+    onnx_threads: int = Field(
+        0, ge=0, description="ONNX Runtime threads per forward pass; 0 = one per core."
+    )
 
     # --- generation --------------------------------------------------------------------------
     generator: Literal["llama_cpp", "openai", "triton"] = Field(
@@ -145,6 +158,11 @@ class Settings(BaseSettings):
     encoder_model: Path | None = Field(
         None, description="Base encoder dir for BANER; unset = the one the artefact names."
     )
+    encoder_runtime: EncoderRuntime = Field(
+        "torch",
+        description="What runs BANER/LAR's encoder in process: torch, ONNX Runtime (fp32, "
+        "exported with the LoRA merged into onnx_dir on first use) or ONNX Runtime int8.",
+    )
     lar_options_file: Path | None = Field(
         None, description="LAR's calibrated options (lar.json); unset = model_repository/lar/1."
     )
@@ -208,6 +226,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def onnx_cache_dir(self) -> Path:
+        return self.onnx_dir or self.models_dir / "onnx"
 
 
 def load_settings(**overrides: object) -> Settings:
