@@ -87,7 +87,7 @@ def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
             settings.embedder_model,
             word_mode=settings.word_embedding,
             runtime=settings.embedder_runtime,
-            cache_dir=settings.onnx_cache_dir,
+            cache_dir=settings.onnx_dir,
             threads=settings.onnx_threads,
         )
     return SentenceTransformerEmbedder(settings.embedder_model, word_mode=settings.word_embedding)

@@ -77,7 +77,7 @@ def test_the_cache_is_keyed_by_the_weights(tmp_path: Path) -> None:
     other = ensure_onnx(_tiny_bert(1), tmp_path, "tiny", "fp32")  # other weights, other file
     assert other != first
     int8 = ensure_onnx(_tiny_bert(0), tmp_path, "tiny", "int8")
-    assert int8.name.endswith("-int8.onnx") and int8.stem.rsplit("-", 1)[0] in first.stem
+    assert int8.name == first.name.replace("fp32", onnx_encoder.INT8_RECIPE)
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
@@ -120,8 +120,9 @@ def test_a_missing_onnxruntime_is_a_clear_start_up_error(
 
 # --- the real models --------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("onnx")
+def onnx_dir() -> Path:
+    """The tests' shared export cache (tests/conftest.py): a fresh checkout exports here."""
+    return load_settings().onnx_dir
 
 
 @pytest.fixture(scope="session")
@@ -136,17 +137,21 @@ def music() -> tuple[list[Example], list[Example]]:
 
 
 def test_settings_choose_the_embedder_runtime(onnx_dir: Path, tmp_path: Path) -> None:
-    torch_one = build_embedder(load_settings(data_dir=tmp_path))
+    torch_one = build_embedder(load_settings(data_dir=tmp_path, embedder_runtime="torch"))
     assert type(torch_one) is SentenceTransformerEmbedder
-    onnx_one = build_embedder(
-        load_settings(data_dir=tmp_path, onnx_dir=onnx_dir, embedder_runtime="onnx")
-    )
+    onnx_one = build_embedder(load_settings(data_dir=tmp_path, onnx_dir=onnx_dir))  # the default
     assert isinstance(onnx_one, OnnxEmbedder)
     assert isinstance(onnx_one.model[0].auto_model, OnnxEncoder)
     # fp32 gives the same vectors: a pool indexed by one is searched by the other.
     assert (onnx_one.name, onnx_one.signature) == (torch_one.name, torch_one.signature)
-    # Unset, the exports go under the data dir.
-    assert load_settings(data_dir=tmp_path).onnx_cache_dir == tmp_path / "models" / "onnx"
+
+
+def test_the_exports_default_to_the_user_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NERVE_ONNX_DIR", raising=False)  # tests/conftest.py sets it
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_settings().onnx_dir == tmp_path / ".cache" / "nerve" / "onnx"
 
 
 def test_onnx_embedder_vectors_match_torch(
@@ -198,7 +203,8 @@ def test_int8_embedder_is_its_own_signature_and_stays_close(
     assert int8.signature != embedder.signature and int8.name.endswith("-int8")
     path = int8.model[0].auto_model.path
     assert (
-        path.stat().st_size < 0.4 * path.with_name(path.name.replace("int8", "fp32")).stat().st_size
+        path.stat().st_size
+        < 0.4 * path.with_name(path.name.replace(onnx_encoder.INT8_RECIPE, "fp32")).stat().st_size
     )
     texts = [e.text for e in music[1]]
     cosines = (int8.embed_sentences(texts) * embedder.embed_sentences(texts)).sum(axis=1)
@@ -230,6 +236,22 @@ def test_baner_through_onnx_finds_the_same_entities(
     assert _answers(fresh, queries, support) == expected
 
 
+def test_baner_in_int8_finds_nearly_the_same_entities(
+    onnx_dir: Path, music: tuple[list[Example], list[Example]]
+) -> None:
+    pool, queries = music
+    support = pool[:20]
+    spans = []
+    for runtime in ("torch", "onnx-int8"):
+        extractor = BanerExtractor.load(DEFAULT_ARTEFACT)
+        if runtime != "torch":
+            run_encoder_in_onnx(extractor, runtime, onnx_dir)
+        found = _answers(extractor, queries, support)
+        spans.append({(i, a[:3]) for i, answer in enumerate(found) for a in answer})
+    # Over the full music test set int8 costs 0.1 F1 (docs/benchmarks.md); here a few spans.
+    assert len(spans[0] & spans[1]) >= 0.8 * len(spans[0] | spans[1])
+
+
 def test_settings_choose_the_encoder_runtime(onnx_dir: Path) -> None:
     settings = load_settings(encoder_runtime="onnx", onnx_dir=onnx_dir)
     methods = build_encoder_methods(EncoderMethodsConfig.from_settings(settings))
@@ -239,5 +261,7 @@ def test_settings_choose_the_encoder_runtime(onnx_dir: Path) -> None:
     # Answers of another runtime are another model's (the answer cache key holds it).
     assert baner.model.endswith("@onnx")
     assert methods.lar.model.endswith("@onnx")  # type: ignore[attr-defined]
-    default = EncoderMethodsConfig.from_settings(load_settings())
-    assert default.runtime == "torch"
+    # The service's default: BANER's encoder in int8 (F1 within 0.1 of torch, docs/benchmarks.md).
+    assert EncoderMethodsConfig.from_settings(load_settings()).runtime == "onnx-int8"
+    torch_config = EncoderMethodsConfig.from_settings(load_settings(encoder_runtime="torch"))
+    assert build_encoder_methods(torch_config).baner.model == "baner:packaged:all-MiniLM-L6-v2"

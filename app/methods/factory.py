@@ -51,7 +51,7 @@ class EncoderMethodsConfig:
             encoder=str(settings.encoder_model) if settings.encoder_model else None,
             lar_inference=settings.lar_inference,
             runtime=settings.encoder_runtime,
-            onnx_dir=settings.onnx_cache_dir,
+            onnx_dir=settings.onnx_dir,
             onnx_threads=settings.onnx_threads,
             triton_url=settings.triton_url,
             triton_baner_model=settings.triton_baner_model,
