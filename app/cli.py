@@ -90,9 +90,7 @@ def prepare() -> None:
     inprocess = settings.encoder_methods and settings.encoder_backend == "inprocess"
     if inprocess and settings.encoder_runtime != "torch":
         build_encoder_methods(EncoderMethodsConfig.from_settings(settings))
-        console.print(
-            f"BANER encoder ({settings.encoder_runtime}) ready in {settings.onnx_dir}"
-        )
+        console.print(f"BANER encoder ({settings.encoder_runtime}) ready in {settings.onnx_dir}")
 
 
 @cli.command()
