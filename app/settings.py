@@ -86,7 +86,8 @@ class Settings(BaseSettings):
         "onnx",
         description="What runs the embedder's transformer: torch, ONNX Runtime fp32 (exported "
         "into onnx_dir on first use; the torch vectors to ~1e-6, same signature) or ONNX "
-        "Runtime int8 (other vectors: pools indexed by another runtime must be re-indexed).",
+        "Runtime int8 (other vectors, which depend on the batch: pools indexed by another "
+        "runtime must be re-indexed).",
     )
     onnx_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "nerve" / "onnx",
@@ -162,10 +163,11 @@ class Settings(BaseSettings):
         None, description="Base encoder dir for BANER; unset = the one the artefact names."
     )
     encoder_runtime: EncoderRuntime = Field(
-        "onnx-int8",
+        "onnx",
         description="What runs BANER/LAR's encoder in process: torch, ONNX Runtime fp32 "
         "(exported with the LoRA merged into onnx_dir on first use) or ONNX Runtime int8 "
-        "(-0.1 F1 on CrossNER music, 40% less CPU than fp32: docs/benchmarks.md).",
+        "(faster, F1 -0.1, but an answer then depends on the texts batched with it: "
+        "docs/benchmarks.md).",
     )
     lar_options_file: Path | None = Field(
         None, description="LAR's calibrated options (lar.json); unset = model_repository/lar/1."
