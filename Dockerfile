@@ -50,6 +50,7 @@ ENV PYTHONUNBUFFERED=1 \
     NERVE_BANER_ARTEFACT_DIR=/opt/nerve/model_repository/baner/1 \
     NERVE_LAR_OPTIONS_FILE=/opt/nerve/model_repository/lar/1/lar.json \
     NERVE_DATA_DIR=/data \
+    NERVE_ONNX_DIR=/data/models/onnx \
     NERVE_HOST=0.0.0.0 \
     NERVE_PORT=8000
 USER nerve

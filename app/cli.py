@@ -75,12 +75,22 @@ def serve(
 
 @cli.command()
 def prepare() -> None:
-    """Assemble the embedded default's GGUF model into NERVE_DATA_DIR/models (idempotent)."""
+    """Assemble the embedded default's GGUF model into NERVE_DATA_DIR/models, and export the
+    ONNX encoders that NERVE_EMBEDDER_RUNTIME / NERVE_ENCODER_RUNTIME ask for (idempotent)."""
+    from app.components import build_embedder
     from app.generation.models import ensure_base_gguf
+    from app.methods.factory import EncoderMethodsConfig, build_encoder_methods
 
     settings = load_settings()
     path = ensure_base_gguf(settings.models_dir)
     console.print(f"model ready: {path}")
+    if settings.embedder_runtime != "torch":
+        build_embedder(settings)
+        console.print(f"embedder ({settings.embedder_runtime}) ready in {settings.onnx_dir}")
+    inprocess = settings.encoder_methods and settings.encoder_backend == "inprocess"
+    if inprocess and settings.encoder_runtime != "torch":
+        build_encoder_methods(EncoderMethodsConfig.from_settings(settings))
+        console.print(f"BANER encoder ({settings.encoder_runtime}) ready in {settings.onnx_dir}")
 
 
 @cli.command()

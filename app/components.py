@@ -80,6 +80,16 @@ def build_store(settings: Settings, embedder: Embedder) -> MilvusStore:
 
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    if settings.embedder_runtime != "torch":
+        from app.embedding.onnx import OnnxEmbedder
+
+        return OnnxEmbedder(
+            settings.embedder_model,
+            word_mode=settings.word_embedding,
+            runtime=settings.embedder_runtime,
+            cache_dir=settings.onnx_dir,
+            threads=settings.onnx_threads,
+        )
     return SentenceTransformerEmbedder(settings.embedder_model, word_mode=settings.word_embedding)
 
 

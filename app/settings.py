@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The shared CrossNER copy sits beside the checkout (a clean clone in CI too).
 CROSSNER_DIR = REPO_ROOT.parent / "shared" / "data" / "crossner"
+# What runs a transformer encoder in process: torch, or its ONNX export (fp32 or int8).
+EncoderRuntime = Literal["torch", "onnx", "onnx-int8"]
 
 
 class Settings(BaseSettings):
@@ -80,6 +82,21 @@ class Settings(BaseSettings):
         "word", description="Rank pool examples by word-level or sentence-level similarity."
     )
     word_hits: int = Field(16, ge=1, description="Nearest pool words fetched per query word.")
+    embedder_runtime: EncoderRuntime = Field(
+        "onnx",
+        description="What runs the embedder's transformer: torch, ONNX Runtime fp32 (exported "
+        "into onnx_dir on first use; the torch vectors to ~1e-6, same signature) or ONNX "
+        "Runtime int8 (other vectors, which depend on the batch: pools indexed by another "
+        "runtime must be re-indexed).",
+    )
+    onnx_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "nerve" / "onnx",
+        description="Exported ONNX encoders, named by a digest of their weights (so data dirs, "
+        "runs and processes can share it); default ~/.cache/nerve/onnx.",
+    )
+    onnx_threads: int = Field(
+        0, ge=0, description="ONNX Runtime threads per forward pass; 0 = one per core."
+    )
 
     # --- generation --------------------------------------------------------------------------
     generator: Literal["llama_cpp", "openai", "triton"] = Field(
@@ -144,6 +161,13 @@ class Settings(BaseSettings):
     )
     encoder_model: Path | None = Field(
         None, description="Base encoder dir for BANER; unset = the one the artefact names."
+    )
+    encoder_runtime: EncoderRuntime = Field(
+        "onnx",
+        description="What runs BANER/LAR's encoder in process: torch, ONNX Runtime fp32 "
+        "(exported with the LoRA merged into onnx_dir on first use) or ONNX Runtime int8 "
+        "(faster, F1 -0.1, but an answer then depends on the texts batched with it: "
+        "docs/benchmarks.md).",
     )
     lar_options_file: Path | None = Field(
         None, description="LAR's calibrated options (lar.json); unset = model_repository/lar/1."

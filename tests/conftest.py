@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # Never reach for a model hub from tests; the machines have none.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# ONNX exports are named by their weights: every test app (each on a fresh data dir) and every
+# `nerve serve` a test starts share one git-ignored cache, so each model is exported once.
+os.environ.setdefault(
+    "NERVE_ONNX_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "onnx")
+)
 
 pytest_plugins = [
     "pytester",

@@ -12,7 +12,7 @@ from typing import Literal
 
 from app.generation.base import Generator
 from app.methods.base import EncoderMethod, LabelReassignment
-from app.settings import REPO_ROOT, Settings
+from app.settings import REPO_ROOT, EncoderRuntime, Settings
 
 DEFAULT_ARTEFACT = REPO_ROOT / "model_repository" / "baner" / "1"
 DEFAULT_LAR_OPTIONS = REPO_ROOT / "model_repository" / "lar" / "1" / "lar.json"
@@ -28,6 +28,10 @@ class EncoderMethodsConfig:
     # Where the base encoder is read from (None: where the artefact's config says).
     encoder: str | None = None
     lar_inference: Literal["direct", "enhanced"] = "direct"
+    # In process: what runs the encoder (torch, or ONNX Runtime exported into onnx_dir).
+    runtime: EncoderRuntime = "torch"
+    onnx_dir: Path | None = None
+    onnx_threads: int = 0
     triton_url: str = "127.0.0.1:8001"
     triton_baner_model: str = "baner"
     triton_lar_model: str = "lar"
@@ -46,6 +50,9 @@ class EncoderMethodsConfig:
             lar_options=named or DEFAULT_LAR_OPTIONS,
             encoder=str(settings.encoder_model) if settings.encoder_model else None,
             lar_inference=settings.lar_inference,
+            runtime=settings.encoder_runtime,
+            onnx_dir=settings.onnx_dir,
+            onnx_threads=settings.onnx_threads,
             triton_url=settings.triton_url,
             triton_baner_model=settings.triton_baner_model,
             triton_lar_model=settings.triton_lar_model,
@@ -96,6 +103,12 @@ def build_encoder_methods(
     from app.methods.lar.reassign import LabelReassigner, LarOptions
 
     extractor = BanerExtractor.load(config.artefact_dir, config.encoder)
+    if config.runtime != "torch":
+        from app.methods.baner.onnx import run_encoder_in_onnx
+
+        if config.onnx_dir is None:
+            raise ValueError(f"encoder runtime {config.runtime!r} needs onnx_dir")
+        run_encoder_in_onnx(extractor, config.runtime, config.onnx_dir, config.onnx_threads)
     options = (
         load_options(LarOptions, config.lar_options)
         if config.lar_options.is_file()

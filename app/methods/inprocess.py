@@ -36,7 +36,7 @@ class InProcessBaner:
 
     def __init__(self, extractor: BanerExtractor) -> None:
         self.extractor = extractor
-        self.model = f"baner:{extractor.net.config.encoder}"
+        self.model = f"baner:{extractor.model_id}"
 
     async def extract(
         self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]
@@ -63,7 +63,7 @@ class InProcessLar(ReconcileByRetyping):
             raise ValueError("LAR enhanced inference needs a generator (the LLM)")
         self.reassigner = reassigner
         self.generator = generator
-        self.model = f"lar:{reassigner.extractor.net.config.encoder}"
+        self.model = f"lar:{reassigner.extractor.model_id}"
 
     async def extract(
         self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]

@@ -108,6 +108,8 @@ class BanerExtractor:
         self.tokenizer = tokenizer
         self.net = net.eval()
         self.options = options or BanerOptions()
+        # What runs the encoder: "torch", or "onnx"/"onnx-int8" (app/methods/baner/onnx.py).
+        self.runtime = "torch"
         self._lock = threading.Lock()
         self._support_cache = _Lru(self.options.cache_entries)
         self._type_cache = _Lru(self.options.cache_entries)
@@ -122,6 +124,12 @@ class BanerExtractor:
         if options is None and saved.is_file():
             options = load_options(BanerOptions, saved)
         return cls(tokenizer, net, options)
+
+    @property
+    def model_id(self) -> str:
+        """The encoder and, when not torch, what runs it (part of the answer cache key)."""
+        suffix = "" if self.runtime == "torch" else f"@{self.runtime}"
+        return f"{self.net.config.encoder}{suffix}"
 
     @property
     def source_types(self) -> list[EntityType]:
