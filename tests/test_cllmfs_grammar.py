@@ -40,6 +40,7 @@ def test_grammar_without_text_admits_free_surfaces() -> None:
 
 # --- with the real model ---------------------------------------------------------------------
 
+
 @pytest.mark.integration
 @pytest.mark.parametrize("case", range(len(ADVERSARIAL)))
 def test_constrained_answers_always_parse_with_requested_types(
@@ -62,7 +63,9 @@ def test_unconstrained_baseline_does_use_unrequested_types(llama_engine: LlamaCp
     """The first adversarial prompt really is one: without the grammar, the base model copies
     the example's types."""
     types, shots, query = ADVERSARIAL[0]
-    answer = llama_engine.complete(adversarial_prompt(types, shots, query), max_tokens=40, stop=STOP_SEQUENCES)
+    answer = llama_engine.complete(
+        adversarial_prompt(types, shots, query), max_tokens=40, stop=STOP_SEQUENCES
+    )
     parsed = parse_answer(answer.text, query, types)
     assert format_failures(parsed), answer.text
 

@@ -15,6 +15,7 @@ from app.generation.base import Generation, TokenLogprob
 from app.generation.llm_tensors import error_message
 from triton_models.trtllm_io import (
     TokenizerIO,
+    check_guide,
     pack_word_ids,
     postprocess,
     preprocess,
@@ -406,3 +407,18 @@ def test_a_deadline_the_model_met_first_is_a_timeout_at_the_gateway() -> None:
     assert not invalid and message.startswith(t.TIMEOUT_MARKER)
     error = TritonGenerator("127.0.0.1:1", "ensemble")._error(wrapped_as(message), 0.3)
     assert isinstance(error, BackendTimeout) and "no answer in 0.3 s" in error.message
+
+
+def test_preprocessing_refuses_a_guide_the_engine_would_fail_on() -> None:
+    check_guide(None, None, "")  # no guide: nothing to check, guided decoding on or off
+    check_guide("ebnf_grammar", 'root ::= "x"', "xgrammar")
+    check_guide("json", None, "xgrammar")  # the one type without a guide
+    refused = [
+        (("ebnf_grammar", 'root ::= "x"', ""), "serves no guided decoding"),
+        (("gbnf", 'root ::= "x"', "xgrammar"), "must be one of json, json_schema, regex"),
+        (("regex", None, "xgrammar"), "'regex' needs a guided_decoding_guide"),
+        ((None, 'root ::= "x"', "xgrammar"), "needs a guided_decoding_guide_type"),
+    ]
+    for args, message in refused:
+        with pytest.raises(InvalidRequest, match=message):
+            check_guide(*args)

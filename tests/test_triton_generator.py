@@ -15,9 +15,10 @@ from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.generation.base import GenerationRequest
 from app.generation.factory import build_generator
 from app.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator
+from app.generation.models import resolve_adapter
 from app.generation.triton import TritonGenerator
 from app.settings import load_settings
-from app.triton_server import TritonServer
+from app.triton_server import LLM_CPU_CLLMFS, TritonServer
 from tests.fixtures.grammar import (
     ADVERSARIAL,
     adversarial_prompt,
@@ -97,6 +98,30 @@ async def test_a_grammar_llama_cpp_cannot_parse_is_an_invalid_request(
         assert (await triton.generate(GenerationRequest(COUNTING, max_tokens=2))).tokens
     finally:
         await triton.close()
+
+
+async def test_llm_cpu_cllmfs_serves_the_cllmfs_adapter(
+    triton_server: TritonServer, llama_engine: LlamaCppEngine
+) -> None:
+    """The generated llm_cpu_cllmfs answers what llama.cpp with the shipped CLLMFS LoRA answers
+    in process, and not what the base model (llm_cpu here) answers."""
+    request = GenerationRequest(FEW_SHOT, max_tokens=40, stop=STOP)
+    cllmfs = LlamaCppEngine(
+        llama_engine.model_path, lora_path=resolve_adapter("cllmfs"), n_ctx=2048, n_threads=2
+    )
+    triton = TritonGenerator(triton_server.grpc_url, LLM_CPU_CLLMFS, timeout_s=600)
+    base = TritonGenerator(triton_server.grpc_url, "llm_cpu", timeout_s=600)
+    try:
+        assert await triton.ready()
+        remote = await triton.generate(request)
+        from_base = await base.generate(request)
+        expected = await LlamaCppGenerator(cllmfs).generate(request)
+    finally:
+        await triton.close()
+        await base.close()
+        cllmfs.close()
+    assert remote.text == expected.text
+    assert remote.text != from_base.text, "the adapter changed nothing: is it loaded?"
 
 
 async def test_length_limit_is_reported(triton_server: TritonServer) -> None:

@@ -129,15 +129,10 @@ def decode_request(tensors: Mapping[str, np.ndarray | None]) -> list[LLMCall]:
     flags = tensors.get(RETURN_LOG_PROBS)
     want = [True] * len(prompts) if flags is None else [bool(v) for v in flags.reshape(-1)]
     grammars = _grammars(tensors.get(GUIDE_TYPE), tensors.get(GUIDE), len(prompts))
-    return [
-        LLMCall(*row)
-        for row in zip(prompts, max_tokens, stops, want, grammars, strict=True)
-    ]
+    return [LLMCall(*row) for row in zip(prompts, max_tokens, stops, want, grammars, strict=True)]
 
 
-def _grammars(
-    types: np.ndarray | None, guides: np.ndarray | None, rows: int
-) -> list[str | None]:
+def _grammars(types: np.ndarray | None, guides: np.ndarray | None, rows: int) -> list[str | None]:
     """Each row's grammar: guide type ``ebnf_grammar`` with its guide, or neither."""
     kinds = [None] * rows if types is None else [s or None for s in _strings(types)]
     texts = [None] * rows if guides is None else [s or None for s in _strings(guides)]
@@ -226,6 +221,4 @@ def decode_response(
         if start < len(text)
     ]
     finish = "length" if n_generated >= max_tokens and not stopped else "stop"
-    return Generation(
-        text=text, tokens=tokens, finish_reason=finish, completion_tokens=n_generated
-    )
+    return Generation(text=text, tokens=tokens, finish_reason=finish, completion_tokens=n_generated)
