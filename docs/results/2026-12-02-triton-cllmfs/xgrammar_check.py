@@ -5,8 +5,8 @@ PYTHONPATH=$PWD:/tmp/xg python docs/results/2026-12-02-triton-cllmfs/xgrammar_ch
 Does XGrammar (TensorRT-LLM's guided-decoding backend) read nerve's answer grammar, and does
 it accept exactly what llama.cpp's GBNF accepts on a few strings?"""
 
-import sys
 import xgrammar as xgr
+
 from app.core.answer_grammar import answer_grammar
 
 cases = [
