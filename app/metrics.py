@@ -63,6 +63,15 @@ class Metrics:
             self.output_repairs.labels(kind=kind)
         for kind in DROP_KINDS:
             self.dropped_spans.labels(kind=kind)
+        self.llm_tokens = Histogram(
+            "nerve_llm_tokens",
+            "Tokens of one LLM generation: its prompt, or its answer (generated tokens, "
+            "including any cut off the answer). Prompt counts only from backends that report "
+            "them (llama.cpp in process, OpenAI-compatible servers; not Triton).",
+            ["method", "kind"],
+            buckets=(8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
+            registry=r,
+        )
         self.lar_changes = Counter(
             "nerve_lar_changes",
             "Entities of an LLM answer LAR re-typed or dropped, by reason.",

@@ -130,13 +130,15 @@ class Settings(BaseSettings):
         description="LoRA GGUF of method=cllmfs over the same base model: 'cllmfs' (the shipped "
         "CLLMFS adapter, model_repository/llm_cpu/1/adapters), a path, or 'none' (not served: "
         "the default, since it loads a second llama.cpp model and scores below wraner, see "
-        "docs/benchmarks.md). Served by llama.cpp in process.",
+        "docs/benchmarks.md). Served by llama.cpp in process, or by Triton "
+        "(NERVE_TRITON_CLLMFS_MODEL) when NERVE_GENERATOR=triton.",
     )
     constrained_decoding: bool = Field(
         False,
         description="Generate LLM answers under a grammar (app.core.answer_grammar) admitting only "
         "the answer format, the requested types and runs of the text's words (llama.cpp in "
-        "process; other backends ignore it).",
+        "process and in Triton's CPU model, TensorRT-LLM guided decoding on GPU, llama.cpp "
+        "servers behind NERVE_GENERATOR=openai).",
     )
     generation_timeout_s: float = Field(60.0, gt=0, description="Timeout of one generation, s.")
     openai_base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. /v1.")
@@ -144,6 +146,12 @@ class Settings(BaseSettings):
     openai_api_key: str | None = Field(None, description="Bearer key for that server.")
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address host:port.")
     triton_model: str = Field("ensemble", description="Triton model answering text_input.")
+    triton_cllmfs_model: str = Field(
+        "llm_cpu_cllmfs",
+        description="Triton model answering method=cllmfs when NERVE_GENERATOR=triton and "
+        "NERVE_CLLMFS_ADAPTER is set: `nerve triton` generates llm_cpu_cllmfs (llm_cpu with that "
+        "adapter); on GPU, the CLLMFS engine's ensemble (build_engines --model-suffix).",
+    )
     triton_retries: int = Field(2, ge=0, description="Retries on UNAVAILABLE per Triton call.")
 
     # --- methods -------------------------------------------------------------------------------

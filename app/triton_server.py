@@ -11,7 +11,10 @@ Every model reads its configuration from its config.pbtxt ``parameters``, never 
 environment. ``llm_cpu`` must load the GGUF and adapter the gateway's settings name, so a
 repository holding it is served from a generated copy (:func:`render_repository`): every
 model's files are links to the originals, and ``llm_cpu``'s config is the committed one with
-its parameters set to what the settings resolve to (:func:`llm_cpu_parameters`).
+its parameters set to what the settings resolve to (:func:`llm_cpu_parameters`). When
+``NERVE_CLLMFS_ADAPTER`` names an adapter, the copy also holds ``llm_cpu_cllmfs``: ``llm_cpu``
+again under that name, with the CLLMFS adapter (:func:`cllmfs_models`), which the gateway's
+``method=cllmfs`` calls (``NERVE_TRITON_CLLMFS_MODEL``).
 
 :func:`run_triton` serves in the foreground (``nerve triton``); :class:`TritonServer` is the
 same server as a context manager that waits for readiness and always cleans up (tests).
@@ -20,6 +23,7 @@ same server as a context manager that waits for readiness and always cleans up (
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -36,6 +40,7 @@ from pathlib import Path
 
 import httpx
 
+from app.generation.models import resolve_adapter
 from app.settings import REPO_ROOT, Settings
 from app.subprocesses import die_with_parent
 
@@ -44,6 +49,8 @@ log = logging.getLogger(__name__)
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
 CONFIG_NAME = "config.pbtxt"
 LLM_CPU = "llm_cpu"
+# llm_cpu with the CLLMFS adapter: a second model generated from llm_cpu's config.
+LLM_CPU_CLLMFS = "llm_cpu_cllmfs"
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"
 _STUB_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -124,8 +131,37 @@ def llm_cpu_parameters(settings: Settings) -> dict[str, str]:
     }
 
 
-def set_parameters(config: str, values: Mapping[str, str], *, source: str) -> str:
-    """``config`` (config.pbtxt text) with these ``parameters`` string values set.
+@dataclasses.dataclass(frozen=True)
+class DerivedModel:
+    """A model served from another's directory and config, under its own name."""
+
+    source: str
+    parameters: Mapping[str, str]
+
+
+def cllmfs_models(settings: Settings) -> dict[str, DerivedModel]:
+    """``llm_cpu_cllmfs`` (``llm_cpu`` with the CLLMFS adapter) when the settings name one.
+
+    A model of its own rather than a second adapter switched per request inside ``llm_cpu``:
+    it costs a second copy of the model in memory (each stub holds ~370 MB private: llama.cpp
+    repacks the Q4_K weights into its own buffers, so even the mmapped GGUF is not shared;
+    docs/benchmarks.md, "Constrained decoding and CLLMFS behind Triton"), but each keeps its own
+    KV cache, so wraner and cllmfs requests do not evict each other's cached few-shot prefix
+    (switching the adapter inside one context would re-evaluate the whole prompt at every
+    switch), and the engine shared with the in-process path stays one adapter per model.
+    """
+    if settings.cllmfs_adapter == "none":
+        return {}
+    adapter = resolve_adapter(settings.cllmfs_adapter)
+    parameters = {**llm_cpu_parameters(settings), "adapter": str(adapter)}
+    return {LLM_CPU_CLLMFS: DerivedModel(source=LLM_CPU, parameters=parameters)}
+
+
+def set_parameters(
+    config: str, values: Mapping[str, str], *, source: str, name: str | None = None
+) -> str:
+    """``config`` (config.pbtxt text) with these ``parameters`` string values set (and its
+    ``name``, if given).
 
     Strict: a key the config does not declare is an error (a renamed parameter must not be
     silently ignored). The result is re-serialised, so the original's comments are dropped.
@@ -139,29 +175,44 @@ def set_parameters(config: str, values: Mapping[str, str], *, source: str) -> st
         raise ValueError(f"{source}: no parameter {', '.join(unknown)} to set")
     for key, value in values.items():
         message.parameters[key].string_value = value
+    if name is not None:
+        message.name = name
     return text_format.MessageToString(message)
 
 
 def render_repository(
-    repository: Path, target: Path, parameters: Mapping[str, Mapping[str, str]]
+    repository: Path,
+    target: Path,
+    parameters: Mapping[str, Mapping[str, str]],
+    derived: Mapping[str, DerivedModel] | None = None,
 ) -> Path:
-    """A copy of ``repository`` in ``target`` whose configs have ``parameters`` (by model) set.
+    """A copy of ``repository`` in ``target`` whose configs have ``parameters`` (by model) set,
+    plus the ``derived`` models whose source it holds.
 
     Each model directory's files are links to the originals (artefacts are not copied, and a
     relative path such as lar's ``../baner/1`` still resolves); only config.pbtxt is written.
+    A derived model's files are its source's, its config the source's renamed, with its own
+    parameters.
     """
     if target.exists():
         shutil.rmtree(target)
-    for config in sorted(repository.glob(f"*/{CONFIG_NAME}")):
-        model_dir = config.parent
-        out = target / model_dir.name
+    configs = {config.parent.name: config for config in sorted(repository.glob(f"*/{CONFIG_NAME}"))}
+    models = {name: (name, parameters.get(name)) for name in configs}
+    for name, model in (derived or {}).items():
+        if model.source in configs:
+            models[name] = (model.source, model.parameters)
+    for name, (source, values) in models.items():
+        config = configs[source]
+        out = target / name
         out.mkdir(parents=True)
-        for entry in model_dir.iterdir():
+        for entry in config.parent.iterdir():
             if entry.name != CONFIG_NAME:
                 (out / entry.name).symlink_to(entry.resolve())
         text = config.read_text()
-        if model_dir.name in parameters:
-            text = set_parameters(text, parameters[model_dir.name], source=str(config))
+        if values is not None or name != source:
+            text = set_parameters(
+                text, values or {}, source=str(config), name=name if name != source else None
+            )
         (out / CONFIG_NAME).write_text(text)
     return target
 
@@ -218,15 +269,20 @@ class TritonServer:
         self.settings = settings
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.repositories = list(repositories)
-        self.models = list(models) if models is not None else discover_models(self.repositories)
         self.address = address
         self.log_path = log_path
         self._workdir = workdir
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._shm_before: set[str] = set()
-        # The parameters each model's config gets from the settings (see render_repository).
+        # The parameters each model's config gets from the settings, and the models generated
+        # from another's config (see render_repository).
         self.parameters = {LLM_CPU: llm_cpu_parameters(settings)}
+        self.derived = cllmfs_models(settings)
+        if models is None:
+            found = discover_models(self.repositories)
+            models = [*found, *(n for n, m in self.derived.items() if m.source in found)]
+        self.models = list(models)
 
     @property
     def grpc_url(self) -> str:
@@ -252,10 +308,11 @@ class TritonServer:
     def served_repositories(self) -> list[Path]:
         """The repositories as served: a generated copy of those holding a configured model."""
         served = []
+        sources = set(self.parameters) | {m.source for m in self.derived.values()}
         for index, repository in enumerate(self.repositories):
-            if set(discover_models([repository])) & set(self.parameters):
+            if set(discover_models([repository])) & sources:
                 target = self._working_dir() / "repositories" / f"{index}-{repository.name}"
-                repository = render_repository(repository, target, self.parameters)
+                repository = render_repository(repository, target, self.parameters, self.derived)
             served.append(repository)
         return served
 

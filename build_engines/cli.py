@@ -13,6 +13,14 @@ Steps (each a command, printed with ``--dry-run`` instead of run):
    ``<output>/deploy.env`` receives the settings the gateway and the Triton service need to
    match this engine (its token budget, the GPU count, orchestrator mode for tensor parallelism).
 
+Between 1 and 2, TensorRT-LLM's ``generate_xgrammar_tokenizer_info.py`` writes the tokenizer's
+vocabulary as XGrammar reads it, for guided decoding of the answer grammar (off with
+``--no-guided-decoding``).
+
+``--method cllmfs`` builds the CLLMFS adapter into an engine of its own, whose models are named
+with ``_cllmfs`` (``ensemble_cllmfs``, ...) so that one tritonserver serves both repositories;
+why a merged engine rather than a LoRA of the wraner engine: build_engines/README.md.
+
 Steps 1–3 need TensorRT-LLM and an NVIDIA GPU (step 1 runs on CPU too); ``--dry-run`` does
 step 4 for real and prints the others.
 """
@@ -37,14 +45,41 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO_ROOT / "model_repository" / "gpu_templates"
 
-# Inside the generated repository: the engine (Triton's version directory of tensorrt_llm) and
-# the tokenizer beside it (a non-numeric directory, which Triton ignores).
-ENGINE_SUBDIR = PurePosixPath("tensorrt_llm/1")
-TOKENIZER_SUBDIR = ENGINE_SUBDIR / "tokenizer"
+
+# Inside the generated repository (for the method's model suffix): the engine (Triton's version
+# directory of tensorrt_llm), the tokenizer and XGrammar's tokenizer info beside it
+# (non-numeric directories, which Triton ignores).
+def engine_subdir(suffix: str = "") -> PurePosixPath:
+    return PurePosixPath(f"tensorrt_llm{suffix}/1")
+
+
+def tokenizer_subdir(suffix: str = "") -> PurePosixPath:
+    return engine_subdir(suffix) / "tokenizer"
+
+
+def xgrammar_info_subdir(suffix: str = "") -> PurePosixPath:
+    return engine_subdir(suffix) / "xgrammar"
+
+
+# The file TensorRT-LLM's generate_xgrammar_tokenizer_info.py writes in its --output_dir.
+XGRAMMAR_INFO = "xgrammar_tokenizer_info.json"
 DEPLOY_ENV = "deploy.env"
+
+
+def deploy_env_name(suffix: str = "") -> str:
+    """``deploy.env``, or ``deploy_cllmfs.env`` for the CLLMFS engine's build."""
+    return f"deploy{suffix}.env"
+
+
 # The tensor contract the ensemble declares (app.generation.llm_tensors.CONTRACT_VERSION, which
 # cannot be imported here; a test keeps the two equal). The gateway checks it at readiness.
-LLM_CONTRACT = "nerve_llm_tensors.v1"
+LLM_CONTRACT = "nerve_llm_tensors.v2"
+# The model-name suffix of each method's engine, and the gateway setting naming its ensemble
+# (app.settings: NERVE_TRITON_MODEL, NERVE_TRITON_CLLMFS_MODEL).
+METHODS = {
+    "wraner": ("", "NERVE_TRITON_MODEL"),
+    "cllmfs": ("_cllmfs", "NERVE_TRITON_CLLMFS_MODEL"),
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +89,8 @@ class BuildPlan:
     repository: Path
     # NAME=value lines of <output>/deploy.env: compose variables and NERVE_ settings.
     deploy_env: dict[str, str]
+    # Appended to every model's name (the method's engine: "" or "_cllmfs").
+    suffix: str = ""
 
 
 def _bool(value: bool) -> str:
@@ -66,6 +103,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--base-model", type=Path, required=True, help="base HF model directory")
     parser.add_argument("--lora", type=Path, required=True, help="peft LoRA adapter directory")
+    parser.add_argument(
+        "--method",
+        choices=sorted(METHODS),
+        default="wraner",
+        help="which method's adapter --lora is: cllmfs names the models *_cllmfs (its own "
+        "engine, served beside wraner's by the same tritonserver)",
+    )
+    parser.add_argument(
+        "--no-guided-decoding",
+        action="store_true",
+        help="build without XGrammar guided decoding (then NERVE_CONSTRAINED_DECODING must be "
+        "off: preprocessing refuses a request carrying a grammar)",
+    )
     parser.add_argument("--output", type=Path, required=True, help="work and repository root")
     parser.add_argument(
         "--model-family",
@@ -118,10 +168,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def plan(args: argparse.Namespace) -> BuildPlan:
     out = args.output.resolve()
-    merged = out / "work" / "merged"
-    checkpoint = out / "work" / "trtllm_checkpoint"
+    suffix, model_setting = METHODS[args.method]
+    # Both methods' builds may share --output: their models, work directories and deploy
+    # files are named apart, and the one model_repository then holds both engines.
+    merged = out / f"work{suffix}" / "merged"
+    checkpoint = out / f"work{suffix}" / "trtllm_checkpoint"
     repository = out / "model_repository"
-    engine = repository / ENGINE_SUBDIR
+    engine = repository / engine_subdir(suffix)
+    guided = not args.no_guided_decoding
     convert = args.trtllm_examples / "models" / "core" / args.model_family / "convert_checkpoint.py"
     max_seq_len = args.max_input_len + args.max_output_len
     build = [
@@ -149,8 +203,13 @@ def plan(args: argparse.Namespace) -> BuildPlan:
             "--lora", str(args.lora.resolve()),
             "--out", str(merged),
             "--dtype", args.dtype,
-            "--tokenizer-out", str(repository / TOKENIZER_SUBDIR),
+            "--tokenizer-out", str(repository / tokenizer_subdir(suffix)),
         ],
+        *([[
+            "python3", str(args.trtllm_examples / "generate_xgrammar_tokenizer_info.py"),
+            "--model_dir", str(merged),
+            "--output_dir", str(repository / xgrammar_info_subdir(suffix)),
+        ]] if guided else []),
         [
             "python3", str(convert),
             "--model_dir", str(merged),
@@ -166,8 +225,14 @@ def plan(args: argparse.Namespace) -> BuildPlan:
         "decoupled_mode": "false",  # the gateway makes unary calls
         "max_queue_delay_microseconds": str(args.max_queue_delay_us),
         # Paths as the Triton container sees them: <output>/model_repository is at --mount.
-        "engine_dir": str(args.mount / ENGINE_SUBDIR),
-        "tokenizer_dir": str(args.mount / TOKENIZER_SUBDIR),
+        "model_suffix": suffix,
+        "engine_dir": str(args.mount / engine_subdir(suffix)),
+        "tokenizer_dir": str(args.mount / tokenizer_subdir(suffix)),
+        # XGrammar guided decoding of the answer grammar (empty: off).
+        "guided_decoding_backend": "xgrammar" if guided else "",
+        "xgrammar_tokenizer_info_path": (
+            str(args.mount / xgrammar_info_subdir(suffix) / XGRAMMAR_INFO) if guided else ""
+        ),
         "add_special_tokens": "true",
         "max_input_len": str(args.max_input_len),
         "max_seq_len": str(max_seq_len),
@@ -188,8 +253,18 @@ def plan(args: argparse.Namespace) -> BuildPlan:
         # mode (it spawns a trtllmExecutorWorker per rank through MPI).
         "TRITON_GPU_COUNT": str(args.tp_size),
         "TRTLLM_ORCHESTRATOR": "1" if args.tp_size > 1 else "0",
+        # The ensemble the gateway calls for this method (and, for cllmfs, the switch that
+        # serves method=cllmfs: behind Triton the adapter is the engine's, not a file).
+        model_setting: f"ensemble{suffix}",
+        **({"NERVE_CLLMFS_ADAPTER": "cllmfs"} if args.method == "cllmfs" else {}),
     }
-    return BuildPlan(commands=commands, values=values, repository=repository, deploy_env=deploy_env)
+    return BuildPlan(
+        commands=commands,
+        values=values,
+        repository=repository,
+        deploy_env=deploy_env,
+        suffix=suffix,
+    )
 
 
 def write_deploy_env(path: Path, env: Mapping[str, str]) -> Path:
@@ -215,8 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         log.info("running: %s", line)
         subprocess.run(command, check=True)
-    written = fill_repository(TEMPLATES, build.repository, build.values)
-    written.append(write_deploy_env(args.output.resolve() / DEPLOY_ENV, build.deploy_env))
+    written = fill_repository(TEMPLATES, build.repository, build.values, suffix=build.suffix)
+    written.append(
+        write_deploy_env(args.output.resolve() / deploy_env_name(build.suffix), build.deploy_env)
+    )
     for path in written:
         log.info("wrote %s", path)
     return 0

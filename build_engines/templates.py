@@ -40,11 +40,14 @@ def repository_placeholders(templates: Path) -> set[str]:
     return names
 
 
-def fill_repository(templates: Path, target: Path, values: Mapping[str, str]) -> list[Path]:
+def fill_repository(
+    templates: Path, target: Path, values: Mapping[str, str], *, suffix: str = ""
+) -> list[Path]:
     """Copy the template repository to ``target`` with every ``config.pbtxt`` filled.
 
     Every value must be used by some template (a misspelt option would otherwise be ignored).
-    Returns the filled config files.
+    Each model directory is named the template's name plus ``suffix`` (the configs name their
+    models with the same suffix). Returns the filled config files.
     """
     configs = sorted(templates.glob(f"*/{CONFIG_NAME}"))
     if not configs:
@@ -62,13 +65,14 @@ def fill_repository(templates: Path, target: Path, values: Mapping[str, str]) ->
     written = []
     for config in configs:
         model_dir = config.parent
+        out_dir = target / (model_dir.name + suffix)
         shutil.copytree(
             model_dir,
-            target / model_dir.name,
+            out_dir,
             dirs_exist_ok=True,
             ignore=shutil.ignore_patterns(CONFIG_NAME, "__pycache__", ".gitkeep"),
         )
-        out = target / config.relative_to(templates)
+        out = out_dir / CONFIG_NAME
         out.write_text(filled[config.relative_to(templates)])
         written.append(out)
     return written

@@ -429,6 +429,11 @@ def test_health_ready_metrics(api: TestClient) -> None:
         assert rise("nerve_stage_seconds_count", stage=stage, method="wraner") == 1, stage
     assert rise("nerve_stage_seconds_sum", stage="total") > 0
     assert rise("nerve_answers_total", domain="support") == 1
+    # The prompt and the answer, in tokens (llama.cpp reports both).
+    for kind in ("prompt", "answer"):
+        assert rise("nerve_llm_tokens_count", method="wraner", kind=kind) == 1, kind
+        assert rise("nerve_llm_tokens_sum", method="wraner", kind=kind) >= 1, kind
+    assert rise("nerve_llm_tokens_sum", kind="prompt") > 100  # the few-shot prompt
     assert rise("nerve_entities_total", domain="support") == len(answer.json()["entities"])
     # The fixture's examples were counted when they were added.
     added = metric_sum(after, "nerve_examples_added_total", domain="support")

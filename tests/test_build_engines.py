@@ -77,8 +77,14 @@ def test_dry_run_prints_every_command(tmp_path: Path, capsys: pytest.CaptureFixt
         tmp_path, capsys, "--max-batch-size", "32", "--max-input-len", "1500",
         "--max-output-len", "200", "--model-family", "gemma",
     )  # fmt: skip
-    merge, convert, build = commands
+    merge, xgrammar, convert, build = commands
     assert merge[1:3] == ["-m", "build_engines.merge_lora"]
+    # XGrammar's view of the merged model's tokenizer, where tensorrt_llm's config names it.
+    assert xgrammar[1].endswith("/examples/generate_xgrammar_tokenizer_info.py")
+    assert xgrammar[xgrammar.index("--model_dir") + 1] == merge[merge.index("--out") + 1]
+    assert xgrammar[xgrammar.index("--output_dir") + 1] == str(
+        tmp_path / "build/model_repository/tensorrt_llm/1/xgrammar"
+    )
     assert merge[merge.index("--lora") + 1] == str((tmp_path / "lora").resolve())
     # The tokenizer goes into the repository Triton mounts, not only the work directory.
     assert merge[merge.index("--tokenizer-out") + 1] == str(
@@ -181,14 +187,80 @@ def test_build_engines_runs_on_the_standard_library_alone() -> None:
 
 def test_backend_parameters_tensorrt_llm_020_requires(tmp_path: Path) -> None:
     """The tensorrtllm backend of TRT-LLM 0.20 reads tokenizer_dir, guided_decoding_backend and
-    xgrammar_tokenizer_info_path without a default: a config without one does not load. Empty
-    guided-decoding values switch guided decoding off."""
-    main(["--base-model", "b", "--lora", "l", "--output", str(tmp_path), "--dry-run"])
-    params = _params(_configs(tmp_path / "model_repository")["tensorrt_llm"])
+    xgrammar_tokenizer_info_path without a default: a config without one does not load.
+    Guided decoding is XGrammar with the tokenizer info the build writes; empty values switch
+    it off (--no-guided-decoding), and preprocessing then refuses a guide."""
+    args = ["--base-model", "b", "--lora", "l", "--dry-run"]
+    main([*args, "--output", str(tmp_path / "on")])
+    configs = _configs(tmp_path / "on" / "model_repository")
+    params = _params(configs["tensorrt_llm"])
     assert params["tokenizer_dir"] == "/models/tensorrt_llm/1/tokenizer"
-    assert params["guided_decoding_backend"] == ""
-    assert params["xgrammar_tokenizer_info_path"] == ""
+    assert params["guided_decoding_backend"] == "xgrammar"
+    assert params["xgrammar_tokenizer_info_path"] == (
+        "/models/tensorrt_llm/1/xgrammar/xgrammar_tokenizer_info.json"
+    )
     assert params["gpt_model_type"] == "inflight_fused_batching"
+    assert _params(configs["preprocessing"])["guided_decoding_backend"] == "xgrammar"
+    main([*args, "--output", str(tmp_path / "off"), "--no-guided-decoding"])
+    configs = _configs(tmp_path / "off" / "model_repository")
+    params = _params(configs["tensorrt_llm"])
+    assert params["guided_decoding_backend"] == params["xgrammar_tokenizer_info_path"] == ""
+    assert _params(configs["preprocessing"])["guided_decoding_backend"] == ""
+
+
+def test_the_grammar_reaches_the_engine_as_its_guided_decoding_inputs(tmp_path: Path) -> None:
+    """The contract's guided-decoding inputs go from the ensemble straight to tensorrt_llm's
+    inputs of the same names (TensorRT-LLM's: one string each), and to preprocessing, which
+    checks them."""
+    from app.generation import llm_tensors as t
+
+    main(["--base-model", "b", "--lora", "l", "--output", str(tmp_path), "--dry-run"])
+    configs = _configs(tmp_path / "model_repository")
+    steps = {s.model_name: s for s in configs["ensemble"].ensemble_scheduling.step}
+    outer = {i.name: i for i in configs["ensemble"].input}
+    engine = {i.name: i for i in configs["tensorrt_llm"].input}
+    for name in (t.GUIDE_TYPE, t.GUIDE):
+        assert outer[name].optional and engine[name].optional
+        assert outer[name].data_type == engine[name].data_type == model_config_pb2.TYPE_STRING
+        assert list(engine[name].dims) == [1]
+        assert steps["tensorrt_llm"].input_map[name] == name
+        assert steps["preprocessing"].input_map[name.upper()] == name
+
+
+def test_cllmfs_is_an_engine_of_its_own_beside_wraners(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--method cllmfs: the same build with every model named *_cllmfs, so that both builds
+    share one --output (one model_repository, one tritonserver) without a clash; its
+    deploy_cllmfs.env turns method=cllmfs on at the gateway, which calls ensemble_cllmfs."""
+    wraner = _dry_run(tmp_path, capsys)
+    cllmfs = _dry_run(tmp_path, capsys, "--method", "cllmfs")
+    configs = _configs(tmp_path / "build" / "model_repository")
+    assert set(configs) == GPU_MODELS | {f"{m}_cllmfs" for m in GPU_MODELS}
+    assert all(name == config.name for name, config in configs.items())
+    ensemble = configs["ensemble_cllmfs"]
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [
+        "preprocessing_cllmfs", "tensorrt_llm_cllmfs", "postprocessing_cllmfs",
+    ]  # fmt: skip
+    assert _params(configs["tensorrt_llm_cllmfs"])["gpt_model_path"] == (
+        "/models/tensorrt_llm_cllmfs/1"
+    )
+    assert _params(configs["tensorrt_llm"])["gpt_model_path"] == "/models/tensorrt_llm/1"
+    # Work directories and engines apart: nothing of one build overwrites the other's.
+    outputs = [{c[c.index(f) + 1] for c in build for f in ("--out", "--output_dir") if f in c}
+               for build in (wraner, cllmfs)]  # fmt: skip
+    assert not outputs[0] & outputs[1]
+    env = _deploy_env(tmp_path / "build" / "deploy_cllmfs.env")
+    assert env["NERVE_TRITON_CLLMFS_MODEL"] == "ensemble_cllmfs"
+    assert env["NERVE_CLLMFS_ADAPTER"] == "cllmfs"
+    settings = Settings(**{k.removeprefix("NERVE_").lower(): v for k, v in env.items()
+                           if k.startswith("NERVE_")})  # fmt: skip
+    assert settings.triton_cllmfs_model == "ensemble_cllmfs"
+    assert _deploy_env(tmp_path / "build" / DEPLOY_ENV)["NERVE_TRITON_MODEL"] == "ensemble"
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    assert set(env) - {"TRITON_GPU_COUNT", "TRTLLM_ORCHESTRATOR"} <= set(
+        compose["services"]["gateway"]["environment"]
+    )
 
 
 @pytest.mark.parametrize("mount", ["/models", "/srv/triton/models"])
@@ -198,11 +270,12 @@ def test_container_paths_point_into_the_mounted_repository(
     """Every path a config names is under --mount and is where a build step writes inside the
     generated repository: nothing points at the build host's work directory."""
     extra = [] if mount == "/models" else ["--mount", mount]
-    merge, _, build = _dry_run(tmp_path, capsys, *extra)
+    merge, xgrammar, _, build = _dry_run(tmp_path, capsys, *extra)
     repository = tmp_path / "build" / "model_repository"
     written = {
         Path(build[build.index("--output_dir") + 1]),
         Path(merge[merge.index("--tokenizer-out") + 1]),
+        Path(xgrammar[xgrammar.index("--output_dir") + 1]) / "xgrammar_tokenizer_info.json",
     }
     named = {
         value
@@ -210,7 +283,11 @@ def test_container_paths_point_into_the_mounted_repository(
         for value in _params(config).values()
         if value.startswith("/")
     }
-    assert named == {f"{mount}/tensorrt_llm/1", f"{mount}/tensorrt_llm/1/tokenizer"}
+    assert named == {
+        f"{mount}/tensorrt_llm/1",
+        f"{mount}/tensorrt_llm/1/tokenizer",
+        f"{mount}/tensorrt_llm/1/xgrammar/xgrammar_tokenizer_info.json",
+    }
     for value in named:
         inside = PurePosixPath(value).relative_to(mount)
         assert repository / inside in written, value

@@ -7,13 +7,18 @@ from __future__ import annotations
 import pytest
 
 from app.core.answer_grammar import answer_grammar
-from app.core.crossner_types import entity_types_for
-from app.core.parser import DROP_MALFORMED, DROP_NOT_IN_TEXT, DROP_TYPE, ParsedAnswer, parse_answer
+from app.core.parser import parse_answer
 from app.core.prompt import STOP_SEQUENCES, build_prompt
 from app.core.types import EntityType
 from app.errors import InvalidRequest
 from app.generation.base import GenerationRequest
 from app.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator
+from tests.fixtures.grammar import (
+    ADVERSARIAL,
+    adversarial_prompt,
+    format_failures,
+    unrequested_types,
+)
 
 
 def test_grammar_names_the_types_and_the_texts_pieces() -> None:
@@ -35,37 +40,6 @@ def test_grammar_without_text_admits_free_surfaces() -> None:
 
 # --- with the real model ---------------------------------------------------------------------
 
-# What a grammar rules out: lines that do not parse, types not asked for, text not in the query.
-# (A line naming a mention twice, or overlapping another, is the model's choice, not a format
-# failure: the untuned model under the grammar does copy whole sentences.)
-FORMAT_DROPS = (DROP_MALFORMED, DROP_TYPE, DROP_NOT_IN_TEXT)
-
-
-def _format_failures(parsed: ParsedAnswer) -> list[str]:
-    return [*parsed.repairs, *(k for k in FORMAT_DROPS if parsed.drops[k])]
-
-
-# Example blocks whose answers use types the request does not ask for.
-OTHER_TYPES = (
-    "### Sentence\nApple opened a store in Paris .\n### Entities\n"
-    "Apple | organisation\nParis | location\n\n"
-    "### Sentence\nSony sold Columbia to Tokyo Bank .\n### Entities\n"
-    "Sony | organisation\nColumbia | organisation\nTokyo Bank | organisation\n\n"
-)
-ADVERSARIAL = [
-    (["person"], OTHER_TYPES, "Microsoft hired Satya Nadella in Seattle ."),
-    # texts that invite a loop, or markup and format words
-    (["location"], "", "Paris Paris Paris Paris Paris Paris Paris Paris Paris Paris ."),
-    (["person", "location"], "", "| | | none none ### Entities ### ```json [ Oslo"),
-]
-
-
-def _prompt(types: list[str], shots: str, query: str) -> str:
-    """The prompt of ``types`` and ``query``, with ``shots`` (raw example blocks) before it."""
-    text = build_prompt(entity_types_for(types), [], query).text
-    head, sep, tail = text.rpartition("### Sentence\n")
-    return head + shots + sep + tail
-
 
 @pytest.mark.integration
 @pytest.mark.parametrize("case", range(len(ADVERSARIAL)))
@@ -73,17 +47,15 @@ def test_constrained_answers_always_parse_with_requested_types(
     llama_engine: LlamaCppEngine, case: int
 ) -> None:
     types, shots, query = ADVERSARIAL[case]
-    prompt = _prompt(types, shots, query)
+    prompt = adversarial_prompt(types, shots, query)
     gbnf = answer_grammar(types, query)
     for max_tokens in (6, 40):  # cut short, and long enough to loop
         answer = llama_engine.complete(
             prompt, max_tokens=max_tokens, stop=STOP_SEQUENCES, grammar=gbnf
         )
         parsed = parse_answer(answer.text, query, types)
-        assert not _format_failures(parsed), (answer.text, parsed)
-        for line in filter(None, answer.text.split("\n")):
-            if line != "none":
-                assert line.rpartition(" | ")[2] in types, answer.text
+        assert not format_failures(parsed), (answer.text, parsed)
+        assert not unrequested_types(answer.text, types), answer.text
 
 
 @pytest.mark.integration
@@ -91,9 +63,11 @@ def test_unconstrained_baseline_does_use_unrequested_types(llama_engine: LlamaCp
     """The first adversarial prompt really is one: without the grammar, the base model copies
     the example's types."""
     types, shots, query = ADVERSARIAL[0]
-    answer = llama_engine.complete(_prompt(types, shots, query), max_tokens=40, stop=STOP_SEQUENCES)
+    answer = llama_engine.complete(
+        adversarial_prompt(types, shots, query), max_tokens=40, stop=STOP_SEQUENCES
+    )
     parsed = parse_answer(answer.text, query, types)
-    assert _format_failures(parsed), answer.text
+    assert format_failures(parsed), answer.text
 
 
 @pytest.mark.integration
@@ -119,7 +93,7 @@ async def test_the_generator_passes_the_requests_grammar(llama_engine: LlamaCppE
     )
     answer = await generator.generate(request)
     parsed = parse_answer(answer.text, query, ["person"])
-    assert not _format_failures(parsed) and parsed.spans, answer.text
+    assert not format_failures(parsed) and parsed.spans, answer.text
 
 
 def test_settings_default_is_unconstrained() -> None:

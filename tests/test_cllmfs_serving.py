@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.generation.models import CLLMFS_ADAPTER, resolve_adapter
 from app.settings import REPO_ROOT, Settings
 from trainers.cllmfs.cli import NAME
@@ -30,3 +32,26 @@ def test_the_shipped_config_is_the_fold_a_run_plus_the_contrastive_settings() ->
     }
     # where the run kept its data and caches, and the shortened budget (see its summary)
     assert different <= {"data_dir", "model_cache_dir", "steps"}
+
+
+async def test_behind_triton_method_cllmfs_calls_its_own_model() -> None:
+    """NERVE_GENERATOR=triton: method=cllmfs is a TritonGenerator on NERVE_TRITON_CLLMFS_MODEL;
+    the adapter is Triton's to load (the gateway's host need not hold the file); unset, the
+    method is not served."""
+    from app.generation.triton import TritonGenerator
+    from app.methods.registry import MethodDeps, build_cllmfs
+    from app.metrics import Metrics
+
+    def cllmfs(adapter: str, generator: str = "triton") -> Any:
+        settings = Settings(
+            generator=generator, triton_url="h:1", cllmfs_adapter=adapter, lar_postprocess=False
+        )
+        wraner = TritonGenerator("h:1", "ensemble")
+        return build_cllmfs(MethodDeps(settings, wraner, Metrics()))
+
+    handler = cllmfs("/not/on/this/host/cllmfs-lora.gguf")
+    assert handler is not None and handler.name == "cllmfs"
+    assert handler.model == "llm_cpu_cllmfs"
+    await handler.close()
+    assert cllmfs("none") is None
+    assert cllmfs("cllmfs", generator="openai") is None

@@ -16,6 +16,7 @@ from app.generation.base import Generation, TokenLogprob
 from app.generation.llm_tensors import error_message
 from triton_models.trtllm_io import (
     TokenizerIO,
+    check_guide,
     pack_word_ids,
     postprocess,
     preprocess,
@@ -58,6 +59,39 @@ def test_request_errors() -> None:
     assert t.decode_request(tensors)[0].prompt == "x"
 
 
+def test_a_grammar_travels_as_the_guided_decoding_inputs() -> None:
+    gbnf = 'root ::= "none" "\\n\\n"\n'
+    tensors = t.encode_request("x", 4, ["\n\n"], grammar=gbnf)
+    # TensorRT-LLM's names and layout: one string per request, batch dimension first.
+    assert tensors[t.GUIDE_TYPE].tolist() == [[b"ebnf_grammar"]]
+    assert tensors[t.GUIDE].tolist() == [[gbnf.encode()]]
+    (call,) = t.decode_request(tensors)
+    assert call.grammar == gbnf
+    plain = t.encode_request("x", 4, [])
+    assert t.GUIDE_TYPE not in plain and t.GUIDE not in plain
+    assert t.decode_request({**plain, t.GUIDE_TYPE: None, t.GUIDE: None})[0].grammar is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "guide", "message"),
+    [
+        (b"json", b"{}", "'json' is not supported by this model; send 'ebnf_grammar'"),
+        (b"ebnf_grammar", None, "needs a guided_decoding_guide"),
+        (None, b"root ::= x", "needs guided_decoding_guide_type 'ebnf_grammar'"),
+    ],
+)
+def test_guided_decoding_inputs_the_cpu_model_refuses(
+    kind: bytes | None, guide: bytes | None, message: str
+) -> None:
+    tensors: dict[str, Any] = t.encode_request("x", 4, [])
+    if kind is not None:
+        tensors[t.GUIDE_TYPE] = np.array([[kind]], dtype=np.object_)
+    if guide is not None:
+        tensors[t.GUIDE] = np.array([[guide]], dtype=np.object_)
+    with pytest.raises(t.MalformedTensors, match=message):
+        t.decode_request(tensors)
+
+
 def test_response_round_trip() -> None:
     tensors = t.encode_response(_generation())
     assert tensors[t.OUTPUT_LOG_PROBS].shape == (1, 1, 3)
@@ -71,6 +105,28 @@ def test_response_round_trip() -> None:
     ]
     assert decoded.finish_reason == "length"
     assert t.decode_response(tensors, max_tokens=10).finish_reason == "stop"
+
+
+def test_tokens_cut_off_a_truncated_answer_still_count() -> None:
+    """A grammar-constrained answer that ran out of tokens ends at its last complete line: the
+    tokens after it carry no text, but the gateway must still see that max_tokens ran out."""
+    cut = Generation(
+        text="Paris | location",
+        tokens=_generation().tokens,
+        finish_reason="length",
+        completion_tokens=5,
+    )
+    decoded = t.decode_response(t.encode_response(cut), max_tokens=5)
+    assert (decoded.text, decoded.finish_reason, decoded.completion_tokens) == (
+        "Paris | location", "length", 5,
+    )  # fmt: skip
+    assert [tok.offset for tok in decoded.tokens] == [0, 5, 7]
+    nothing = Generation(text="", tokens=[], finish_reason="length", completion_tokens=6)
+    empty = t.decode_response(t.encode_response(nothing), max_tokens=6)
+    assert (empty.text, empty.tokens, empty.finish_reason) == ("", [], "length")
+    # An answer ended by a stop word on its last allowed token did not run out.
+    stopped = Generation(text="x", tokens=[TokenLogprob("x", -0.1, 0)], completion_tokens=2)
+    assert t.decode_response(t.encode_response(stopped), max_tokens=2).finish_reason == "stop"
 
 
 def test_response_is_cut_at_a_stop_word_the_engine_kept() -> None:
@@ -379,3 +435,18 @@ def test_a_deadline_the_model_met_first_is_a_timeout_at_the_gateway() -> None:
     assert not invalid and message.startswith(t.TIMEOUT_MARKER)
     error = TritonGenerator("127.0.0.1:1", "ensemble")._error(wrapped_as(message), 0.3)
     assert isinstance(error, BackendTimeout) and "no answer in 0.3 s" in error.message
+
+
+def test_preprocessing_refuses_a_guide_the_engine_would_fail_on() -> None:
+    check_guide(None, None, "")  # no guide: nothing to check, guided decoding on or off
+    check_guide("ebnf_grammar", 'root ::= "x"', "xgrammar")
+    check_guide("json", None, "xgrammar")  # the one type without a guide
+    refused = [
+        (("ebnf_grammar", 'root ::= "x"', ""), "serves no guided decoding"),
+        (("gbnf", 'root ::= "x"', "xgrammar"), "must be one of json, json_schema, regex"),
+        (("regex", None, "xgrammar"), "'regex' needs a guided_decoding_guide"),
+        ((None, 'root ::= "x"', "xgrammar"), "needs a guided_decoding_guide_type"),
+    ]
+    for args, message in refused:
+        with pytest.raises(InvalidRequest, match=message):
+            check_guide(*args)

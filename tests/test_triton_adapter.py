@@ -248,7 +248,7 @@ def test_llm_cpu_reads_its_parameters_not_the_environment(
 def test_llm_cpu_refuses_another_contract_and_bad_values() -> None:
     config = _committed(LLM_CPU)
     other = ModelConfig(config.name, config.directory, {**config.parameters, "contract": "v0"})
-    with pytest.raises(ConfigError, match=r"declares contract 'v0'.*'nerve_llm_tensors\.v1'"):
+    with pytest.raises(ConfigError, match=r"declares contract 'v0'.*'nerve_llm_tensors\.v2'"):
         LLMParameters.from_config(other)
     broken = ModelConfig(config.name, config.directory, {**config.parameters, "threads": "0"})
     with pytest.raises(ConfigError, match="threads must be an integer of at least 1; got '0'"):

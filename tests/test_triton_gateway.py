@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.triton_server import TritonServer
+from app.triton_server import LLM_CPU_CLLMFS, TritonServer
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 
 pytestmark = pytest.mark.integration
@@ -91,6 +91,29 @@ def test_same_entities_as_in_process(
                 [e["score"] for e in expected], abs=0.05
             )
         assert any(_entities(local, t) for t in TEXTS)  # the comparison compared something
+
+
+def test_method_cllmfs_is_its_own_triton_model(
+    make_client: MakeClient, triton_server: TritonServer, tmp_path: Path
+) -> None:
+    """NERVE_CLLMFS_ADAPTER with NERVE_GENERATOR=triton: method=cllmfs is answered by
+    llm_cpu_cllmfs (the CLLMFS adapter, loaded by Triton), wraner by the ensemble."""
+    with _triton_client(make_client, tmp_path, triton_server, cllmfs_adapter="cllmfs") as client:
+        _load_domain(client)
+        served = {m["name"]: m["model"] for m in client.get("/v1/methods").json()["methods"]}
+        assert served["cllmfs"] == LLM_CPU_CLLMFS and served["wraner"] == "ensemble"
+        assert client.get("/readyz").json()["methods"]["cllmfs"] is True
+        found = []
+        for text in TEXTS:
+            response = client.post(
+                "/v1/ner", json={"text": text, "domain": "support", "method": "cllmfs"}
+            )
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert (body["method"], body["model"]) == ("cllmfs", LLM_CPU_CLLMFS)
+            assert all(text[e["start"] : e["end"]] == e["text"] for e in body["entities"])
+            found += body["entities"]
+        assert found, "method=cllmfs found no entity in any text"
 
 
 def test_triton_down_gives_503_and_recovers(

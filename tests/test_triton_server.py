@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from app.generation.models import CLLMFS_ADAPTER
 from app.settings import REPO_ROOT, load_settings
 from app.triton_server import (
     DEFAULT_REPOSITORY,
+    LLM_CPU_CLLMFS,
     SHM_DIR,
     SHM_PREFIX,
     TritonServer,
@@ -65,6 +67,44 @@ def test_the_repository_holding_llm_cpu_is_served_from_a_generated_copy(tmp_path
     assert 'string_value: "none"' in config and str(settings.models_dir.resolve()) in config
     # Rendered again on every start (a restarted server picks up nothing stale).
     assert server.served_repositories()[0] == served
+
+
+def test_a_cllmfs_adapter_adds_llm_cpu_cllmfs_to_the_served_copy(tmp_path: Path) -> None:
+    """NERVE_CLLMFS_ADAPTER set: llm_cpu again, under its own name, with that adapter (the
+    gateway's method=cllmfs calls it); unset: no such model."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    def server(adapter: str, work: str) -> TritonServer:
+        settings = load_settings(
+            data_dir=tmp_path / "data", llm_adapter="none", cllmfs_adapter=adapter
+        )
+        return TritonServer(
+            settings, http_port=1, grpc_port=2, metrics_port=3,
+            repositories=[DEFAULT_REPOSITORY], workdir=tmp_path / work,
+        )  # fmt: skip
+
+    with_cllmfs = server("cllmfs", "a")
+    assert LLM_CPU_CLLMFS in with_cllmfs.models and "llm_cpu" in with_cllmfs.models
+    (served,) = with_cllmfs.served_repositories()
+    configs = {
+        name: text_format.Parse(
+            (served / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+        )
+        for name in ("llm_cpu", LLM_CPU_CLLMFS)
+    }
+    cllmfs, base = configs[LLM_CPU_CLLMFS], configs["llm_cpu"]
+    assert cllmfs.name == LLM_CPU_CLLMFS and base.name == "llm_cpu"
+    assert cllmfs.parameters["adapter"].string_value == str(REPO_ROOT / CLLMFS_ADAPTER)
+    assert base.parameters["adapter"].string_value == "none"
+    # everything but the name and the adapter is llm_cpu's
+    cllmfs.name, cllmfs.parameters["adapter"].string_value = base.name, "none"
+    assert cllmfs == base
+    assert (served / LLM_CPU_CLLMFS / "1").resolve() == (DEFAULT_REPOSITORY / "llm_cpu/1").resolve()
+
+    without = server("none", "b")
+    assert LLM_CPU_CLLMFS not in without.models
+    assert not (without.served_repositories()[0] / LLM_CPU_CLLMFS).exists()
 
 
 @pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm")

@@ -100,6 +100,9 @@ class CpuLLM:
         ``timeout_s`` is the caller's budget: generation stops when it is spent (a gRPC
         deadline alone does not stop it: Triton does not cancel an ensemble's steps).
 
+        A request carrying a grammar (guide type ``ebnf_grammar``) is generated under it by
+        llama.cpp; a grammar llama.cpp cannot parse is an :class:`InvalidRequest`.
+
         Raises :class:`llm_tensors.MalformedTensors` or :class:`InvalidRequest` for a request
         to change, and the engine's backend errors otherwise.
         """
@@ -114,6 +117,7 @@ class CpuLLM:
             stop=call.stop,
             deadline=deadline,
             cancelled=cancelled,
+            grammar=call.grammar,
         )
         return t.encode_response(generation)
 

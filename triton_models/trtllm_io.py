@@ -22,7 +22,11 @@ Two things the engine cannot do for itself are done here:
   generated past it, never a wrong answer.
 - **The engine's limits as request errors.** A prompt longer than the engine's ``max_input_len``
   (or prompt plus ``max_tokens`` past ``max_seq_len``) is refused here with the contract's
-  ``invalid_request: `` marker, which the gateway answers with a 422 instead of a 503.
+  ``invalid_request: `` marker, which the gateway answers with a 422 instead of a 503. So is a
+  guided-decoding guide the engine would refuse (:func:`check_guide`): an unknown guide type, a
+  type without its guide, or any guide when the engine serves no guided decoding. The guide
+  itself goes from the ensemble's inputs straight to ``tensorrt_llm`` (its
+  ``guided_decoding_guide_type``/``guided_decoding_guide``), where XGrammar applies it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import numpy as np
 from app.core.prompt import STOP_SEQUENCES, build_prompt
 from app.core.types import EntityType, Example, Span
 from app.errors import InvalidRequest
-from app.generation.llm_tensors import MalformedTensors
+from app.generation.llm_tensors import GUIDE, GUIDE_TYPE, MalformedTensors
 from triton_models.adapter import Call, ConfigError, ModelConfig, Tensors
 
 
@@ -270,11 +274,51 @@ def _common_prefix(a: str, b: str) -> int:
     return n
 
 
-def preprocess(io: TokenizerIO, tensors: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+# TensorRT-LLM's guide types (GuidedDecodingParams.GuideType, as tensorrtllm_backend maps the
+# guided_decoding_guide_type strings); all but "json" need a guide.
+GUIDE_TYPES = ("json", "json_schema", "regex", "ebnf_grammar")
+
+
+def check_guide(kind: str | None, guide: str | None, backend: str) -> None:
+    """Refuse, as a request to change, a guide ``tensorrt_llm`` would fail on.
+
+    ``backend`` is the engine's ``guided_decoding_backend`` (empty: guided decoding is off).
+    """
+    if kind is None and guide is None:
+        return
+    if not backend:
+        raise InvalidRequest(
+            f"this engine serves no guided decoding (guided_decoding_backend is empty): "
+            f"send no {GUIDE_TYPE}, or turn NERVE_CONSTRAINED_DECODING off"
+        )
+    if kind is None:
+        raise InvalidRequest(f"{GUIDE} needs a {GUIDE_TYPE}")
+    if kind not in GUIDE_TYPES:
+        raise InvalidRequest(f"{GUIDE_TYPE} must be one of {', '.join(GUIDE_TYPES)}; got {kind!r}")
+    if kind != "json" and not guide:
+        raise InvalidRequest(f"{GUIDE_TYPE} {kind!r} needs a {GUIDE}")
+
+
+def _optional_string(array: np.ndarray | None) -> str | None:
+    values = _strings(array)
+    if len(values) > 1:
+        raise MalformedTensors(f"one guide per request, got {len(values)}")
+    return values[0] if values and values[0] else None
+
+
+def preprocess(
+    io: TokenizerIO, tensors: Mapping[str, np.ndarray | None], guided_decoding_backend: str = ""
+) -> dict[str, np.ndarray]:
     """``preprocessing`` for one request (batch of one): text and words to token ids.
 
-    Raises :class:`InvalidRequest` when the prompt does not fit the engine.
+    Raises :class:`InvalidRequest` when the prompt does not fit the engine, or its guide would
+    fail there (:func:`check_guide`).
     """
+    check_guide(
+        _optional_string(tensors.get("GUIDED_DECODING_GUIDE_TYPE")),
+        _optional_string(tensors.get("GUIDED_DECODING_GUIDE")),
+        guided_decoding_backend,
+    )
     queries = _strings(tensors.get("QUERY"))
     limit = tensors.get("REQUEST_OUTPUT_LEN")
     if len(queries) != 1 or limit is None:
@@ -359,17 +403,19 @@ def tokenizer_from_config(config: ModelConfig) -> TokenizerIO:
 class Preprocessing:
     """The ``preprocessing`` model's handler: text to token ids."""
 
-    def __init__(self, io: TokenizerIO) -> None:
+    def __init__(self, io: TokenizerIO, guided_decoding_backend: str = "") -> None:
         self.io = io
+        self.guided_decoding_backend = guided_decoding_backend
         # The stop strings the gateway sends, tokenized now rather than on the first request.
         io.stop_words_to_ids(STOP_SEQUENCES)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> Preprocessing:
-        return cls(tokenizer_from_config(config))
+        backend = config.text("guided_decoding_backend", "").strip()
+        return cls(tokenizer_from_config(config), guided_decoding_backend=backend)
 
     def __call__(self, tensors: Tensors, call: Call) -> dict[str, np.ndarray]:
-        return preprocess(self.io, tensors)
+        return preprocess(self.io, tensors, self.guided_decoding_backend)
 
 
 class Postprocessing:

@@ -15,9 +15,9 @@ class GenerationRequest:
     # The query-independent head of the prompt; backends that cache a prefix key on it.
     prefix: str = ""
     timeout_s: float | None = None
-    # GBNF the answer must match (app.core.answer_grammar). Honoured by llama.cpp in process
-    # and sent to OpenAI-compatible llama.cpp servers; the Triton backends do not carry it yet
-    # (the parser still repairs what it can).
+    # GBNF the answer must match (app.core.answer_grammar). Honoured by llama.cpp in process,
+    # sent to OpenAI-compatible llama.cpp servers and to Triton (nerve_llm_tensors.v2's guided
+    # decoding inputs: llama.cpp in the CPU model, XGrammar in TensorRT-LLM).
     grammar: str | None = None
 
 
@@ -36,6 +36,9 @@ class Generation:
     tokens: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str = "stop"
     prompt_tokens: int = 0
+    # Tokens generated, including any cut off the text (a stop word, a grammar-constrained
+    # answer ended at its last complete line); 0: unknown, ``len(tokens)`` at least.
+    completion_tokens: int = 0
 
 
 class Generator(Protocol):

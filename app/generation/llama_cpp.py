@@ -282,7 +282,11 @@ def _assemble(
         if start < len(text)
     ]
     return Generation(
-        text=text, tokens=tokens, finish_reason=finish_reason, prompt_tokens=prompt_tokens
+        text=text,
+        tokens=tokens,
+        finish_reason=finish_reason,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=len(pieces),
     )
 
 

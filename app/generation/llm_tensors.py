@@ -1,11 +1,17 @@
-"""The tensor contract between the gateway and a Triton LLM (``nerve_llm_tensors.v1``).
+"""The tensor contract between the gateway and a Triton LLM (``nerve_llm_tensors.v2``).
 
 It is the TensorRT-LLM ensemble's interface (``text_input``, ``max_tokens``, ``stop_words``,
-``bad_words``, ``return_log_probs`` → ``text_output``, ``cum_log_probs``, ``output_log_probs``)
-plus one output of ours, ``output_token_offsets``: the character offset of every generated token
-in ``text_output``, so per-token log-probabilities can be mapped onto entity spans. The CPU model
+``bad_words``, ``return_log_probs``, ``guided_decoding_guide_type``, ``guided_decoding_guide``
+→ ``text_output``, ``cum_log_probs``, ``output_log_probs``) plus one output of ours,
+``output_token_offsets``: the character offset of every generated token in ``text_output``, so
+per-token log-probabilities can be mapped onto entity spans. The CPU model
 (``model_repository/llm_cpu``) and the GPU ensemble (``model_repository/gpu_templates``) both
 serve it; this module encodes and decodes it for both sides.
+
+v2 added the two guided-decoding inputs (optional): the answer grammar
+(:mod:`app.core.answer_grammar`) as guide type ``ebnf_grammar``. Its text is in the subset of
+GBNF that llama.cpp (the CPU model) and XGrammar (TensorRT-LLM's guided decoding) both read. A
+v1 model would refuse them as unknown inputs, hence the new version.
 
 Shapes follow the ensemble: a leading batch dimension, then ``[1]`` for scalars, ``[beam]`` for
 ``text_output``/``cum_log_probs`` and ``[beam, tokens]`` for the per-token outputs (beam 1).
@@ -21,13 +27,18 @@ import numpy as np
 from app.errors import BackendTimeout, InvalidRequest
 from app.generation.base import Generation, TokenLogprob
 
-CONTRACT_VERSION = "nerve_llm_tensors.v1"
+CONTRACT_VERSION = "nerve_llm_tensors.v2"
 
 TEXT_INPUT = "text_input"
 MAX_TOKENS = "max_tokens"
 STOP_WORDS = "stop_words"
 BAD_WORDS = "bad_words"
 RETURN_LOG_PROBS = "return_log_probs"
+# Guided decoding, named and typed as TensorRT-LLM's ensemble and tensorrt_llm model name them.
+GUIDE_TYPE = "guided_decoding_guide_type"
+GUIDE = "guided_decoding_guide"
+# The one guide type nerve sends (and the CPU model accepts): a grammar.
+EBNF_GRAMMAR = "ebnf_grammar"
 
 TEXT_OUTPUT = "text_output"
 CUM_LOG_PROBS = "cum_log_probs"
@@ -73,6 +84,8 @@ class LLMCall:
     max_tokens: int
     stop: tuple[str, ...] = ()
     return_log_probs: bool = True
+    # The grammar the answer must match (guide type ebnf_grammar), or None.
+    grammar: str | None = None
 
 
 def _strings(array: np.ndarray) -> list[str]:
@@ -80,9 +93,14 @@ def _strings(array: np.ndarray) -> list[str]:
 
 
 def encode_request(
-    prompt: str, max_tokens: int, stop: Sequence[str], *, return_log_probs: bool = True
+    prompt: str,
+    max_tokens: int,
+    stop: Sequence[str],
+    *,
+    return_log_probs: bool = True,
+    grammar: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """The input tensors of one request (batch of one)."""
+    """The input tensors of one request (batch of one); ``grammar``: GBNF the answer must match."""
     tensors = {
         TEXT_INPUT: np.array([[prompt.encode("utf-8")]], dtype=np.object_),
         MAX_TOKENS: np.array([[max_tokens]], dtype=np.int32),
@@ -90,6 +108,9 @@ def encode_request(
     }
     if stop:
         tensors[STOP_WORDS] = np.array([[s.encode("utf-8") for s in stop]], dtype=np.object_)
+    if grammar is not None:
+        tensors[GUIDE_TYPE] = np.array([[EBNF_GRAMMAR.encode()]], dtype=np.object_)
+        tensors[GUIDE] = np.array([[grammar.encode("utf-8")]], dtype=np.object_)
     return tensors
 
 
@@ -107,10 +128,31 @@ def decode_request(tensors: Mapping[str, np.ndarray | None]) -> list[LLMCall]:
         raise MalformedTensors(f"{BAD_WORDS} is not supported by this model; send it empty")
     flags = tensors.get(RETURN_LOG_PROBS)
     want = [True] * len(prompts) if flags is None else [bool(v) for v in flags.reshape(-1)]
-    return [
-        LLMCall(prompt, limit, stop, flag)
-        for prompt, limit, stop, flag in zip(prompts, max_tokens, stops, want, strict=True)
-    ]
+    grammars = _grammars(tensors.get(GUIDE_TYPE), tensors.get(GUIDE), len(prompts))
+    return [LLMCall(*row) for row in zip(prompts, max_tokens, stops, want, grammars, strict=True)]
+
+
+def _grammars(types: np.ndarray | None, guides: np.ndarray | None, rows: int) -> list[str | None]:
+    """Each row's grammar: guide type ``ebnf_grammar`` with its guide, or neither."""
+    kinds = [None] * rows if types is None else [s or None for s in _strings(types)]
+    texts = [None] * rows if guides is None else [s or None for s in _strings(guides)]
+    if len(kinds) != rows or len(texts) != rows:
+        raise MalformedTensors(f"{GUIDE_TYPE} and {GUIDE} need one value per prompt")
+    grammars: list[str | None] = []
+    for kind, text in zip(kinds, texts, strict=True):
+        if kind is None and text is None:
+            grammars.append(None)
+        elif kind is None:
+            raise MalformedTensors(f"{GUIDE} needs {GUIDE_TYPE} {EBNF_GRAMMAR!r}")
+        elif kind != EBNF_GRAMMAR:
+            raise MalformedTensors(
+                f"{GUIDE_TYPE} {kind!r} is not supported by this model; send {EBNF_GRAMMAR!r}"
+            )
+        elif text is None:
+            raise MalformedTensors(f"{GUIDE_TYPE} {EBNF_GRAMMAR!r} needs a {GUIDE}")
+        else:
+            grammars.append(text)
+    return grammars
 
 
 def _per_row_strings(array: np.ndarray | None, rows: int) -> list[tuple[str, ...]]:
@@ -121,9 +163,21 @@ def _per_row_strings(array: np.ndarray | None, rows: int) -> list[tuple[str, ...
 
 
 def encode_response(generation: Generation) -> dict[str, np.ndarray]:
-    """The output tensors of one generation (batch of one, beam of one)."""
-    logprobs = np.array([[[t.logprob for t in generation.tokens]]], dtype=np.float32)
-    offsets = np.array([[[t.offset for t in generation.tokens]]], dtype=np.int32)
+    """The output tensors of one generation (batch of one, beam of one).
+
+    When generation ran out of tokens (``finish_reason`` ``length``), the tokens cut off the
+    text (``completion_tokens`` past ``tokens``: a grammar-constrained answer ends at its last
+    complete line) are sent at the text's end with log-prob 0, as the GPU engine sends tokens
+    past a stop word: their count is how the gateway tells that ``max_tokens`` ran out.
+    """
+    cut = 0
+    if generation.finish_reason == "length":
+        cut = max(0, generation.completion_tokens - len(generation.tokens))
+    end = len(generation.text)
+    logprobs = np.array(
+        [[[*(t.logprob for t in generation.tokens), *([0.0] * cut)]]], dtype=np.float32
+    )
+    offsets = np.array([[[*(t.offset for t in generation.tokens), *([end] * cut)]]], dtype=np.int32)
     return {
         TEXT_OUTPUT: np.array([[generation.text.encode("utf-8")]], dtype=np.object_),
         CUM_LOG_PROBS: np.array([[logprobs.sum()]], dtype=np.float32),
@@ -160,11 +214,11 @@ def decode_response(
     stopped = cut is not None
     if cut is not None:
         text = text[:cut]
-    ends = [*offsets[1:].tolist(), len(text)]
+    ends = [*offsets[1:].tolist(), len(text)][: len(offsets)]
     tokens = [
         TokenLogprob(text=text[start : min(end, len(text))], logprob=float(value), offset=start)
         for start, end, value in zip(offsets.tolist(), ends, logprobs.tolist(), strict=True)
         if start < len(text)
     ]
     finish = "length" if n_generated >= max_tokens and not stopped else "stop"
-    return Generation(text=text, tokens=tokens, finish_reason=finish)
+    return Generation(text=text, tokens=tokens, finish_reason=finish, completion_tokens=n_generated)

@@ -114,6 +114,7 @@ def _parse_completion(payload: dict[str, Any]) -> Generation:
         tokens=_tokens(choice.get("logprobs"), text),
         finish_reason=choice.get("finish_reason") or "stop",
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
     )
 
 

@@ -1,9 +1,11 @@
 """A Triton LLM (the TensorRT-LLM ensemble on GPU, ``llm_cpu`` here) as a ``Generator``.
 
 A thin :class:`app.triton_client.TritonModelClient` speaking :mod:`app.generation.llm_tensors`
-(``nerve_llm_tensors.v1``): the channel, deadline, retries on UNAVAILABLE, error mapping and
+(``nerve_llm_tensors.v2``): the channel, deadline, retries on UNAVAILABLE, error mapping and
 the readiness check with the contract version are the base's. The caller's remaining time also
-travels as the ``timeout_ms`` request parameter, at which the CPU model stops generating.
+travels as the ``timeout_ms`` request parameter, at which the CPU model stops generating. A
+request's grammar travels as the guided-decoding inputs (guide type ``ebnf_grammar``): llama.cpp
+grammar sampling in the CPU model, XGrammar guided decoding in TensorRT-LLM.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ class TritonGenerator(TritonModelClient):
         )
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        tensors = t.encode_request(request.prompt, request.max_tokens, request.stop)
+        tensors = t.encode_request(
+            request.prompt, request.max_tokens, request.stop, grammar=request.grammar
+        )
         outputs = await self.infer(tensors, t.OUTPUTS, timeout_s=request.timeout_s)
         try:
             return t.decode_response(outputs, max_tokens=request.max_tokens, stop=request.stop)

@@ -66,17 +66,26 @@ def build_wraner(deps: MethodDeps) -> MethodHandler:
 
 
 def build_cllmfs(deps: MethodDeps) -> MethodHandler | None:
-    """The CLLMFS LoRA on its own llama.cpp model in process (the base GGUF mapped again),
-    with IF-WRANER's prompts and parsing; not served without its adapter."""
+    """The CLLMFS LoRA with IF-WRANER's prompts and parsing: on its own llama.cpp model in
+    process (the base GGUF mapped again), or its own Triton model (``llm_cpu_cllmfs``, which
+    ``nerve triton`` generates with the adapter; on GPU its own engine); not served without
+    ``NERVE_CLLMFS_ADAPTER``, nor behind an OpenAI-compatible server."""
     settings = deps.settings
-    try:
-        adapter = resolve_adapter(settings.cllmfs_adapter)
-    except FileNotFoundError as exc:
-        log.warning("method=cllmfs disabled: %s (train it: nerve train cllmfs)", exc)
+    if settings.cllmfs_adapter == "none":
         return None
-    if settings.generator != "llama_cpp" or adapter is None:
+    if settings.generator == "llama_cpp":
+        try:
+            adapter = resolve_adapter(settings.cllmfs_adapter)
+        except FileNotFoundError as exc:
+            log.warning("method=cllmfs disabled: %s (train it: nerve train cllmfs)", exc)
+            return None
+        update = {"llm_adapter": str(adapter)}
+    elif settings.generator == "triton":
+        # Triton's host loads the adapter; the gateway's may not hold the file.
+        update = {"triton_model": settings.triton_cllmfs_model}
+    else:
         return None
-    generator = build_generator(settings.model_copy(update={"llm_adapter": str(adapter)}))
+    generator = build_generator(settings.model_copy(update=update))
     encoders = deps.encoders if settings.lar_postprocess else None
     return WranerHandler(
         settings,

@@ -77,6 +77,7 @@ class WranerHandler:
             )
         )
         t1 = time.perf_counter()
+        self._count_tokens(generation)
         names = [t.name for t in task.entity_types]
         parsed = parse_answer(generation.text, task.text, names)
         for kind in parsed.repairs:
@@ -109,6 +110,13 @@ class WranerHandler:
             reasons=reasons,
             timings={"generate": t1 - t0, "parse": time.perf_counter() - t1},
         )
+
+    def _count_tokens(self, generation: Generation) -> None:
+        tokens = self.metrics.llm_tokens
+        if generation.prompt_tokens:
+            tokens.labels(method=self.name, kind="prompt").observe(generation.prompt_tokens)
+        answer = max(generation.completion_tokens, len(generation.tokens))
+        tokens.labels(method=self.name, kind="answer").observe(answer)
 
     async def _reconcile(
         self,
