@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from app.auth import Authenticator, build_authenticator
+from app.batched_retrieval import BatchedRetrieval
 from app.cache.base import Cache
 from app.cache.counted import CountedCache
 from app.cache.embeddings import QueryEmbeddingCache
@@ -37,6 +38,8 @@ class Components:
     embedder: Embedder
     store: VectorStore
     retriever: Retriever
+    # The retriever's passes shared by concurrent requests (micro-batching).
+    retrieval: BatchedRetrieval
     generator: Generator
     # Every cache backend in use, each once (the answer cache and the request records share
     # one Redis connection pool when Redis is configured).
@@ -51,7 +54,11 @@ class Components:
     authenticator: Authenticator | None
 
     async def close(self) -> None:
-        closers = [("methods", self.methods.close), ("generator", self.generator.close)]
+        closers = [
+            ("retrieval", self.retrieval.close),
+            ("methods", self.methods.close),
+            ("generator", self.generator.close),
+        ]
         closers += [(f"cache {c.name}", c.close) for c in self.caches]
         for name, closer in closers:
             try:
@@ -98,6 +105,7 @@ def build_components(
     embedder = embedder or build_embedder(settings)
     store = build_store(settings, embedder)
     retriever = Retriever(embedder, store, mode=settings.retrieval, word_hits=settings.word_hits)
+    retrieval = BatchedRetrieval(retriever, settings.batching)
     generator = generator or build_generator(settings)
     redis = build_redis(settings)
     cache = build_cache(settings, redis)
@@ -107,7 +115,7 @@ def build_components(
     ner = NERPipeline(
         settings,
         domains,
-        retriever,
+        retrieval,
         methods,
         CountedCache(cache, metrics, "answer"),
         metrics,
@@ -125,6 +133,7 @@ def build_components(
         embedder=embedder,
         store=store,
         retriever=retriever,
+        retrieval=retrieval,
         generator=generator,
         caches=caches,
         cache=cache,
