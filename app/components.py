@@ -3,8 +3,11 @@ the app's lifespan, or by a CLI command), closed once."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
+
+from anyio import to_thread
 
 from app.auth import Authenticator, build_authenticator
 from app.batched_retrieval import BatchedRetrieval
@@ -52,8 +55,33 @@ class Components:
     limiter: InFlightLimiter
     # None when auth is off.
     authenticator: Authenticator | None
+    # The background load of the store's search copies (None: not started).
+    warmup: asyncio.Task[None] | None = None
+
+    async def start_warmup(self) -> None:
+        """Load the store's in-process search copies in the background (the lifespan calls
+        this): until done, /readyz says not ready, and requests still work (a domain not yet
+        loaded loads on its first use, as without warming). Listing the domains is quick and
+        done first: a store without any serves ready at once."""
+        if not self.settings.warm_search:
+            return
+        domains = await to_thread.run_sync(self.store.cold_domains)
+        if domains:
+            self.warmup = asyncio.get_running_loop().create_task(self._warm(domains))
+
+    async def _warm(self, domains: list[tuple[str, str]]) -> None:
+        try:
+            await to_thread.run_sync(self.store.warm, domains, abandon_on_cancel=True)
+        except Exception:
+            log.exception("loading the search copies failed; domains load on first use")
+
+    @property
+    def warm(self) -> bool:
+        return self.warmup is None or self.warmup.done()
 
     async def close(self) -> None:
+        if self.warmup is not None:
+            self.warmup.cancel()  # the load stops at its next domain once the store is closed
         closers = [
             ("retrieval", self.retrieval.close),
             ("methods", self.methods.close),
