@@ -129,20 +129,21 @@ async def test_a_cancelled_caller_is_dropped_without_stalling_the_batch() -> Non
     batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchSettings(0.001, 10))
     running = asyncio.ensure_future(batcher.submit("a"))
     await started(run)
-    # b, b2 and c queued behind the running batch; b's and b2's clients go away, and so does
-    # a's while its batch runs.
-    queued = {i: asyncio.ensure_future(batcher.submit(i)) for i in ("b", "b2", "c")}
-    await until(lambda: len(batcher._pending) == 3, "three queued")
+    # b, b2, c and d queued behind the running batch; b's and c's clients go away (the head
+    # of the queue and one in the middle), and so does a's while its batch runs.
+    queued = {i: asyncio.ensure_future(batcher.submit(i)) for i in ("b", "b2", "c", "d")}
+    await until(lambda: len(batcher._pending) == 4, "four queued")
     queued["b"].cancel()
-    queued["b2"].cancel()
+    queued["c"].cancel()
     running.cancel()
     run.release.set()
-    assert await queued["c"] == "answer to c"
-    assert run.batches == [["a"], ["c"]]
-    for future in (running, queued["b"], queued["b2"]):
+    assert await queued["b2"] == "answer to b2"
+    assert await queued["d"] == "answer to d"
+    assert run.batches == [["a"], ["b2", "d"]]
+    for future in (running, queued["b"], queued["c"]):
         assert future.cancelled()
     # And the batcher still serves.
-    assert await batcher.submit("d") == "answer to d"
+    assert await batcher.submit("e") == "answer to e"
     await batcher.close()
 
 
