@@ -121,18 +121,11 @@ async def evaluate(
                 await components.close()
 
 
-async def _run(
-    components: Components,
-    domain: str,
-    split: str,
-    pool: list[Example],
-    test: list[Example],
-    top_k: int | None,
-    method: str,
-    progress: bool,
-) -> EvalResult:
-    names = entity_types_of([*pool, *test])
-    types = entity_types_for(names)
+async def setup_domain(
+    components: Components, domain: str, pool: list[Example], test: list[Example]
+) -> None:
+    """The eval tenant's ``domain`` afresh: the types of pool and test, the pool indexed."""
+    types = entity_types_for(entity_types_of([*pool, *test]))
     if await components.domains.store_has(TENANT, domain):
         await components.domains.delete(TENANT, domain)
     await components.domains.create(
@@ -143,6 +136,19 @@ async def _run(
         ),
     )
     await components.domains.add_examples(TENANT, domain, pool, source="eval")
+
+
+async def _run(
+    components: Components,
+    domain: str,
+    split: str,
+    pool: list[Example],
+    test: list[Example],
+    top_k: int | None,
+    method: str,
+    progress: bool,
+) -> EvalResult:
+    await setup_domain(components, domain, pool, test)
 
     predictions: list[list[dict[str, Any]]] = []
     latencies: list[float] = []
