@@ -65,7 +65,11 @@ class Components:
         done first: a store without any serves ready at once."""
         if not self.settings.warm_search:
             return
-        domains = await to_thread.run_sync(self.store.cold_domains)
+        try:
+            domains = await to_thread.run_sync(self.store.cold_domains)
+        except Exception:  # a store down at start-up: /readyz says so; domains load on use
+            log.exception("listing the domains to load for search failed")
+            return
         if domains:
             self.warmup = asyncio.get_running_loop().create_task(self._warm(domains))
 
