@@ -3,10 +3,14 @@ the app's lifespan, or by a CLI command), closed once."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
+from anyio import to_thread
+
 from app.auth import Authenticator, build_authenticator
+from app.batched_retrieval import BatchedRetrieval
 from app.cache.base import Cache
 from app.cache.counted import CountedCache
 from app.cache.embeddings import QueryEmbeddingCache
@@ -37,6 +41,8 @@ class Components:
     embedder: Embedder
     store: VectorStore
     retriever: Retriever
+    # The retriever's passes shared by concurrent requests (micro-batching).
+    retrieval: BatchedRetrieval
     generator: Generator
     # Every cache backend in use, each once (the answer cache and the request records share
     # one Redis connection pool when Redis is configured).
@@ -49,9 +55,42 @@ class Components:
     limiter: InFlightLimiter
     # None when auth is off.
     authenticator: Authenticator | None
+    # The background load of the store's search copies (None: not started).
+    warmup: asyncio.Task[None] | None = None
+
+    async def start_warmup(self) -> None:
+        """Load the store's in-process search copies in the background (the lifespan calls
+        this): until done, /readyz says not ready, and requests still work (a domain not yet
+        loaded loads on its first use, as without warming). Listing the domains is quick and
+        done first: a store without any serves ready at once."""
+        if not self.settings.warm_search:
+            return
+        try:
+            domains = await to_thread.run_sync(self.store.cold_domains)
+        except Exception:  # a store down at start-up: /readyz says so; domains load on use
+            log.exception("listing the domains to load for search failed")
+            return
+        if domains:
+            self.warmup = asyncio.get_running_loop().create_task(self._warm(domains))
+
+    async def _warm(self, domains: list[tuple[str, str]]) -> None:
+        try:
+            await to_thread.run_sync(self.store.warm, domains, abandon_on_cancel=True)
+        except Exception:
+            log.exception("loading the search copies failed; domains load on first use")
+
+    @property
+    def warm(self) -> bool:
+        return self.warmup is None or self.warmup.done()
 
     async def close(self) -> None:
-        closers = [("methods", self.methods.close), ("generator", self.generator.close)]
+        if self.warmup is not None:
+            self.warmup.cancel()  # the load stops at its next domain once the store is closed
+        closers = [
+            ("retrieval", self.retrieval.close),
+            ("methods", self.methods.close),
+            ("generator", self.generator.close),
+        ]
         closers += [(f"cache {c.name}", c.close) for c in self.caches]
         for name, closer in closers:
             try:
@@ -108,6 +147,7 @@ def build_components(
     embedder = embedder or build_embedder(settings)
     store = build_store(settings, embedder)
     retriever = Retriever(embedder, store, mode=settings.retrieval, word_hits=settings.word_hits)
+    retrieval = BatchedRetrieval(retriever, settings.batching)
     generator = generator or build_generator(settings)
     redis = build_redis(settings)
     cache = build_cache(settings, redis)
@@ -117,7 +157,7 @@ def build_components(
     ner = NERPipeline(
         settings,
         domains,
-        retriever,
+        retrieval,
         methods,
         CountedCache(cache, metrics, "answer"),
         metrics,
@@ -135,6 +175,7 @@ def build_components(
         embedder=embedder,
         store=store,
         retriever=retriever,
+        retrieval=retrieval,
         generator=generator,
         caches=caches,
         cache=cache,

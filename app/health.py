@@ -29,8 +29,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(components: ComponentsDep) -> JSONResponse:
-    """200 when the vector store, the embedder, the LLM and every served method are usable;
-    else 503 naming which."""
+    """200 when the vector store (with its search copies loaded), the embedder, the LLM and
+    every served method are usable; else 503 naming which."""
 
     async def check(coro: object) -> bool:
         try:
@@ -41,6 +41,8 @@ async def readyz(components: ComponentsDep) -> JSONResponse:
 
     checks = {
         "vector_store": await check(to_thread.run_sync(components.store.ready)),
+        # The search copies loaded at start-up (a request before then loads its domain's).
+        "search_warm": components.warm,
         "embedder": await check(to_thread.run_sync(_embedder_works, components)),
         "llm": await check(components.generator.ready()),
         "cache": await check(components.cache.ready()),

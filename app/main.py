@@ -47,6 +47,8 @@ def build_app(
             log.warning("authentication is OFF: every caller is tenant 'default'")
         if settings.load_demo_domain:
             await load_demo_domain(components)
+        # In the background: /healthz answers at once, /readyz once the copies are loaded.
+        await components.start_warmup()
         log.info(
             "nerve ready",
             extra={

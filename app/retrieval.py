@@ -60,6 +60,17 @@ class QueryEmbedding:
     sentence: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class Search:
+    """One query's search: its ``k`` best examples, without ``exclude_ids`` and (when
+    ``exclude_same_text``) without examples of the query's own text."""
+
+    query: QueryEmbedding
+    k: int
+    exclude_ids: tuple[str, ...] = ()
+    exclude_same_text: bool = False
+
+
 class Retriever:
     def __init__(
         self,
@@ -115,29 +126,50 @@ class Retriever:
         exclude_same_text: bool = False,
     ) -> list[Retrieved]:
         """The ``k`` best distinct examples, best first."""
-        if k <= 0:
-            return []
+        search = Search(query, k, tuple(exclude_ids), exclude_same_text)
+        return self.search_many(tenant, domain, [search])[0]
+
+    def search_many(
+        self, tenant: str, domain: str, searches: Sequence[Search]
+    ) -> list[list[Retrieved]]:
+        """Each search's :meth:`search` result, with one vector-store search for all of their
+        words (word level); the same examples as one :meth:`search` per query."""
+        wanted = [s for s in searches if s.k > 0]
         # Fetch extra candidates so that exclusions still leave k.
-        extra = len(exclude_ids) + (2 if exclude_same_text else 0)
-        scored = (
-            self._word_scores(tenant, domain, query, k + extra)
+        fetch = [s.k + len(s.exclude_ids) + (2 if s.exclude_same_text else 0) for s in wanted]
+        scores = (
+            self._word_scores(tenant, domain, [s.query for s in wanted], fetch)
             if self.mode == "word"
-            else self._sentence_scores(tenant, domain, query, k + extra)
+            else [
+                self._sentence_scores(tenant, domain, s.query, n)
+                for s, n in zip(wanted, fetch, strict=True)
+            ]
         )
-        excluded = set(exclude_ids)
+        found = iter(
+            [
+                self._best(tenant, domain, s, n, scored)
+                for s, n, scored in zip(wanted, fetch, scores, strict=True)
+            ]
+        )
+        return [next(found) if s.k > 0 else [] for s in searches]
+
+    def _best(
+        self, tenant: str, domain: str, search: Search, fetch: int, scored: dict[str, float]
+    ) -> list[Retrieved]:
+        excluded = set(search.exclude_ids)
         ranked = [
             (i, s) for i, s in sorted(scored.items(), key=lambda kv: -kv[1]) if i not in excluded
         ]
-        wanted = ranked[: k + extra]
+        wanted = ranked[:fetch]
         examples = self.store.get_examples(tenant, domain, [i for i, _ in wanted])
         score_of = dict(wanted)
-        query_key = _same_text_key(query.text)
+        query_key = _same_text_key(search.query.text)
         out = [
             Retrieved(e, score_of[e.id or ""])
             for e in examples
-            if not (exclude_same_text and _same_text_key(e.text) == query_key)
+            if not (search.exclude_same_text and _same_text_key(e.text) == query_key)
         ]
-        return out[:k]
+        return out[: search.k]
 
     def retrieve(
         self,
@@ -159,24 +191,38 @@ class Retriever:
         )
 
     def _word_scores(
-        self, tenant: str, domain: str, query: QueryEmbedding, k: int
-    ) -> dict[str, float]:
-        assert query.words is not None
-        keep = informative_words([w.text for w in query.words.words])
-        if not keep:
-            return {}
-        hits = self.store.search_words(
-            tenant, domain, query.words.vectors[keep], max(self.word_hits, k)
+        self, tenant: str, domain: str, queries: Sequence[QueryEmbedding], fetch: Sequence[int]
+    ) -> list[dict[str, float]]:
+        """Each query's example scores, from one store search over all the queries' words."""
+        keeps: list[list[int]] = []
+        vectors: list[np.ndarray] = []
+        for query in queries:
+            assert query.words is not None
+            keeps.append(informative_words([w.text for w in query.words.words]))
+            vectors.append(query.words.vectors[keeps[-1]])
+        limits = [max(self.word_hits, n) for n in fetch]
+        rows = sum(len(keep) for keep in keeps)
+        hits = (
+            self.store.search_words(tenant, domain, np.concatenate(vectors), max(limits))
+            if rows
+            else []
         )
-        totals: dict[str, float] = defaultdict(float)
-        for word_hits in hits:
-            best: dict[str, float] = {}
-            for example_id, _, similarity in word_hits:
-                if similarity > best.get(example_id, -1.0):
-                    best[example_id] = similarity
-            for example_id, similarity in best.items():
-                totals[example_id] += similarity
-        return {i: total / len(keep) for i, total in totals.items()}
+        out: list[dict[str, float]] = []
+        first = 0
+        for keep, limit in zip(keeps, limits, strict=True):
+            mine = hits[first : first + len(keep)]
+            first += len(keep)
+            totals: dict[str, float] = defaultdict(float)
+            for word_hits in mine:
+                # Hits come best first: the top ``limit`` of a larger search are this query's.
+                best: dict[str, float] = {}
+                for example_id, _, similarity in word_hits[:limit]:
+                    if similarity > best.get(example_id, -1.0):
+                        best[example_id] = similarity
+                for example_id, similarity in best.items():
+                    totals[example_id] += similarity
+            out.append({i: total / len(keep) for i, total in totals.items()} if keep else {})
+        return out
 
     def _sentence_scores(
         self, tenant: str, domain: str, query: QueryEmbedding, k: int

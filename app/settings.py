@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.batching import BatchSettings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The shared CrossNER copy sits beside the checkout (a clean clone in CI too).
 CROSSNER_DIR = REPO_ROOT.parent / "shared" / "data" / "crossner"
@@ -56,8 +58,24 @@ class Settings(BaseSettings):
         ge=1,
         description="Segments of one text a method without batches (wraner) answers at once.",
     )
+    batch_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1_000,
+        description="Micro-batching: how long, in ms, the first of concurrent requests waits "
+        "for others to share its embedding pass, vector search and encoder pass (0: off, each "
+        "request alone).",
+    )
+    batch_max: int = Field(
+        32, ge=1, description="Micro-batching: most items (segments) in one shared pass."
+    )
     max_in_flight: int = Field(
         64, ge=1, description="Concurrent /v1/ner requests; more get 429 (not queued)."
+    )
+    warm_search: bool = Field(
+        True,
+        description="Load every domain's in-process search copy (Milvus Lite) at start-up, in "
+        "the background; /readyz answers 503 until done.",
     )
     max_examples_per_upload: int = Field(5_000, ge=1, description="Examples in one upload.")
 
@@ -251,6 +269,10 @@ class Settings(BaseSettings):
         """Longest prompt the gateway sends, in characters: a backend-agnostic bound (no
         tokenizer here) at a conservative 3 characters a token (English runs about 4)."""
         return max(0, self.llm_context_tokens - self.max_new_tokens) * 3
+
+    @property
+    def batching(self) -> BatchSettings:
+        return BatchSettings(wait_s=self.batch_wait_ms / 1000, max_items=self.batch_max)
 
     @property
     def milvus_lite_path(self) -> Path:

@@ -411,6 +411,7 @@ def test_health_ready_metrics(api: TestClient) -> None:
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {
         "vector_store": True,
+        "search_warm": True,
         "embedder": True,
         "llm": True,
         "cache": True,

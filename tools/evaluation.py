@@ -142,6 +142,30 @@ async def evaluate(
                 await components.close()
 
 
+async def setup_domain(
+    components: Components,
+    domain: str,
+    pool: list[Example],
+    test: list[Example],
+    bare_types: bool = False,
+) -> None:
+    """The eval tenant's ``domain`` afresh: the types of pool and test (each described by its
+    bare name with ``bare_types``), the pool indexed."""
+    types = entity_types_for(entity_types_of([*pool, *test]))
+    if bare_types:
+        types = [EntityType(name=t.name, description=t.name) for t in types]
+    if await components.domains.store_has(TENANT, domain):
+        await components.domains.delete(TENANT, domain)
+    await components.domains.create(
+        TENANT,
+        DomainIn(
+            name=domain,
+            entity_types=[EntityTypeIn(name=t.name, description=t.description) for t in types],
+        ),
+    )
+    await components.domains.add_examples(TENANT, domain, pool, source="eval")
+
+
 async def _run(
     components: Components,
     domain: str,
@@ -155,20 +179,7 @@ async def _run(
 ) -> EvalResult:
     # An unknown method fails here, naming the served ones, before the pool is indexed.
     handler = components.methods.resolve(method)
-    names = entity_types_of([*pool, *test])
-    types = entity_types_for(names)
-    if variant.bare_types:
-        types = [EntityType(name=t.name, description=t.name) for t in types]
-    if await components.domains.store_has(TENANT, domain):
-        await components.domains.delete(TENANT, domain)
-    await components.domains.create(
-        TENANT,
-        DomainIn(
-            name=domain,
-            entity_types=[EntityTypeIn(name=t.name, description=t.description) for t in types],
-        ),
-    )
-    await components.domains.add_examples(TENANT, domain, pool, source="eval")
+    await setup_domain(components, domain, pool, test, variant.bare_types)
 
     predictions: list[list[dict[str, Any]]] = []
     latencies: list[float] = []

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from app.batching import NO_BATCHING, BatchSettings
 from app.generation.base import Generator
 from app.methods.base import EncoderMethod, LabelReassignment
 from app.settings import REPO_ROOT, EncoderRuntime, Settings
@@ -37,6 +38,8 @@ class EncoderMethodsConfig:
     triton_lar_model: str = "lar"
     timeout_s: float = 10.0
     triton_retries: int = 2
+    # Micro-batching of concurrent requests' encoder passes (in process; Triton batches itself).
+    batching: BatchSettings = NO_BATCHING
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EncoderMethodsConfig:
@@ -58,6 +61,7 @@ class EncoderMethodsConfig:
             triton_lar_model=settings.triton_lar_model,
             timeout_s=settings.encoder_timeout_s,
             triton_retries=settings.triton_retries,
+            batching=settings.batching,
         )
 
 
@@ -116,6 +120,10 @@ def build_encoder_methods(
     )
     reassigner = LabelReassigner(extractor, replace(options, inference=config.lar_inference))
     return EncoderMethods(
-        InProcessBaner(extractor),
-        InProcessLar(reassigner, generator if config.lar_inference == "enhanced" else None),
+        InProcessBaner(extractor, config.batching),
+        InProcessLar(
+            reassigner,
+            generator if config.lar_inference == "enhanced" else None,
+            batching=config.batching,
+        ),
     )

@@ -1,29 +1,31 @@
 """BANER and LAR in the gateway's process (the embedded default): the torch work runs in a
-worker thread so the event loop stays free."""
+worker thread so the event loop stays free, and concurrent requests' texts share one encoder pass
+(micro-batching, :mod:`app.batching`; off with ``NERVE_BATCH_WAIT_MS=0``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from app.batching import NO_BATCHING, BatchSettings, MicroBatcher
 from app.core.types import EntityType, Example, Span
 from app.errors import BackendUnavailable, NerveError
 from app.generation.base import Generator
 from app.methods.baner.extractor import BanerExtractor
 from app.methods.base import ReconcileByRetyping
 from app.methods.handler import SegmentTask
-from app.methods.lar.reassign import LabelReassigner, enhance
+from app.methods.lar.reassign import LabelReassigner, Reassigned, enhance
 from app.methods.wire import TypedEntity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-async def _run(name: str, call: Callable[[], T]) -> T:
+async def _run(name: str, call: Callable[[], Awaitable[T]]) -> T:
     try:
-        return await asyncio.to_thread(call)
+        return await call()
     except NerveError:
         raise
     except Exception as exc:  # a failing model is a backend failure: 503 naming it
@@ -34,23 +36,26 @@ async def _run(name: str, call: Callable[[], T]) -> T:
 class InProcessBaner:
     name = "baner"
 
-    def __init__(self, extractor: BanerExtractor) -> None:
+    def __init__(self, extractor: BanerExtractor, batching: BatchSettings = NO_BATCHING) -> None:
         self.extractor = extractor
         self.model = f"baner:{extractor.model_id}"
+        self.batcher: MicroBatcher[SegmentTask, list[TypedEntity]] = MicroBatcher(
+            self.name, extractor.extract_batch, batching
+        )
 
     async def extract(
         self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]
     ) -> list[TypedEntity]:
-        return await _run(self.name, lambda: self.extractor.extract(text, entity_types, support))
+        return (await self.extract_batch([SegmentTask(text, list(entity_types), list(support))]))[0]
 
     async def extract_batch(self, items: Sequence[SegmentTask]) -> list[list[TypedEntity]]:
-        return await _run(self.name, lambda: self.extractor.extract_batch(items))
+        return await _run(self.name, lambda: self.batcher.submit_many(items))
 
     async def ready(self) -> bool:
         return True
 
     async def close(self) -> None:
-        return None
+        await self.batcher.close()
 
 
 class InProcessLar(ReconcileByRetyping):
@@ -58,23 +63,29 @@ class InProcessLar(ReconcileByRetyping):
 
     name = "lar"
 
-    def __init__(self, reassigner: LabelReassigner, generator: Generator | None = None) -> None:
+    def __init__(
+        self,
+        reassigner: LabelReassigner,
+        generator: Generator | None = None,
+        *,
+        batching: BatchSettings = NO_BATCHING,
+    ) -> None:
         if reassigner.options.inference == "enhanced" and generator is None:
             raise ValueError("LAR enhanced inference needs a generator (the LLM)")
         self.reassigner = reassigner
         self.generator = generator
         self.model = f"lar:{reassigner.extractor.model_id}"
+        self.batcher: MicroBatcher[SegmentTask, Reassigned] = MicroBatcher(
+            self.name, reassigner.extract_batch, batching
+        )
 
     async def extract(
         self, text: str, entity_types: Sequence[EntityType], support: Sequence[Example]
     ) -> list[TypedEntity]:
-        result = await _run(self.name, lambda: self.reassigner.extract(text, entity_types, support))
-        if self.reassigner.options.inference == "enhanced" and self.generator is not None:
-            return await enhance(text, result.entities, self.generator, self.reassigner.options)
-        return result.entities
+        return (await self.extract_batch([SegmentTask(text, list(entity_types), list(support))]))[0]
 
     async def extract_batch(self, items: Sequence[SegmentTask]) -> list[list[TypedEntity]]:
-        results = await _run(self.name, lambda: self.reassigner.extract_batch(items))
+        results = await _run(self.name, lambda: self.batcher.submit_many(items))
         if self.reassigner.options.inference == "enhanced" and self.generator is not None:
             return [
                 await enhance(item.text, result.entities, self.generator, self.reassigner.options)
@@ -90,7 +101,10 @@ class InProcessLar(ReconcileByRetyping):
         support: Sequence[Example],
     ) -> list[TypedEntity]:
         result = await _run(
-            self.name, lambda: self.reassigner.reassign(text, mentions, entity_types, support)
+            self.name,
+            lambda: asyncio.to_thread(
+                self.reassigner.reassign, text, mentions, entity_types, support
+            ),
         )
         return result.entities
 
@@ -98,4 +112,4 @@ class InProcessLar(ReconcileByRetyping):
         return True
 
     async def close(self) -> None:
-        return None
+        await self.batcher.close()

@@ -8,9 +8,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from anyio import to_thread
 from pydantic import ValidationError
 
+from app.batched_retrieval import BatchedRetrieval
 from app.cache.counted import CountedCache
 from app.cache.embeddings import QueryEmbeddingCache
 from app.cache.keys import answer_key
@@ -25,7 +25,7 @@ from app.methods.registry import MethodRegistry
 from app.metrics import Metrics
 from app.ner.escalation import escalation_reasons
 from app.ner.protocol import EntityOut, NERRequest, NERResponse, Timings
-from app.retrieval import QueryEmbedding, Retriever
+from app.retrieval import QueryEmbedding, Search
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class NERPipeline:
         self,
         settings: Settings,
         domains: DomainService,
-        retriever: Retriever,
+        retrieval: BatchedRetrieval,
         methods: MethodRegistry,
         cache: CountedCache,
         metrics: Metrics,
@@ -64,7 +64,7 @@ class NERPipeline:
     ) -> None:
         self.settings = settings
         self.domains = domains
-        self.retriever = retriever
+        self.retrieval = retrieval
         self.methods = methods
         self.cache = cache
         self.metrics = metrics
@@ -210,7 +210,8 @@ class NERPipeline:
         exclude_same_text: bool,
     ) -> list[_Segment]:
         """Answers of the segments ``ranges`` of ``text``, in order: their embeddings in one
-        pass, each one's examples retrieved, then the handler (one batch where it takes one).
+        pass, their examples retrieved in one search, then the handler (one batch where it takes
+        one); each pass may be shared with concurrent requests (micro-batching).
         A stage's time is the batch's, shared evenly among its segments."""
         texts = [text[start:end] for start, end in ranges]
         handler = prepared.handler
@@ -224,17 +225,10 @@ class NERPipeline:
                 t0 = time.perf_counter()
                 queries = await self._embed_many(tenant, texts)
                 t1 = time.perf_counter()
-                retrieved = await to_thread.run_sync(
-                    lambda: [
-                        self.retriever.search(
-                            tenant,
-                            prepared.domain.name,
-                            query,
-                            k,
-                            exclude_same_text=exclude_same_text,
-                        )
-                        for query in queries
-                    ]
+                retrieved = await self.retrieval.search(
+                    tenant,
+                    prepared.domain.name,
+                    [Search(query, k, exclude_same_text=exclude_same_text) for query in queries],
                 )
                 timings["embed"] = (t1 - t0) * share
                 timings["retrieve"] = (time.perf_counter() - t1) * share
@@ -262,7 +256,7 @@ class NERPipeline:
 
     async def _embed_many(self, tenant: str, texts: Sequence[str]) -> list[QueryEmbedding]:
         """The segments' query embeddings: from the cache where an identical one was
-        embedded, the others in one embedder call."""
+        embedded, the others in one embedder pass (shared with concurrent requests')."""
         found: dict[int, QueryEmbedding] = {}
         if self.embeddings is not None:
             for index, segment in enumerate(texts):
@@ -271,9 +265,7 @@ class NERPipeline:
                     found[index] = cached
         missing = [i for i in range(len(texts)) if i not in found]
         if missing:
-            fresh = await to_thread.run_sync(
-                self.retriever.embed_queries, [texts[i] for i in missing]
-            )
+            fresh = await self.retrieval.embed([texts[i] for i in missing])
             for index, query in zip(missing, fresh, strict=True):
                 found[index] = query
                 if self.embeddings is not None:

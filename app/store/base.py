@@ -72,6 +72,16 @@ class VectorStore(Protocol):
         self, tenant: str, domain: str, vector: np.ndarray, limit: int
     ) -> list[Hit]: ...
 
+    def cold_domains(self) -> list[tuple[str, str]]:
+        """(tenant, domain) of the domains whose searches would first load something into
+        memory (none for a store that keeps nothing in memory)."""
+        ...
+
+    def warm(self, domains: Sequence[tuple[str, str]]) -> int:
+        """Load what these domains' searches read (at start-up, so that no request waits for
+        it); how many were loaded."""
+        ...
+
     def ready(self) -> bool: ...
 
     def close(self) -> None: ...

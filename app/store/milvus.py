@@ -113,6 +113,7 @@ class MilvusStore:
         self.domains = f"{prefix}_domains"
         self.examples = f"{prefix}_examples"
         self.words = f"{prefix}_words"
+        self._closed = False
         try:
             self.client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s)
             self._ensure_collections()
@@ -547,6 +548,48 @@ class MilvusStore:
             )
         return local
 
+    def cold_domains(self) -> list[tuple[str, str]]:
+        """(tenant, domain) of every domain whose search copy is not loaded (local search)."""
+        if not self.local_search:
+            return []
+        rows = self._call(
+            "list_all_domains",
+            lambda: self.client.query(
+                self.domains,
+                filter='key != ""',
+                output_fields=["spec"],
+                limit=16_384,
+                timeout=self.timeout_s,
+            ),
+        )
+        with _LOCAL_LOCK:
+            slots = dict(_LOCAL.get(self._local_key, {}))
+        found = [Domain.model_validate_json(r["spec"]) for r in rows]
+        return [
+            (d.tenant, d.name)
+            for d in found
+            if (d.tenant, d.name) not in slots or slots[(d.tenant, d.name)].index is None
+        ]
+
+    def warm(self, domains: Sequence[tuple[str, str]]) -> int:
+        """Load these domains' copies now, so that no request after a restart waits for its
+        domain's load; how many were loaded. A domain that fails to load is logged and left to
+        load on its first use."""
+        started = time.perf_counter()
+        loaded = 0
+        for tenant, name in domains:
+            if self._closed:
+                break
+            try:
+                self._local(tenant, name)
+                loaded += 1
+            except Exception:
+                log.exception("loading domain %s/%s for search failed", tenant, name)
+        log.info(
+            "search copies loaded: %d domains in %.1f s", loaded, time.perf_counter() - started
+        )
+        return loaded
+
     def index_params(self, tenant: str, domain: str) -> dict[str, IndexParams]:
         """The IVF parameters a domain's searches use, read back from faiss (local search only)."""
         local = self._local(tenant, domain)
@@ -563,6 +606,7 @@ class MilvusStore:
             return False
 
     def close(self) -> None:
+        self._closed = True
         if self.local_search:
             with _LOCAL_LOCK:
                 _LOCAL.pop(self._local_key, None)
