@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -204,6 +205,15 @@ class OnnxEncoder(nn.Module):
         # int8 quantises activations with one scale per run: run each text alone (unpadded)
         # so that its states never depend on the texts batched with it.
         self.by_row = by_row
+        # Rows of one batch run side by side, one core each (a single row's matrices are too
+        # small for intra-op threads to pay); one text alone keeps the intra-op threads.
+        self.row_workers = (os.cpu_count() or 1) if threads == 0 else threads
+        self._row_session: Any = None
+        self._row_pool: ThreadPoolExecutor | None = None
+        if by_row and self.row_workers > 1:
+            # ONNX Runtime releases the GIL in run(): one-thread sessions' rows run in parallel.
+            self._row_session = _session(self.path, 1)
+            self._row_pool = ThreadPoolExecutor(self.row_workers, thread_name_prefix="onnx-row")
 
     @classmethod
     def from_model(
@@ -243,14 +253,22 @@ class OnnxEncoder(nn.Module):
             hidden = self._run(ids, mask)
         else:
             hidden = np.zeros((*ids.shape, self._width(ids, mask)), dtype=np.float32)
-            for row in range(len(ids)):
-                kept = np.flatnonzero(mask[row])  # the text's own tokens, without padding
-                alone = self._run(ids[row : row + 1, kept], mask[row : row + 1, kept])
-                hidden[row, kept] = alone[0]
+            rows = [np.flatnonzero(mask[row]) for row in range(len(ids))]  # without padding
+            alone = self._run_rows(
+                [(ids[r : r + 1, kept], mask[r : r + 1, kept]) for r, kept in enumerate(rows)]
+            )
+            for row, (kept, states) in enumerate(zip(rows, alone, strict=True)):
+                hidden[row, kept] = states[0]
         return BaseModelOutput(last_hidden_state=torch.from_numpy(hidden))
 
-    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT], {"input_ids": ids, "attention_mask": mask})[0]
+    def _run(self, ids: np.ndarray, mask: np.ndarray, session: Any = None) -> np.ndarray:
+        feed = {"input_ids": ids, "attention_mask": mask}
+        return (session or self.session).run([OUTPUT], feed)[0]
+
+    def _run_rows(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        if len(rows) == 1 or self._row_pool is None:
+            return [self._run(ids, mask) for ids, mask in rows]
+        return list(self._row_pool.map(lambda row: self._run(*row, self._row_session), rows))
 
     def _width(self, ids: np.ndarray, mask: np.ndarray) -> int:
         hidden_size = getattr(self.config, "hidden_size", None)
