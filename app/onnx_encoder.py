@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,7 +118,7 @@ def quantize_int8(source: Path, target: Path) -> None:
     output channel, activations quantised per batch at run time. One scale per tensor (the
     default) cost 1.7 F1 on CrossNER music (docs/benchmarks.md); per channel keeps the hidden
     states much closer to fp32 (token cosine 0.99 against 0.95). The activations' scale is the
-    whole batch's, so a text's states depend on the texts batched with it."""
+    whole input's, so :class:`OnnxEncoder` runs an int8 model one text at a time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
@@ -196,11 +197,23 @@ class OnnxEncoder(nn.Module):
     """Stands in for a transformers encoder: same call, same ``last_hidden_state``, run by ONNX
     Runtime. It holds no torch weights; ``config`` is the original model's."""
 
-    def __init__(self, path: Path, config: Any, threads: int = 0) -> None:
+    def __init__(self, path: Path, config: Any, threads: int = 0, *, by_row: bool = False) -> None:
         super().__init__()
         self.path = Path(path)
         self.config = config
         self.session = _session(self.path, threads)
+        # int8 quantises activations with one scale per run: run each text alone (unpadded)
+        # so that its states never depend on the texts batched with it.
+        self.by_row = by_row
+        # Rows of one batch run side by side, one core each (a single row's matrices are too
+        # small for intra-op threads to pay); one text alone keeps the intra-op threads.
+        self.row_workers = (os.cpu_count() or 1) if threads == 0 else threads
+        self._row_session: Any = None
+        self._row_pool: ThreadPoolExecutor | None = None
+        if by_row and self.row_workers > 1:
+            # ONNX Runtime releases the GIL in run(): one-thread sessions' rows run in parallel.
+            self._row_session = _session(self.path, 1)
+            self._row_pool = ThreadPoolExecutor(self.row_workers, thread_name_prefix="onnx-row")
 
     @classmethod
     def from_model(
@@ -221,7 +234,7 @@ class OnnxEncoder(nn.Module):
             raise ValueError("runtime 'torch' needs no ONNX encoder")
         _require(setting)
         path = ensure_onnx(model.eval(), Path(cache_dir), name, precision)
-        return cls(path, getattr(model, "config", None), threads)
+        return cls(path, getattr(model, "config", None), threads, by_row=precision == "int8")
 
     def forward(
         self,
@@ -234,11 +247,29 @@ class OnnxEncoder(nn.Module):
 
         if token_type_ids is not None and bool(token_type_ids.any()):
             raise ValueError("the ONNX encoder was exported for single-segment inputs only")
-        hidden = self.session.run(
-            [OUTPUT],
-            {
-                "input_ids": input_ids.numpy().astype(np.int64, copy=False),
-                "attention_mask": attention_mask.numpy().astype(np.int64, copy=False),
-            },
-        )[0]
+        ids = input_ids.numpy().astype(np.int64, copy=False)
+        mask = attention_mask.numpy().astype(np.int64, copy=False)
+        if not self.by_row:
+            hidden = self._run(ids, mask)
+        else:
+            hidden = np.zeros((*ids.shape, self._width(ids, mask)), dtype=np.float32)
+            rows = [np.flatnonzero(mask[row]) for row in range(len(ids))]  # without padding
+            alone = self._run_rows(
+                [(ids[r : r + 1, kept], mask[r : r + 1, kept]) for r, kept in enumerate(rows)]
+            )
+            for row, (kept, states) in enumerate(zip(rows, alone, strict=True)):
+                hidden[row, kept] = states[0]
         return BaseModelOutput(last_hidden_state=torch.from_numpy(hidden))
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray, session: Any = None) -> np.ndarray:
+        feed = {"input_ids": ids, "attention_mask": mask}
+        return (session or self.session).run([OUTPUT], feed)[0]
+
+    def _run_rows(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        if len(rows) == 1 or self._row_pool is None:
+            return [self._run(ids, mask) for ids, mask in rows]
+        return list(self._row_pool.map(lambda row: self._run(*row, self._row_session), rows))
+
+    def _width(self, ids: np.ndarray, mask: np.ndarray) -> int:
+        hidden_size = getattr(self.config, "hidden_size", None)
+        return int(hidden_size) if hidden_size else self._run(ids[:1, :1], mask[:1, :1]).shape[-1]

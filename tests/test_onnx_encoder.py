@@ -69,6 +69,25 @@ def test_export_agrees_with_torch_on_other_batch_and_sequence_sizes(tmp_path: Pa
         assert float((got - expected)[keep].abs().max()) < 1e-4
 
 
+def test_an_int8_text_gets_the_same_states_whatever_it_is_batched_with(tmp_path: Path) -> None:
+    # Dynamic int8 scales activations per run: batched together, texts would change each
+    # other's states (and micro-batching would change answers). Run alone, they cannot.
+    model = _tiny_bert()
+    encoder = OnnxEncoder.from_model(model, runtime="onnx-int8", cache_dir=tmp_path, name="tiny")
+    ids, mask = _batch([7, 30, 12])
+    together = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    for row, length in enumerate((7, 30, 12)):
+        alone = encoder(
+            input_ids=ids[row : row + 1, :length], attention_mask=mask[row : row + 1, :length]
+        )
+        assert torch.equal(together[row, :length], alone.last_hidden_state[0])
+        assert not together[row, length:].any()  # padding positions stay empty
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    keep = mask.bool()
+    assert float((together - expected)[keep].abs().max()) < 0.5  # still the same model, roughly
+
+
 def test_the_cache_is_keyed_by_the_weights(tmp_path: Path) -> None:
     first = ensure_onnx(_tiny_bert(0), tmp_path, "tiny", "fp32")
     stamp = first.stat().st_mtime_ns
@@ -261,7 +280,7 @@ def test_settings_choose_the_encoder_runtime(onnx_dir: Path) -> None:
     # Answers of another runtime are another model's (the answer cache key holds it).
     assert baner.model.endswith("@onnx")
     assert methods.lar.model.endswith("@onnx")  # type: ignore[attr-defined]
-    # The service's default: fp32 (int8 answers depend on their batch, docs/benchmarks.md).
-    assert EncoderMethodsConfig.from_settings(load_settings()).runtime == "onnx"
+    # The service's default: int8, each text run alone (docs/benchmarks.md).
+    assert EncoderMethodsConfig.from_settings(load_settings()).runtime == "onnx-int8"
     torch_config = EncoderMethodsConfig.from_settings(load_settings(encoder_runtime="torch"))
     assert build_encoder_methods(torch_config).baner.model == "baner:packaged:all-MiniLM-L6-v2"

@@ -75,24 +75,23 @@ def make_word_batch(tokenizer: Any, batch_words: list[list[str]], max_length: in
         return_tensors="pt",
     )
     width = max((len(w) for w in batch_words), default=0) or 1
-    first_index = torch.zeros((len(batch_words), width), dtype=torch.long)
-    word_mask = torch.zeros((len(batch_words), width), dtype=torch.bool)
-    shapes = torch.zeros((len(batch_words), width, SHAPE_DIM), dtype=torch.float32)
+    # Filled as Python lists, turned into tensors once: element-wise tensor writes are slow.
+    first_index = [[0] * width for _ in batch_words]
+    word_mask = [[False] * width for _ in batch_words]
+    shapes = [[(0.0,) * SHAPE_DIM] * width for _ in batch_words]
     for row, words in enumerate(batch_words):
+        firsts, mask = first_index[row], word_mask[row]
         for position, word_index in enumerate(encoded.word_ids(row)):
-            if (
-                word_index is not None
-                and word_index < len(words)
-                and not word_mask[row, word_index]
-            ):
-                first_index[row, word_index] = position
-                word_mask[row, word_index] = True
-        if words:
-            shapes[row, : len(words)] = torch.tensor(
-                [word_shape(w, i) for i, w in enumerate(words)]
-            )
+            if word_index is not None and word_index < len(words) and not mask[word_index]:
+                firsts[word_index] = position
+                mask[word_index] = True
+        shapes[row][: len(words)] = [word_shape(w, i) for i, w in enumerate(words)]
     return WordBatch(
-        encoded["input_ids"], encoded["attention_mask"], first_index, word_mask, shapes
+        encoded["input_ids"],
+        encoded["attention_mask"],
+        torch.tensor(first_index, dtype=torch.long),
+        torch.tensor(word_mask, dtype=torch.bool),
+        torch.tensor(shapes, dtype=torch.float32),
     )
 
 

@@ -58,7 +58,12 @@ class SupportSet:
         wanted = set(types)
         used = [e for e in encoded if len(e.word_vectors)]
         # Entities of types the request did not ask for are outside words for this request.
-        tags = [np.where(np.isin(e.word_types, list(wanted)), e.tags, TAG_O) for e in used]
+        tags = [
+            np.where([kind in wanted for kind in e.word_types], e.tags, TAG_O)
+            if len(e.tags)
+            else e.tags
+            for e in used
+        ]
         keep = [(e, i) for e in encoded for i, t in enumerate(e.span_types) if t in wanted]
         return cls(
             np.concatenate([e.word_vectors for e in used])
@@ -98,29 +103,40 @@ class SupportSet:
     ) -> np.ndarray:
         """(N, T) similarity of each span to each type."""
         scores = span_reps @ anchors.T
+        if len(span_reps) == 0:
+            return scores
         anchor_weight = 1.0 - weights.proto - weights.nearest
         f = weights.feature
-        for column, name in enumerate(types):
-            mask = self.span_types == name if len(self.span_types) else None
-            if mask is None or not mask.any():
-                continue
-            reps, feats = self.span_reps[mask], self.span_features[mask]
-            sims = (1 - f) * (span_reps @ reps.T) + f * (span_features @ feats.T)
-            k = min(weights.nearest_k, sims.shape[1])
-            nearest = np.sort(sims, axis=1)[:, ::-1][:, :k].mean(axis=1)
-            proto = (1 - f) * (span_reps @ _unit(reps.mean(axis=0))) + f * (
-                span_features @ _unit(feats.mean(axis=0))
+        columns = self.type_columns(types)
+        onehot = columns[:, None] == np.arange(len(types))[None, :]  # (M, T)
+        counts = onehot.sum(axis=0)
+        present = counts > 0
+        if present.any():
+            # Prototypes: each type's mean support representation, normalised.
+            proto = (1 - f) * (span_reps @ _unit_rows(onehot.T @ self.span_reps).T) + f * (
+                span_features @ _unit_rows(onehot.T @ self.span_features).T
             )
-            scores[:, column] = (
-                anchor_weight * scores[:, column]
-                + weights.proto * proto
-                + weights.nearest * nearest
+            # Nearest: the mean of each type's k most similar support spans.
+            sims = (1 - f) * (span_reps @ self.span_reps.T) + f * (
+                span_features @ self.span_features.T
             )
+            by_type = np.where(onehot.T[:, None, :], sims[None, :, :], -np.inf)  # (T, N, M)
+            ranked = -np.sort(-by_type, axis=2)
+            k = np.minimum(weights.nearest_k, np.maximum(counts, 1))  # (T,)
+            top_sums = np.cumsum(np.where(np.isfinite(ranked), ranked, 0.0), axis=2)
+            nearest = (top_sums[np.arange(len(types)), :, k - 1] / k[:, None]).T  # (N, T)
+            mixed = anchor_weight * scores + weights.proto * proto + weights.nearest * nearest
+            scores = np.where(present[None, :], mixed, scores)
         if weights.ridge > 0:
             scores += weights.ridge * self.ridge_scores(
                 span_reps, span_features, types, weights.feature, weights.ridge_lambda
             )
         return scores
+
+    def type_columns(self, types: Sequence[str]) -> np.ndarray:
+        """(M,) the column in ``types`` of each support span's type (-1 if not requested)."""
+        index = {name: column for column, name in enumerate(types)}
+        return np.array([index.get(t, -1) for t in self.span_types], dtype=np.int64)
 
     def ridge_scores(
         self,
@@ -137,20 +153,18 @@ class SupportSet:
         without support, or a support of one type only, get 0.
         """
         scores = np.zeros((len(span_reps), len(types)))
-        present = [t for t in types if (self.span_types == t).any()] if len(self.span_types) else []
+        columns = self.type_columns(types)
+        present = np.unique(columns[columns >= 0])
         if len(present) < 2 or len(span_reps) == 0:
             return scores
-        keep = np.isin(self.span_types, present)
+        keep = columns >= 0
         support = _joint(self.span_reps[keep], self.span_features[keep], feature)
-        labels = self.span_types[keep]
-        targets = np.stack([(labels == t).astype(np.float64) for t in present], axis=1)
+        targets = (columns[keep][:, None] == present[None, :]).astype(np.float64)
         mean = targets.mean(axis=0)
         gram = support @ support.T
         alpha = np.linalg.solve(gram + lam * np.eye(len(gram)), targets - mean)
         predicted = (_joint(span_reps, span_features, feature) @ support.T) @ alpha + mean
-        for column, name in enumerate(types):
-            if name in present:
-                scores[:, column] = predicted[:, present.index(name)]
+        scores[:, present] = predicted
         return scores
 
 
@@ -158,12 +172,23 @@ def span_features(word_vectors: np.ndarray, spans: Sequence[tuple[int, int]]) ->
     """(N, d) normalised mean of each span's (first, last inclusive) word vectors."""
     if not spans:
         return np.zeros((0, word_vectors.shape[1]), dtype=np.float32)
-    return np.stack([_unit(word_vectors[a : b + 1].mean(axis=0)) for a, b in spans])
+    # Cumulative sums give every span's mean in one step.
+    sums = np.zeros((len(word_vectors) + 1, word_vectors.shape[1]))
+    np.cumsum(word_vectors, axis=0, dtype=np.float64, out=sums[1:])
+    first = np.array([a for a, _ in spans])
+    end = np.array([b + 1 for _, b in spans])
+    means = (sums[end] - sums[first]) / (end - first)[:, None]
+    norms = np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-9)
+    return (means / norms).astype(word_vectors.dtype)
 
 
 def _joint(reps: np.ndarray, features: np.ndarray, feature: float) -> np.ndarray:
     """Both representations in one vector whose inner products mix their cosines."""
     return np.concatenate([np.sqrt(1 - feature) * reps, np.sqrt(feature) * features], axis=1)
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9)
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
