@@ -73,5 +73,5 @@ def install() -> bool:
     if getattr(MemTable, ROW_BY_ROW, None) is None:
         # Kept on the class: tests compare both on the same buffers.
         setattr(MemTable, ROW_BY_ROW, MemTable._build_data_table)
-        MemTable._build_data_table = _patched  # type: ignore[method-assign]
+        MemTable._build_data_table = _patched
     return True
