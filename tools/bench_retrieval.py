@@ -16,6 +16,7 @@ at word and sentence level.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -37,6 +38,7 @@ from app.core.types import Example
 from app.retrieval import QueryEmbedding, Retriever, informative_words
 from app.settings import CROSSNER_DIR, Settings
 from app.store.base import Hit, IndexedExample
+from app.store.local_index import DomainIndex, IndexParams
 from app.store.milvus import MilvusStore
 
 TENANT = "bench"
@@ -60,7 +62,12 @@ class ExactSearch:
         similarities = _normalised(vectors) @ self.words.T
         out = []
         for row in similarities:
-            best = np.argsort(-row)[:limit]
+            top = (
+                np.argpartition(-row, limit - 1)[:limit]
+                if limit < len(row)
+                else np.arange(len(row))
+            )
+            best = top[np.argsort(-row[top], kind="stable")]
             out.append([(*self.word_owner[j], float(row[j])) for j in best])
         return out
 
@@ -97,6 +104,35 @@ def _disk_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
+def embedded_cached(
+    retriever: Retriever, examples: Sequence[Example], cache: Path | None
+) -> list[IndexedExample]:
+    """``retriever.prepare(examples)``, saved to / read from ``cache`` (an .npz: the sentence
+    vectors, all word vectors and each sentence's word count), so that a large real pool is
+    embedded once. A cache made from other texts is refused."""
+    digest = hashlib.sha256("\n".join(e.text for e in examples).encode()).hexdigest()
+    if cache is not None and cache.exists():
+        saved = np.load(cache)
+        if str(saved["digest"]) != digest:
+            raise ValueError(f"{cache} was embedded from other sentences: delete it")
+        bounds = np.concatenate([[0], np.cumsum(saved["lengths"])])
+        return [
+            IndexedExample(e, saved["sentences"][n], saved["words"][bounds[n] : bounds[n + 1]])
+            for n, e in enumerate(examples)
+        ]
+    items = retriever.prepare(examples)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            cache,
+            digest=np.array(digest),
+            sentences=np.stack([i.sentence_vector for i in items]).astype(np.float32),
+            words=np.concatenate([i.word_vectors for i in items]).astype(np.float32),
+            lengths=np.array([len(i.word_vectors) for i in items], dtype=np.int64),
+        )
+    return items
+
+
 def synthetic_pool(
     base: Sequence[IndexedExample], size: int, rng: np.random.Generator
 ) -> list[IndexedExample]:
@@ -121,6 +157,56 @@ def synthetic_pool(
     return pool
 
 
+class CopyOnly:
+    """A domain's in-process search copy (what `MilvusStore` searches with Milvus Lite) built
+    straight from the vectors, without Milvus: for pools too big to ingest through Milvus Lite
+    here. The same `DomainIndex` code, so the same search path and parameters."""
+
+    def __init__(self, items: Sequence[IndexedExample], nlist_per_sqrt: float, nprobe: int) -> None:
+        self.index = DomainIndex(items[0].word_vectors.shape[1], nlist_per_sqrt)
+        self.nprobe = nprobe
+        for item in items:
+            self.index.add(item.example, item.sentence_vector, item.word_vectors)
+
+    def search_words(
+        self, tenant: str, domain: str, vectors: np.ndarray, limit: int
+    ) -> list[list[tuple[str, int, float]]]:
+        return self.index.search_words(np.asarray(vectors), limit, self.nprobe)
+
+    def search_sentences(
+        self, tenant: str, domain: str, vector: np.ndarray, limit: int
+    ) -> list[Hit]:
+        hits = self.index.search_sentences(np.asarray(vector), limit, self.nprobe)
+        return [Hit(example_id, similarity) for example_id, _, similarity in hits]
+
+    def get_examples(self, tenant: str, domain: str, ids: Sequence[str]) -> list[Example]:
+        return self.index.get(ids)
+
+    def index_params(self, tenant: str, domain: str) -> dict[str, IndexParams]:
+        return self.index.params(self.nprobe)
+
+
+def copy_mb(index: DomainIndex) -> float:
+    """Bytes the copy's word and sentence columns hold, counted from its arrays: the vector
+    matrix, faiss' inverted lists (vectors + 8-byte ids) and centroids."""
+    total = 0
+    for column in (index.words, index.sentences):
+        total += sum(c.nbytes for c in column.chunks)
+        if column.index is not None:
+            ivf = column.index.index
+            total += ivf.ntotal * (ivf.code_size + 8) + ivf.nlist * ivf.d * 4
+    return total / 2**20
+
+
+def real_or_synthetic_pool(
+    base: Sequence[IndexedExample], size: int, rng: np.random.Generator, real: bool
+) -> tuple[list[IndexedExample], str]:
+    """The first ``size`` real sentences when ``real`` and there are enough; else noisy copies."""
+    if real and size <= len(base):
+        return list(base[:size]), "real"
+    return synthetic_pool(base, size, rng), "synthetic"
+
+
 def scaling(
     embedder: object,
     settings: Settings,
@@ -132,16 +218,21 @@ def scaling(
     milvus_search_up_to: int,
     output: Path | None,
     base_splits: Sequence[str] = ("train", "dev"),
+    base_domains: Sequence[str] = SYNTHETIC_DOMAINS,
+    cache: Path | None = None,
+    real: bool = False,
+    milvus_up_to: int = 10**9,
+    nlist_per_sqrt: float = 4.0,
 ) -> None:
-    """Per pool size: ingest into a fresh Milvus Lite store, then time `Retriever.search` (the
-    query's word vectors are computed beforehand: embedding is not timed) and compare it with
-    exact search."""
+    """Per pool size: ingest into a fresh Milvus Lite store (or, above ``milvus_up_to``, build
+    its search copy straight from the vectors), then time `Retriever.search` (the query's word
+    vectors are computed beforehand: embedding is not timed) and compare it with exact search."""
     retriever = Retriever(embedder, None, "word", settings.word_hits)  # type: ignore[arg-type]
     base_examples = [
-        e for d in SYNTHETIC_DOMAINS for split in base_splits for e in read_split(data, d, split)
+        e for d in base_domains for split in base_splits for e in read_split(data, d, split)
     ]
     started = time.perf_counter()
-    base = retriever.prepare(base_examples)
+    base = embedded_cached(retriever, base_examples, cache)
     embedded = [retriever.embed_query(q.text) for q in queries]
     Console().print(
         f"embedded {len(base)} base sentences and {len(queries)} queries in "
@@ -151,40 +242,54 @@ def scaling(
     table = Table(title="Word-level retrieval per query sentence (embedding excluded)")
     for column in (
         "pool sentences",
+        "pool",
         "word vectors",
+        "store",
         "ingest s",
+        "ingest rows/s",
         "copy build s",
         "nlist",
         "nprobe",
         "median ms",
         "p95 ms",
+        "CPU median ms",
         f"word hits recall@{settings.word_hits}",
         f"top-{top_k} overlap",
         "Milvus Lite search median ms",
         "RSS delta MB",
+        "copy MB",
         "disk MB",
     ):
         table.add_column(column, justify="right")
     for size in sizes:
-        pool = synthetic_pool(base, size, rng)
+        pool, kind = real_or_synthetic_pool(base, size, rng, real)
         with tempfile.TemporaryDirectory(prefix="nerve-bench-scaling-") as tmp:
             rss_before = _rss_mb()
-            store = MilvusStore(
-                str(Path(tmp) / "milvus.db"),
-                embedder.dimension,  # type: ignore[attr-defined]
-                nlist=settings.ivf_nlist,
-                timeout_s=settings.milvus_timeout_s,
-            )
+            store: MilvusStore | CopyOnly
             started = time.perf_counter()
-            for start in range(0, len(pool), settings.max_examples_per_upload):
-                store.add_examples(
-                    TENANT, "synthetic", pool[start : start + settings.max_examples_per_upload]
+            if size <= milvus_up_to:
+                store = MilvusStore(
+                    str(Path(tmp) / "milvus.db"),
+                    embedder.dimension,  # type: ignore[attr-defined]
+                    nlist=settings.ivf_nlist,
+                    timeout_s=settings.milvus_timeout_s,
+                    nlist_per_sqrt=nlist_per_sqrt,
                 )
-            ingest_s = time.perf_counter() - started
-            started = time.perf_counter()
+                for start in range(0, len(pool), settings.max_examples_per_upload):
+                    store.add_examples(
+                        TENANT, "synthetic", pool[start : start + settings.max_examples_per_upload]
+                    )
+                ingest_s: float | None = time.perf_counter() - started
+                started = time.perf_counter()
+            else:  # the copy alone: its build is the add below plus the index
+                store = CopyOnly(pool, nlist_per_sqrt, settings.ivf_nprobe)
+                ingest_s = None
             params = store.index_params(TENANT, "synthetic")["words"]
             build_s = time.perf_counter() - started
             rss_after = _rss_mb()
+            local = store._local(TENANT, "synthetic") if isinstance(store, MilvusStore) else None
+            copy = copy_mb(local if local is not None else store.index)  # type: ignore[union-attr]
+            rows = params.vectors + len(pool)
             exact = ExactSearch(pool)
             word_store = Retriever(embedder, store, "word", settings.word_hits)  # type: ignore[arg-type]
             word_exact = Retriever(embedder, exact, "word", settings.word_hits)  # type: ignore[arg-type]
@@ -201,8 +306,9 @@ def scaling(
                         set(_top_ids(word_exact, "synthetic", query, top_k)),
                     )
                 )
+            del exact, word_exact
             milvus_ms = "not run"
-            if size <= milvus_search_up_to:
+            if size <= min(milvus_search_up_to, milvus_up_to):
                 lite = MilvusStore(
                     str(Path(tmp) / "milvus.db"),
                     embedder.dimension,  # type: ignore[attr-defined]
@@ -221,13 +327,14 @@ def scaling(
             for probes in nprobes:
                 store.nprobe = probes
                 params = store.index_params(TENANT, "synthetic")["words"]
-                times, found, total, same, wanted = [], 0, 0, 0, 0
+                times, cpu, found, total, same, wanted = [], [], 0, 0, 0, 0
                 for query, (vectors, true_hits, true_top) in zip(embedded, truths, strict=True):
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.thread_time()
                     got = word_store.search(
                         TENANT, "synthetic", query, top_k, exclude_same_text=True
                     )
                     times.append(1000 * (time.perf_counter() - t))
+                    cpu.append(1000 * (time.thread_time() - c))
                     same += len(true_top & {r.example.id or "" for r in got})
                     wanted += len(true_top)
                     for got_hits, true_pairs in zip(
@@ -239,27 +346,34 @@ def scaling(
                         total += len(true_pairs)
                 row = {
                     "pool_sentences": size,
+                    "pool": kind,
                     "word_vectors": params.vectors,
-                    "ingest_s": round(ingest_s, 1),
+                    "store": "Milvus Lite" if ingest_s is not None else "copy only",
+                    "ingest_s": None if ingest_s is None else round(ingest_s, 1),
+                    "ingest_rows_per_s": None if ingest_s is None else round(rows / ingest_s),
                     "copy_build_s": round(build_s, 1),
                     "nlist": params.nlist,
                     "nprobe": params.nprobe,
                     "median_ms": round(statistics.median(times), 2),
                     "p95_ms": round(float(np.percentile(times, 95)), 2),
+                    "cpu_median_ms": round(statistics.median(cpu), 2),
                     "word_hits_recall": round(100 * found / max(total, 1), 1),
                     "top_k_overlap": round(100 * same / max(wanted, 1), 1),
                     "milvus_lite_search_median_ms": milvus_ms,
                     "rss_delta_mb": round(rss_after - rss_before),
+                    "copy_mb": round(copy),
                     "disk_mb": round(_disk_mb(Path(tmp))),
                     "queries": len(embedded),
                     "top_k": top_k,
                     "word_hits": settings.word_hits,
                 }
-                table.add_row(*(str(v) for v in list(row.values())[:13]))
+                table.add_row(*(str(v) for v in list(row.values())[:18]))
+                Console().print(row)
                 if output is not None:
                     with output.open("a") as f:
                         f.write(json.dumps(row) + "\n")
-            store.close()
+            if isinstance(store, MilvusStore):
+                store.close()
     Console().print(table)
 
 
@@ -289,6 +403,25 @@ def main(
         list[str] | None,
         typer.Option(help="Splits of the five CrossNER domains the synthetic pools draw from."),
     ] = None,
+    base_domain: Annotated[
+        list[str] | None,
+        typer.Option(help="Domains the pools draw from (default: the five CrossNER domains)."),
+    ] = None,
+    embeddings_cache: Annotated[
+        Path | None,
+        typer.Option(help="An .npz holding the base sentences' vectors (made on first use)."),
+    ] = None,
+    real: Annotated[
+        bool,
+        typer.Option(help="Pools up to the base's size are its first N real sentences."),
+    ] = False,
+    milvus_up_to: Annotated[
+        int,
+        typer.Option(help="Larger pools skip Milvus: the search copy is built from the vectors."),
+    ] = 10**9,
+    nlist_per_sqrt: Annotated[
+        float, typer.Option(help="IVF lists of the search copy per sqrt(vectors).")
+    ] = 4.0,
 ) -> None:
     settings = Settings()
     if pool_size:
@@ -304,6 +437,11 @@ def main(
             milvus_search_up_to,
             output,
             base_split or ["train", "dev"],
+            base_domain or list(SYNTHETIC_DOMAINS),
+            embeddings_cache,
+            real,
+            milvus_up_to,
+            nlist_per_sqrt,
         )
         return
     pool = read_split(data, domain, "train")

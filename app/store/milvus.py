@@ -36,6 +36,7 @@ import numpy as np
 from app.core.types import Domain, Example, Span
 from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.store.base import Hit, IndexedExample
+from app.store.lite_speedups import install as install_lite_speedups
 from app.store.local_index import DomainIndex, IndexParams
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,8 @@ class MilvusStore:
         self.examples = f"{prefix}_examples"
         self.words = f"{prefix}_words"
         self._closed = False
+        if self.is_lite:
+            install_lite_speedups()
         try:
             self.client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s)
             self._ensure_collections()
