@@ -207,7 +207,7 @@ def test_cancel_stops_a_running_job_at_its_next_batch(gated: Any) -> None:
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json()["status"] == "cancelled"
     generator.release(1_000)  # the batch in flight finishes; no other starts
-    wait_for(c, "/metrics", lambda _: metric(c, "nerve_jobs_running") == 0)
+    wait_for(c, first["status_url"], lambda _: metric(c, "nerve_jobs_running") == 0)
     assert generator.answered == 4 < total  # two batches of two segments, then it stopped
     for job in (first, second):
         final = c.get(job["status_url"]).json()
