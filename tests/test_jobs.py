@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 
 from app.core.segment import split_segments
 from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.generation.base import Generation, GenerationRequest, TokenLogprob
+from app.generation.base import Generation, GenerationRequest
 from tests.fixtures.processes import free_port
-from tests.test_long_text import TYPES, check_offsets, client, long_text
+from tests.test_long_text import TYPES, QueryEchoGenerator, check_offsets, client, long_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -125,16 +125,17 @@ def test_an_unknown_job_is_a_404(encoder_api: TestClient) -> None:
 
 
 # --- progress and cancel: an LLM whose answers the test lets through, batch by batch --------
-class GatedGenerator:
-    """Answers each prompt (the first capitalised word of its sentence, as a person) only once
-    the test has released a permit for it: the job advances when the test says."""
+class GatedGenerator(QueryEchoGenerator):
+    """The scripted LLM of tests/test_long_text.py, answering each prompt only once the test
+    has released a permit for it: the job advances when the test says. ``prompts`` counts
+    the answered ones."""
 
     name = "gated"
     model = "gated-echo"
 
     def __init__(self) -> None:
+        super().__init__()
         self.permits = threading.Semaphore(0)
-        self.answered = 0
 
     def release(self, n: int) -> None:
         for _ in range(n):
@@ -143,17 +144,7 @@ class GatedGenerator:
     async def generate(self, request: GenerationRequest) -> Generation:
         if not await asyncio.to_thread(self.permits.acquire, True, 120):
             raise RuntimeError("the test released no permit")
-        self.answered += 1
-        blocks = re.findall(r"### Sentence\n(.*?)\n### Entities\n", request.prompt, re.S)
-        names = re.findall(r"\b[A-Z][a-z]{2,}\b", blocks[-1] if blocks else "")
-        answer = f"{names[0]} | person" if names else ""
-        return Generation(answer, [TokenLogprob(answer, -0.01, 0)] if answer else [])
-
-    async def ready(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
+        return await super().generate(request)
 
 
 @pytest.fixture()
@@ -185,7 +176,7 @@ def test_progress_goes_from_zero_to_all_segments_batch_by_batch(gated: Any) -> N
         steps.append(seen[-1]["progress"]["done"])
     assert steps == [*range(0, total, 2), total]
     done = wait_for(c, job["status_url"], lambda b: b["status"] in FINISHED)[-1]
-    assert done["status"] == "done" and generator.answered == total
+    assert done["status"] == "done" and generator.prompts == total
     check_offsets(text, done["result"], TYPES)
     assert len(done["result"]["entities"]) > total // 2
 
@@ -208,7 +199,7 @@ def test_cancel_stops_a_running_job_at_its_next_batch(gated: Any) -> None:
         assert cancelled.json()["status"] == "cancelled"
     generator.release(1_000)  # the batch in flight finishes; no other starts
     wait_for(c, first["status_url"], lambda _: metric(c, "nerve_jobs_running") == 0)
-    assert generator.answered == 4 < total  # two batches of two segments, then it stopped
+    assert generator.prompts == 4 < total  # two batches of two segments, then it stopped
     for job in (first, second):
         final = c.get(job["status_url"]).json()
         assert final["status"] == "cancelled" and final["result"] is None
