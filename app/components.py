@@ -22,6 +22,8 @@ from app.feedback.records import build_record_store
 from app.feedback.service import FeedbackService
 from app.generation.base import Generator
 from app.generation.factory import build_generator
+from app.jobs.runner import JobRunner
+from app.jobs.store import MemoryJobStore
 from app.limits import InFlightLimiter
 from app.methods.registry import MethodRegistry, build_registry
 from app.metrics import Metrics
@@ -52,6 +54,8 @@ class Components:
     domains: DomainService
     ner: NERPipeline
     feedback: FeedbackService
+    # /v1/ner/jobs: long texts in the background, through ``ner``.
+    jobs: JobRunner
     limiter: InFlightLimiter
     # None when auth is off.
     authenticator: Authenticator | None
@@ -87,6 +91,7 @@ class Components:
         if self.warmup is not None:
             self.warmup.cancel()  # the load stops at its next domain once the store is closed
         closers = [
+            ("jobs", self.jobs.close),  # first: running jobs stop before what they use
             ("retrieval", self.retrieval.close),
             ("methods", self.methods.close),
             ("generator", self.generator.close),
@@ -169,6 +174,14 @@ def build_components(
         ),
     )
     caches = list({id(c): c for c in (cache, records.cache)}.values())
+    feedback = FeedbackService(records, domains, metrics)
+    jobs = JobRunner(
+        settings,
+        ner,
+        MemoryJobStore(settings.job_records, settings.job_ttl_s),
+        metrics,
+        on_done=feedback.remember,
+    )
     return Components(
         settings=settings,
         metrics=metrics,
@@ -182,7 +195,8 @@ def build_components(
         methods=methods,
         domains=domains,
         ner=ner,
-        feedback=FeedbackService(records, domains, metrics),
+        feedback=feedback,
+        jobs=jobs,
         limiter=InFlightLimiter(settings.max_in_flight, metrics),
         authenticator=authenticator,
     )

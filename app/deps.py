@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from app.components import Components
 from app.domains.service import DomainService
 from app.feedback.service import FeedbackService
+from app.jobs.runner import JobRunner
 from app.limits import InFlightLimiter
 from app.logging import request_id_var
 from app.ner.pipeline import NERPipeline
@@ -57,3 +58,10 @@ def get_limiter(components: ComponentsDep) -> InFlightLimiter:
 
 FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]
 LimiterDep = Annotated[InFlightLimiter, Depends(get_limiter)]
+
+
+def get_jobs(components: ComponentsDep) -> JobRunner:
+    return components.jobs
+
+
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]

@@ -23,6 +23,7 @@ from app.domains.router import router as domains_router
 from app.errors import NerveError, describe_validation
 from app.feedback.router import router as feedback_router
 from app.health import router as health_router
+from app.jobs.router import router as jobs_router
 from app.logging import request_id_var
 from app.ner.router import router as ner_router
 from app.settings import Settings
@@ -73,6 +74,7 @@ def build_app(
     )
     app.state.settings = settings
     app.include_router(ner_router)
+    app.include_router(jobs_router)
     app.include_router(domains_router)
     app.include_router(feedback_router)
     app.include_router(health_router)

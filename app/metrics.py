@@ -99,6 +99,15 @@ class Metrics:
         self.rejected = Counter(
             "nerve_rejected", "Requests refused with 429 (in-flight limit).", registry=r
         )
+        self.jobs = Counter(
+            "nerve_jobs", "/v1/ner/jobs jobs entering each status.", ["status"], registry=r
+        )
+        for status in ("queued", "running", "done", "failed", "cancelled"):
+            self.jobs.labels(status=status)
+        self.jobs_queued = Gauge(
+            "nerve_jobs_queued", "Jobs waiting for a worker (the queue depth).", registry=r
+        )
+        self.jobs_running = Gauge("nerve_jobs_running", "Jobs a worker is running.", registry=r)
         self.examples_added = Counter(
             "nerve_examples_added", "Examples added to a pool.", ["domain", "source"], registry=r
         )

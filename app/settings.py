@@ -72,6 +72,21 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(
         64, ge=1, description="Concurrent /v1/ner requests; more get 429 (not queued)."
     )
+    max_jobs: int = Field(
+        2, ge=1, description="Jobs of /v1/ner/jobs running at once (the worker pool)."
+    )
+    max_queued_jobs: int = Field(
+        100, ge=0, description="Jobs waiting for a worker; more get 429 (not queued)."
+    )
+    job_records: int = Field(
+        1_000,
+        ge=1,
+        description="Job records kept (each with its answer); the oldest finished go first, "
+        "and a new job finding only unfinished ones gets 429.",
+    )
+    job_ttl_s: float = Field(
+        86_400.0, gt=0, description="How long a finished job's record (its answer) is kept, s."
+    )
     warm_search: bool = Field(
         True,
         description="Load every domain's in-process search copy (Milvus Lite) at start-up, in "

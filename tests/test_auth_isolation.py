@@ -57,7 +57,17 @@ def acme_state(secure: TestClient) -> dict[str, Any]:
     answer = secure.post("/v1/ner", json={"text": TEXT, "domain": "support"}, headers=as_(ACME))
     assert answer.status_code == 200, answer.text
     page = secure.get("/v1/domains/support/examples", headers=as_(ACME)).json()
-    return {"request_id": answer.json()["request_id"], "example_id": page["examples"][0]["id"]}
+    job = secure.post(
+        "/v1/ner/jobs",
+        json={"text": TEXT, "domain": "support", "method": "baner"},
+        headers=as_(ACME),
+    )
+    assert job.status_code == 202, job.text
+    return {
+        "request_id": answer.json()["request_id"],
+        "example_id": page["examples"][0]["id"],
+        "job_id": job.json()["job_id"],
+    }
 
 
 def v1_routes(client: TestClient) -> set[tuple[str, str]]:
@@ -72,7 +82,11 @@ def v1_routes(client: TestClient) -> set[tuple[str, str]]:
 
 
 def fill(path: str, state: dict[str, Any], domain: str = "support") -> str:
-    return path.replace("{name}", domain).replace("{example_id}", state["example_id"])
+    return (
+        path.replace("{name}", domain)
+        .replace("{example_id}", state["example_id"])
+        .replace("{job_id}", state["job_id"])
+    )
 
 
 def test_every_v1_route_needs_a_valid_key(secure: TestClient, acme_state: dict[str, Any]) -> None:
@@ -106,6 +120,9 @@ def _probes(state: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         ("DELETE", "/v1/domains/{name}/examples/{example_id}"): {},
         ("POST", "/v1/ner"): {"json": ner},
         ("POST", "/v1/ner/batch"): {"json": [ner]},
+        ("POST", "/v1/ner/jobs"): {"json": ner},
+        ("GET", "/v1/ner/jobs/{job_id}"): {},
+        ("DELETE", "/v1/ner/jobs/{job_id}"): {},
         ("GET", "/v1/methods"): {},
         ("POST", "/v1/feedback"): {
             "json": {"request_id": state["request_id"], "outcome": "resolved", "entities": []}
@@ -147,6 +164,9 @@ def test_another_tenant_can_neither_read_nor_write(
     created = secure.post("/v1/domains", json=SUPPORT_DOMAIN, headers=as_(GLOBEX))
     assert created.status_code == 201 and created.json()["examples"] == 0
     assert secure.delete("/v1/domains/support", headers=as_(GLOBEX)).status_code == 200
+    # acme's job is untouched: still acme's, not cancelled by globex's DELETE.
+    job = secure.get(fill("/v1/ner/jobs/{job_id}", acme_state), headers=as_(ACME))
+    assert job.status_code == 200 and job.json()["status"] != "cancelled"
     # acme's domain is untouched by all of the above.
     after = secure.get("/v1/domains/support/examples", headers=as_(ACME)).json()["total"]
     assert after == before == len(SUPPORT_EXAMPLES)

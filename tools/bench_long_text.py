@@ -1,6 +1,8 @@
 """Time and memory of one long document through ``/v1/ner``, per method.
 
 ``python -m tools.bench_long_text --method baner --words 10000 --output runs/long-baner.json``
+(``--via jobs``: through ``POST /v1/ner/jobs`` and its status polled, with the time to the 202
+and to the finished job.)
 
 The gateway runs in this process (the app with its real components: Milvus Lite in a temp dir,
 the embedder, BANER/LAR, the LLM), the domain's train split is the pool, and the document is
@@ -82,11 +84,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM)
             body = {"text": text, "domain": args.domain, "method": args.method}
             started = time.perf_counter()
-            response = client.post("/v1/ner", json=body)
+            if args.via == "jobs":
+                response, job = _through_job(client, body, args.poll)
+            else:
+                response, job = client.post("/v1/ner", json=body), {}
             seconds = time.perf_counter() - started
             peak = _status_kb("VmHWM")
             answer = response.json()
-    if response.status_code != 200:
+            if args.via == "jobs" and response.status_code == 200:
+                answer = answer["result"] or answer
+    if response.status_code != 200 or "entities" not in answer:
         raise RuntimeError(f"{response.status_code}: {json.dumps(answer)[:500]}")
     exact = all(text[e["start"] : e["end"]] == e["text"] for e in answer["entities"])
     return {
@@ -95,6 +102,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_average": list(os.getloadavg()),
         "affinity": sorted(os.sched_getaffinity(0)),
         "method": args.method,
+        "via": args.via,
+        **job,
         "domain": args.domain,
         "pool_size": len(pool),
         "words": len(text.split()),
@@ -112,6 +121,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _through_job(client: Any, body: dict[str, Any], poll_s: float) -> tuple[Any, dict[str, Any]]:
+    """POST the job, poll its status until it finishes: (last status response, its figures)."""
+    started = time.perf_counter()
+    accepted = client.post("/v1/ner/jobs", json=body)
+    accepted_s = time.perf_counter() - started
+    if accepted.status_code != 202:
+        return accepted, {}
+    url = accepted.json()["status_url"]
+    polls = 0
+    while True:
+        time.sleep(poll_s)
+        response = client.get(url)
+        polls += 1
+        status = response.json().get("status")
+        if response.status_code != 200 or status in ("done", "failed", "cancelled"):
+            break
+    job = response.json()
+    return response, {
+        "seconds_to_202": round(accepted_s, 3),
+        "job_status": status,
+        "job_progress": job.get("progress"),
+        "job_error": job.get("error"),
+        "polls": polls,
+        "poll_s": poll_s,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench_long_text")
     parser.add_argument("--data", type=Path, default=CROSSNER_DIR)
@@ -120,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--words", type=int, default=10_000)
     parser.add_argument("--max-new-tokens", type=int, default=0, help="0: the setting's")
     parser.add_argument("--generation-timeout", type=float, default=600.0)
+    parser.add_argument("--via", choices=("sync", "jobs"), default="sync")
+    parser.add_argument("--poll", type=float, default=1.0, help="--via jobs: s between polls")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     result = run(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -31,6 +31,9 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 AD_HOC_TYPE_LABEL = "_adhoc"
+# Called after each batch of segments with (segments done, segments in all): a job's progress;
+# raising in it stops the text there (a cancelled job).
+Progress = Callable[[int, int], Awaitable[None]]
 STAGES = ("embed", "retrieve", "generate", "parse")
 
 
@@ -135,6 +138,7 @@ class NERPipeline:
         request_id: str,
         *,
         exclude_same_text: bool = False,
+        progress: Progress | None = None,
     ) -> NERResponse:
         started = time.perf_counter()
         prepared = await self.prepare(tenant, request)
@@ -162,6 +166,8 @@ class NERPipeline:
             segments += await self._segments(
                 tenant, prepared, request.text, ranges[first : first + step], k, exclude_same_text
             )
+            if progress is not None:
+                await progress(len(segments), len(ranges))
         entities = sorted(
             (entity_out(request.text, e, s.start) for s in segments for e in s.answer.entities),
             key=lambda e: (e.start, e.end),
