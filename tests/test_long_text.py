@@ -83,14 +83,16 @@ class QueryEchoGenerator:
 def client(
     tmp_path: Path,
     embedder: SentenceTransformerEmbedder,
-    generator: Any = None,
+    llm: Any = None,
     **overrides: Any,
 ) -> Iterator[TestClient]:
+    """The app over ``llm`` (a Generator; None = built from the settings, which ``overrides``
+    may choose with ``generator=...``)."""
     base = {"data_dir": tmp_path, "log_json": False, "cache_entries": 0}
     settings = load_settings(**{**base, **overrides})
 
     def factory(s: Settings) -> Components:
-        return build_components(s, embedder=embedder, generator=generator)
+        return build_components(s, embedder=embedder, generator=llm)
 
     with TestClient(build_app(settings, components_factory=factory)) as c:
         assert c.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
