@@ -205,6 +205,12 @@ async def test_eval_scores_a_failed_sentence_as_empty_and_reports_it(
     assert payload["failed"] == 1
     assert payload["latencies_ms"][1] is None
     assert all(v is not None for i, v in enumerate(payload["latencies_ms"]) if i != 1)
+    # The service's own stage timings, of the answered sentences only.
+    assert len(result.stage_ms) == 2
+    stages = payload["stage_ms"]
+    assert set(stages) == {"embed", "retrieve", "generate", "parse", "total"}
+    assert 0 < stages["embed"]["median"] <= stages["embed"]["p95"]
+    assert stages["total"]["median"] >= stages["embed"]["median"]
 
 
 async def test_eval_stops_when_the_backend_stays_down(

@@ -62,6 +62,9 @@ class EvalResult:
     # kind), spans dropped (per kind, type_not_requested = unknown types), escalation reasons
     # (output_truncated, output_repeated, ...).
     parser: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The service's own stage timings (embed, retrieve, generate, parse, total; ms) of each
+    # answered sentence, as its response reported them.
+    stage_ms: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def median_latency_ms(self) -> float:
@@ -85,6 +88,7 @@ class EvalResult:
             },
             "median_latency_ms": self.median_latency_ms,
             "p95_latency_ms": _percentile(self.latencies_ms, 95),
+            "stage_ms": _stage_summary(self.stage_ms),
             "escalated": self.escalated,
             "failed": len(self.failures),
             "failures": self.failures[:20],
@@ -183,6 +187,7 @@ async def _run(
 
     predictions: list[list[dict[str, Any]]] = []
     latencies: list[float] = []
+    stage_ms: list[dict[str, float]] = []
     failures: list[dict[str, Any]] = []
     consecutive = 0
     escalated = 0
@@ -215,6 +220,7 @@ async def _run(
             else:
                 consecutive = 0
                 latencies.append((time.perf_counter() - started) * 1000)
+                stage_ms.append(response.timings_ms.model_dump())
                 escalated += int(response.escalate)
                 predictions.append([e.model_dump() for e in response.entities])
             gold_so_far.append(example.entities)
@@ -242,6 +248,7 @@ async def _run(
         sentences=len(test),
         report=report,
         latencies_ms=latencies,
+        stage_ms=stage_ms,
         escalated=escalated,
         pool_size=len(pool),
         settings={
@@ -320,6 +327,15 @@ def _parser_counts(components: Components) -> dict[str, dict[str, float]]:
                     key = sample.labels[label]
                     out[name][key] = out[name].get(key, 0.0) + sample.value
     return out
+
+
+def _stage_summary(stage_ms: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Median and p95 of each stage over the answered sentences (ms)."""
+    summary: dict[str, dict[str, float]] = {}
+    for name in sorted({name for row in stage_ms for name in row}):
+        values = [row.get(name, 0.0) for row in stage_ms]
+        summary[name] = {"median": statistics.median(values), "p95": _percentile(values, 95)}
+    return summary
 
 
 def _search_index(components: Components, domain: str) -> dict[str, Any] | None:
