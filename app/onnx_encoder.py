@@ -268,7 +268,8 @@ class OnnxEncoder(nn.Module):
     def _run_rows(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         if len(rows) == 1 or self._row_pool is None:
             return [self._run(ids, mask) for ids, mask in rows]
-        return list(self._row_pool.map(lambda row: self._run(*row, self._row_session), rows))
+        session = self._row_session
+        return list(self._row_pool.map(lambda row: self._run(row[0], row[1], session), rows))
 
     def _width(self, ids: np.ndarray, mask: np.ndarray) -> int:
         hidden_size = getattr(self.config, "hidden_size", None)
