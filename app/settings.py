@@ -128,7 +128,12 @@ class Settings(BaseSettings):
         "runs and processes can share it); default ~/.cache/nerve/onnx.",
     )
     onnx_threads: int = Field(
-        0, ge=0, description="ONNX Runtime threads per forward pass; 0 = one per core."
+        1,
+        ge=0,
+        description="ONNX Runtime threads per forward pass; 0 = one per core. 1 by default: "
+        "concurrent requests already keep the cores busy, and intra-op threads on one "
+        "sentence's small matrices cost more than they gain (music, 2 cores: 1 client p50 "
+        "113 -> 92 ms, 8 clients 14.8 -> 18.7 req/s; docs/benchmarks.md).",
     )
 
     # --- generation --------------------------------------------------------------------------

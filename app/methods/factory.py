@@ -32,7 +32,7 @@ class EncoderMethodsConfig:
     # In process: what runs the encoder (torch, or ONNX Runtime exported into onnx_dir).
     runtime: EncoderRuntime = "torch"
     onnx_dir: Path | None = None
-    onnx_threads: int = 0
+    onnx_threads: int = 1
     triton_url: str = "127.0.0.1:8001"
     triton_baner_model: str = "baner"
     triton_lar_model: str = "lar"
