@@ -41,8 +41,10 @@ run: install
 	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve serve --demo
 
 # The lint runs first: a type error or an unformatted file is a red CI like a failing test.
+# Two workers (the CI machine's cores); a file's tests stay together (tests/fixtures/workers.py).
+TEST_WORKERS ?= 2
 test: install test-deps lint
-	$(BIN)/pytest -q -rs
+	$(BIN)/pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 test-unit: install
 	$(BIN)/pytest -q -m "not integration"

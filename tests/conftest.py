@@ -23,4 +23,5 @@ pytest_plugins = [
     "tests.fixtures.triton",
     "tests.fixtures.trainer",
     "tests.fixtures.browser",
+    "tests.fixtures.workers",
 ]

@@ -145,26 +145,24 @@ def test_training_moves_adapter_and_resume_is_exact(
     assert any(float(v.abs().sum()) > 0 for k, v in straight.items() if "lora_B" in k)
 
 
-@pytest.mark.parametrize(
-    "change",
-    [{"lr": 1e-3}, {"seed": 4}, {"resume": False}, "prompts"],
-    ids=["lr", "seed", "no-resume", "prompts"],
-)
-def test_a_run_dir_is_never_continued_by_another_run(
-    tmp_path: Path, tiny_model_dir: Path, change: dict | str
-) -> None:
+# Each change alone must be refused: a different learning rate, seed, no-resume, prompt set.
+CHANGES: list[dict | str] = [{"lr": 1e-3}, {"seed": 4}, {"resume": False}, "prompts"]
+
+
+def test_a_run_dir_is_never_continued_by_another_run(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # One short run serves every change (each refusal happens before any step).
     first = _config(tmp_path, tiny_model_dir, steps=2)
     model, tokenizer = _load(tiny_model_dir)
     train(first, model, tokenizer, _prompts(4), progress=False)
     saved_config = (first.run_dir / "config.yaml").read_text()
 
-    prompts = _prompts(5) if change == "prompts" else _prompts(4)
-    other = first if change == "prompts" else first.model_copy(update=change)
-    model, tokenizer = _load(tiny_model_dir)
-    with pytest.raises(RunDirInUse, match="checkpoint-2"):
-        train(other, model, tokenizer, prompts, progress=False)
-    assert (first.run_dir / "config.yaml").read_text() == saved_config
-    assert latest_checkpoint(first.run_dir).name == "checkpoint-2"
+    for change in CHANGES:
+        prompts = _prompts(5) if change == "prompts" else _prompts(4)
+        other = first if change == "prompts" else first.model_copy(update=change)
+        with pytest.raises(RunDirInUse, match="checkpoint-2"):
+            train(other, model, tokenizer, prompts, progress=False)
+        assert (first.run_dir / "config.yaml").read_text() == saved_config, change
+        assert latest_checkpoint(first.run_dir).name == "checkpoint-2", change
 
     # the same run, extended, continues
     model, tokenizer = _load(tiny_model_dir)
