@@ -143,15 +143,24 @@ def _text(i: int) -> str:
 
 
 def test_a_batch_answers_each_request_as_alone_and_a_bad_one_fails_alone(
-    baner: EncoderModelHandler,
+    baner: EncoderModelHandler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alone = [baner.handle(_inputs(**{wire.INPUT_TEXT: _text(i)})) for i in range(6)]
+    passes: list[int] = []  # the texts of each extract_batch call (one encoder pass each)
+    real = baner.extractor.extract_batch
+
+    def counted(items: list) -> list:  # type: ignore[type-arg]
+        passes.append(len(items))
+        return real(items)
+
+    monkeypatch.setattr(baner.extractor, "extract_batch", counted)
     requests = [(_tensors([_inputs(**{wire.INPUT_TEXT: _text(i)})]), Call()) for i in range(6)]
     two_rows = _tensors([_inputs(**{wire.INPUT_TEXT: _text(i)}) for i in (4, 1)])
     broken = _tensors([_inputs(**{wire.INPUT_SUPPORT: '[{"text": 3}]'})])
     order = [5, 0, 3, 1, 2, 4]
     answers = baner.batch([*(requests[i] for i in order[:3]), (broken, Call()),
                            *(requests[i] for i in order[3:]), (two_rows, Call())])  # fmt: skip
+    assert passes == [7]  # every good row of every request in one pass, the bad one not in it
     assert isinstance(answers[3], wire.ContractError)
     assert "SUPPORT[0].text" in str(answers[3])
     got = [a for a in answers[:3] + answers[4:7]]
