@@ -308,6 +308,13 @@ def bench_serve(
         typer.Option(help="KEY=VALUE for the started gateway (repeat), e.g. NERVE_LLM_THREADS=2."),
     ] = None,
     output: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    triton_stats: Annotated[
+        str | None,
+        typer.Option(
+            help="Triton's HTTP URL (loopback): per level, the requests and execute calls of "
+            "the Triton model named like the method (NERVE_ENCODER_BACKEND=triton)."
+        ),
+    ] = None,
 ) -> None:
     """Load /v1/ner of a real `nerve serve` at several concurrency levels with unseen CrossNER
     test sentences: requests/s, latency percentiles, errors and each stage's share."""
@@ -338,6 +345,7 @@ def bench_serve(
         pool_limit=pool_limit,
         top_k=top_k,
         server_env=env,
+        triton_stats=triton_stats,
     )
     try:
         result = run(config, log=lambda line: console.print(line, highlight=False))
