@@ -44,8 +44,8 @@ def test_the_merged_model_answers_as_the_adapter_does(llm_model_path: Path) -> N
     """On a prompt where the base model and the adapter answer differently, the merged model
     answers as the adapter: the merge added the adapter's B A at its scale, to the right
     tensors (a merge of nothing answers as the base model; a wrong scale, as neither)."""
-    merged = ensure_merged_gguf(llm_model_path, ADAPTER, MODELS_CACHE / "merged", "q8_0")
-    assert merged == merged_path(llm_model_path, ADAPTER, MODELS_CACHE / "merged", "q8_0")
+    merged = ensure_merged_gguf(llm_model_path, ADAPTER, MODELS_CACHE / "merged", "f16")
+    assert merged == merged_path(llm_model_path, ADAPTER, MODELS_CACHE / "merged", "f16")
     base = _answer(llm_model_path)
     tuned = _answer(llm_model_path, ADAPTER)
     assert tuned != base, "this prompt must tell the adapter from the base model"
