@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,7 +190,7 @@ def _ggml_quantizer() -> _Quantizer:
 
 
 class _Quantizer:
-    def __init__(self, function: ctypes._CFuncPtr) -> None:
+    def __init__(self, function: Callable[..., int]) -> None:
         self._function = function
 
     def __call__(self, kind: object, values: np.ndarray) -> np.ndarray:
