@@ -6,7 +6,7 @@ import pytest
 
 from app.core.types import EntityType, Example, Span
 from app.core.words import split_words
-from app.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
+from app.methods.baner.extractor import BanerExtractor, EncodedText, bio_tags, word_span_of
 from app.methods.factory import DEFAULT_ARTEFACT
 
 ANIMAL = EntityType(name="animal", description="name of an animal species")
@@ -93,6 +93,29 @@ def test_support_encodings_are_cached(extractor: BanerExtractor) -> None:
     first = extractor.encode_support(SUPPORT)
     second = extractor.encode_support(SUPPORT)
     assert all(a is b for a, b in zip(first, second, strict=True))
+
+
+def test_a_warmed_query_is_encoded_once_and_answered_the_same(
+    extractor: BanerExtractor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "A heron waited near Lyon while a lynx crossed to Porto ."
+    cold = extractor.extract(text, [ANIMAL, CITY], SUPPORT)  # support encodings now cached
+    encoded: list[str] = []
+    real_encode = extractor.encode
+
+    def counting_encode(texts: list[str]) -> list[EncodedText]:
+        encoded.extend(texts)
+        return real_encode(texts)
+
+    monkeypatch.setattr(extractor, "encode", counting_encode)
+    extractor.warm([text, text])
+    assert encoded == [text]  # once, duplicates folded
+    warmed = extractor.extract(text, [ANIMAL, CITY], SUPPORT)
+    assert encoded == [text]  # the answer took the warmed encoding
+    assert warmed == cold
+    # Taken once: a later answer of the same text encodes it again.
+    extractor.extract(text, [ANIMAL, CITY], SUPPORT)
+    assert encoded == [text, text]
 
 
 def test_empty_inputs(extractor: BanerExtractor) -> None:

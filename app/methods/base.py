@@ -47,6 +47,11 @@ class BatchEncoderMethod(EncoderMethod, Protocol):
 
     async def extract_batch(self, items: Sequence[SegmentTask]) -> list[list[TypedEntity]]: ...
 
+    async def warm(self, texts: Sequence[str]) -> None:
+        """Encode the query ``texts`` ahead of their ``extract_batch`` (which then skips
+        them): the pipeline overlaps this with the query's embedding and retrieval."""
+        ...
+
 
 class LabelReassignment(EncoderMethod, Protocol):
     """LAR: also re-types given mentions, and reconciles an LLM's answer with the request."""

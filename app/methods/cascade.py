@@ -105,6 +105,12 @@ class CascadeHandler:
             )
         return out
 
+    async def warm(self, texts: Sequence[str]) -> None:
+        # Every segment goes to the encoder first.
+        warm = getattr(self.encoder, "warm", None)
+        if warm is not None:
+            await warm(texts)
+
     async def ready(self) -> bool:
         return await self.encoder.ready() and await self.llm.ready()
 

@@ -54,6 +54,11 @@ class EncoderHandler:
             for task, entities in zip(tasks, found, strict=True)
         ]
 
+    async def warm(self, texts: Sequence[str]) -> None:
+        warm = getattr(self.method, "warm", None)  # in process only: Triton encodes per call
+        if warm is not None:
+            await warm(texts)
+
     async def ready(self) -> bool:
         return await self.method.ready()
 

@@ -74,6 +74,15 @@ class BatchMethodHandler(MethodHandler, Protocol):
     async def answer_batch(self, tasks: Sequence[SegmentTask]) -> list[SegmentAnswer]: ...
 
 
+class WarmingMethodHandler(MethodHandler, Protocol):
+    """A handler with work that needs the segments' texts alone (an encoder's pass over the
+    query): the pipeline starts ``warm(texts)`` with the embedding, so the two overlap, and
+    awaits it before ``answer``. A failed warm-up costs nothing but the overlap: the answer
+    does the work itself."""
+
+    async def warm(self, texts: Sequence[str]) -> None: ...
+
+
 async def answer_segments(
     handler: MethodHandler, tasks: Sequence[SegmentTask], concurrency: int
 ) -> list[SegmentAnswer]:

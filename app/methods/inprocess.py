@@ -51,6 +51,9 @@ class InProcessBaner:
     async def extract_batch(self, items: Sequence[SegmentTask]) -> list[list[TypedEntity]]:
         return await _run(self.name, lambda: self.batcher.submit_many(items))
 
+    async def warm(self, texts: Sequence[str]) -> None:
+        await asyncio.to_thread(self.extractor.warm, texts)
+
     async def ready(self) -> bool:
         return True
 
@@ -92,6 +95,9 @@ class InProcessLar(ReconcileByRetyping):
                 for item, result in zip(items, results, strict=True)
             ]
         return [result.entities for result in results]
+
+    async def warm(self, texts: Sequence[str]) -> None:
+        await asyncio.to_thread(self.reassigner.extractor.warm, texts)
 
     async def retype(
         self,

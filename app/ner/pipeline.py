@@ -3,6 +3,7 @@ record. Method-specific work lives in the handlers of :mod:`app.methods.registry
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -221,31 +222,19 @@ class NERPipeline:
         A stage's time is the batch's, shared evenly among its segments."""
         texts = [text[start:end] for start, end in ranges]
         handler = prepared.handler
-        share = 1 / len(texts)
         timings: dict[str, float] = {}
         examples: list[list[Example]] = [[] for _ in texts]
         degraded = False
         k = max(k, handler.min_examples)
-        if k > 0:
-            try:
-                t0 = time.perf_counter()
-                queries = await self._embed_many(tenant, texts)
-                t1 = time.perf_counter()
-                retrieved = await self.retrieval.search(
-                    tenant,
-                    prepared.domain.name,
-                    [Search(query, k, exclude_same_text=exclude_same_text) for query in queries],
+        warming = _start_warm(handler, texts) if k > 0 else None
+        try:
+            if k > 0:
+                examples, degraded = await self._retrieve(
+                    tenant, prepared, texts, k, exclude_same_text, timings
                 )
-                timings["embed"] = (t1 - t0) * share
-                timings["retrieve"] = (time.perf_counter() - t1) * share
-                # Most similar example last: nearest to the query in a prompt.
-                examples = [[r.example for r in reversed(found)] for found in retrieved]
-            except BackendUnavailable as exc:
-                self.metrics.backend_errors.labels(backend=exc.backend).inc()
-                if not self.settings.degrade_without_retrieval:
-                    raise
-                log.warning("retrieval failed; answering zero-shot", extra={"error": exc.message})
-                degraded = True
+        finally:
+            if warming is not None:
+                await _settled(warming)
         tasks = [
             SegmentTask(segment, prepared.types, found)
             for segment, found in zip(texts, examples, strict=True)
@@ -259,6 +248,38 @@ class NERPipeline:
             _Segment(answer, start, degraded, timings | answer.timings)
             for answer, (start, _) in zip(answers, ranges, strict=True)
         ]
+
+    async def _retrieve(
+        self,
+        tenant: str,
+        prepared: PreparedRequest,
+        texts: Sequence[str],
+        k: int,
+        exclude_same_text: bool,
+        timings: dict[str, float],
+    ) -> tuple[list[list[Example]], bool]:
+        """Each segment's ``k`` examples, the most similar last, and whether retrieval failed
+        (answered zero-shot when ``degrade_without_retrieval``); stage times into ``timings``."""
+        share = 1 / len(texts)
+        try:
+            t0 = time.perf_counter()
+            queries = await self._embed_many(tenant, texts)
+            t1 = time.perf_counter()
+            retrieved = await self.retrieval.search(
+                tenant,
+                prepared.domain.name,
+                [Search(query, k, exclude_same_text=exclude_same_text) for query in queries],
+            )
+            timings["embed"] = (t1 - t0) * share
+            timings["retrieve"] = (time.perf_counter() - t1) * share
+            # Most similar example last: nearest to the query in a prompt.
+            return [[r.example for r in reversed(found)] for found in retrieved], False
+        except BackendUnavailable as exc:
+            self.metrics.backend_errors.labels(backend=exc.backend).inc()
+            if not self.settings.degrade_without_retrieval:
+                raise
+            log.warning("retrieval failed; answering zero-shot", extra={"error": exc.message})
+            return [[] for _ in texts], True
 
     async def _embed_many(self, tenant: str, texts: Sequence[str]) -> list[QueryEmbedding]:
         """The segments' query embeddings: from the cache where an identical one was
@@ -348,3 +369,19 @@ def _cached_response(cached: bytes | str | None) -> NERResponse | None:
     except ValidationError:
         log.warning("unreadable cached answer: treated as a miss")
         return None
+
+
+def _start_warm(handler: MethodHandler, texts: Sequence[str]) -> asyncio.Task[None] | None:
+    """The handler's work on the texts alone (an encoder's pass over the query), started now
+    so that it runs beside the embedding and the search (:class:`WarmingMethodHandler`)."""
+    warm = getattr(handler, "warm", None)
+    return None if warm is None else asyncio.create_task(warm(texts))
+
+
+async def _settled(warming: asyncio.Task[None]) -> None:
+    """Wait for a warm-up; its failure is only logged: the answer does the work again and
+    reports a broken backend itself."""
+    try:
+        await warming
+    except Exception:
+        log.warning("warm-up failed; the answer encodes the text itself", exc_info=True)

@@ -86,6 +86,8 @@ class BanerOptions:
     candidates: int = 3
     # Encoded support examples and type descriptions kept between queries.
     cache_entries: int = 4096
+    # Query texts encoded ahead of their answer (while their examples are retrieved), at most.
+    warm_entries: int = 256
 
 
 def save_options(options: object, path: Path) -> Path:

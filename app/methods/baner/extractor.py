@@ -67,6 +67,10 @@ class _Lru:
                 return self._items[key]
             return None
 
+    def pop(self, key: Hashable) -> object | None:
+        with self._lock:
+            return self._items.pop(key, None)
+
     def put(self, key: Hashable, value: object) -> None:
         if self.capacity <= 0:
             return
@@ -113,6 +117,8 @@ class BanerExtractor:
         self._lock = threading.Lock()
         self._support_cache = _Lru(self.options.cache_entries)
         self._type_cache = _Lru(self.options.cache_entries)
+        # Query texts encoded ahead (warm), each taken once by the answer that needs it.
+        self._warm_queries = _Lru(self.options.warm_entries)
 
     @classmethod
     def load(
@@ -163,6 +169,28 @@ class BanerExtractor:
                 vectors = torch.nn.functional.normalize(states[:, : self.net.hidden], dim=-1)
                 out.append(EncodedText(text, words, states, probs, vectors.numpy()))
         return out
+
+    def warm(self, texts: Sequence[str]) -> None:
+        """Encode query ``texts`` ahead of their answer (the pipeline calls this while the
+        examples are being retrieved): :meth:`prepare_batch` takes them instead of encoding
+        again. The encoding needs the text alone, so it overlaps the embedding on another core.
+        """
+        todo = [t for t in dict.fromkeys(texts) if t.strip()]
+        for text, encoded in zip(todo, self.encode(todo), strict=True):
+            self._warm_queries.put(text, encoded)
+
+    def _encode_queries(self, texts: Sequence[str]) -> list[EncodedText]:
+        """``encode(texts)``, taking the ones :meth:`warm` encoded (each once)."""
+        found: dict[int, EncodedText] = {}
+        for index, text in enumerate(texts):
+            warmed = self._warm_queries.pop(text)
+            if warmed is not None:
+                found[index] = warmed  # type: ignore[assignment]
+        missing = [i for i in range(len(texts)) if i not in found]
+        if missing:
+            fresh = self.encode([texts[i] for i in missing])
+            found.update(zip(missing, fresh, strict=True))
+        return [found[i] for i in range(len(texts))]
 
     def _state_dim(self) -> int:
         return self.net.hidden + SHAPE_DIM
@@ -252,7 +280,7 @@ class BanerExtractor:
     def prepare_batch(self, items: Sequence[SegmentTask]) -> list[tuple[EncodedText, SupportSet]]:
         """Every item's text encoded and its support set built, with one encoder pass over all
         the texts and one over all their distinct, not yet cached support examples."""
-        encoded = self.encode([item.text for item in items])
+        encoded = self._encode_queries([item.text for item in items])
         distinct = {_support_key(e): e for item in items for e in item.examples}
         by_key = dict(zip(distinct, self.encode_support(list(distinct.values())), strict=True))
         return [
