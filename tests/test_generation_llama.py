@@ -274,5 +274,6 @@ def test_grammar_checked_on_the_greedy_token_first_picks_what_full_masking_picks
         reference.append(token)
     llm.reset()
     text = llm.detokenize(reference).decode("utf-8")
-    assert ours.finish_reason == "length"  # so its text ends at its last complete line
-    assert text[: text.rfind("\n")] == ours.text
+    if ours.finish_reason == "length":  # cut at its last complete line
+        text = text[: text.rfind("\n")]
+    assert text == ours.text

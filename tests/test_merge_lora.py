@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.core.prompt import STOP_SEQUENCES, build_prompt
@@ -31,6 +32,17 @@ def _prompt() -> str:
     return build_prompt(types, [example], "Jane Austen wrote Emma in Chawton .").text
 
 
+def _next_token_logits(model: Path, lora: Path | None = None) -> np.ndarray:
+    """The model's log-softmax over the vocabulary for the first answer token of the prompt."""
+    engine = LlamaCppEngine(model, lora_path=lora, n_ctx=1024, n_threads=2)
+    try:
+        engine._evaluate_prompt(engine.tokenize(_prompt()), 0)
+        logits = engine._logits().astype(np.float64)
+        return logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+    finally:
+        engine.close()
+
+
 def _answer(model: Path, lora: Path | None = None) -> str:
     engine = LlamaCppEngine(model, lora_path=lora, n_ctx=1024, n_threads=2)
     try:
@@ -40,16 +52,22 @@ def _answer(model: Path, lora: Path | None = None) -> str:
 
 
 @pytest.mark.integration
-def test_the_merged_model_answers_as_the_adapter_does(llm_model_path: Path) -> None:
-    """On a prompt where the base model and the adapter answer differently, the merged model
-    answers as the adapter: the merge added the adapter's B A at its scale, to the right
-    tensors (a merge of nothing answers as the base model; a wrong scale, as neither)."""
+def test_the_merged_model_is_the_adapter_up_to_rounding(llm_model_path: Path) -> None:
+    """The merged model's next-token distribution is the adapter's up to f16 rounding, far
+    from the base model's: the merge added the adapter's B A at its scale, to the right tensors
+    (a merge of nothing stays at the base model; a wrong scale lands in between or beyond).
+    Greedy answers may still differ where two tokens are nearly tied (measured: 6 of 6 music
+    prompts the same, 3 of 4 real requests), so the merge is an option, off by default."""
     merged = ensure_merged_gguf(llm_model_path, ADAPTER, MODELS_CACHE / "merged", "f16")
     assert merged == merged_path(llm_model_path, ADAPTER, MODELS_CACHE / "merged", "f16")
-    base = _answer(llm_model_path)
-    tuned = _answer(llm_model_path, ADAPTER)
-    assert tuned != base, "this prompt must tell the adapter from the base model"
-    assert _answer(merged) == tuned
+    base = _next_token_logits(llm_model_path)
+    tuned = _next_token_logits(llm_model_path, ADAPTER)
+    fused = _next_token_logits(merged)
+    top = np.argsort(-tuned)[:50]  # the tokens that matter for the answer
+    to_tuned = float(np.abs(fused[top] - tuned[top]).max())
+    base_to_tuned = float(np.abs(base[top] - tuned[top]).max())
+    assert base_to_tuned > 1.0, "this prompt must tell the adapter from the base model"
+    assert to_tuned < 0.2 * base_to_tuned, (to_tuned, base_to_tuned)
 
 
 def test_a_file_that_is_not_an_adapter_is_refused(llm_model_path: Path, tmp_path: Path) -> None:

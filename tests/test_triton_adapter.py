@@ -359,7 +359,7 @@ def test_the_served_llm_cpu_config_holds_what_the_settings_resolve_to(tmp_path: 
 
 
 def test_the_served_encoder_configs_run_the_gateways_encoder_runtime(tmp_path: Path) -> None:
-    """baner and lar run what NERVE_ENCODER_RUNTIME names (the in-process default: ONNX fp32),
+    """baner and lar run what NERVE_ENCODER_RUNTIME names (the in-process default: ONNX int8),
     from NERVE_ONNX_DIR; the served copy keeps the dynamic batcher of the committed config."""
     settings = load_settings(encoder_runtime="onnx-int8", onnx_dir=Path("rel/onnx"))
     served = render_repository(

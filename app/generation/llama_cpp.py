@@ -195,9 +195,11 @@ class LlamaCppEngine:
                 pieces.append(self._piece(token))
                 logprobs.append(self._last_logprob(token))
                 check_loop = self.loop_lines and b"\n" in pieces[-1]
-                if stop or check_loop:
+                if (stop and sampler is None) or check_loop:
                     text = b"".join(pieces).decode("utf-8", errors="ignore")
-                if stop:
+                # Under a grammar the grammar ends the answer: a stop sequence it admits inside
+                # an entity text (a query containing "###") must not cut a line in half.
+                if stop and sampler is None:
                     stop_at = _find_stop(text, stop, max(0, scanned - longest_stop))
                     scanned = len(text)
                     if stop_at is not None:
@@ -225,9 +227,12 @@ class LlamaCppEngine:
         finally:
             if sampler is not None:
                 llama_cpp.llama_sampler_free(sampler)
-        if sampler is not None and finish_reason == "length":
+        if sampler is not None:
             text = b"".join(pieces).decode("utf-8", errors="ignore")
-            stop_at = max(0, text.rfind("\n"))
+            if finish_reason == "length":
+                stop_at = max(0, text.rfind("\n"))
+            else:  # the grammar's own end (e.g. the blank line) is a stop sequence: cut it
+                stop_at = next((len(text) - len(s) for s in stop if text.endswith(s)), None)
         return _assemble(pieces, logprobs, stop_at, finish_reason, len(prompt_tokens), reused)
 
     def _prefix_length(self, tokens: list[int], head: str) -> int:
