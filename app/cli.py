@@ -75,14 +75,15 @@ def serve(
 
 @cli.command()
 def prepare() -> None:
-    """Assemble the embedded default's GGUF model into NERVE_DATA_DIR/models, and export the
+    """Assemble the embedded default's GGUF model into NERVE_DATA_DIR/models (with the LoRA
+    merged in when NERVE_LLM_MERGE_ADAPTER asks for it), and export the
     ONNX encoders that NERVE_EMBEDDER_RUNTIME / NERVE_ENCODER_RUNTIME ask for (idempotent)."""
     from app.components import build_embedder
-    from app.generation.models import ensure_base_gguf
+    from app.generation.models import model_files
     from app.methods.factory import EncoderMethodsConfig, build_encoder_methods
 
     settings = load_settings()
-    path = ensure_base_gguf(settings.models_dir)
+    path, _ = model_files(settings)
     console.print(f"model ready: {path}")
     if settings.embedder_runtime != "torch":
         build_embedder(settings)
@@ -308,6 +309,13 @@ def bench_serve(
         typer.Option(help="KEY=VALUE for the started gateway (repeat), e.g. NERVE_LLM_THREADS=2."),
     ] = None,
     output: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    triton_stats: Annotated[
+        str | None,
+        typer.Option(
+            help="Triton's HTTP URL (loopback): per level, the requests and execute calls of "
+            "the Triton model named like the method (NERVE_ENCODER_BACKEND=triton)."
+        ),
+    ] = None,
 ) -> None:
     """Load /v1/ner of a real `nerve serve` at several concurrency levels with unseen CrossNER
     test sentences: requests/s, latency percentiles, errors and each stage's share."""
@@ -338,6 +346,7 @@ def bench_serve(
         pool_limit=pool_limit,
         top_k=top_k,
         server_env=env,
+        triton_stats=triton_stats,
     )
     try:
         result = run(config, log=lambda line: console.print(line, highlight=False))

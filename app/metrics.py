@@ -65,9 +65,11 @@ class Metrics:
             self.dropped_spans.labels(kind=kind)
         self.llm_tokens = Histogram(
             "nerve_llm_tokens",
-            "Tokens of one LLM generation: its prompt, or its answer (generated tokens, "
-            "including any cut off the answer). Prompt counts only from backends that report "
-            "them (llama.cpp in process, OpenAI-compatible servers; not Triton).",
+            "Tokens of one LLM generation: its prompt, its answer (generated tokens, "
+            "including any cut off the answer), or its cached prompt head (prompt tokens taken "
+            "from the KV cache, not evaluated). Prompt counts only from backends that report "
+            "them (llama.cpp in process, OpenAI-compatible servers; not Triton); cached ones "
+            "from llama.cpp in process.",
             ["method", "kind"],
             buckets=(8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
             registry=r,

@@ -149,6 +149,15 @@ class Settings(BaseSettings):
         "model_repository/llm_cpu/1/adapters), 'cllmfs' (the shipped CLLMFS adapter, same "
         "place), 'none' (the untuned base model) or a path.",
     )
+    llm_merge_adapter: Literal["off", "same", "q8_0", "f16"] = Field(
+        "off",
+        description="Serve the LoRA adapter merged into the model (app.generation.merge_lora; "
+        "built on first use into <data_dir>/models/merged, keyed by the model's and the "
+        "adapter's hashes) instead of applying it per token: 'same' requantises the merged "
+        "weights to each base tensor's own type (the base model's size and speed), 'q8_0' or "
+        "'f16' keep them finer; 'off' applies the adapter unmerged. In process only; "
+        "docs/benchmarks.md compares the answers and times.",
+    )
     llm_threads: int = Field(2, ge=1, description="llama.cpp CPU threads.")
     llm_context_tokens: int = Field(
         2048,

@@ -8,10 +8,11 @@ explicit mode: every directory of the repository holding a ``config.pbtxt`` (so
 ``gpu_templates/`` is never loaded here), and clients may unload and reload them.
 
 Every model reads its configuration from its config.pbtxt ``parameters``, never from the
-environment. ``llm_cpu`` must load the GGUF and adapter the gateway's settings name, so a
-repository holding it is served from a generated copy (:func:`render_repository`): every
-model's files are links to the originals, and ``llm_cpu``'s config is the committed one with
-its parameters set to what the settings resolve to (:func:`llm_cpu_parameters`). When
+environment. ``llm_cpu`` must load the GGUF and adapter the gateway's settings name, and
+``baner``/``lar`` run their encoder on the runtime the settings name, so a repository holding
+them is served from a generated copy (:func:`render_repository`): every model's files are links
+to the originals, and these models' configs are the committed ones with their parameters set to
+what the settings resolve to (:func:`llm_cpu_parameters`, :func:`encoder_parameters`). When
 ``NERVE_CLLMFS_ADAPTER`` names an adapter, the copy also holds ``llm_cpu_cllmfs``: ``llm_cpu``
 again under that name, with the CLLMFS adapter (:func:`cllmfs_models`), which the gateway's
 ``method=cllmfs`` calls (``NERVE_TRITON_CLLMFS_MODEL``).
@@ -129,6 +130,15 @@ def llm_cpu_parameters(settings: Settings) -> dict[str, str]:
         "context_tokens": str(settings.llm_context_tokens),
         "loop_lines": str(settings.loop_lines),
     }
+
+
+ENCODER_MODELS = ("baner", "lar")
+
+
+def encoder_parameters(settings: Settings) -> dict[str, str]:
+    """``baner``'s and ``lar``'s config parameters for what runs their encoder: the gateway's
+    ``NERVE_ENCODER_RUNTIME`` and ``NERVE_ONNX_DIR`` (absolute), as in process."""
+    return {"runtime": settings.encoder_runtime, "onnx_dir": str(settings.onnx_dir.resolve())}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,7 +287,10 @@ class TritonServer:
         self._shm_before: set[str] = set()
         # The parameters each model's config gets from the settings, and the models generated
         # from another's config (see render_repository).
-        self.parameters = {LLM_CPU: llm_cpu_parameters(settings)}
+        self.parameters = {
+            LLM_CPU: llm_cpu_parameters(settings),
+            **{name: encoder_parameters(settings) for name in ENCODER_MODELS},
+        }
         self.derived = cllmfs_models(settings)
         if models is None:
             found = discover_models(self.repositories)

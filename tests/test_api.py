@@ -435,6 +435,8 @@ def test_health_ready_metrics(api: TestClient) -> None:
         assert rise("nerve_llm_tokens_count", method="wraner", kind=kind) == 1, kind
         assert rise("nerve_llm_tokens_sum", method="wraner", kind=kind) >= 1, kind
     assert rise("nerve_llm_tokens_sum", kind="prompt") > 100  # the few-shot prompt
+    # And how many of the prompt's tokens came from the KV cache (0 up to the instruction).
+    assert rise("nerve_llm_tokens_count", method="wraner", kind="cached") == 1
     assert rise("nerve_entities_total", domain="support") == len(answer.json()["entities"])
     # The fixture's examples were counted when they were added.
     added = metric_sum(after, "nerve_examples_added_total", domain="support")

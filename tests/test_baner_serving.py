@@ -7,10 +7,12 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.methods import wire
 from app.settings import REPO_ROOT
+from triton_models.adapter import Call
 from triton_models.encoder import EncoderModelHandler, ModelParameters
 
 MODEL_DIR = REPO_ROOT / "model_repository"
@@ -121,3 +123,81 @@ def test_missing_input_and_out_of_text_mentions(lar: EncoderModelHandler) -> Non
     far = json.dumps([{"start": 0, "end": 999, "type": "?"}])
     with pytest.raises(wire.ContractError, match="outside the text"):
         lar.handle(_inputs(**{wire.INPUT_MENTIONS: far}))
+
+
+def _tensors(rows: list[dict[str, bytes | None]]) -> dict[str, np.ndarray | None]:
+    """Rows as a request's ``[rows, 1]`` tensors (as Triton's dynamic batcher delivers them)."""
+    names = {name for row in rows for name in row}
+    return {
+        name: None
+        if rows[0].get(name) is None
+        else np.array([[row[name]] for row in rows], dtype=np.object_)
+        for name in names
+    }
+
+
+def _text(i: int) -> str:
+    people = ["Angela Merkel", "Barack Obama", "Theresa May", "Emmanuel Macron"]
+    places = ["Paris", "Berlin", "London", "Madrid", "Rome"]
+    return f"{people[i % 4]} visited {places[i % 5]} ." + " again" * (i % 3)
+
+
+def test_a_batch_answers_each_request_as_alone_and_a_bad_one_fails_alone(
+    baner: EncoderModelHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alone = [baner.handle(_inputs(**{wire.INPUT_TEXT: _text(i)})) for i in range(6)]
+    passes: list[int] = []  # the texts of each extract_batch call (one encoder pass each)
+    real = baner.extractor.extract_batch
+
+    def counted(items: list) -> list:  # type: ignore[type-arg]
+        passes.append(len(items))
+        return real(items)
+
+    monkeypatch.setattr(baner.extractor, "extract_batch", counted)
+    requests = [(_tensors([_inputs(**{wire.INPUT_TEXT: _text(i)})]), Call()) for i in range(6)]
+    two_rows = _tensors([_inputs(**{wire.INPUT_TEXT: _text(i)}) for i in (4, 1)])
+    broken = _tensors([_inputs(**{wire.INPUT_SUPPORT: '[{"text": 3}]'})])
+    order = [5, 0, 3, 1, 2, 4]
+    answers = baner.batch([*(requests[i] for i in order[:3]), (broken, Call()),
+                           *(requests[i] for i in order[3:]), (two_rows, Call())])  # fmt: skip
+    assert passes == [8]  # every good row (6 requests + 2 rows) in one pass, the bad one not in it
+    assert isinstance(answers[3], wire.ContractError)
+    assert "SUPPORT[0].text" in str(answers[3])
+    got = [a for a in answers[:3] + answers[4:7]]
+    for index, outputs in zip(order, got, strict=True):
+        assert not isinstance(outputs, Exception)
+        (row,) = outputs[wire.OUTPUT_ENTITIES]  # one row, [1, 1]
+        assert _same(row[0].decode(), alone[index][wire.OUTPUT_ENTITIES])
+    last = answers[7]
+    assert not isinstance(last, Exception) and last[wire.OUTPUT_ENTITIES].shape == (2, 1)
+    for row, index in zip(last[wire.OUTPUT_ENTITIES][:, 0], (4, 1), strict=True):
+        assert _same(row.decode(), alone[index][wire.OUTPUT_ENTITIES])
+
+
+def test_lar_batches_detection_and_retyping_requests_together(lar: EncoderModelHandler) -> None:
+    mentions = {wire.INPUT_MENTIONS: json.dumps([{"start": 22, "end": 27, "type": "?"}])}
+    rows = [_inputs(), _inputs(**mentions), _inputs(**{wire.INPUT_TEXT: _text(2)})]
+    alone = [lar.handle(row) for row in rows]
+    answers = lar.batch([(_tensors([row]), Call()) for row in rows])
+    for outputs, expected in zip(answers, alone, strict=True):
+        assert not isinstance(outputs, Exception)
+        assert set(outputs) == {wire.OUTPUT_ENTITIES, wire.OUTPUT_ALIGNMENT}
+        assert _same(outputs[wire.OUTPUT_ENTITIES][0, 0].decode(), expected[wire.OUTPUT_ENTITIES])
+        assert json.loads(outputs[wire.OUTPUT_ALIGNMENT][0, 0]) == json.loads(
+            expected[wire.OUTPUT_ALIGNMENT]
+        )
+
+
+def test_rows_of_different_lengths_break_the_contract(baner: EncoderModelHandler) -> None:
+    tensors = _tensors([_inputs(), _inputs()])
+    tensors[wire.INPUT_TEXT] = np.array([[TEXT.encode()]], dtype=np.object_)
+    (answer,) = baner.batch([(tensors, Call())])
+    assert isinstance(answer, wire.ContractError) and "row counts" in str(answer)
+
+
+def _same(got: str, expected: str) -> bool:
+    """The same entities (offsets, text, type) and scores to float rounding."""
+    a, b = wire.load_entities(got), wire.load_entities(expected)
+    return [(e.start, e.end, e.text, e.type) for e in a] == [
+        (e.start, e.end, e.text, e.type) for e in b
+    ] and all(abs(x.score - y.score) < 1e-4 for x, y in zip(a, b, strict=True))

@@ -12,44 +12,27 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.types import Entity, EntityType, Example, Span
+from app.core.types import Entity, EntityType, Span
 from app.errors import BackendUnavailable
 from app.methods import wire
 from app.methods.triton_client import TritonEncoderMethod, TritonLar
 from app.settings import load_settings
 from app.triton_server import TritonServer
-from tests.fixtures.encoders import SUPPORT_TEXT, SUPPORT_TYPES, check_entities
+from tests.fixtures.encoders import (
+    POLITICS_SUPPORT,
+    POLITICS_TYPES,
+    SUPPORT_TEXT,
+    SUPPORT_TYPES,
+    check_entities,
+)
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 from tests.fixtures.processes import free_port
-from tests.fixtures.triton import START_TIMEOUT_S
+from tests.fixtures.triton import START_TIMEOUT_S, model_counts
 
 pytestmark = pytest.mark.integration
 
 TEXT = "Angela Merkel met Emmanuel Macron in Paris before the 2017 French election ."
-TYPES = [
-    EntityType(name="politician", description="name of a politician"),
-    EntityType(name="location", description="name of a place"),
-    EntityType(name="election", description="name of an election"),
-]
-SUPPORT = [
-    Example(
-        id="s1",
-        text="Barack Obama won the 2008 United States presidential election in Chicago .",
-        entities=[
-            Span(start=0, end=12, type="politician"),
-            Span(start=21, end=61, type="election"),
-            Span(start=65, end=72, type="location"),
-        ],
-    ),
-    Example(
-        id="s2",
-        text="Theresa May spoke in London .",
-        entities=[
-            Span(start=0, end=11, type="politician"),
-            Span(start=21, end=27, type="location"),
-        ],
-    ),
-]
+TYPES, SUPPORT = POLITICS_TYPES, POLITICS_SUPPORT
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +101,31 @@ async def test_lar_through_triton(triton: TritonServer) -> None:
         await method.close()
 
 
+async def test_concurrent_requests_are_batched_by_the_committed_config(
+    triton: TritonServer,
+) -> None:
+    """The committed config (dynamic batcher, 2 ms delay): requests that queue while the model
+    is busy share an execute, each still answered for its own text (Triton's statistics: fewer
+    executions than requests)."""
+    people = ["Angela Merkel", "Emmanuel Macron", "Theresa May", "Olaf Scholz"]
+    places = ["Paris", "Berlin", "London", "Madrid", "Rome", "Vienna"]
+    texts = [f"{people[i % 4]} travelled to {places[i % 6]} in {2000 + i} ." for i in range(12)]
+    method = TritonEncoderMethod("baner", triton.grpc_url, "baner", 600.0)
+    try:
+        before = await model_counts(triton.grpc_url, "baner")
+        answers = await asyncio.gather(*(method.extract(t, TYPES, SUPPORT) for t in texts))
+        after = await model_counts(triton.grpc_url, "baner")
+    finally:
+        await method.close()
+    for text, entities in zip(texts, answers, strict=True):
+        assert entities  # each with offsets into its own text (the texts all differ)
+        for e in entities:
+            assert text[e.start : e.end] == e.text
+    requests, executions = after[0] - before[0], after[1] - before[1]
+    assert requests == len(texts)
+    assert executions < requests
+
+
 async def test_unknown_model_is_backend_unavailable(triton: TritonServer) -> None:
     method = TritonEncoderMethod("baner", triton.grpc_url, "no_such_model")
     try:
@@ -129,11 +137,12 @@ async def test_unknown_model_is_backend_unavailable(triton: TritonServer) -> Non
 
 
 async def test_a_model_declaring_another_contract_is_not_ready(triton: TritonServer) -> None:
-    """The served baner speaks nerve_encoder.v1; a client speaking another version must not
-    count it as ready."""
+    """The served baner speaks nerve_encoder.v2 ([rows, 1] tensors); a client speaking v1
+    ([1] tensors, which the batching model refuses) must not count it as ready."""
     method = TritonEncoderMethod("baner", triton.grpc_url, "baner")
     try:
-        method.contract = "nerve_encoder.v2"
+        assert wire.CONTRACT == "nerve_encoder.v2"
+        method.contract = "nerve_encoder.v1"
         assert not await method.ready()
         method.contract = wire.CONTRACT
         assert await method.ready()

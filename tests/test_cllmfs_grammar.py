@@ -32,6 +32,15 @@ def test_grammar_names_the_types_and_the_texts_pieces() -> None:
     assert 'root ::= ("none" | line ("\\n" line){0,63}) "\\n\\n"' in gbnf
 
 
+def test_grammar_runs_never_hold_a_prompt_block_marker() -> None:
+    # The parser ends an answer at "###": no entity text may hold "##"; "C#" may.
+    gbnf = answer_grammar(["language"], "C# ### x")
+    assert 'p0 ::= "C" (p1)?' in gbnf
+    assert 'p1 ::= "#" (" " p2)?' in gbnf
+    assert 'p2 ::= "#"\n' in gbnf and 'p3 ::= "#"\n' in gbnf
+    assert 'p4 ::= "#" (" " p5)?' in gbnf
+
+
 def test_grammar_without_text_admits_free_surfaces() -> None:
     assert "surface ::= [^|\\n]{1,120}" in answer_grammar(["person"])
     with pytest.raises(ValueError, match="entity type"):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from app.core.answer_grammar import answer_grammar
 from app.core.parser import parse_answer
-from app.core.prompt import STOP_SEQUENCES, build_prompt
+from app.core.prompt import STOP_SEQUENCES, Prompt, build_prompt
 from app.core.readers import parse_bio
 from app.core.types import EntityType
 from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
@@ -18,6 +19,7 @@ from app.generation.factory import build_generator
 from app.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator, _assemble
 from app.generation.models import resolve_adapter
 from app.settings import REPO_ROOT, load_settings
+from tests.fixtures.grammar import ADVERSARIAL, adversarial_prompt
 from tests.fixtures.llm import COUNTING, FEW_SHOT, check_offsets
 
 
@@ -204,3 +206,74 @@ def test_the_default_adapter_is_the_shipped_one_and_reads_a_new_domains_types(
     found = {(s.text, s.type) for s in parsed.spans}
     assert ("Charles Dickens", "writer") in found, answer.text
     assert ("Oliver Twist", "book") in found, answer.text
+
+
+def _music_prompt(examples_bio: str, query: str) -> Prompt:
+    types = [
+        EntityType(name="band", description="a music group"),
+        EntityType(name="album", description="a music album"),
+        EntityType(name="country", description="a country"),
+    ]
+    return build_prompt(types, parse_bio(examples_bio), query)
+
+
+_SHOT_A = "The\tB-band\nClash\tI-band\nreleased\tO\nSandinista\tB-album\n!\tI-album\n.\tO\n"
+_SHOT_B = "Abba\tB-band\ntoured\tO\nSweden\tB-country\n.\tO\n"
+
+
+@pytest.mark.integration
+def test_the_instruction_is_reused_from_the_kv_cache_and_answers_do_not_depend_on_history(
+    llama_engine: LlamaCppEngine,
+) -> None:
+    """Prompts sharing the instruction evaluate it once; the answer to a prompt is the same
+    bit for bit whether its head came from the cache or not, and whatever came before."""
+    first = _music_prompt(_SHOT_A, "Blur released Parklife in England .")
+    second = _music_prompt(_SHOT_B, "Oasis toured Japan .")
+    head = len(llama_engine.tokenize(first.prefix))
+    assert second.prefix == first.prefix and head > 50
+
+    llama_engine.complete(COUNTING, max_tokens=2)  # another head: nothing to reuse
+    cold = llama_engine.complete(first.text, max_tokens=24, stop=STOP_SEQUENCES)
+    assert cold.cached_tokens == 0
+    other = llama_engine.complete(second.text, max_tokens=24, stop=STOP_SEQUENCES)
+    assert other.cached_tokens == head  # the head, not the longer common prefix of the texts
+    warm = llama_engine.complete(first.text, max_tokens=24, stop=STOP_SEQUENCES)
+    assert warm.cached_tokens == head
+    assert warm.text == cold.text
+    assert [t.logprob for t in warm.tokens] == [t.logprob for t in cold.tokens]
+    # The head is found in a prompt of app.core.prompt without being named; "" turns it off.
+    assert llama_engine.complete(first.text, max_tokens=1, prefix=first.prefix).cached_tokens
+    assert llama_engine.complete(first.text, max_tokens=1, prefix="").cached_tokens == 0
+
+
+@pytest.mark.integration
+def test_grammar_checked_on_the_greedy_token_first_picks_what_full_masking_picks(
+    llama_engine: LlamaCppEngine,
+) -> None:
+    """The engine asks the grammar about the most likely token before masking the vocabulary;
+    llama-cpp-python's own sampler chain masks it all. Greedy, both choose the same tokens, on a
+    prompt where the grammar does change the answer (tests/test_cllmfs_grammar's control)."""
+    from llama_cpp import LlamaGrammar
+
+    types, shots, query = ADVERSARIAL[0]
+    prompt = adversarial_prompt(types, shots, query)
+    gbnf = answer_grammar(types, query)
+    free = llama_engine.complete(prompt, max_tokens=24, prefix="")
+    ours = llama_engine.complete(prompt, max_tokens=24, grammar=gbnf, prefix="")
+    assert ours.text != free.text[: len(ours.text)]
+
+    llm = llama_engine._llm
+    llm.reset()
+    reference: list[int] = []
+    grammar = LlamaGrammar.from_string(gbnf, verbose=False)
+    for token in llm.generate(
+        llama_engine.tokenize(prompt), temp=0.0, top_k=1, repeat_penalty=1.0, grammar=grammar
+    ):
+        if len(reference) == ours.completion_tokens:
+            break
+        reference.append(token)
+    llm.reset()
+    text = llm.detokenize(reference).decode("utf-8")
+    if ours.finish_reason == "length":  # cut at its last complete line
+        text = text[: text.rfind("\n")]
+    assert text == ours.text

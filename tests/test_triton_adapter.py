@@ -21,9 +21,16 @@ from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.generation import llm_tensors as t
 from app.methods import wire
 from app.settings import REPO_ROOT, load_settings
-from app.triton_server import LLM_CPU, llm_cpu_parameters, render_repository, set_parameters
+from app.triton_server import (
+    ENCODER_MODELS,
+    LLM_CPU,
+    encoder_parameters,
+    llm_cpu_parameters,
+    render_repository,
+    set_parameters,
+)
 from triton_models.adapter import Call, ConfigError, ModelConfig, PythonModel, error_response
-from triton_models.encoder import ModelParameters
+from triton_models.encoder import ModelParameters, default_onnx_dir
 from triton_models.llm_cpu import LLMParameters, timeout_from_parameters
 
 REPOSITORY = REPO_ROOT / "model_repository"
@@ -211,6 +218,68 @@ def test_one_failed_request_does_not_fail_its_batch() -> None:
     assert responses[1].tensors["OUT"].tolist() == ["OSLO"]
 
 
+class BatchEchoHandler(EchoHandler):
+    """EchoHandler with ``batch``: records each batch; a request whose IN is ``poison`` makes
+    the whole batch raise, one whose IN is ``bad`` fails alone (a contract error)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.batches: list[list[str]] = []
+
+    def batch(self, requests: Any) -> list[Any]:
+        texts = [str(tensors["IN"][0].decode()) for tensors, _call in requests]
+        self.batches.append(texts)
+        if "poison" in texts:
+            raise RuntimeError("the whole batch broke")
+        return [
+            wire.ContractError("IN: bad") if text == "bad" else self(tensors, call)
+            for text, (tensors, call) in zip(texts, requests, strict=True)
+        ]
+
+
+class BatchEchoModel(PythonModel):
+    load = staticmethod(BatchEchoHandler)
+
+
+def _batch_model() -> BatchEchoModel:
+    model = BatchEchoModel()
+    model.initialize(_args())
+    return model
+
+
+def _request(text: str, parameters: str = "{}") -> FakeRequest:
+    return FakeRequest({"IN": np.array([text.encode()], dtype=np.object_)}, parameters)
+
+
+def test_a_batch_handler_answers_every_request_of_an_execute_at_once() -> None:
+    model = _batch_model()
+    texts = ["oslo", "bad", "rome", "lima"]
+    undecodable = _request("kyiv", parameters="[1]")  # request parameters not a JSON object
+    responses = model.execute([*(_request(t) for t in texts[:2]), undecodable, _request("rome"),
+                               _request("lima")])  # fmt: skip
+    assert model.handler.batches == [texts]  # type: ignore[union-attr]
+    ok = [r.tensors["OUT"].tolist() if r.error is None else None for r in responses]
+    assert ok == [["OSLO"], None, None, ["ROME"], ["LIMA"]]
+    assert responses[1].error.code == FakeTritonError.INVALID_ARG  # type: ignore[union-attr]
+    assert responses[1].error.message == "IN: bad"  # type: ignore[union-attr]
+    assert responses[2].error.code == FakeTritonError.INVALID_ARG  # type: ignore[union-attr]
+
+
+def test_a_batch_that_raises_is_retried_request_by_request() -> None:
+    model = _batch_model()
+    responses = model.execute([_request("oslo"), _request("poison"), _request("rome")])
+    assert model.handler.batches == [  # type: ignore[union-attr]
+        ["oslo", "poison", "rome"],
+        ["oslo"],
+        ["poison"],
+        ["rome"],
+    ]
+    assert responses[0].tensors["OUT"].tolist() == ["OSLO"]
+    assert responses[1].error.code == FakeTritonError.INTERNAL  # type: ignore[union-attr]
+    assert "RuntimeError" in responses[1].error.message  # type: ignore[union-attr]
+    assert responses[2].tensors["OUT"].tolist() == ["ROME"]
+
+
 def test_error_response_is_the_one_policy() -> None:
     assert error_response("m", wire.ContractError("x")) == ("INVALID_ARG", "x")
     assert error_response("m", ValueError("x")) == ("INTERNAL", "m: internal error (ValueError)")
@@ -287,6 +356,29 @@ def test_the_served_llm_cpu_config_holds_what_the_settings_resolve_to(tmp_path: 
         (served / "lar" / "config.pbtxt").read_text(), served / "lar"
     ))  # fmt: skip
     assert (lar.artefact_dir / "baner.json").is_file()
+
+
+def test_the_served_encoder_configs_run_the_gateways_encoder_runtime(tmp_path: Path) -> None:
+    """baner and lar run what NERVE_ENCODER_RUNTIME names (the in-process default: ONNX int8),
+    from NERVE_ONNX_DIR; the served copy keeps the dynamic batcher of the committed config."""
+    settings = load_settings(encoder_runtime="onnx-int8", onnx_dir=Path("rel/onnx"))
+    served = render_repository(
+        REPOSITORY, tmp_path / "served", {m: encoder_parameters(settings) for m in ENCODER_MODELS}
+    )
+    for model in ENCODER_MODELS:
+        text = (served / model / "config.pbtxt").read_text()
+        params = ModelParameters.from_config(_as_adapter_sees_it(text, served / model))
+        assert (params.runtime, params.onnx_dir) == ("onnx-int8", Path("rel/onnx").resolve())
+        config = text_format.Parse(text, model_config_pb2.ModelConfig())
+        assert config.max_batch_size == 32
+        assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+    committed = ModelParameters.from_config(_committed("baner"))
+    assert (committed.runtime, committed.onnx_dir) == (load_settings().encoder_runtime, None)
+    assert default_onnx_dir() == Path.home() / ".cache" / "nerve" / "onnx"
+    broken = ModelConfig("baner", REPOSITORY / "baner", {**_committed("baner").parameters,
+                                                         "runtime": "tensorrt"})  # fmt: skip
+    with pytest.raises(ConfigError, match="runtime must be one of torch, onnx, onnx-int8"):
+        ModelParameters.from_config(broken)
 
 
 def test_setting_an_undeclared_parameter_is_an_error() -> None:

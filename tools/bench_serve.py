@@ -9,7 +9,10 @@ no request can hit the answer cache (nor the query-embedding cache) even when it
 For each method and each concurrency level, that many clients send requests back to back until
 the level's requests are done or its time is up; per level: requests/s, client-side latency
 p50/p95/p99, errors, and each stage's share of the service's own ``timings_ms`` (embed,
-retrieve, generate, parse; the rest of ``total`` is "other").
+retrieve, generate, parse; the rest of ``total`` is "other"). With ``--triton-stats URL`` (the
+gateway calls Triton: ``NERVE_ENCODER_BACKEND=triton``), each level also records how many
+requests the Triton model of the method's name answered and in how many ``execute`` calls
+(Triton's statistics, read before and after the level): fewer executions is batching.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class BenchConfig:
     timeout_s: float = 300.0  # of one request
     start_timeout_s: float = 300.0  # of the gateway's start-up
     server_env: dict[str, str] = field(default_factory=dict)  # NERVE_* for the started gateway
+    triton_stats: str | None = None  # Triton's HTTP URL: count each level's executions
 
 
 @dataclass
@@ -90,6 +94,9 @@ class LevelResult:
     # Mean server-side milliseconds per stage (+ "other": total minus the stages) and its share.
     stage_ms: dict[str, float]
     stage_share: dict[str, float]
+    # With --triton-stats: the method's Triton model's requests and execute calls in the level.
+    triton_requests: int | None = None
+    triton_executions: int | None = None
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -145,6 +152,14 @@ def summarise(method: str, clients: int, samples: list[Sample], duration_s: floa
 
 
 # --- the gateway ---------------------------------------------------------------------------
+def triton_counts(url: str, model: str) -> tuple[int, int]:
+    """A Triton model's ``inference_count`` and ``execution_count`` (HTTP statistics API)."""
+    response = httpx.get(f"{check_loopback(url)}/v2/models/{model}/stats", timeout=10.0)
+    response.raise_for_status()
+    (entry,) = response.json()["model_stats"]
+    return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -306,10 +321,18 @@ async def run_load(url: str, config: BenchConfig, log: Any) -> dict[str, Any]:
                     if sample.status != 200:
                         raise RuntimeError(f"warm-up request for {method} got {sample.status}")
                 for clients in config.levels:
+                    stats = config.triton_stats
+                    before = (
+                        await asyncio.to_thread(triton_counts, stats, method) if stats else None
+                    )
                     samples, duration = await _level(
                         client, take(config.requests), clients, config.seconds
                     )
                     result = summarise(method, clients, samples, duration)
+                    if stats and before is not None:
+                        after = await asyncio.to_thread(triton_counts, stats, method)
+                        result.triton_requests = after[0] - before[0]
+                        result.triton_executions = after[1] - before[1]
                     log(
                         f"{method} x{clients}: {result.ok} ok, {result.errors} errors, "
                         f"{result.requests_per_s} req/s, p50 {result.p50_ms} ms"
@@ -358,6 +381,9 @@ def render_table(result: dict[str, Any]) -> Any:
     )
     columns = ["method", "clients", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms"]
     columns += [f"{s} %" for s in (*STAGES, "other")]
+    triton = any(r.get("triton_executions") is not None for r in result["levels"])
+    if triton:
+        columns += ["triton requests", "triton executes"]
     for column in columns:
         table.add_column(column, justify="left" if column == "method" else "right")
     for r in result["levels"]:
@@ -371,6 +397,7 @@ def render_table(result: dict[str, Any]) -> Any:
             f"{r['p95_ms']:.0f}",
             f"{r['p99_ms']:.0f}",
             *(f"{r['stage_share'][s] * 100:.0f}" for s in (*STAGES, "other")),
+            *((str(r.get("triton_requests")), str(r.get("triton_executions"))) if triton else ()),
         )
     return table
 

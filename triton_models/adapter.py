@@ -9,8 +9,11 @@ A ``model.py`` is a few lines::
 into a :class:`ModelConfig`, builds the handler from it at ``initialize`` (a handler refuses a
 config it cannot serve, e.g. another ``contract``: the model then fails to load with that
 message), and for every request reads the declared input tensors, calls the handler and writes
-the tensors it returns. Errors never crash the model; they become that request's error
-(:func:`error_response`):
+the tensors it returns. A handler with a ``batch`` method (:class:`BatchHandler`: the encoder
+models, behind Triton's dynamic batcher) gets every request of an ``execute`` call at once and
+answers each, a result or an exception per request; if ``batch`` itself raises, each request is
+retried alone, so that only the one that breaks the batch fails. Errors never crash the model;
+they become that request's error (:func:`error_response`):
 
 - the request breaks the contract or cannot be served as sent (:data:`INVALID_INPUT`):
   ``INVALID_ARG`` with the message (the LLM contract's ``invalid_request:`` marker added for
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -117,6 +120,15 @@ class Handler(Protocol):
         ...
 
 
+Outputs = Mapping[str, np.ndarray]
+
+
+class BatchHandler(Handler, Protocol):
+    def batch(self, requests: Sequence[tuple[Tensors, Call]]) -> Sequence[Outputs | Exception]:
+        """Every request's outputs (or the exception that request fails with), in order."""
+        ...
+
+
 def error_response(model: str, exc: Exception) -> tuple[str, str]:
     """The ``TritonError`` code name and the message a failed request answers with."""
     if isinstance(exc, INVALID_INPUT):
@@ -140,25 +152,69 @@ class PythonModel:
         self.handler: Handler | None = type(self).load(self.config)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return [self._respond(request) for request in requests]
+        decoded = [self._decode(request) for request in requests]
+        batch = getattr(self.handler, "batch", None)
+        if batch is None:
+            results = [self._call(item) for item in decoded]
+        else:
+            results = self._call_batch(batch, decoded)
+        return [self._response(result) for result in results]
 
-    def _respond(self, request: Any) -> Any:
+    def _decode(self, request: Any) -> tuple[Tensors, Call] | Exception:
         pb = self._pb
         try:
             tensors = {
                 name: _numpy(pb.get_input_tensor_by_name(request, name))
                 for name in self.config.inputs
             }
-            call = Call(_request_parameters(request), request.is_cancelled)
-            outputs = self.handler(tensors, call)  # type: ignore[misc]
-            return pb.InferenceResponse(
-                output_tensors=[pb.Tensor(name, value) for name, value in outputs.items()]
-            )
+            return tensors, Call(_request_parameters(request), request.is_cancelled)
         except Exception as exc:  # one request's error, never a crashed model
-            code, message = error_response(self.config.name, exc)
-            return pb.InferenceResponse(
-                error=pb.TritonError(message, getattr(pb.TritonError, code))
-            )
+            return exc
+
+    def _call(self, item: tuple[Tensors, Call] | Exception) -> Outputs | Exception:
+        if isinstance(item, Exception):
+            return item
+        try:
+            return self.handler(*item)  # type: ignore[misc]
+        except Exception as exc:
+            return exc
+
+    def _call_batch(
+        self,
+        batch: Callable[[Sequence[tuple[Tensors, Call]]], Sequence[Outputs | Exception]],
+        decoded: Sequence[tuple[Tensors, Call] | Exception],
+    ) -> list[Outputs | Exception]:
+        """One ``batch`` call over the decoded requests; each retried alone if it raises."""
+        results: list[Outputs | Exception] = [
+            item if isinstance(item, Exception) else {} for item in decoded
+        ]
+        todo = [i for i, item in enumerate(decoded) if not isinstance(item, Exception)]
+        items = [item for item in decoded if not isinstance(item, Exception)]
+        try:
+            answers = list(batch(items))
+            if len(answers) != len(items):
+                raise RuntimeError(f"batch answered {len(answers)} of {len(items)} requests")
+        except Exception as exc:
+            if len(items) <= 1:
+                answers = [exc] * len(items)
+            else:
+                log.warning("%s: a batch of %d failed; each alone", self.config.name, len(items))
+                answers = [self._call_batch(batch, [item])[0] for item in items]
+        for index, answer in zip(todo, answers, strict=True):
+            results[index] = answer
+        return results
+
+    def _response(self, result: Outputs | Exception) -> Any:
+        pb = self._pb
+        if not isinstance(result, Exception):
+            try:
+                return pb.InferenceResponse(
+                    output_tensors=[pb.Tensor(name, value) for name, value in result.items()]
+                )
+            except Exception as exc:  # outputs Triton cannot send: that request's error
+                result = exc
+        code, message = error_response(self.config.name, result)
+        return pb.InferenceResponse(error=pb.TritonError(message, getattr(pb.TritonError, code)))
 
     def finalize(self) -> None:
         close = getattr(self.handler, "close", None)

@@ -1,24 +1,36 @@
 """The ``baner`` and ``lar`` Triton models' handler, importable and tested without Triton.
 
 ``model_repository/{baner,lar}/1/model.py`` is :class:`triton_models.adapter.PythonModel` over
-:class:`EncoderModelHandler`, which decodes the ``nerve_encoder.v1`` inputs, runs the method and
+:class:`EncoderModelHandler`, which decodes the ``nerve_encoder.v2`` inputs, runs the method and
 encodes the outputs. Both models are one handler: the method is a config.pbtxt parameter.
+
+Triton's dynamic batcher hands ``execute`` every request that queued while the model was busy
+(``max_batch_size``/``dynamic_batching`` in config.pbtxt); :meth:`EncoderModelHandler.batch`
+decodes each request's rows (a request's tensors are ``[rows, 1]``), runs one
+``extract_batch`` over all of them (one encoder pass: as the gateway's in-process micro-batching
+does) and answers each request with its own rows. A request that breaks the contract fails
+alone, before the batch runs. ``lar`` requests with ``MENTIONS`` (re-typing) are answered one by
+one: ``LabelReassigner.reassign`` has no batch form.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
+from app.core.types import Span
 from app.methods import wire
 from app.methods.baner.config import load_options
 from app.methods.baner.extractor import BanerExtractor
-from app.methods.lar.reassign import LabelReassigner, LarOptions
-from triton_models.adapter import Call, ConfigError, ModelConfig, Tensors
+from app.methods.handler import SegmentTask
+from app.methods.lar.reassign import LabelReassigner, LarOptions, Reassigned
+from app.settings import EncoderRuntime, Settings
+from triton_models.adapter import Call, ConfigError, ModelConfig, Outputs, Tensors
 
 Method = Literal["baner", "lar"]
 
@@ -33,6 +45,10 @@ class ModelParameters:
     threads: int
     # LAR's calibrated options (python -m trainers.lar); None: the defaults.
     lar_options: Path | None = None
+    # What runs the encoder: the gateway's NERVE_ENCODER_RUNTIME (``nerve triton`` sets it).
+    runtime: EncoderRuntime = "torch"
+    # Where ONNX exports are cached (NERVE_ONNX_DIR; empty in config.pbtxt: its default).
+    onnx_dir: Path | None = None
 
     @classmethod
     def parse(cls, params: dict[str, str], model_dir: Path) -> ModelParameters:
@@ -48,12 +64,20 @@ class ModelParameters:
         artefact = config.path("artefact_dir", "")
         if artefact is None:
             raise ConfigError("config.pbtxt names no artefact_dir")
+        runtime = config.text("runtime", "torch")
+        if runtime not in get_args(EncoderRuntime):
+            raise ConfigError(
+                f"config.pbtxt runtime must be one of {', '.join(get_args(EncoderRuntime))}; "
+                f"got {runtime!r}"
+            )
         return cls(
             method=method,  # type: ignore[arg-type]
             artefact_dir=artefact,
             encoder=config.parameters.get("encoder") or None,
             threads=config.integer("threads", "1"),
             lar_options=config.path("lar_options", ""),
+            runtime=runtime,  # type: ignore[arg-type]
+            onnx_dir=config.path("onnx_dir", ""),
         )
 
 
@@ -64,6 +88,11 @@ class EncoderModelHandler:
         torch.set_num_threads(parameters.threads)
         self.method = parameters.method
         self.extractor = BanerExtractor.load(parameters.artefact_dir, parameters.encoder)
+        if parameters.runtime != "torch":
+            from app.methods.baner.onnx import run_encoder_in_onnx
+
+            onnx_dir = parameters.onnx_dir or default_onnx_dir()
+            run_encoder_in_onnx(self.extractor, parameters.runtime, onnx_dir, parameters.threads)
         self.reassigner = None
         if self.method == "lar":
             path = parameters.lar_options
@@ -75,30 +104,58 @@ class EncoderModelHandler:
     def from_config(cls, config: ModelConfig) -> EncoderModelHandler:
         return cls(ModelParameters.from_config(config))
 
-    def __call__(self, tensors: Tensors, call: Call) -> dict[str, np.ndarray]:
-        """The adapter's entry point: one UTF-8 JSON string per tensor, both ways."""
-        produced = self.handle({name: _single(value) for name, value in tensors.items()})
-        return {
-            name: np.array([value.encode("utf-8")], dtype=np.object_)
-            for name, value in produced.items()
-        }
+    def __call__(self, tensors: Tensors, call: Call) -> Outputs:
+        """One request (the adapter calls :meth:`batch` when it can)."""
+        (outputs,) = self.batch([(tensors, call)])
+        if isinstance(outputs, Exception):
+            raise outputs
+        return outputs
+
+    def batch(self, requests: Sequence[tuple[Tensors, Call]]) -> list[Outputs | Exception]:
+        """Every request's outputs, ``[rows, 1]`` UTF-8 JSON strings; one encoder pass for all.
+
+        A request whose tensors break the contract gets its :class:`wire.ContractError` (the
+        others are answered); an error of the batch run itself propagates (the adapter then
+        answers each request alone)."""
+        answers: list[Outputs | Exception] = []
+        jobs: list[Job] = []
+        owners: list[int] = []
+        for index, (tensors, _call) in enumerate(requests):
+            try:
+                parsed = [self.parse(row) for row in _rows(tensors)]
+            except (wire.ContractError, UnicodeDecodeError) as exc:
+                answers.append(exc)
+                continue
+            answers.append({})
+            jobs += parsed
+            owners += [index] * len(parsed)
+        produced = self.run(jobs)
+        rows: dict[int, list[dict[str, str]]] = {}
+        for owner, result in zip(owners, produced, strict=True):
+            rows.setdefault(owner, []).append(result)
+        for owner, values in rows.items():
+            answers[owner] = {
+                name: np.array([[v[name].encode("utf-8")] for v in values], dtype=np.object_)
+                for name in values[0]
+            }
+        return answers
 
     def handle(self, inputs: dict[str, bytes | None]) -> dict[str, str]:
-        """Outputs by tensor name. Raises :class:`wire.ContractError` for a bad input."""
+        """One text's outputs by tensor name. Raises :class:`wire.ContractError` for a bad input."""
+        return self.run([self.parse(inputs)])[0]
+
+    def parse(self, inputs: dict[str, bytes | None]) -> Job:
+        """One row's inputs, checked. Raises :class:`wire.ContractError` for a bad input."""
         text = _required(inputs, wire.INPUT_TEXT).decode("utf-8", errors="strict")
         types = wire.load_types(_required(inputs, wire.INPUT_ENTITY_TYPES))
         support = wire.load_examples(_required(inputs, wire.INPUT_SUPPORT))
         if not types:
             raise wire.ContractError(f"{wire.INPUT_ENTITY_TYPES}: no entity type")
-        if self.reassigner is None:
-            if inputs.get(wire.INPUT_MENTIONS) is not None:
-                raise wire.ContractError(f"{wire.INPUT_MENTIONS}: only the lar model takes it")
-            entities = self.extractor.extract(text, types, support)
-            return {wire.OUTPUT_ENTITIES: wire.dump_entities(entities)}
         raw_mentions = inputs.get(wire.INPUT_MENTIONS)
-        if raw_mentions is None:
-            result = self.reassigner.extract(text, types, support)
-        else:
+        mentions = None
+        if raw_mentions is not None:
+            if self.reassigner is None:
+                raise wire.ContractError(f"{wire.INPUT_MENTIONS}: only the lar model takes it")
             mentions = wire.load_mentions(raw_mentions)
             bad = [m for m in mentions if m.end > len(text) or m.start >= m.end]
             if bad:
@@ -106,12 +163,49 @@ class EncoderModelHandler:
                     f"{wire.INPUT_MENTIONS}: span ({bad[0].start}, {bad[0].end}) is outside the "
                     f"text of {len(text)} characters"
                 )
-            result = self.reassigner.reassign(text, mentions, types, support)
-        alignment = result.alignment.to_json() if result.alignment is not None else {}
-        return {
-            wire.OUTPUT_ENTITIES: wire.dump_entities(result.entities),
-            wire.OUTPUT_ALIGNMENT: json.dumps(alignment),
-        }
+        return Job(SegmentTask(text, types, support), mentions)
+
+    def run(self, jobs: Sequence[Job]) -> list[dict[str, str]]:
+        """Each job's outputs by tensor name; the jobs without mentions share one encoder pass."""
+        plain = [i for i, job in enumerate(jobs) if job.mentions is None]
+        tasks = [jobs[i].task for i in plain]
+        out: list[dict[str, str]] = [{} for _ in jobs]
+        if self.reassigner is None:
+            for index, entities in zip(plain, self.extractor.extract_batch(tasks), strict=True):
+                out[index] = {wire.OUTPUT_ENTITIES: wire.dump_entities(entities)}
+            return out
+        for index, result in zip(plain, self.reassigner.extract_batch(tasks), strict=True):
+            out[index] = _lar_outputs(result)
+        for index, job in enumerate(jobs):
+            if job.mentions is not None:
+                task = job.task
+                result = self.reassigner.reassign(
+                    task.text, job.mentions, task.entity_types, task.examples
+                )
+                out[index] = _lar_outputs(result)
+        return out
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of a request: a text to answer, and for ``lar`` the mentions to re-type."""
+
+    task: SegmentTask
+    mentions: list[Span] | None = None
+
+
+def default_onnx_dir() -> Path:
+    """NERVE_ONNX_DIR's default (the models read no environment: only its default)."""
+    default = Settings.model_fields["onnx_dir"].get_default(call_default_factory=True)
+    return Path(default)
+
+
+def _lar_outputs(result: Reassigned) -> dict[str, str]:
+    alignment = result.alignment.to_json() if result.alignment is not None else {}
+    return {
+        wire.OUTPUT_ENTITIES: wire.dump_entities(result.entities),
+        wire.OUTPUT_ALIGNMENT: json.dumps(alignment),
+    }
 
 
 def _required(inputs: dict[str, bytes | None], name: str) -> bytes:
@@ -121,11 +215,28 @@ def _required(inputs: dict[str, bytes | None], name: str) -> bytes:
     return value
 
 
-def _single(array: np.ndarray | None) -> bytes | None:
-    if array is None:
-        return None
-    values = array.reshape(-1)
-    if values.size != 1:
-        raise wire.ContractError(f"expected one element per tensor, got {values.size}")
-    value = values[0]
-    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+def _rows(tensors: Tensors) -> list[dict[str, bytes | None]]:
+    """A request's tensors as rows: ``[rows, 1]`` (batched) or ``[1]``; one string each."""
+    columns: dict[str, list[bytes] | None] = {}
+    counts = set()
+    for name, array in tensors.items():
+        if array is None:
+            columns[name] = None
+            continue
+        if array.ndim == 2 and array.shape[1] == 1:
+            values = list(array[:, 0])
+        elif array.ndim == 1 and array.shape[0] == 1:
+            values = [array[0]]
+        else:
+            raise wire.ContractError(
+                f"{name}: expected shape [rows, 1] of one string each, got {list(array.shape)}"
+            )
+        columns[name] = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values]
+        counts.add(len(values))
+    if len(counts) > 1:
+        raise wire.ContractError(f"the tensors have different row counts: {sorted(counts)}")
+    rows = counts.pop() if counts else 1  # no tensor at all: one row, missing its inputs
+    return [
+        {name: None if values is None else values[row] for name, values in columns.items()}
+        for row in range(rows)
+    ]

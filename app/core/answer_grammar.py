@@ -9,7 +9,8 @@ malformed line, an unknown type, markup or trailing text; a model that would hav
 writes the most likely admissible continuation instead.
 
 The grammar is linear in the text: piece ``i`` starts a rule ``p<i> ::= "piece_i" (sep p<i+1>)?``
-so any run of pieces starting at ``i`` is one path, and ``surface`` chooses a start.
+so any run of pieces starting at ``i`` is one path, and ``surface`` chooses a start. A run stops
+before a second "#" in a row: "###" opens a prompt block, where the parser ends the answer.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 
 from app.core.prompt import ANSWER_END, NO_ENTITY, SEPARATOR
 
-GRAMMAR_VERSION = "wraner_answer_grammar.v1"
+GRAMMAR_VERSION = "wraner_answer_grammar.v2"
 # Pieces of a text: runs of word characters, or one other non-space character.
 _PIECE = re.compile(r"\w+|[^\w\s]")
 # Without a text, an entity text is any run of these many characters but "|" and line breaks.
@@ -51,8 +52,10 @@ def answer_grammar(types: Sequence[str], text: str | None = None, max_lines: int
     rules.append("surface ::= " + " | ".join(f"p{i}" for i in range(len(pieces))))
     for i, piece in enumerate(pieces):
         body = _literal(piece.group())
-        if i + 1 < len(pieces):
-            gap = shown[piece.end() : pieces[i + 1].start()]  # "" or " "
+        gap = shown[piece.end() : pieces[i + 1].start()] if i + 1 < len(pieces) else None
+        # A run never holds "##": the parser reads "###" as the next prompt block and cuts the
+        # answer there ("C#" stays possible).
+        if gap is not None and not (gap == "" and piece.group() == pieces[i + 1].group() == "#"):
             body += f" ({_literal(gap) + ' ' if gap else ''}p{i + 1})?"
         rules.append(f"p{i} ::= {body}")
     return "\n".join(rules) + "\n"

@@ -81,6 +81,15 @@ def build_prompt(
     return Prompt(text="".join(parts), prefix=prefix)
 
 
+def instruction_prefix(prompt: str) -> str:
+    """The instruction at the head of a prompt :func:`build_prompt` wrote (what
+    ``Prompt.prefix`` holds), or "" for a prompt of another shape."""
+    if not prompt.startswith(_INSTRUCTION[: _INSTRUCTION.index("\n") + 1]):
+        return ""
+    end = prompt.find("\n\n" + _BLOCK[: _BLOCK.index("\n") + 1])
+    return prompt[: end + 2] if end >= 0 else ""
+
+
 def fit_prompt(
     entity_types: Sequence[EntityType],
     examples: Sequence[Example],

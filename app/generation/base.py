@@ -39,6 +39,8 @@ class Generation:
     # Tokens generated, including any cut off the text (a stop word, a grammar-constrained
     # answer ended at its last complete line); 0: unknown, ``len(tokens)`` at least.
     completion_tokens: int = 0
+    # Prompt tokens taken from the KV cache (the head a previous prompt shared), not evaluated.
+    cached_tokens: int = 0
 
 
 class Generator(Protocol):

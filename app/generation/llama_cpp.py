@@ -23,25 +23,30 @@ import anyio
 import numpy as np
 
 from app.core.parser import longest_line_run
+from app.core.prompt import instruction_prefix
 from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from app.generation.base import Generation, GenerationRequest, TokenLogprob
-from app.generation.models import ensure_base_gguf, resolve_adapter
+from app.generation.models import model_files
 from app.settings import Settings
 
 if TYPE_CHECKING:  # llama_cpp loads its library on import: only where a model runs
-    from llama_cpp import LlamaGrammar
+    from llama_cpp import llama_sampler_p
 
 log = logging.getLogger(__name__)
 
 BACKEND = "llm"
+# llama.cpp's llama_token_data (id, logit, p), for masking the whole vocabulary at once.
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 
 
 class LlamaCppEngine:
     """One GGUF model (optionally with a LoRA GGUF) answering one completion at a time.
 
-    Thread-safe: a lock serialises the calls, because a ``Llama`` object is not. The KV cache
-    keeps the previous prompt, and ``Llama.generate`` re-evaluates only the tokens after the
-    longest common prefix, so the fixed head of few-shot prompts is computed once.
+    Thread-safe: a lock serialises the calls, because a ``Llama`` object is not. A prompt is
+    evaluated as its fixed head (the instruction) then the rest; the KV cache keeps the head,
+    so the next prompt with the same head evaluates only the rest (``Generation.cached_tokens``).
+    Greedy decoding runs here, not in ``Llama.generate``, so that a grammar masks the vocabulary
+    only when the most likely token breaks it (:meth:`_choose`).
     """
 
     def __init__(
@@ -72,6 +77,9 @@ class LlamaCppEngine:
                 n_threads=n_threads,
                 n_threads_batch=n_threads,
                 n_batch=min(n_batch, n_ctx),
+                # Keep every position in the sliding-window layers' cache (Gemma 3): the cached
+                # prompt head stays usable after a long prompt. A few MB at this model's size.
+                swa_full=True,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
@@ -79,13 +87,16 @@ class LlamaCppEngine:
         self._vocab = self._llm._model.vocab
         self._n_vocab = self._llm.n_vocab()
         self._closed = False
+        # The last prompt head and its tokens (see _prefix_length).
+        self._head_text = ""
+        self._head_tokens: list[int] = []
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LlamaCppEngine:
-        model_path = settings.llm_model_path or ensure_base_gguf(settings.models_dir)
+        model_path, lora_path = model_files(settings)
         return cls(
             model_path,
-            lora_path=resolve_adapter(settings.llm_adapter),
+            lora_path=lora_path,
             n_ctx=settings.llm_context_tokens,
             n_threads=settings.llm_threads,
             loop_lines=settings.loop_lines,
@@ -108,6 +119,7 @@ class LlamaCppEngine:
         deadline: float | None = None,
         cancelled: Callable[[], bool] | None = None,
         grammar: str | None = None,
+        prefix: str | None = None,
     ) -> Generation:
         """Greedy completion of ``prompt``; the text excludes the stop sequence that ended it.
 
@@ -118,6 +130,11 @@ class LlamaCppEngine:
         ``deadline`` is a ``time.monotonic()`` instant: generation stops there with
         :class:`BackendTimeout` (checked between tokens; the prompt pass itself is atomic), and
         so it does when ``cancelled()`` turns true (a Triton client that gave up).
+
+        ``prefix``: the prompt's query-independent head, evaluated once and reused from the KV
+        cache by the next prompt with the same head; ``None``: the instruction of a prompt of
+        :mod:`app.core.prompt` (:func:`app.core.prompt.instruction_prefix`), so that every
+        caller (the Triton CPU model too) splits a prompt the same way and gets the same answer.
         Raises :class:`InvalidRequest` when the prompt and ``max_tokens`` exceed the context:
         the caller chose the examples, so the caller must send fewer.
         """
@@ -132,7 +149,10 @@ class LlamaCppEngine:
             if self._closed:
                 raise BackendUnavailable(BACKEND, "the model is closed")
             stops = tuple(s for s in stop if s)
-            return self._complete_locked(prompt, max_tokens, stops, deadline, cancelled, grammar)
+            head = instruction_prefix(prompt) if prefix is None else prefix
+            return self._complete_locked(
+                prompt, max_tokens, stops, deadline, cancelled, grammar, head
+            )
         finally:
             self._lock.release()
 
@@ -143,7 +163,8 @@ class LlamaCppEngine:
         stop: tuple[str, ...],
         deadline: float | None,
         cancelled: Callable[[], bool] | None,
-        grammar: str | None = None,
+        grammar: str | None,
+        head: str,
     ) -> Generation:
         import llama_cpp
 
@@ -154,32 +175,31 @@ class LlamaCppEngine:
                 f"together more than the model's context of {self.n_ctx} tokens; "
                 "send fewer examples (top_k) or a shorter text"
             )
+        keep = self._prefix_length(prompt_tokens, head)
         pieces: list[bytes] = []
         logprobs: list[float] = []
         finish_reason = "length"
         stop_at: int | None = None
         longest_stop = max((len(s) for s in stop), default=0)
         scanned = 0
-        compiled = self._grammar(grammar) if grammar else None
+        sampler = self._grammar_sampler(grammar) if grammar else None
         try:
-            for token in self._llm.generate(
-                prompt_tokens,
-                temp=0.0,
-                top_k=1,
-                top_p=1.0,
-                min_p=0.0,
-                repeat_penalty=1.0,
-                grammar=compiled,
-            ):
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            reused = self._evaluate_prompt(prompt_tokens, keep)
+            while True:
+                token = self._choose(sampler)
+                if token is None or llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     finish_reason = "stop"
                     break
+                if sampler is not None:
+                    llama_cpp.llama_sampler_accept(sampler, token)
                 pieces.append(self._piece(token))
                 logprobs.append(self._last_logprob(token))
                 check_loop = self.loop_lines and b"\n" in pieces[-1]
-                if stop or check_loop:
+                if (stop and sampler is None) or check_loop:
                     text = b"".join(pieces).decode("utf-8", errors="ignore")
-                if stop:
+                # Under a grammar the grammar ends the answer: a stop sequence it admits inside
+                # an entity text (a query containing "###") must not cut a line in half.
+                if stop and sampler is None:
                     stop_at = _find_stop(text, stop, max(0, scanned - longest_stop))
                     scanned = len(text)
                     if stop_at is not None:
@@ -199,31 +219,107 @@ class LlamaCppEngine:
                     )
                 if cancelled is not None and cancelled():
                     raise BackendTimeout(BACKEND, f"cancelled after {len(pieces)} tokens")
+                self._llm.eval([token])
         except (RuntimeError, OSError) as exc:
             # A failed decode leaves the KV cache in an unknown state: forget the cached prefix.
             self._llm.reset()
             raise BackendUnavailable(BACKEND, f"llama.cpp failed: {exc}") from exc
-        if compiled is not None:
-            # After grammar sampling, reusing the cached prefix made the next greedy answers
-            # differ (tests/test_generation_llama after tests/test_cllmfs_grammar): start the
-            # next prompt from an empty cache.
-            self._llm.reset()
-        if compiled is not None and finish_reason == "length":
+        finally:
+            if sampler is not None:
+                llama_cpp.llama_sampler_free(sampler)
+        if sampler is not None:
             text = b"".join(pieces).decode("utf-8", errors="ignore")
-            stop_at = max(0, text.rfind("\n"))
-        return _assemble(pieces, logprobs, stop_at, finish_reason, len(prompt_tokens))
+            if finish_reason == "length":
+                stop_at = max(0, text.rfind("\n"))
+            else:  # the grammar's own end (e.g. the blank line) is a stop sequence: cut it
+                stop_at = next((len(text) - len(s) for s in stop if text.endswith(s)), None)
+        return _assemble(pieces, logprobs, stop_at, finish_reason, len(prompt_tokens), reused)
 
-    def _grammar(self, grammar: str) -> LlamaGrammar:
-        """``grammar`` for ``Llama.generate``, checked first: llama-cpp-python does not parse
-        it, and llama.cpp hands a grammar it cannot parse to the sampler chain as NULL."""
+    def _prefix_length(self, tokens: list[int], head: str) -> int:
+        """How many leading ``tokens`` are the prompt's fixed ``head``: evaluated as a batch of
+        their own and kept in the KV cache for the next prompt with the same head.
+
+        The split depends on the prompt alone, never on the previous request: evaluating a
+        prompt in other batches moves its logits by float rounding (llama.cpp's kernels differ
+        by batch size), and a greedy answer must not depend on what was asked before it.
+        0 (no split) when the head does not tokenize to a proper prefix of the prompt.
+        """
+        if not head:
+            return 0
+        if head != self._head_text:
+            self._head_text, self._head_tokens = head, self.tokenize(head)
+        n = len(self._head_tokens)
+        # At least one token after the head: its logits choose the first answer token.
+        return n if n < len(tokens) and tokens[:n] == self._head_tokens else 0
+
+    def _evaluate_prompt(self, tokens: list[int], keep: int) -> int:
+        """Evaluate ``tokens`` as ``[:keep]`` then ``[keep:]``, the head taken from the KV cache
+        when the previous prompt had the same one; returns the tokens taken from the cache."""
         import llama_cpp
-        from llama_cpp import LlamaGrammar
+
+        llm = self._llm
+        reused = 0
+        if keep and llm.n_tokens >= keep and llm.input_ids[:keep].tolist() == tokens[:keep]:
+            llm.n_tokens = keep
+            llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+            # The cache must still hold the head from position 0 (a sliding-window layer's
+            # cache may have dropped old positions; swa_full keeps them, this checks it).
+            memory = llama_cpp.llama_get_memory(llm._ctx.ctx)
+            if llama_cpp.llama_memory_seq_pos_min(memory, 0) == 0:
+                reused = keep
+        if not reused:
+            llm.reset()
+            if keep:
+                llm.eval(tokens[:keep])
+        llm.eval(tokens[keep:])
+        return reused
+
+    def _grammar_sampler(self, grammar: str) -> llama_sampler_p:
+        """A llama.cpp grammar sampler for ``grammar`` (GBNF); the caller frees it.
+
+        llama-cpp-python does not parse the grammar first, and llama.cpp returns NULL for one
+        it cannot parse: that is the caller's error."""
+        import llama_cpp
 
         sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
         if not sampler:
             raise InvalidRequest("the grammar does not parse (llama.cpp GBNF)")
-        llama_cpp.llama_sampler_free(sampler)
-        return LlamaGrammar.from_string(grammar, verbose=False)
+        return sampler
+
+    def _choose(self, sampler: llama_sampler_p | None) -> int | None:
+        """The greedy next token, admitted by the grammar ``sampler`` if there is one.
+
+        As llama.cpp's own common sampler does, the grammar first judges only the most likely
+        token, and masks the whole vocabulary (262k tokens for Gemma, the costly step) only
+        when it rejects that one. Greedy decoding picks the same token either way: the argmax
+        of the masked logits is the unmasked argmax whenever the grammar admits it. None when
+        the grammar admits no token at all.
+        """
+        import llama_cpp
+
+        logits = self._logits()
+        best = int(logits.argmax())
+        if sampler is None:
+            return best
+        one = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(best, logits[best], 0.0))
+        array = llama_cpp.llama_token_data_array(one, 1, -1, False)
+        llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+        if np.isfinite(one[0].logit):
+            return best
+        candidates = np.empty(self._n_vocab, dtype=_TOKEN_DATA)
+        candidates["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        candidates["logit"] = logits
+        candidates["p"] = 0.0
+        pointer = candidates.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data))
+        array = llama_cpp.llama_token_data_array(pointer, self._n_vocab, -1, False)
+        llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+        masked = candidates["logit"]
+        best = int(masked.argmax())
+        return best if np.isfinite(masked[best]) else None
+
+    def _logits(self) -> np.ndarray:
+        # The last evaluated position's logits, read in place (no copy).
+        return np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(self._n_vocab,))
 
     def _piece(self, token: int) -> bytes:
         import llama_cpp
@@ -239,7 +335,7 @@ class LlamaCppEngine:
     def _last_logprob(self, token: int) -> float:
         # The logits of the step that chose ``token`` are still in the context: the next
         # decode happens only when the generator is resumed.
-        logits = np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(self._n_vocab,))
+        logits = self._logits()
         top = float(logits.max())
         return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
 
@@ -261,6 +357,7 @@ def _assemble(
     stop_at: int | None,
     finish_reason: str,
     prompt_tokens: int,
+    cached_tokens: int = 0,
 ) -> Generation:
     """Text and per-token (text, logprob, char offset), cut before the stop sequence.
 
@@ -287,6 +384,7 @@ def _assemble(
         finish_reason=finish_reason,
         prompt_tokens=prompt_tokens,
         completion_tokens=len(pieces),
+        cached_tokens=cached_tokens,
     )
 
 
@@ -327,6 +425,7 @@ class LlamaCppGenerator:
             stop=request.stop,
             deadline=deadline,
             grammar=request.grammar,
+            prefix=request.prefix or None,
         )
 
     async def ready(self) -> bool:

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from app.settings import REPO_ROOT
+from app.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +65,18 @@ def resolve_adapter(setting: str) -> Path | None:
     if not path.is_file():
         raise FileNotFoundError(f"LoRA adapter {path} does not exist")
     return path
+
+
+def model_files(settings: Settings) -> tuple[Path, Path | None]:
+    """(GGUF model, LoRA GGUF or None) the in-process LLM loads: the base model and the adapter,
+    or their merge (``NERVE_LLM_MERGE_ADAPTER``), built into ``<models_dir>/merged`` on first use."""
+    model = settings.llm_model_path or ensure_base_gguf(settings.models_dir)
+    adapter = resolve_adapter(settings.llm_adapter)
+    if adapter is None or settings.llm_merge_adapter == "off":
+        return model, adapter
+    from app.generation.merge_lora import ensure_merged_gguf
+
+    merged = ensure_merged_gguf(
+        model, adapter, settings.models_dir / "merged", settings.llm_merge_adapter
+    )
+    return merged, None

@@ -1,7 +1,7 @@
 """The gateway's client of the ``baner`` and ``lar`` Triton models (gRPC, asyncio).
 
 A thin :class:`app.triton_client.TritonModelClient` speaking :mod:`app.methods.wire`
-(``nerve_encoder.v1``): channel, deadline, retries on UNAVAILABLE, the mapping of failures to
+(``nerve_encoder.v2``): channel, deadline, retries on UNAVAILABLE, the mapping of failures to
 :class:`app.errors.BackendUnavailable` / :class:`app.errors.BackendTimeout` naming the method,
 and the readiness check with the contract version are the base's.
 """
@@ -40,8 +40,9 @@ class TritonEncoderMethod(TritonModelClient):
         self.name = self.backend = name
 
     async def _entities(self, inputs: dict[str, str]) -> list[TypedEntity]:
+        # One row: [1, 1] (the models batch requests, so every tensor has a batch dimension).
         tensors = {
-            name: np.array([value.encode("utf-8")], dtype=np.object_)
+            name: np.array([[value.encode("utf-8")]], dtype=np.object_)
             for name, value in inputs.items()
         }
         outputs = await self.infer(tensors, [wire.OUTPUT_ENTITIES])

@@ -1,8 +1,11 @@
-"""The gateway <-> Triton tensor contract of the encoder methods (``nerve_encoder.v1``).
+"""The gateway <-> Triton tensor contract of the encoder methods (``nerve_encoder.v2``).
 
-Every tensor is one UTF-8 JSON string (Triton ``TYPE_STRING``, numpy ``object`` dtype, shape
-``[1]``). One module encodes and decodes both ends, so the client (``app.methods.triton_client``)
-and the Triton models (``model_repository/{baner,lar}/1/model.py``) cannot drift apart.
+Every tensor holds UTF-8 JSON strings (Triton ``TYPE_STRING``, numpy ``object`` dtype), one per
+row: shape ``[rows, 1]`` (v2: the models declare ``max_batch_size`` for Triton's dynamic
+batcher, so every tensor has a leading batch dimension; the gateway sends one row, ``[1, 1]``;
+v1 was ``[1]``). One module encodes and decodes both ends, so the client
+(``app.methods.triton_client``) and the Triton models (``model_repository/{baner,lar}/1/model.py``)
+cannot drift apart.
 
 Inputs: ``TEXT`` (the query), ``ENTITY_TYPES`` (``[{"name", "description"}]``), ``SUPPORT``
 (``[{"id", "text", "entities": [{"start", "end", "type"}]}]``) and, for ``lar`` only, the optional
@@ -23,7 +26,7 @@ from app.core.types import Entity, EntityType, Example, Span
 
 M = TypeVar("M", bound=BaseModel)
 
-CONTRACT = "nerve_encoder.v1"
+CONTRACT = "nerve_encoder.v2"
 
 INPUT_TEXT = "TEXT"
 INPUT_ENTITY_TYPES = "ENTITY_TYPES"

@@ -4,6 +4,7 @@ grounded and scored from its token log-probabilities; LAR settles what the parse
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 
@@ -22,6 +23,8 @@ REASON_REPAIRED = "output_repaired"
 REASON_TRUNCATED = "output_truncated"
 REASON_REPEATED = "output_repeated"
 
+
+log = logging.getLogger(__name__)
 
 SUMMARY = "retrieval-augmented LLM (IF-WRANER): the examples in a prompt, spans scored"
 
@@ -115,8 +118,18 @@ class WranerHandler:
         tokens = self.metrics.llm_tokens
         if generation.prompt_tokens:
             tokens.labels(method=self.name, kind="prompt").observe(generation.prompt_tokens)
+            tokens.labels(method=self.name, kind="cached").observe(generation.cached_tokens)
         answer = max(generation.completion_tokens, len(generation.tokens))
         tokens.labels(method=self.name, kind="answer").observe(answer)
+        log.debug(
+            "llm tokens",
+            extra={
+                "method": self.name,
+                "prompt_tokens": generation.prompt_tokens,
+                "cached_tokens": generation.cached_tokens,
+                "answer_tokens": answer,
+            },
+        )
 
     async def _reconcile(
         self,
