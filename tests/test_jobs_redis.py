@@ -178,7 +178,7 @@ def test_a_job_whose_process_died_reads_as_lost_and_frees_its_room(
         alive = dead_process_job(redis_url, lease_s=3_600.0)  # its lease outlives the test
         died = dead_process_job(redis_url, lease_s=0.2)
         url = "/v1/ner/jobs/{}".format
-        lost = wait_for(c, url(died), lambda s: s["status"] != "running")[-1]
+        lost = wait_for(c, url(died), lambda s: s["status"] != "running", bound_s=120)[-1]
         assert lost["status"] == "failed" and lost["result"] is None
         assert lost["error"]["code"] == "lost"
         assert "stopped before it finished" in lost["error"]["message"]
