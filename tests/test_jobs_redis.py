@@ -72,9 +72,9 @@ def replica(
 ) -> Iterator[TestClient]:
     """One gateway replica on ``redis_url`` with its own data dir and the ``support`` domain
     (the tenant of ``key`` when auth is on)."""
-    settings = load_settings(
-        data_dir=data_dir, log_json=False, cache_entries=0, redis_url=redis_url, **overrides
-    )
+    # A Redis call slower than 0.5 s (the default timeout) is a 503: seen on this loaded machine.
+    base = {"data_dir": data_dir, "log_json": False, "cache_entries": 0, "redis_timeout_s": 5.0}
+    settings = load_settings(**{**base, "redis_url": redis_url, **overrides})
 
     def factory(s: Settings) -> Components:
         return build_components(s, embedder=embedder, generator=llm or QueryEchoGenerator())
