@@ -219,11 +219,12 @@ def test_a_replica_stopping_ends_its_jobs_cancelled_and_renews_their_leases_unti
             with redis.Redis.from_url(redis_url) as raw:
                 start = raw.zscore(unfinished_jobs_key(), key)
                 assert start is not None
+                later = start + 3 * lease_s * 1000  # ms, Redis' clock
 
                 def renewed() -> bool:
                     assert b.get(url).json()["status"] == "running"
                     score = raw.zscore(unfinished_jobs_key(), key)
-                    return score is not None and score > start + 3 * lease_s * 1000
+                    return score is not None and score > later
 
                 wait_until(renewed, "the lease renewed")
             # One unfinished job in all (NERVE_JOB_RECORDS=1): the other replica refuses more.

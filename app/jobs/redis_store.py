@@ -174,7 +174,12 @@ class RedisJobStore:
 
     async def add(self, record: JobRecord) -> None:
         key = job_key(tenant=record.tenant, job_id=record.job_id)
-        args = [self.capacity, record.model_dump_json(), _ms(self.lease_s), _ms(self.ttl_s)]
+        args: list[str | int] = [
+            self.capacity,
+            record.model_dump_json(),
+            _ms(self.lease_s),
+            _ms(self.ttl_s),
+        ]
         unfinished = int(await self._run(self._add, [key], args))
         if unfinished >= 0:
             raise Overloaded(
@@ -222,7 +227,7 @@ class RedisJobStore:
     async def put(self, record: JobRecord) -> bool:
         key = job_key(tenant=record.tenant, job_id=record.job_id)
         final = "1" if record.finished else "0"
-        args = [record.model_dump_json(), final, _ms(self.ttl_s)]
+        args: list[str | int] = [record.model_dump_json(), final, _ms(self.ttl_s)]
         stored = bool(await self._run(self._put, [key], args))
         if record.finished or not stored:
             self._owned.discard(key)
