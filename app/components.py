@@ -22,8 +22,8 @@ from app.feedback.records import build_record_store
 from app.feedback.service import FeedbackService
 from app.generation.base import Generator
 from app.generation.factory import build_generator
+from app.jobs.factory import build_job_store
 from app.jobs.runner import JobRunner
-from app.jobs.store import MemoryJobStore
 from app.limits import InFlightLimiter
 from app.methods.registry import MethodRegistry, build_registry
 from app.metrics import Metrics
@@ -178,7 +178,7 @@ def build_components(
     jobs = JobRunner(
         settings,
         ner,
-        MemoryJobStore(settings.job_records, settings.job_ttl_s),
+        build_job_store(settings, metrics, redis),
         metrics,
         on_done=feedback.remember,
     )

@@ -81,11 +81,18 @@ class Settings(BaseSettings):
     job_records: int = Field(
         1_000,
         ge=1,
-        description="Job records kept (each with its answer); the oldest finished go first, "
-        "and a new job finding only unfinished ones gets 429.",
+        description="In process: job records kept (each with its answer), the oldest finished "
+        "going first, and a new job finding only unfinished ones gets 429. With Redis: "
+        "unfinished jobs of all replicas together (one more gets 429).",
     )
     job_ttl_s: float = Field(
         86_400.0, gt=0, description="How long a finished job's record (its answer) is kept, s."
+    )
+    job_lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="With Redis: a queued or running job whose process stopped renewing its "
+        "lease (renewed every quarter of it) for this long reads as failed, error lost, s.",
     )
     warm_search: bool = Field(
         True,

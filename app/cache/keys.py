@@ -88,3 +88,13 @@ def escalation_queue_key(*, tenant: str, domain: str) -> str:
 def answer_counts_key(*, tenant: str, domain: str, hour: int) -> str:
     """Counters of a domain's answers (``answers``, ``escalated``) in one hour (epoch hours)."""
     return ":".join([PREFIX, "counts", SCHEMA, _part(tenant), _part(domain), str(hour)])
+
+
+def job_key(*, tenant: str, job_id: str) -> str:
+    """Key of a /v1/ner/jobs record; another tenant's job is simply absent."""
+    return ":".join([PREFIX, "job", SCHEMA, _part(tenant), _part(job_id)])
+
+
+def unfinished_jobs_key() -> str:
+    """Sorted set of every replica's unfinished jobs (their record keys) by lease end."""
+    return ":".join([PREFIX, "jobs-unfinished", SCHEMA])

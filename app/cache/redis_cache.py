@@ -7,8 +7,8 @@ dead Redis makes requests slower by at most that, never failed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -119,6 +119,19 @@ class RedisCache:
             {(f.decode() if isinstance(f, bytes) else str(f)): int(n) for f, n in item.items()}
             for item in found
         ]
+
+    def script(
+        self, name: str, source: str
+    ) -> Callable[[Sequence[str], Sequence[str | int | float]], Awaitable[Any]]:
+        """A Lua script run atomically on the server over this client's pool, bounded in time
+        like every call (``name`` names it in errors). Loaded once, then run by its digest; a
+        restarted Redis that lost it gets it again on the next call."""
+        script = self._client.register_script(source)
+
+        async def run(keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+            return await self._call(name, script(keys=list(keys), args=list(args)))
+
+        return run
 
     async def ready(self) -> bool:
         try:

@@ -117,7 +117,8 @@ class JobRunner:
         if record is None or record.status != "queued":  # cancelled while queued
             return
         record.status, record.started_at = "running", time.time()
-        await self.store.put(record)
+        if not await self.store.put(record):  # cancelled meanwhile (from another replica)
+            return
         self.metrics.jobs.labels(status="running").inc()
         self._set(self._running, job_id, tenant)
         token = request_id_var.set(record.request_id)  # its log lines carry the job's id
@@ -127,7 +128,8 @@ class JobRunner:
             if current is None or current.status != "running":
                 raise _Cancelled
             current.done, current.total = done, total
-            await self.store.put(current)
+            if not await self.store.put(current):  # finished meanwhile, or lost
+                raise _Cancelled
 
         try:
             response = await self.pipeline.extract(
@@ -164,7 +166,8 @@ class JobRunner:
         current.error, current.result = error, result
         if result is not None:
             current.done = current.total
-        await self.store.put(current)
+        if not await self.store.put(current):  # another final status won the race
+            return await self.store.get(record.tenant, record.job_id) or current
         self.metrics.jobs.labels(status=status).inc()
         return current
 
@@ -187,11 +190,16 @@ class JobRunner:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         error = JobError(code="shutdown", message="the service stopped before the job finished")
-        for job_id, tenant in unfinished:
-            record = await self.store.get(tenant, job_id)
-            if record is not None:
-                await self._finish(record, "cancelled", error)
-        self._queued.clear()
-        self._running.clear()
-        self._gauges()
-        await self.store.close()
+        try:
+            for job_id, tenant in unfinished:
+                try:
+                    record = await self.store.get(tenant, job_id)
+                    if record is not None:
+                        await self._finish(record, "cancelled", error)
+                except NerveError as exc:  # a shared store down: its lease ends it later
+                    log.warning("job not ended at shutdown: %s", exc, extra={"job_id": job_id})
+        finally:
+            self._queued.clear()
+            self._running.clear()
+            self._gauges()
+            await self.store.close()

@@ -1,5 +1,6 @@
 """Job records: what a client polls (status, progress, answer or error), behind a Protocol;
-in process by default, bounded in count and kept ``job_ttl_s`` after they finish."""
+in process by default (here), in Redis when configured (:mod:`app.jobs.redis_store`); kept
+``job_ttl_s`` after they finish. A finished record is final."""
 
 from __future__ import annotations
 
@@ -50,8 +51,10 @@ class JobStore(Protocol):
     async def get(self, tenant: str, job_id: str) -> JobRecord | None:
         """A copy of the tenant's record, or None (unknown, expired, or another tenant's)."""
 
-    async def put(self, record: JobRecord) -> None:
-        """Replace a kept record (ignored when it is gone)."""
+    async def put(self, record: JobRecord) -> bool:
+        """Replace a kept, unfinished record; False (nothing written) when it is gone or
+        already finished (the first final status wins), or when the job was lost (a shared
+        store: its process stopped renewing its lease)."""
 
     async def close(self) -> None: ...
 
@@ -91,9 +94,12 @@ class MemoryJobStore:
             return None
         return record.model_copy()
 
-    async def put(self, record: JobRecord) -> None:
-        if record.job_id in self._records:
-            self._records[record.job_id] = record.model_copy()
+    async def put(self, record: JobRecord) -> bool:
+        current = self._records.get(record.job_id)
+        if current is None or current.finished:
+            return False
+        self._records[record.job_id] = record.model_copy()
+        return True
 
     async def close(self) -> None:
         self._records.clear()

@@ -1,0 +1,23 @@
+"""Choose the job store from settings: Redis when a URL is set, else in process."""
+
+from __future__ import annotations
+
+from app.cache.redis_cache import RedisCache
+from app.jobs.redis_store import RedisJobStore
+from app.jobs.store import JobStore, MemoryJobStore
+from app.metrics import Metrics
+from app.settings import Settings
+
+
+def build_job_store(settings: Settings, metrics: Metrics, redis: RedisCache | None) -> JobStore:
+    """On ``redis``, the process's one Redis client (``build_redis``; None without Redis), so
+    that every replica sees every job; else in this process."""
+    if redis is not None:
+        return RedisJobStore(
+            redis,
+            metrics,
+            capacity=settings.job_records,
+            ttl_s=settings.job_ttl_s,
+            lease_s=settings.job_lease_s,
+        )
+    return MemoryJobStore(settings.job_records, settings.job_ttl_s)
