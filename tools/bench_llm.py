@@ -19,14 +19,17 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.generation.base import Generation, GenerationRequest, Generator
-from app.settings import REPO_ROOT, load_settings
+from app.settings import REPO_ROOT, Settings, load_settings
 from tools.bench_paths import _summary
+
+if TYPE_CHECKING:  # the app loads models on import: only where a run needs it
+    from app.components import Components
 
 
 @dataclass
@@ -36,13 +39,11 @@ class Recording:
     inner: Generator
     calls: list[tuple[GenerationRequest, Generation]] = field(default_factory=list)
 
-    @property
-    def name(self) -> str:
-        return self.inner.name
+    name: str = field(init=False)
+    model: str = field(init=False)
 
-    @property
-    def model(self) -> str:
-        return self.inner.model
+    def __post_init__(self) -> None:
+        self.name, self.model = self.inner.name, self.inner.model
 
     async def generate(self, request: GenerationRequest) -> Generation:
         generation = await self.inner.generate(request)
@@ -98,7 +99,7 @@ def _config_settings(name: str, common: dict[str, Any]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
-    from app.components import build_components, build_embedder
+    from app.components import build_embedder
     from app.core.crossner_types import entity_types_for
     from app.core.readers import entity_types_of, read_split
     from app.generation.llama_cpp import LlamaCppGenerator
@@ -138,12 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             recorder = Recording(LlamaCppGenerator.from_settings(_with_models(settings, shared)))
             recorders[name] = recorder
             clients[name] = TestClient(
-                build_app(
-                    settings,
-                    components_factory=lambda s, r=recorder: build_components(
-                        s, embedder=embedder, generator=r
-                    ),
-                )
+                build_app(settings, components_factory=_components(embedder, recorder))
             )
         raw = RawLlama(base_gguf, args.threads, shared.llm_context_tokens)
         for client in clients.values():
@@ -232,6 +228,17 @@ def _measure(
         "summary": summary,
         "rows": rows,
     }
+
+
+def _components(embedder: Any, generator: Recording) -> Callable[[Settings], Components]:
+    """The app's components with the shared embedder and this configuration's generator."""
+
+    from app.components import build_components
+
+    def build(settings: Settings) -> Components:
+        return build_components(settings, embedder=embedder, generator=generator)
+
+    return build
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -125,13 +125,13 @@ def write_merged(
     counts: dict[str, int] = {}
     used_scale = scale
     for tensor in base.tensors:
-        parts = pairs.get(tensor.name)
-        if parts is None:
+        lora_pair = pairs.get(tensor.name)
+        if lora_pair is None:
             writer.add_tensor(
                 tensor.name, tensor.data, raw_shape=tensor.data.shape, raw_dtype=tensor.tensor_type
             )
             continue
-        a, b = parts[_LORA_A], parts[_LORA_B]  # (r, in), (out, r)
+        a, b = lora_pair[_LORA_A], lora_pair[_LORA_B]  # (r, in), (out, r)
         w = dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
         if a.shape[0] != b.shape[1] or (b.shape[0], a.shape[1]) != w.shape:
             raise LoraMergeError(
