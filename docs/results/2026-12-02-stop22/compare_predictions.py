@@ -27,14 +27,17 @@ def main(domain: str, n: int, files: list[str]) -> None:
     no_misc_gold = [[t for t in sentence if t[2] != "misc"] for sentence in all_gold]
     answers = {}
     for path in files:
-        rows = [json.loads(line) for line in open(path)][:n]
+        with open(path) as lines:
+            rows = [json.loads(line) for line in lines][:n]
         answers[path] = rows
         with_misc = score(all_gold, [spans(r, False) for r in rows]).f1
         without = score(no_misc_gold, [spans(r, True) for r in rows]).f1
         print(f"{path}: n={len(rows)} F1 {100 * with_misc:.2f} / no-misc {100 * without:.2f}")
     if len(files) == 2:
         a, b = (answers[f] for f in files)
-        differ = sum(sorted(spans(x, False)) != sorted(spans(y, False)) for x, y in zip(a, b))
+        differ = sum(
+            sorted(spans(x, False)) != sorted(spans(y, False)) for x, y in zip(a, b, strict=False)
+        )
         print("sentences answered differently:", differ, "of", min(len(a), len(b)))
 
 
