@@ -115,9 +115,12 @@ def embedded_cached(
         saved = np.load(cache)
         if str(saved["digest"]) != digest:
             raise ValueError(f"{cache} was embedded from other sentences: delete it")
+        # Each ``saved[name]`` reads the whole array again: read each once (indexing
+        # ``saved["words"]`` per sentence kept 14k copies of 310 MB alive and ran out of memory).
+        sentences, words = saved["sentences"], saved["words"]
         bounds = np.concatenate([[0], np.cumsum(saved["lengths"])])
         return [
-            IndexedExample(e, saved["sentences"][n], saved["words"][bounds[n] : bounds[n + 1]])
+            IndexedExample(e, sentences[n], words[bounds[n] : bounds[n + 1]])
             for n, e in enumerate(examples)
         ]
     items = retriever.prepare(examples)
