@@ -6,8 +6,9 @@ import pytest
 
 from app.core.types import EntityType, Example, Span
 from app.core.words import split_words
-from app.methods.baner.extractor import BanerExtractor, EncodedText, bio_tags, word_span_of
+from app.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
 from app.methods.factory import DEFAULT_ARTEFACT
+from tests.fixtures.encoders import count_encodings
 
 ANIMAL = EntityType(name="animal", description="name of an animal species")
 CITY = EntityType(name="city", description="name of a city")
@@ -100,14 +101,7 @@ def test_a_warmed_query_is_encoded_once_and_answered_the_same(
 ) -> None:
     text = "A heron waited near Lyon while a lynx crossed to Porto ."
     cold = extractor.extract(text, [ANIMAL, CITY], SUPPORT)  # support encodings now cached
-    encoded: list[str] = []
-    real_encode = extractor.encode
-
-    def counting_encode(texts: list[str]) -> list[EncodedText]:
-        encoded.extend(texts)
-        return real_encode(texts)
-
-    monkeypatch.setattr(extractor, "encode", counting_encode)
+    encoded = count_encodings(monkeypatch, extractor)
     extractor.warm([text, text])
     assert encoded == [text]  # once, duplicates folded
     warmed = extractor.extract(text, [ANIMAL, CITY], SUPPORT)

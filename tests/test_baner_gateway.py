@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import pytest
 from fastapi.testclient import TestClient
 
-from app.methods.baner.extractor import BanerExtractor, EncodedText
-from tests.fixtures.encoders import SUPPORT_TEXT, SUPPORT_TYPES, check_entities
+from app.methods.baner.extractor import BanerExtractor
+from tests.fixtures.encoders import SUPPORT_TEXT, SUPPORT_TYPES, check_entities, count_encodings
 
 pytestmark = pytest.mark.integration
 
@@ -45,24 +45,12 @@ def _extractor(api: TestClient, method: str) -> BanerExtractor:
     return inner.extractor if method == "baner" else inner.reassigner.extractor
 
 
-def _count_encodings(monkeypatch: pytest.MonkeyPatch, extractor: BanerExtractor) -> list[str]:
-    encoded: list[str] = []
-    real_encode = extractor.encode
-
-    def counting_encode(texts: Sequence[str]) -> list[EncodedText]:
-        encoded.extend(texts)
-        return real_encode(texts)
-
-    monkeypatch.setattr(extractor, "encode", counting_encode)
-    return encoded
-
-
 @pytest.mark.parametrize("method", ["baner", "lar"])
 def test_the_query_is_encoded_once_while_its_examples_are_retrieved(
     api: TestClient, monkeypatch: pytest.MonkeyPatch, method: str
 ) -> None:
     extractor = _extractor(api, method)
-    encoded = _count_encodings(monkeypatch, extractor)
+    encoded = count_encodings(monkeypatch, extractor)
     warmed: list[Sequence[str]] = []
     real_warm = extractor.warm
 
@@ -83,7 +71,7 @@ def test_a_failed_warm_up_only_costs_the_overlap(
     api: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     extractor = _extractor(api, "baner")
-    encoded = _count_encodings(monkeypatch, extractor)
+    encoded = count_encodings(monkeypatch, extractor)
 
     def broken_warm(texts: Sequence[str]) -> None:
         raise RuntimeError("warm-up broke")
