@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from app.generation.models import ensure_base_gguf
 from trainers.wraner.config import WranerConfig
@@ -23,17 +26,28 @@ def base_gguf(config: WranerConfig) -> Path:
 
 
 def base_model_dir(config: WranerConfig) -> Path:
-    """A Hugging Face model directory to train on, materialised from the GGUF if needed."""
+    """A Hugging Face model directory to train on, materialised from the GGUF if needed.
+
+    Several processes may ask at once (the test suite's workers, two trainers): a file lock
+    lets one dequantise while the others wait and then find the directory ready.
+    """
     if config.model_dir is not None:
         return config.model_dir
     target = config.model_cache_dir / GEMMA_HF_DIR
     if (target / "config.json").is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.with_name(target.name + ".lock"))):
+        if not (target / "config.json").is_file():
+            _dequantise_into(target, base_gguf(config))
+    return target
+
+
+def _dequantise_into(target: Path, gguf: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = base_gguf(config)
     log.info("dequantising %s into %s (once)", gguf, target)
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16
@@ -46,13 +60,15 @@ def base_model_dir(config: WranerConfig) -> Path:
         del hf_config.quantization_config
     plain = AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
     plain.load_state_dict(model.state_dict())
-    model = plain
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.replace(target)
-    return target
+    # Staged in a fresh directory and renamed: an interrupted run never leaves a half-written
+    # model under the final name (a leftover from one is removed first).
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
+        staged = Path(scratch) / target.name
+        plain.save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
+        if target.exists():
+            shutil.rmtree(target)
+        staged.rename(target)
 
 
 def torch_dtype(name: str) -> Any:
