@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch import nn
 
 from app.settings import EncoderRuntime
@@ -164,6 +165,16 @@ def ensure_onnx(model: nn.Module, cache_dir: Path, name: str, precision: Precisi
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{name}-{weights_digest(model)}"
+    # Several processes may start at once on a fresh cache (the test suite's workers, a
+    # gateway beside a Triton model): one exports while the others wait, and ONNX Runtime's
+    # quantiser writes a fixed-name scratch file beside its input that two runs would share.
+    with FileLock(str(cache_dir / f"{stem}.lock")):
+        return _ensure_onnx_locked(model, cache_dir, stem, name, precision)
+
+
+def _ensure_onnx_locked(
+    model: nn.Module, cache_dir: Path, stem: str, name: str, precision: Precision
+) -> Path:
     fp32 = cache_dir / f"{stem}-fp32.onnx"
     if not fp32.is_file():
         log.info("exporting %s to ONNX into %s", name, cache_dir)

@@ -4,7 +4,9 @@ the settings choosing the runtime, and the start-up errors when ONNX cannot run.
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,39 @@ def test_the_cache_is_keyed_by_the_weights(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
+def test_concurrent_processes_export_and_quantise_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The suite's workers (or a gateway and a Triton model) start together on a fresh cache;
+    # without a lock they all exported, and ONNX Runtime's quantiser shared one scratch file.
+    calls = tmp_path / "calls.txt"
+    real_export, real_quantize = onnx_encoder.export_fp32, onnx_encoder.quantize_int8
+
+    def counted_export(model: torch.nn.Module, path: Path) -> None:
+        with calls.open("a") as out:
+            out.write("export\n")
+        real_export(model, path)
+
+    def counted_quantize(source: Path, target: Path) -> None:
+        with calls.open("a") as out:
+            out.write("quantize\n")
+        real_quantize(source, target)
+
+    monkeypatch.setattr(onnx_encoder, "export_fp32", counted_export)
+    monkeypatch.setattr(onnx_encoder, "quantize_int8", counted_quantize)
+    cache = tmp_path / "onnx"
+    # Forked workers inherit the counting functions; torch's export is not thread-safe, and
+    # the failure this guards against was between processes.
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("fork")) as pool:
+        paths = list(pool.map(_ensure_tiny_int8, [cache] * 3))
+    assert len(set(paths)) == 1 and paths[0].is_file()
+    assert sorted(calls.read_text().split()) == ["export", "quantize"]
+
+
+def _ensure_tiny_int8(cache: Path) -> Path:
+    return ensure_onnx(_tiny_bert(0), cache, "tiny", "int8")
+
+
 def test_an_export_that_disagrees_with_torch_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,7 +146,7 @@ def test_an_export_that_disagrees_with_torch_is_refused(
     monkeypatch.setattr(onnx_encoder, "export_fp32", wrong_model)
     with pytest.raises(OnnxUnavailable, match="disagrees with torch"):
         ensure_onnx(_tiny_bert(0), tmp_path, "tiny", "fp32")
-    assert not list(tmp_path.iterdir())  # nothing kept
+    assert not [p for p in tmp_path.iterdir() if p.suffix != ".lock"]  # nothing kept
 
 
 def test_a_failing_export_names_the_model_and_the_cause(
