@@ -110,3 +110,63 @@ def test_a_failed_word_insert_takes_the_example_rows_with_it(
         assert store.count_examples("t", "d") == 1
     finally:
         store.close()
+
+
+def test_a_lite_domain_spec_is_read_from_milvus_once_and_follows_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every /v1/ner request reads its domain; with Milvus Lite in this process (the only
+    # writer) the spec is remembered beside the search copy instead of queried each time.
+    from app.core.types import Domain, EntityType
+
+    store = _open(tmp_path / "m.db", CONTEXT)
+    other = _open(tmp_path / "m.db", CONTEXT)  # a second store of this process, same file
+    try:
+        store.put_domain(Domain(tenant="t", name="d", entity_types=[EntityType(name="person")]))
+        queries: list[str] = []
+        real_query = store.client.query
+
+        def counted(*args: object, **kwargs: object) -> object:
+            queries.append(str(args[0]))
+            return real_query(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store.client, "query", counted)
+        for _ in range(3):
+            domain = store.get_domain("t", "d")
+            assert domain is not None and [t.name for t in domain.entity_types] == ["person"]
+        assert queries == []  # written here: known without a query
+
+        other.put_domain(
+            Domain(
+                tenant="t",
+                name="d",
+                entity_types=[EntityType(name="person"), EntityType(name="city")],
+            )
+        )
+        updated = store.get_domain("t", "d")
+        assert updated is not None and [t.name for t in updated.entity_types] == ["person", "city"]
+        updated.entity_types.clear()  # a caller's copy: changing it changes nothing stored
+        again = store.get_domain("t", "d")
+        assert again is not None and len(again.entity_types) == 2
+
+        store.delete_domain("t", "d")
+        assert store.get_domain("t", "d") is None
+        assert other.get_domain("t", "d") is None
+    finally:
+        other.close()
+        store.close()
+
+
+def test_a_reopened_lite_store_reads_the_spec_from_milvus(tmp_path: Path) -> None:
+    from app.core.types import Domain, EntityType
+
+    store = _open(tmp_path / "m.db", CONTEXT)
+    store.put_domain(Domain(tenant="t", name="d", entity_types=[EntityType(name="person")]))
+    store.close()
+    store = _open(tmp_path / "m.db", CONTEXT)
+    try:
+        domain = store.get_domain("t", "d")
+        assert domain is not None and [t.name for t in domain.entity_types] == ["person"]
+        assert store.get_domain("t", "nope") is None
+    finally:
+        store.close()

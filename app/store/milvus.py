@@ -20,6 +20,7 @@ without any error, so it is refused instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -58,11 +59,15 @@ def _quote(value: str) -> str:
 
 
 class _Slot:
-    """One domain's copy, loaded once under its own lock (a big domain loads for minutes)."""
+    """One domain's copy, loaded once under its own lock (a big domain loads for minutes), and
+    its spec as last written or read (every request reads it: a Milvus query saved each time)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.index: DomainIndex | None = None
+        self.spec: str | None = None  # the Domain's JSON, parsed afresh for each caller
+        # Orders a read-and-remember against a write: a slow read never overwrites a newer spec.
+        self.spec_lock = threading.Lock()
 
 
 # The in-process copies, shared by every MilvusStore of this process on the same file and prefix
@@ -246,10 +251,30 @@ class MilvusStore:
             "spec": domain.model_dump_json(),
             "vector": [0.0, 0.0],
         }
-        self._call("put_domain", lambda: self.client.upsert(self.domains, [row]))
-        self._call("flush", lambda: self.client.flush(self.domains))
+        slot = self._slot(domain.tenant, domain.name)
+        with slot.spec_lock if slot is not None else contextlib.nullcontext():
+            self._call("put_domain", lambda: self.client.upsert(self.domains, [row]))
+            self._call("flush", lambda: self.client.flush(self.domains))
+            if slot is not None:
+                slot.spec = row["spec"]
 
     def get_domain(self, tenant: str, name: str) -> Domain | None:
+        slot = self._slot(tenant, name)
+        if slot is None:
+            return self._query_domain(tenant, name)
+        with slot.spec_lock:
+            if slot.spec is None:
+                spec = self._query_domain_spec(tenant, name)
+                if spec is None:
+                    return None
+                slot.spec = spec
+            return Domain.model_validate_json(slot.spec)
+
+    def _query_domain(self, tenant: str, name: str) -> Domain | None:
+        spec = self._query_domain_spec(tenant, name)
+        return None if spec is None else Domain.model_validate_json(spec)
+
+    def _query_domain_spec(self, tenant: str, name: str) -> str | None:
         rows = self._call(
             "get_domain",
             lambda: self.client.query(
@@ -259,7 +284,7 @@ class MilvusStore:
                 timeout=self.timeout_s,
             ),
         )
-        return Domain.model_validate_json(rows[0]["spec"]) if rows else None
+        return str(rows[0]["spec"]) if rows else None
 
     def list_domains(self, tenant: str) -> list[Domain]:
         rows = self._call(
@@ -495,11 +520,18 @@ class MilvusStore:
         return [Hit(h["entity"]["id"], float(h["distance"])) for h in results[0]]
 
     # --- the in-process copy (Milvus Lite) --------------------------------------------------
-    def _local(self, tenant: str, domain: str) -> DomainIndex | None:
+    def _slot(self, tenant: str, domain: str) -> _Slot | None:
+        """The domain's in-process slot: only with the copy, i.e. Milvus Lite in this process,
+        the only writer of its rows (a server's other clients would make it stale)."""
         if not self.local_search:
             return None
         with _LOCAL_LOCK:
-            slot = _LOCAL.setdefault(self._local_key, {}).setdefault((tenant, domain), _Slot())
+            return _LOCAL.setdefault(self._local_key, {}).setdefault((tenant, domain), _Slot())
+
+    def _local(self, tenant: str, domain: str) -> DomainIndex | None:
+        slot = self._slot(tenant, domain)
+        if slot is None:
+            return None
         with slot.lock:
             if slot.index is None:
                 slot.index = self._load_local(tenant, domain)
