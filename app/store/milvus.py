@@ -245,10 +245,11 @@ class MilvusStore:
 
     # --- domains ---------------------------------------------------------------------------
     def put_domain(self, domain: Domain) -> None:
+        spec = domain.model_dump_json()
         row = {
             "key": f"{domain.tenant}/{domain.name}",
             "tenant": domain.tenant,
-            "spec": domain.model_dump_json(),
+            "spec": spec,
             "vector": [0.0, 0.0],
         }
         slot = self._slot(domain.tenant, domain.name)
@@ -256,7 +257,7 @@ class MilvusStore:
             self._call("put_domain", lambda: self.client.upsert(self.domains, [row]))
             self._call("flush", lambda: self.client.flush(self.domains))
             if slot is not None:
-                slot.spec = row["spec"]
+                slot.spec = spec
 
     def get_domain(self, tenant: str, name: str) -> Domain | None:
         slot = self._slot(tenant, name)
