@@ -32,6 +32,7 @@ from app.retrieval import Retriever
 from app.settings import Settings
 from app.store.base import VectorStore
 from app.store.milvus import MilvusStore
+from app.threads import limit_numeric_threads
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ def build_components(
 
     A bad keys file (auth on) fails here, before anything is served."""
     authenticator = build_authenticator(settings)
+    limit_numeric_threads(settings.numeric_threads)
     metrics = metrics or Metrics()
     embedder = embedder or build_embedder(settings)
     store = build_store(settings, embedder)

@@ -143,6 +143,15 @@ class Settings(BaseSettings):
         "113 -> 92 ms, 8 clients 14.8 -> 18.7 req/s; docs/benchmarks.md).",
     )
 
+    numeric_threads: int = Field(
+        1,
+        ge=0,
+        description="Threads of numpy's BLAS, OpenMP and torch's CPU ops in this process "
+        "(BANER's typing and heads, pooling); 0 = the libraries' default, one per core. 1 by "
+        "default, like onnx_threads: two BLAS threads doubled BANER's CPU per sentence "
+        "(27.8 -> 55.1 ms; docs/benchmarks.md).",
+    )
+
     # --- generation --------------------------------------------------------------------------
     generator: Literal["llama_cpp", "openai", "triton"] = Field(
         "llama_cpp", description="Which LLM backend answers the prompts."

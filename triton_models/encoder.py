@@ -30,6 +30,7 @@ from app.methods.baner.extractor import BanerExtractor
 from app.methods.handler import SegmentTask
 from app.methods.lar.reassign import LabelReassigner, LarOptions, Reassigned
 from app.settings import EncoderRuntime, Settings
+from app.threads import limit_numeric_threads
 from triton_models.adapter import Call, ConfigError, ModelConfig, Outputs, Tensors
 
 Method = Literal["baner", "lar"]
@@ -83,9 +84,8 @@ class ModelParameters:
 
 class EncoderModelHandler:
     def __init__(self, parameters: ModelParameters) -> None:
-        import torch
-
-        torch.set_num_threads(parameters.threads)
+        # numpy's BLAS too: BANER's typing is matrix products (app/threads.py).
+        limit_numeric_threads(parameters.threads)
         self.method = parameters.method
         self.extractor = BanerExtractor.load(parameters.artefact_dir, parameters.encoder)
         if parameters.runtime != "torch":
