@@ -8,6 +8,9 @@
     # can the term fall at all: a fresh LoRA, one fixed batch, the contrastive term alone
     python -m tools.diagnose_infonce toy --prompts runs/cllmfs-1000/prompts.jsonl --steps 30
 
+    # a run's logged InfoNCE against its chance level, per 100 steps (tokenizer only)
+    python -m tools.diagnose_infonce log --run-dir runs/cllmfs-1000
+
 Every statistic is read at the layer the trainer reads (``contrastive_layer``; default the
 output of block round(0.8 x depth)), under each of several views of the hidden state
 (``--view``): ``none`` (as the trainer saw it before the fix), ``rmsnorm`` (the model's own
@@ -35,6 +38,7 @@ from trainers.cllmfs.config import CllmfsConfig
 from trainers.cllmfs.loss import (
     IGNORE,
     NORMALISE,
+    chance_level,
     info_nce,
     normalise_states,
     positive_noise,
@@ -151,12 +155,23 @@ def view_stats(
         loss=float(loss),
         loss_noised=float(noised),
         uniform=math.log(n - 1),
-        floor=float(pos.sum(1).float().log().mean()),
+        floor=floor_level(labels[:1], anchors[:1]),
         cos_positive=float(s[pos].mean()),
         cos_negative=float(s[neg].mean()),
         cos_all=float((z @ z.T)[off].mean()),
         ranking=sum(ranks) / len(ranks),
     )
+
+
+def floor_level(labels: Any, anchors: Any) -> float:
+    """The least :func:`info_nce` can be: positives alike, negatives infinitely far; the mean
+    over the counted anchors of log |P|, P the anchor's positives."""
+    values: list[float] = []
+    for row in range(labels.shape[0]):
+        roles = row_roles(labels[row], anchors[row])
+        if roles is not None:
+            values += roles.positive[roles.valid].sum(1).float().log().tolist()
+    return sum(values) / len(values) if values else math.nan
 
 
 def outlier_dims(hidden: Any, labels: Any, top: int) -> dict[str, Any]:
@@ -356,6 +371,8 @@ def toy(
         encoded = [e for e in (objective.encode(tokenizer, p) for p in chosen) if counts(e)]
         fixed = collate(encoded[:batch_size], tokenizer.pad_token_id)
         labels, anchors = fixed[LABELS], fixed[ANCHORS] == 1
+        results["chance"] = chance_level(labels, anchors)
+        results["floor"] = floor_level(labels, anchors)
         views = {v: make_view(v, model, layer, outliers) for v in VIEWS}
         params = [p for _, p in lora_params(model)]
         optimiser = torch.optim.AdamW(params, lr=lr or cfg.lr, weight_decay=cfg.weight_decay)
@@ -423,6 +440,76 @@ def toy(
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+@app.command()
+def log(
+    run_dir: Annotated[Path, typer.Option(help="A CLLMFS run dir (train_log.jsonl, prompts).")],
+    config: Annotated[
+        Path | None, typer.Option(help="Its YAML (else run_dir/config.yaml).")
+    ] = None,
+    window: Annotated[int, typer.Option(help="Logged lines per table row.")] = 10,
+    output: Annotated[Path | None, typer.Option(help="Write the table as JSON.")] = None,
+) -> None:
+    """Read a run's logged InfoNCE against what it would log at chance, step by step: replays
+    the run's batch order over its prompts (tokenizer only) to know, for every step, the chance
+    level log(N - 1) of its prompt and whether it had a counted anchor (a trainer before the
+    fix logged 0.0 for a prompt without one, inside the mean)."""
+    from transformers import AutoTokenizer
+
+    from trainers.wraner.config import load_config
+    from trainers.wraner.model import base_model_dir
+    from trainers.wraner.train import batch_order
+
+    cfg = load_config(config or run_dir / "config.yaml", {}, CllmfsConfig)
+    assert isinstance(cfg, CllmfsConfig)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir(cfg)))
+    prompts = read_prompts(run_dir / "prompts.jsonl", 10**9, 1)
+    objective = ContrastiveObjective(cfg)
+    logged: dict[int, dict[str, float]] = {}
+    for line in (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        logged[int(record["step"])] = record  # a resumed run logs some steps twice: last wins
+    steps = max(logged)
+    order = batch_order(len(prompts), cfg.batch_size * cfg.grad_accum, cfg.seed, steps)
+    chance: dict[int, float | None] = {}
+    for indices in order:
+        for i in indices:
+            if i not in chance:
+                batch = collate([objective.encode(tokenizer, prompts[i])], 0)
+                level = chance_level(batch[LABELS], batch[ANCHORS] == 1)
+                chance[i] = None if math.isnan(level) else level
+    rows: list[dict[str, float]] = []
+    ends = sorted(s for s in logged if "contrastive_loss" in logged[s])
+    for start in range(0, len(ends), window):
+        group = ends[start : start + window]
+        previous = ends[start - 1] if start else 0
+        per_step = [chance[i] for s in range(previous, group[-1]) for i in order[s]]
+        counted = [c for c in per_step if c is not None]
+        logged_mean = _mean([logged[s]["contrastive_loss"] for s in group])
+        share = len(counted) / len(per_step)
+        rows.append(
+            {
+                "steps": f"{previous + 1}-{group[-1]}",
+                "logged": logged_mean,
+                "with_anchor_share": round(share, 3),
+                "chance_with_zeros": _mean([c or 0.0 for c in per_step]),
+                "logged_per_anchored_prompt": round(logged_mean / share, 4),
+                "chance_per_anchored_prompt": _mean(counted),
+            }
+        )
+    typer.echo("| steps | logged | share with anchors | logged / share | chance | excess |")
+    typer.echo("|" + " --- |" * 6)
+    for r in rows:
+        excess = r["logged_per_anchored_prompt"] - r["chance_per_anchored_prompt"]
+        typer.echo(
+            f"| {r['steps']} | {r['logged']:.3f} | {r['with_anchor_share']:.2f} | "
+            f"{r['logged_per_anchored_prompt']:.3f} | {r['chance_per_anchored_prompt']:.3f} | "
+            f"{excess:+.3f} |"
+        )
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(rows, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":
