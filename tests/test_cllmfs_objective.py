@@ -12,12 +12,13 @@ from app.core.crossner_types import entity_types_for
 from app.core.prompt import build_prompt, render_answer
 from app.core.types import Example, Span
 from trainers.cllmfs.config import CllmfsConfig
-from trainers.cllmfs.loss import IGNORE, info_nce
+from trainers.cllmfs.loss import IGNORE, chance_level, info_nce, normalise_states
 from trainers.cllmfs.objective import (
     ANCHORS,
     LABELS,
     ContrastiveObjective,
     decoder_layers,
+    norm_after,
     resolve_layer,
 )
 from trainers.cllmfs.roles import NON_ENTITY, encode_roles
@@ -41,7 +42,7 @@ QUERY = Example(
 )
 
 
-def _prompt(renamed: dict[str, str] | None = None) -> TrainPrompt:
+def _prompt(renamed: dict[str, str] | None = None, query: Example = QUERY) -> TrainPrompt:
     names = renamed or {}
     shown = [names.get(t, t) for t in TYPES]
     types = [
@@ -54,8 +55,8 @@ def _prompt(renamed: dict[str, str] | None = None) -> TrainPrompt:
 
     return TrainPrompt(
         id="q",
-        prompt=build_prompt(types, [retyped(SHOT)], QUERY.text).text,
-        answer=render_answer(retyped(QUERY), shown),
+        prompt=build_prompt(types, [retyped(SHOT)], query.text).text,
+        answer=render_answer(retyped(query), shown),
         types=TYPES,
         removed=[],
         shuffled=False,
@@ -166,6 +167,63 @@ def test_loss_reads_the_configured_layer_and_reaches_lora(
         assert grads
         reached = any(g is not None and float(g.abs().sum()) > 0 for g in grads)
         assert reached == (index <= layer), index
+
+
+def test_contrastive_terms_are_logged_only_for_batches_with_anchors(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # A prompt whose answer has no entity has no anchor: its step logs no InfoNCE value (a 0.0
+    # would drag the logged mean down by the share of such prompts); one with anchors logs the
+    # value beside its chance level, log(N - 1).
+    model, tokenizer = _load(tiny_model_dir)
+    config = _config(tmp_path, contrastive_noise=0.0)
+    model = add_lora(model, config)
+    objective = ContrastiveObjective(config)
+    empty = Example(text="Nothing to see here .", entities=[])
+    batch = collate([objective.encode(tokenizer, _prompt(query=empty))], tokenizer.pad_token_id)
+    _, parts = objective.loss(model, batch)
+    assert parts["anchors"] == 0
+    assert "contrastive_loss" not in parts and "contrastive_chance" not in parts
+    batch = collate([objective.encode(tokenizer, _prompt())], tokenizer.pad_token_id)
+    _, parts = objective.loss(model, batch)
+    assert parts["anchors"] > 0 and parts["contrastive_loss"] > 0
+    assert parts["contrastive_chance"] == pytest.approx(
+        chance_level(batch[LABELS], batch[ANCHORS] == 1)
+    )
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_rmsnorm_reads_the_norm_the_model_applies_next(
+    tiny_model_dir: Path, tmp_path: Path, layer: int
+) -> None:
+    model, tokenizer = _load(tiny_model_dir)
+    config = _config(tmp_path, contrastive_layer=layer, contrastive_noise=0.0)
+    assert config.contrastive_normalise == "rmsnorm"  # the default
+    model = add_lora(model, config)
+    blocks = decoder_layers(model)
+    expected = blocks[1].input_layernorm if layer == 1 else model.get_base_model().model.norm
+    assert norm_after(model, layer) is expected
+    with torch.no_grad():  # a random init has unit gains: give the norm some to tell it apart
+        expected.weight.copy_(torch.linspace(-0.9, 3.0, expected.weight.numel()))
+    objective = ContrastiveObjective(config)
+    batch = collate([objective.encode(tokenizer, _prompt())], tokenizer.pad_token_id)
+    total, parts = objective.loss(model, batch)
+    labels, anchors = batch[LABELS], batch[ANCHORS] == 1
+    hidden = objective.last_capture.hidden
+    normed, _ = info_nce(expected(hidden), labels, anchors, config.contrastive_temperature)
+    raw, _ = info_nce(hidden, labels, anchors, config.contrastive_temperature)
+    assert parts["contrastive_loss"] == pytest.approx(float(normed), rel=1e-5)
+    assert float(normed) != pytest.approx(float(raw), rel=1e-3)
+    assert float(total) == pytest.approx(parts["lm_loss"] + float(normed), rel=1e-5)
+    centred = normalise_states(hidden, labels, "centre")
+    same = {"contrastive_layer": layer, "contrastive_noise": 0.0}
+    none = ContrastiveObjective(_config(tmp_path, contrastive_normalise="none", **same))
+    assert none.loss(model, batch)[1]["contrastive_loss"] == pytest.approx(float(raw), rel=1e-5)
+    centre = ContrastiveObjective(_config(tmp_path, contrastive_normalise="centre", **same))
+    centre_loss, _ = info_nce(centred, labels, anchors, config.contrastive_temperature)
+    assert centre.loss(model, batch)[1]["contrastive_loss"] == pytest.approx(
+        float(centre_loss), rel=1e-5
+    )
 
 
 def test_total_loss_decreases_over_optimiser_steps(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from app.settings import REPO_ROOT
+from trainers.cllmfs.loss import Normalise
 from trainers.wraner.config import WranerConfig
 
 
@@ -29,6 +30,12 @@ class CllmfsConfig(WranerConfig):
         ge=1,
         description="Hidden state the loss reads: output of decoder block N (1-based); "
         "unset = round(0.8 x number of blocks).",
+    )
+    contrastive_normalise: Normalise = Field(
+        "rmsnorm",
+        description="What the InfoNCE compares: the raw hidden states (none: a few "
+        "massive-activation dimensions make every cosine ~0.8), the states through the "
+        "model's own RMSNorm of the next block's input (rmsnorm), or centred per sequence.",
     )
     contrastive_window: int = Field(
         3,
@@ -54,4 +61,5 @@ CONTRASTIVE_FIELDS = (
     "contrastive_noise",
     "contrastive_layer",
     "contrastive_window",
+    "contrastive_normalise",
 )

@@ -16,9 +16,45 @@ c~ when c is a positive of a, else c). The anchor and the negatives are never no
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 IGNORE = -100
+Normalise = Literal["none", "rmsnorm", "centre"]
+NORMALISE: tuple[str, ...] = get_args(Normalise)
+
+
+def normalise_states(hidden: Any, labels: Any, mode: str, norm: Any = None) -> Any:
+    """The states the InfoNCE compares. Gemma's residual stream carries a few massive-activation
+    dimensions (Gemma-3-270M, block 14: one at ~16,000 against a median of ~140) that make
+    every raw cosine ~0.8, whatever the token; ``none`` compares the raw states anyway,
+    ``rmsnorm`` passes them through ``norm`` (the model's own RMSNorm that the next block
+    applies: its per-dimension weights damp those dimensions), ``centre`` subtracts each
+    sequence's mean over its candidates (labels != IGNORE)."""
+    if mode == "none":
+        return hidden
+    if mode == "rmsnorm":
+        if norm is None:
+            raise ValueError("contrastive normalise 'rmsnorm' needs the model's norm module")
+        return norm(hidden)
+    if mode == "centre":
+        mask = (labels != IGNORE).unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)
+        return hidden - mean
+    raise ValueError(f"contrastive normalise must be one of {', '.join(NORMALISE)}, got {mode!r}")
+
+
+def chance_level(labels: Any, anchors: Any) -> float:
+    """What :func:`info_nce` returns when every similarity is equal: the mean over the counted
+    anchors of log(N - 1), N the candidates of the anchor's sequence (nan without one). The
+    value depends on the prompt (N runs from a handful to hundreds), so a logged loss means
+    little without it."""
+    values: list[float] = []
+    for row in range(labels.shape[0]):
+        roles = row_roles(labels[row], anchors[row])
+        if roles is not None:
+            values += [math.log(roles.candidates.numel() - 1)] * int(roles.valid.sum())
+    return sum(values) / len(values) if values else math.nan
 
 
 def positive_noise(hidden: Any, share: float, generator: Any = None) -> Any:
@@ -29,6 +65,42 @@ def positive_noise(hidden: Any, share: float, generator: Any = None) -> Any:
     scale = hidden.detach().float().norm(dim=-1, keepdim=True) / math.sqrt(hidden.shape[-1])
     noise = torch.randn(hidden.shape, generator=generator, dtype=torch.float32)
     return (share * scale * noise.to(scale.device)).to(hidden.dtype)
+
+
+@dataclass(frozen=True)
+class RowRoles:
+    """One sequence's contrastive roles. ``candidates`` (N,): positions of its labelled tokens;
+    ``anchors`` (A,): the anchors' indices among the candidates; ``positive`` (A, N): same type,
+    not itself; ``itself`` (A, N); ``valid`` (A,): anchors with a positive and a negative."""
+
+    candidates: Any
+    anchors: Any
+    positive: Any
+    itself: Any
+    valid: Any
+
+    @property
+    def negative(self) -> Any:
+        return ~(self.positive | self.itself)
+
+
+def row_roles(labels: Any, anchors: Any) -> RowRoles | None:
+    """The roles of one sequence (``labels``, ``anchors``: (T,)); None without an anchor."""
+    import torch
+
+    candidates = (labels != IGNORE).nonzero().squeeze(1)
+    if candidates.numel() < 2:
+        return None
+    is_anchor = anchors[candidates] & (labels[candidates] > 0)
+    if not bool(is_anchor.any()):
+        return None
+    label = labels[candidates]
+    local = is_anchor.nonzero().squeeze(1)
+    same = label[local][:, None] == label[None, :]
+    itself = local[:, None] == torch.arange(candidates.numel(), device=local.device)[None, :]
+    positive = same & ~itself
+    valid = positive.any(1) & (~same).any(1)
+    return RowRoles(candidates, local, positive, itself, valid)
 
 
 def info_nce(
@@ -52,27 +124,19 @@ def info_nce(
     total = hidden.sum() * 0.0
     counted = 0
     for row in range(hidden.shape[0]):
-        candidates = (labels[row] != IGNORE).nonzero().squeeze(1)
-        if candidates.numel() < 2:
+        roles = row_roles(labels[row], anchors[row])
+        if roles is None or not bool(roles.valid.any()):
             continue
-        is_anchor = anchors[row, candidates] & (labels[row, candidates] > 0)
-        if not bool(is_anchor.any()):
-            continue
-        h = hidden[row, candidates].float()
+        h = hidden[row, roles.candidates].float()
         z = F.normalize(h, dim=-1)
-        noisy = z if noise is None else F.normalize(h + noise[row, candidates].float(), dim=-1)
-        label = labels[row, candidates]
-        local = is_anchor.nonzero().squeeze(1)  # anchors' indices among the candidates
-        same = label[local][:, None] == label[None, :]
-        itself = local[:, None] == torch.arange(candidates.numel(), device=local.device)[None, :]
-        positive = same & ~itself
-        za = z[local]
+        noisy = (
+            z if noise is None else F.normalize(h + noise[row, roles.candidates].float(), dim=-1)
+        )
+        za = z[roles.anchors]
+        positive = roles.positive
         logits = torch.where(positive, za @ noisy.T, za @ z.T) / temperature
-        log_prob = torch.log_softmax(logits.masked_fill(itself, float("-inf")), dim=1)
-        valid = positive.any(1) & (~same).any(1)
-        if not bool(valid.any()):
-            continue
+        log_prob = torch.log_softmax(logits.masked_fill(roles.itself, float("-inf")), dim=1)
         per_anchor = -(log_prob.masked_fill(~positive, 0.0).sum(1) / positive.sum(1).clamp(min=1))
-        total = total + per_anchor[valid].sum()
-        counted += int(valid.sum())
+        total = total + per_anchor[roles.valid].sum()
+        counted += int(roles.valid.sum())
     return (total / counted if counted else total), counted

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainers.cllmfs.config import CONTRASTIVE_FIELDS, CllmfsConfig
-from trainers.cllmfs.loss import info_nce, positive_noise
+from trainers.cllmfs.loss import chance_level, info_nce, normalise_states, positive_noise
 from trainers.cllmfs.roles import encode_roles
 from trainers.wraner.prompts import TrainPrompt
 from trainers.wraner.train import Encoded, answer_loss, encode
@@ -34,6 +34,22 @@ def decoder_layers(model: Any) -> Any:
     if not stacks:
         raise ValueError(f"{type(model).__name__}: no decoder layers found")
     return max(stacks, key=len)
+
+
+def norm_after(model: Any, layer: int) -> Any:
+    """The RMSNorm the model applies next to the output of block ``layer`` (1-based): the next
+    block's ``input_layernorm``, or the final norm after the last block."""
+    import torch
+
+    blocks = decoder_layers(model)
+    if layer < len(blocks):
+        return blocks[layer].input_layernorm
+    stack = next(name for name, module in model.named_modules() if module is blocks)
+    parent = model.get_submodule(stack.rpartition(".")[0])
+    norm = getattr(parent, "norm", None)
+    if not isinstance(norm, torch.nn.Module):
+        raise ValueError(f"{type(model).__name__}: no final norm beside the decoder layers")
+    return norm
 
 
 def resolve_layer(layer: int | None, count: int) -> int:
@@ -80,6 +96,7 @@ class ContrastiveObjective:
         self.noise = config.contrastive_noise
         self.layer = config.contrastive_layer
         self.window = config.contrastive_window
+        self.normalise = config.contrastive_normalise
         self.last_capture: Capture | None = None
 
     def encode(self, tokenizer: Any, prompt: TrainPrompt) -> Encoded:
@@ -94,15 +111,17 @@ class ContrastiveObjective:
         with capture_block(model, layer) as seen:
             lm = answer_loss(model, batch)
         self.last_capture = seen
-        hidden = seen.hidden
+        labels, anchors = batch[LABELS], batch[ANCHORS] == 1
+        norm = norm_after(model, layer) if self.normalise == "rmsnorm" else None
+        hidden = normalise_states(seen.hidden, labels, self.normalise, norm)
         noise = positive_noise(hidden, self.noise) if self.noise > 0 else None
-        contrastive, anchors = info_nce(
-            hidden, batch[LABELS], batch[ANCHORS] == 1, self.temperature, noise
-        )
+        contrastive, counted = info_nce(hidden, labels, anchors, self.temperature, noise)
         total = lm + self.weight * contrastive
-        parts = {
-            "lm_loss": float(lm.detach()),
-            "contrastive_loss": float(contrastive.detach()),
-            "anchors": float(anchors),
-        }
+        parts = {"lm_loss": float(lm.detach()), "anchors": float(counted)}
+        if counted:
+            # Only batches with a counted anchor: a zero for the others would drag the logged
+            # mean down by the share of prompts without one (~25% of a fold-A run), and the
+            # chance level (log(N - 1), N the candidates) tells what "not learning" looks like.
+            parts["contrastive_loss"] = float(contrastive.detach())
+            parts["contrastive_chance"] = chance_level(labels, anchors)
         return total, parts
