@@ -479,7 +479,7 @@ def log(
                 batch = collate([objective.encode(tokenizer, prompts[i])], 0)
                 level = chance_level(batch[LABELS], batch[ANCHORS] == 1)
                 chance[i] = None if math.isnan(level) else level
-    rows: list[dict[str, float]] = []
+    rows: list[dict[str, Any]] = []  # "steps" is a range label, the rest numbers
     ends = sorted(s for s in logged if "contrastive_loss" in logged[s])
     for start in range(0, len(ends), window):
         group = ends[start : start + window]
