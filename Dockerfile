@@ -45,10 +45,14 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 # NERVE_BANER_ARTEFACT_DIR and NERVE_LAR_OPTIONS_FILE (below) name them.
 COPY model_repository/baner /opt/nerve/model_repository/baner
 COPY model_repository/lar /opt/nerve/model_repository/lar
+# method=auto's calibration (without it auto is switched off). Fitted for the shipped CPU
+# adapter's fold; a deployment of another LLM refits it (`nerve train cascade`) and mounts it.
+COPY model_repository/cascade /opt/nerve/model_repository/cascade
 ENV PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     NERVE_BANER_ARTEFACT_DIR=/opt/nerve/model_repository/baner/1 \
     NERVE_LAR_OPTIONS_FILE=/opt/nerve/model_repository/lar/1/lar.json \
+    NERVE_CASCADE_CALIBRATION=/opt/nerve/model_repository/cascade/calibration-fold-a.json \
     NERVE_DATA_DIR=/data \
     NERVE_ONNX_DIR=/data/models/onnx \
     NERVE_HOST=0.0.0.0 \

@@ -405,10 +405,14 @@ def _dockerignored(path: str) -> bool:
 
 
 def test_gateway_image_carries_the_encoder_artefacts() -> None:
-    """Without model_repository/{baner,lar} in the image, BANER and LAR are switched off."""
+    """Without model_repository/{baner,lar,cascade} in the image, BANER, LAR and auto are off."""
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     copies = dict(re.findall(r"^COPY\s+(model_repository/\S+)\s+(\S+)$", dockerfile, re.M))
-    assert set(copies) == {"model_repository/baner", "model_repository/lar"}
+    assert set(copies) == {
+        "model_repository/baner",
+        "model_repository/lar",
+        "model_repository/cascade",
+    }
     for source in copies:
         for file in (REPO_ROOT / source).rglob("*"):
             if file.is_file() and "__pycache__" not in file.parts:
@@ -425,6 +429,13 @@ def test_gateway_image_carries_the_encoder_artefacts() -> None:
     lar = PurePosixPath(copies["model_repository/lar"])
     assert PurePosixPath(options.group(1)) == lar / "1" / "lar.json"
     assert (REPO_ROOT / "model_repository/lar/1/lar.json").is_file()
+    # The wheel's REPO_ROOT is site-packages: auto finds its calibration only by the setting.
+    calibration = re.search(r"NERVE_CASCADE_CALIBRATION=(\S+)", dockerfile)
+    assert calibration and "cascade_calibration" in Settings.model_fields
+    cascade = PurePosixPath(copies["model_repository/cascade"])
+    named = PurePosixPath(calibration.group(1))
+    assert named.parent == cascade
+    assert (REPO_ROOT / "model_repository/cascade" / named.name).is_file()
 
 
 def _third_party_imports(module: str, seen: set[str] | None = None) -> set[str]:
