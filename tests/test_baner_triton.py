@@ -27,7 +27,7 @@ from tests.fixtures.encoders import (
 )
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 from tests.fixtures.processes import free_port
-from tests.fixtures.triton import START_TIMEOUT_S, model_counts
+from tests.fixtures.triton import START_TIMEOUT_S, model_counts, model_counts_after
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,7 @@ async def test_concurrent_requests_are_batched_by_the_committed_config(
     try:
         before = await model_counts(triton.grpc_url, "baner")
         answers = await asyncio.gather(*(method.extract(t, TYPES, SUPPORT) for t in texts))
-        after = await model_counts(triton.grpc_url, "baner")
+        after = await model_counts_after(triton.grpc_url, "baner", before, len(texts))
     finally:
         await method.close()
     for text, entities in zip(texts, answers, strict=True):

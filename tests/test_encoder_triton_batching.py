@@ -35,7 +35,7 @@ from app.triton_server import (
 )
 from tests.fixtures.encoders import POLITICS_SUPPORT, POLITICS_TYPES
 from tests.fixtures.processes import free_port
-from tests.fixtures.triton import model_counts
+from tests.fixtures.triton import model_counts, model_counts_after
 from tools.bench_serve import triton_counts
 from triton_models.encoder import EncoderModelHandler, ModelParameters
 
@@ -155,7 +155,7 @@ async def test_concurrent_requests_share_one_execute_and_get_their_own_answers(
         assert await method.ready()
         before = await model_counts(triton.grpc_url, "baner")
         answers = await asyncio.gather(*(method.extract(texts[i], TYPES, SUPPORT) for i in order))
-        after = await model_counts(triton.grpc_url, "baner")
+        after = await model_counts_after(triton.grpc_url, "baner", before, BANER_BATCH)
     finally:
         await method.close()
     for index, answer in zip(order, answers, strict=True):
@@ -234,7 +234,7 @@ async def test_lar_batches_detection_requests_and_retyping_requests(
                     for i in order
                 )
             )
-            after = await model_counts(triton.grpc_url, "lar")
+            after = await model_counts_after(triton.grpc_url, "lar", before, LAR_BATCH)
             for index, answer in zip(order, answers, strict=True):
                 _same(answer, expected[index])
             assert (after[0] - before[0], after[1] - before[1]) == (LAR_BATCH, 1)
