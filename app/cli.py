@@ -42,9 +42,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default NERVE_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default NERVE_PORT).")] = None,
     demo: Annotated[bool, typer.Option(help="Load the customer-care demo domain.")] = False,
-    workers: Annotated[int, typer.Option(help="Worker processes (needs a Milvus server).")] = 1,
 ) -> None:
-    """Serve the API (state under NERVE_DATA_DIR)."""
+    """Serve the API (state under NERVE_DATA_DIR) in one process: scale out with replicas
+    behind a load balancer, and move the encoders' CPU to Triton (NERVE_ENCODER_BACKEND)."""
     import uvicorn
 
     from app.logging import configure_logging
@@ -59,11 +59,6 @@ def serve(
         overrides["load_demo_domain"] = True
     settings = load_settings(**overrides)
     configure_logging(settings.log_level, settings.log_json)
-    if workers > 1 and not settings.milvus_uri:
-        raise typer.BadParameter(
-            "Milvus Lite is locked by one process: set NERVE_MILVUS_URI to a Milvus server "
-            "to run several workers"
-        )
     uvicorn.run(
         build_app(settings),
         host=settings.host,

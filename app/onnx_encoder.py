@@ -206,24 +206,24 @@ def _checked_export(model: nn.Module, path: Path) -> None:
 
 class OnnxEncoder(nn.Module):
     """Stands in for a transformers encoder: same call, same ``last_hidden_state``, run by ONNX
-    Runtime. It holds no torch weights; ``config`` is the original model's."""
+    Runtime. It holds no torch weights; ``config`` is the original model's.
 
-    def __init__(self, path: Path, config: Any, threads: int = 0, *, by_row: bool = False) -> None:
+    Each text of a batch runs alone, unpadded. int8 quantises activations with one scale per
+    run: alone, a text's states never depend on its batch-mates. fp32 too: padding to the
+    longest text cost more than one call per text saves (embedder, music, 8 a batch, one
+    thread: 25 ms CPU a sentence padded, 20 alone; the same vectors)."""
+
+    def __init__(self, path: Path, config: Any, threads: int = 0) -> None:
         super().__init__()
         self.path = Path(path)
         self.config = config
         self.session = _session(self.path, threads)
-        # Each text alone, unpadded. int8 quantises activations with one scale per run: alone,
-        # a text's states never depend on its batch-mates. fp32 too: padding to the longest
-        # text cost more than one call per text saves (embedder, music, 8 a batch, one thread:
-        # 25 ms CPU a sentence padded, 20 alone; the same vectors).
-        self.by_row = by_row
         # Rows of one batch run side by side, one core each (a single row's matrices are too
         # small for intra-op threads to pay); one text alone keeps the intra-op threads.
         self.row_workers = (os.cpu_count() or 1) if threads == 0 else threads
         self._row_session: Any = None
         self._row_pool: ThreadPoolExecutor | None = None
-        if by_row and self.row_workers > 1:
+        if self.row_workers > 1:
             # ONNX Runtime releases the GIL in run(): one-thread sessions' rows run in parallel.
             self._row_session = _session(self.path, 1)
             self._row_pool = ThreadPoolExecutor(self.row_workers, thread_name_prefix="onnx-row")
@@ -247,7 +247,7 @@ class OnnxEncoder(nn.Module):
             raise ValueError("runtime 'torch' needs no ONNX encoder")
         _require(setting)
         path = ensure_onnx(model.eval(), Path(cache_dir), name, precision)
-        return cls(path, getattr(model, "config", None), threads, by_row=True)
+        return cls(path, getattr(model, "config", None), threads)
 
     def forward(
         self,
@@ -262,16 +262,13 @@ class OnnxEncoder(nn.Module):
             raise ValueError("the ONNX encoder was exported for single-segment inputs only")
         ids = input_ids.numpy().astype(np.int64, copy=False)
         mask = attention_mask.numpy().astype(np.int64, copy=False)
-        if not self.by_row:
-            hidden = self._run(ids, mask)
-        else:
-            hidden = np.zeros((*ids.shape, self._width(ids, mask)), dtype=np.float32)
-            rows = [np.flatnonzero(mask[row]) for row in range(len(ids))]  # without padding
-            alone = self._run_rows(
-                [(ids[r : r + 1, kept], mask[r : r + 1, kept]) for r, kept in enumerate(rows)]
-            )
-            for row, (kept, states) in enumerate(zip(rows, alone, strict=True)):
-                hidden[row, kept] = states[0]
+        hidden = np.zeros((*ids.shape, self._width(ids, mask)), dtype=np.float32)
+        rows = [np.flatnonzero(mask[row]) for row in range(len(ids))]  # without padding
+        alone = self._run_rows(
+            [(ids[r : r + 1, kept], mask[r : r + 1, kept]) for r, kept in enumerate(rows)]
+        )
+        for row, (kept, states) in enumerate(zip(rows, alone, strict=True)):
+            hidden[row, kept] = states[0]
         return BaseModelOutput(last_hidden_state=torch.from_numpy(hidden))
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, session: Any = None) -> np.ndarray:

@@ -4,6 +4,9 @@ table and JSON hold sane numbers (every request counted, percentiles ordered, no
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,14 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from tests.fixtures.gateway import require_data
-from tools.bench_serve import STAGES, Sample, check_loopback, percentile, summarise
+from tools.bench_serve import (
+    STAGES,
+    Sample,
+    check_loopback,
+    group_cpu_seconds,
+    percentile,
+    summarise,
+)
 
 
 def test_percentiles_interpolate_and_are_ordered() -> None:
@@ -48,6 +58,27 @@ def test_a_level_counts_errors_and_stage_shares() -> None:
     }
 
 
+def test_a_process_groups_cpu_counts_its_busy_member() -> None:
+    """A child in a group of its own spins for ~0.3 s of CPU: the group's counter grows by
+    about that much, while a sleeping child's group stays near zero."""
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    spin += "time.sleep(5)"
+    busy = subprocess.Popen([sys.executable, "-c", spin], start_new_session=True)
+    idle = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(5)"], start_new_session=True
+    )
+    try:
+        time.sleep(2.0)  # both interpreters started; the busy one finished spinning
+        assert group_cpu_seconds(busy.pid) >= 0.3
+        assert group_cpu_seconds(idle.pid) < 0.25  # interpreter start-up only
+        assert group_cpu_seconds(busy.pid) < 5.0
+    finally:
+        busy.kill()
+        idle.kill()
+        busy.wait()
+        idle.wait()
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_the_benchmark_runs_against_a_real_gateway(
@@ -76,6 +107,9 @@ def test_the_benchmark_runs_against_a_real_gateway(
         assert sum(r["stage_share"].values()) == pytest.approx(1.0, abs=0.01)
         assert r["stage_ms"]["generate"] > 0  # the encoder ran
         assert r["stage_ms"]["embed"] > 0 and r["stage_ms"]["retrieve"] > 0
+        # The started gateway's CPU per request: the encoders alone take milliseconds.
+        assert 1.0 < r["server_cpu_ms_per_request"] < 60_000, r
     # The table: its title and one row per level.
     assert "nerve bench serve: music, pool 8" in result.output
     assert result.output.count("baner") >= 2
+    assert "CPU ms/req" in result.output

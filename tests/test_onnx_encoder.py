@@ -157,6 +157,9 @@ def test_concurrent_processes_export_and_quantise_once(
 
 
 def _ensure_tiny_int8(cache: Path) -> Path:
+    # A forked child must not enter OpenMP: the parent's thread pool did not survive the fork
+    # and torch hangs in its first parallel region (seen when the parent ran torch first).
+    torch.set_num_threads(1)
     return ensure_onnx(_tiny_bert(0), cache, "tiny", "int8")
 
 

@@ -13,6 +13,11 @@ retrieve, generate, parse; the rest of ``total`` is "other"). With ``--triton-st
 gateway calls Triton: ``NERVE_ENCODER_BACKEND=triton``), each level also records how many
 requests the Triton model of the method's name answered and in how many ``execute`` calls
 (Triton's statistics, read before and after the level): fewer executions is batching.
+
+A gateway started here also reports its **CPU per request**: the user + system CPU time of its
+process group (the gateway, Milvus Lite's server, their reaped children; from ``/proc``) over
+the level, divided by the level's requests. With the machine's cores this gives the level's
+ceiling, ``cores x 1000 / CPU ms``: the requests/s no scheduling of this work could exceed.
 """
 
 from __future__ import annotations
@@ -97,6 +102,8 @@ class LevelResult:
     # With --triton-stats: the method's Triton model's requests and execute calls in the level.
     triton_requests: int | None = None
     triton_executions: int | None = None
+    # A gateway started here: its process group's CPU ms per request answered in the level.
+    server_cpu_ms_per_request: float | None = None
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -152,6 +159,25 @@ def summarise(method: str, clients: int, samples: list[Sample], duration_s: floa
 
 
 # --- the gateway ---------------------------------------------------------------------------
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid``, their
+    reaped children's included (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        # Fields after the command name (which may hold spaces): state is field 3.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:  # field 5: pgrp
+            total += sum(int(v) for v in fields[11:15])  # fields 14-17: utime .. cstime
+    return total / ticks
+
+
 def triton_counts(url: str, model: str) -> tuple[int, int]:
     """A Triton model's ``inference_count`` and ``execution_count`` (HTTP statistics API)."""
     response = httpx.get(f"{check_loopback(url)}/v2/models/{model}/stats", timeout=10.0)
@@ -167,9 +193,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def started_gateway(config: BenchConfig, log: Any) -> Iterator[str]:
-    """``nerve serve`` on a free loopback port with a fresh data dir; stopped (its process
-    group) and its data dir removed on exit."""
+def started_gateway(config: BenchConfig, log: Any) -> Iterator[tuple[str, int]]:
+    """``nerve serve`` on a free loopback port with a fresh data dir, as (URL, process group);
+    stopped (its process group) and its data dir removed on exit."""
     scratch = Path(tempfile.mkdtemp(prefix="nerve-bench-serve-"))
     port = _free_port()
     env = {
@@ -198,7 +224,7 @@ def started_gateway(config: BenchConfig, log: Any) -> Iterator[str]:
     try:
         _wait_ready(process, url, config.start_timeout_s, log_path)
         log(f"gateway ready at {url} (pid {process.pid}, log {log_path})")
-        yield url
+        yield url, process.pid  # start_new_session: the pid is the group's id
     finally:
         _stop(process)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -286,7 +312,9 @@ def _queries(config: BenchConfig, pool: Sequence[Example]) -> list[str]:
     return out
 
 
-async def run_load(url: str, config: BenchConfig, log: Any) -> dict[str, Any]:
+async def run_load(
+    url: str, config: BenchConfig, log: Any, server_pgid: int | None = None
+) -> dict[str, Any]:
     pool = read_split(config.data, config.domain, "train")[: config.pool_limit]
     queries = _queries(config, pool)
     needed = len(config.methods) * (config.warmup + config.requests * len(config.levels))
@@ -325,10 +353,14 @@ async def run_load(url: str, config: BenchConfig, log: Any) -> dict[str, Any]:
                     before = (
                         await asyncio.to_thread(triton_counts, stats, method) if stats else None
                     )
+                    cpu_before = group_cpu_seconds(server_pgid) if server_pgid else 0.0
                     samples, duration = await _level(
                         client, take(config.requests), clients, config.seconds
                     )
                     result = summarise(method, clients, samples, duration)
+                    if server_pgid and result.ok:
+                        cpu = group_cpu_seconds(server_pgid) - cpu_before
+                        result.server_cpu_ms_per_request = round(cpu * 1000 / result.ok, 1)
                     if stats and before is not None:
                         after = await asyncio.to_thread(triton_counts, stats, method)
                         result.triton_requests = after[0] - before[0]
@@ -368,8 +400,8 @@ async def run_load(url: str, config: BenchConfig, log: Any) -> dict[str, Any]:
 def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     if config.url is not None:
         return asyncio.run(run_load(check_loopback(config.url), config, log))
-    with started_gateway(config, log) as url:
-        return asyncio.run(run_load(url, config, log))
+    with started_gateway(config, log) as (url, pgid):
+        return asyncio.run(run_load(url, config, log, server_pgid=pgid))
 
 
 def render_table(result: dict[str, Any]) -> Any:
@@ -384,6 +416,10 @@ def render_table(result: dict[str, Any]) -> Any:
     triton = any(r.get("triton_executions") is not None for r in result["levels"])
     if triton:
         columns += ["triton requests", "triton executes"]
+    cpu = any(r.get("server_cpu_ms_per_request") is not None for r in result["levels"])
+    cores = result["machine"]["cpus"] or 1
+    if cpu:
+        columns += ["CPU ms/req", f"ceiling req/s ({cores} cores)"]
     for column in columns:
         table.add_column(column, justify="left" if column == "method" else "right")
     for r in result["levels"]:
@@ -398,8 +434,15 @@ def render_table(result: dict[str, Any]) -> Any:
             f"{r['p99_ms']:.0f}",
             *(f"{r['stage_share'][s] * 100:.0f}" for s in (*STAGES, "other")),
             *((str(r.get("triton_requests")), str(r.get("triton_executions"))) if triton else ()),
+            *(_cpu_cells(r.get("server_cpu_ms_per_request"), cores) if cpu else ()),
         )
     return table
+
+
+def _cpu_cells(cpu_ms: float | None, cores: int) -> tuple[str, str]:
+    if not cpu_ms:
+        return "-", "-"
+    return f"{cpu_ms:.1f}", f"{cores * 1000 / cpu_ms:.1f}"
 
 
 def write(result: dict[str, Any], output: Path | None) -> None:
