@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 SHARED_DATA ?= ../shared/data/crossner
 
-.PHONY: install run test test-unit lint triton bench bench-methods redis-server test-deps clean
+.PHONY: install run test test-unit lint triton bench bench-methods bench-serve redis-server test-deps clean
 
 install: $(STAMP)
 
@@ -92,6 +92,14 @@ bench-methods: install
 	done
 	$(BIN)/python -m tools.bench_table --methods runs/$(METHODS_TAG)-*.json
 	$(BIN)/python -m tools.bench_table --common $(SHARED_DATA) runs/$(METHODS_TAG)-*.json
+
+# Load through the HTTP API: a gateway started here, unseen music test sentences, 1-16 clients;
+# requests/s, p50/p95/p99, each stage's share and the gateway's CPU per request.
+SERVE_METHOD ?= baner
+bench-serve: install
+	mkdir -p runs
+	$(BIN)/nerve bench serve --data $(SHARED_DATA) --domain music --method $(SERVE_METHOD) \
+		--concurrency 1,4,8,16 --requests 100 --seconds 20 --output runs/bench-serve-$(SERVE_METHOD).json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
