@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -59,19 +58,20 @@ def test_a_level_counts_errors_and_stage_shares() -> None:
 
 
 def test_a_process_groups_cpu_counts_its_busy_member() -> None:
-    """A child in a group of its own spins for ~0.3 s of CPU: the group's counter grows by
-    about that much, while a sleeping child's group stays near zero."""
+    """A child in a group of its own spins for 0.3 s of CPU, then prints and sleeps: its
+    group's counter has grown by that much, while a sleeping child's group stays near zero."""
     spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
-    spin += "time.sleep(5)"
-    busy = subprocess.Popen([sys.executable, "-c", spin], start_new_session=True)
+    spin += "print('spun', flush=True)\ntime.sleep(30)"
+    busy = subprocess.Popen(
+        [sys.executable, "-c", spin], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
     idle = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(5)"], start_new_session=True
+        [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
     )
     try:
-        time.sleep(2.0)  # both interpreters started; the busy one finished spinning
-        assert group_cpu_seconds(busy.pid) >= 0.3
+        assert busy.stdout is not None and busy.stdout.readline() == "spun\n"
+        assert 0.3 <= group_cpu_seconds(busy.pid) < 5.0
         assert group_cpu_seconds(idle.pid) < 0.25  # interpreter start-up only
-        assert group_cpu_seconds(busy.pid) < 5.0
     finally:
         busy.kill()
         idle.kill()
