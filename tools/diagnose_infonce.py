@@ -454,7 +454,7 @@ def log(
     """Read a run's logged InfoNCE against what it would log at chance, step by step: replays
     the run's batch order over its prompts (tokenizer only) to know, for every step, the chance
     level log(N - 1) of its prompt and whether it had a counted anchor (a trainer before the
-    fix logged 0.0 for a prompt without one, inside the mean)."""
+    fix logged 0.0 for a prompt without one, inside the mean; a later log has no such zeros)."""
     from transformers import AutoTokenizer
 
     from trainers.wraner.config import load_config
@@ -488,17 +488,22 @@ def log(
         counted = [c for c in per_step if c is not None]
         logged_mean = _mean([logged[s]["contrastive_loss"] for s in group])
         share = len(counted) / len(per_step)
+        # A trainer since the fix logs `contrastive_chance` and averages over anchored prompts
+        # only: no logged zeros to divide out.
+        fixed_log = all("contrastive_chance" in logged[s] for s in group)
         rows.append(
             {
                 "steps": f"{previous + 1}-{group[-1]}",
                 "logged": logged_mean,
                 "with_anchor_share": round(share, 3),
                 "chance_with_zeros": _mean([c or 0.0 for c in per_step]),
-                "logged_per_anchored_prompt": round(logged_mean / share, 4),
+                "logged_per_anchored_prompt": round(
+                    logged_mean if fixed_log else logged_mean / share, 4
+                ),
                 "chance_per_anchored_prompt": _mean(counted),
             }
         )
-    typer.echo("| steps | logged | share with anchors | logged / share | chance | excess |")
+    typer.echo("| steps | logged | share with anchors | per anchored prompt | chance | excess |")
     typer.echo("|" + " --- |" * 6)
     for r in rows:
         excess = r["logged_per_anchored_prompt"] - r["chance_per_anchored_prompt"]
