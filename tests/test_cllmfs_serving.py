@@ -30,10 +30,10 @@ def test_the_shipped_config_is_the_fold_a_run_plus_the_contrastive_settings() ->
     different = {
         name for name in CllmfsConfig.model_fields if getattr(config, name) != getattr(fold_a, name)
     }
-    # where the run kept its data and caches, and the shortened budget (see its summary); the
-    # shipped adapter compared raw hidden states (trained before contrastive_normalise existed)
-    assert different <= {"data_dir", "model_cache_dir", "steps", "contrastive_normalise"}
-    assert config.contrastive_normalise == "none"
+    # only where the run kept its data, caches and checkpoints: the same budget as the shipped
+    # IF-WRANER adapter (1,000 steps) and the config's contrastive view (rmsnorm)
+    assert different <= {"data_dir", "model_cache_dir", "run_dir"}
+    assert config.steps == 1000 and config.contrastive_normalise == "rmsnorm"
 
 
 async def test_behind_triton_method_cllmfs_calls_its_own_model() -> None:
