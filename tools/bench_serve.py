@@ -16,8 +16,9 @@ requests the Triton model of the method's name answered and in how many ``execut
 
 A gateway started here also reports its **CPU per request**: the user + system CPU time of its
 process group (the gateway, Milvus Lite's server, their reaped children; from ``/proc``) over
-the level, divided by the level's requests. With the machine's cores this gives the level's
-ceiling, ``cores x 1000 / CPU ms``: the requests/s no scheduling of this work could exceed.
+the level, divided by the level's requests. With the cores the run may use this gives the
+level's ceiling, ``cores x 1000 / CPU ms``: the requests/s no scheduling of this work could
+exceed (not with ``--triton-stats``: Triton's own CPU is not counted).
 """
 
 from __future__ import annotations
@@ -417,9 +418,11 @@ def render_table(result: dict[str, Any]) -> Any:
     if triton:
         columns += ["triton requests", "triton executes"]
     cpu = any(r.get("server_cpu_ms_per_request") is not None for r in result["levels"])
-    cores = result["machine"]["cpus"] or 1
+    # The cores this run may use (taskset narrows them); with Triton the gateway's CPU is
+    # only part of a request's, so no ceiling follows from it.
+    cores = len(result["machine"]["affinity"] or []) or result["machine"]["cpus"] or 1
     if cpu:
-        columns += ["CPU ms/req", f"ceiling req/s ({cores} cores)"]
+        columns += ["gateway CPU ms/req"] + ([] if triton else [f"ceiling req/s ({cores} cores)"])
     for column in columns:
         table.add_column(column, justify="left" if column == "method" else "right")
     for r in result["levels"]:
@@ -434,14 +437,16 @@ def render_table(result: dict[str, Any]) -> Any:
             f"{r['p99_ms']:.0f}",
             *(f"{r['stage_share'][s] * 100:.0f}" for s in (*STAGES, "other")),
             *((str(r.get("triton_requests")), str(r.get("triton_executions"))) if triton else ()),
-            *(_cpu_cells(r.get("server_cpu_ms_per_request"), cores) if cpu else ()),
+            *(_cpu_cells(r.get("server_cpu_ms_per_request"), cores, triton) if cpu else ()),
         )
     return table
 
 
-def _cpu_cells(cpu_ms: float | None, cores: int) -> tuple[str, str]:
+def _cpu_cells(cpu_ms: float | None, cores: int, triton: bool) -> tuple[str, ...]:
     if not cpu_ms:
-        return "-", "-"
+        return ("-",) if triton else ("-", "-")
+    if triton:
+        return (f"{cpu_ms:.1f}",)
     return f"{cpu_ms:.1f}", f"{cores * 1000 / cpu_ms:.1f}"
 
 
