@@ -437,17 +437,16 @@ def render_table(result: dict[str, Any]) -> Any:
             f"{r['p99_ms']:.0f}",
             *(f"{r['stage_share'][s] * 100:.0f}" for s in (*STAGES, "other")),
             *((str(r.get("triton_requests")), str(r.get("triton_executions"))) if triton else ()),
-            *(_cpu_cells(r.get("server_cpu_ms_per_request"), cores, triton) if cpu else ()),
+            *(_cpu_cells(r.get("server_cpu_ms_per_request"), cores, not triton) if cpu else ()),
         )
     return table
 
 
-def _cpu_cells(cpu_ms: float | None, cores: int, triton: bool) -> tuple[str, ...]:
-    if not cpu_ms:
-        return ("-",) if triton else ("-", "-")
-    if triton:
-        return (f"{cpu_ms:.1f}",)
-    return f"{cpu_ms:.1f}", f"{cores * 1000 / cpu_ms:.1f}"
+def _cpu_cells(cpu_ms: float | None, cores: int, with_ceiling: bool) -> list[str]:
+    cells = [f"{cpu_ms:.1f}" if cpu_ms else "-"]
+    if with_ceiling:
+        cells.append(f"{cores * 1000 / cpu_ms:.1f}" if cpu_ms else "-")
+    return cells
 
 
 def write(result: dict[str, Any], output: Path | None) -> None:
