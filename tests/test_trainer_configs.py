@@ -32,3 +32,11 @@ def test_a_cllmfs_fold_is_its_wraner_fold_plus_the_contrastive_term(fold: str) -
     shared = wraner.model_dump(exclude={"run_dir"})
     assert {k: v for k, v in cllmfs.model_dump().items() if k in shared} == shared
     assert isinstance(cllmfs, CllmfsConfig) and cllmfs.contrastive_weight > 0
+
+
+def test_the_lowercase_run_is_fold_a_plus_lowercased_sentences() -> None:
+    configs = REPO_ROOT / "trainers" / "configs"
+    fold_a = load_config(configs / "gemma3-270m-cpu-fold-a.yaml")
+    lowercase = load_config(configs / "gemma3-270m-cpu-fold-a-lowercase.yaml")
+    differ = {k for k, v in lowercase.model_dump().items() if fold_a.model_dump()[k] != v}
+    assert differ == {"lowercase_share", "run_dir"} and 0 < lowercase.lowercase_share < 1

@@ -225,6 +225,47 @@ def test_build_prompts_retrieves_from_pool_never_the_sentence(tmp_path: Path) ->
 
 
 @pytest.mark.integration
+def test_lowercase_share_sends_the_sentence_lowercased_not_its_examples(tmp_path: Path) -> None:
+    """Retrieval and prompt see the lowercased sentence; the gold spans (same offsets) give a
+    lowercased answer; the retrieved examples keep their case; the cased copy of the query in
+    the pool is still never retrieved."""
+    from trainers.wraner.prompts import build_prompts
+
+    _write_toy_split(tmp_path / "toy" / "train.txt", PERSON_CITY, {"Peter": NAMES, "Paris": CITIES})
+    config = _toy_config(tmp_path, num_prompts=3, lowercase_share=1.0)
+    prompts = build_prompts(config, None, work_dir=tmp_path, progress=False)
+    assert len(prompts) == 3
+    for p in prompts:
+        query, blocks = _sentence_blocks(p.prompt)
+        assert p.lowercased and query == query.lower() and query.endswith("today")
+        name, city = query.split()[0], query.split()[2]
+        assert p.answer.startswith(f"{name} | person\n{city} | location\n")
+        assert len(blocks) == 2 and all(b[0].isupper() for b in blocks)
+        assert all(b.split("\n", 1)[0].lower() != query for b in blocks)
+    cased = build_prompts(_toy_config(tmp_path, num_prompts=3), None, tmp_path, progress=False)
+    assert not any(p.lowercased for p in cased)
+    assert [_sentence_blocks(p.prompt)[0].lower() for p in cased] == [
+        _sentence_blocks(p.prompt)[0] for p in prompts
+    ]
+
+
+def test_lowercase_share_zero_keeps_the_cached_prompts_fingerprint(tmp_path: Path) -> None:
+    from trainers.wraner.prompts import fingerprint
+
+    base = _toy_config(tmp_path)
+    assert fingerprint(base) == fingerprint(_toy_config(tmp_path, lowercase_share=0.0))
+    assert fingerprint(base) != fingerprint(_toy_config(tmp_path, lowercase_share=0.3))
+
+
+def test_an_example_lowercased_keeps_its_spans_or_says_it_cannot() -> None:
+    example = _example()
+    lower = example.lowercased()
+    assert lower is not None and lower.text == example.text.lower()
+    assert lower.mentions() == [(m.lower(), t) for m, t in example.mentions()]
+    assert Example(text="İstanbul is big").lowercased() is None
+
+
+@pytest.mark.integration
 def test_extra_sources_keep_their_own_types_and_pool(tmp_path: Path) -> None:
     """An extra domain's prompts list its types and retrieve only its own sentences."""
     from trainers.wraner.prompts import build_prompts

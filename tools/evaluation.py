@@ -295,15 +295,15 @@ def lowercased(examples: list[Example], first: int = 0) -> list[Example]:
     lowercasing changes a text's length (e.g. "İ" becomes two characters)."""
     out = []
     for index, example in enumerate(examples):
-        text = example.text.lower()
-        if len(text) != len(example.text):
+        lower = example.lowercased()
+        if lower is None:
             changed = next(c for c in example.text if len(c.lower()) != 1)
             raise LowercaseShiftsOffsets(
                 f"sentence {first + index}: lowercasing {changed!r} changes the text's length "
-                f"({len(example.text)} -> {len(text)} characters), so its gold offsets would "
-                "not fit; score it without --lowercase"
+                f"({len(example.text)} -> {len(example.text.lower())} characters), so its gold "
+                "offsets would not fit; score it without --lowercase"
             )
-        out.append(example.model_copy(update={"text": text}))
+        out.append(lower)
     return out
 
 

@@ -38,6 +38,13 @@ class Example(BaseModel):
         """(surface, type) pairs in textual order."""
         return [(s.surface(self.text), s.type) for s in sorted(self.entities, key=_span_key)]
 
+    def lowercased(self) -> Example | None:
+        """The same sentence lowercased, its spans unchanged (text as people type it into a
+        chat or a search box); None where lowercasing changes the text's length ("İ" becomes
+        two characters), so the spans' offsets would no longer fit."""
+        text = self.text.lower()
+        return self.model_copy(update={"text": text}) if len(text) == len(self.text) else None
+
 
 class Entity(BaseModel):
     """A predicted entity, grounded to the query text, with the model's confidence."""

@@ -77,6 +77,13 @@ class WranerConfig(BaseModel):
         le=1,
         description="Share of prompts whose types are renamed to paraphrases (same descriptions).",
     )
+    lowercase_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of training sentences sent lowercased (retrieval and prompt, gold "
+        "spans unchanged; the examples keep their case): text as people type it.",
+    )
     max_seq_tokens: int = Field(512, ge=32, description="Longest prompt+answer; k shrinks to fit.")
 
     # --- LoRA --------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ types removed (their gold spans leave the answer, and the examples' answers, wit
 the entity-type order is shuffled in a share of prompts. A third, optional one renames the
 types of a share of prompts to paraphrases (``person`` -> ``individual``, descriptions kept), so
 that CoNLL's label names stop being an answer in themselves: the model must map the sentence to
-whatever the type list calls things, as it must in a new domain.
+whatever the type list calls things, as it must in a new domain. A fourth, optional one sends a
+share of the training sentences lowercased (the retrieved examples keep their case), because
+users type lowercase text into chats and search boxes and a model tuned on cased text alone
+loses names there (measured in docs/benchmarks.md).
 
 Besides the main source (CoNLL-2003 by default), ``extra_sources`` adds other labelled domains,
 each retrieving from its own pool with its own type list: many fine-grained types per prompt and
@@ -102,6 +105,7 @@ class TrainPrompt:
     shuffled: bool
     k: int
     renamed: dict[str, str] = field(default_factory=dict)
+    lowercased: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,9 @@ def render_prompt(
 def fingerprint(config: WranerConfig) -> str:
     """What the cached prompts depend on: data fields, prompt version, type descriptions."""
     data: dict[str, object] = {f: getattr(config, f) for f in _PROMPT_FIELDS}
+    if config.lowercase_share:
+        # Only when used: runs from before the setting keep their cached prompts.
+        data["lowercase_share"] = config.lowercase_share
     data["prompt_version"] = PROMPT_VERSION
     data["descriptions"] = [CROSSNER_TYPE_DESCRIPTIONS, LOCATION_WITH_COUNTRIES]
     return hashlib.sha256(json.dumps(data, default=str, sort_keys=True).encode()).hexdigest()[:16]
@@ -278,13 +285,20 @@ def _source_prompts(
     log.info("%s: indexing %d pool sentences", source.name, len(pool))
     retriever.index(TENANT, source.name, pool)
     prompts: list[TrainPrompt] = []
-    for example in tqdm(queries, desc=f"prompts {source.name}", disable=not progress):
+    for original in tqdm(queries, desc=f"prompts {source.name}", disable=not progress):
+        # No draw at all when the share is 0: seeds give the prompts they gave before.
+        lower = (
+            original.lowercased()
+            if config.lowercase_share > 0 and rng.random() < config.lowercase_share
+            else None
+        )
+        example = lower or original
         hits = retriever.retrieve(
             TENANT,
             source.name,
             example.text,
             config.k,
-            exclude_ids=[example.id or "", *ids_by_text.get(_key(example.text), [])],
+            exclude_ids=[example.id or "", *ids_by_text.get(_key(original.text), [])],
             exclude_same_text=True,
         )
         retrieved = [h.example for h in hits]
@@ -310,6 +324,7 @@ def _source_prompts(
                     shuffled=variant.shuffled,
                     k=used,
                     renamed=variant.renamed,
+                    lowercased=lower is not None,
                 )
             )
     return prompts
