@@ -16,6 +16,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from app.core.readers import read_split
 from app.core.scoring import ERROR_KINDS, score
 
@@ -69,10 +71,42 @@ def spans(rows: list[list[dict]], drop_misc: bool) -> list[list[tuple[int, int, 
     ]
 
 
+def sentence_tp_fp_fn(
+    gold: list[list[tuple[int, int, str]]], pred: list[list[tuple[int, int, str]]]
+) -> np.ndarray:
+    """Per sentence (tp, fp, fn) of exact (start, end, type) matches."""
+    rows = []
+    for g, p in zip(gold, pred, strict=True):
+        g_set, p_set = set(g), set(p)
+        rows.append((len(g_set & p_set), len(p_set - g_set), len(g_set - p_set)))
+    return np.array(rows, dtype=np.int64)
+
+
+def f1(summed: np.ndarray) -> np.ndarray:
+    tp, fp, fn = summed[..., 0], summed[..., 1], summed[..., 2]
+    return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+
+
+def paired_bootstrap(
+    per_domain: dict[str, tuple[np.ndarray, np.ndarray]], draws: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """95% interval of (B - A) of the domain-averaged micro-F1, sentences resampled within
+    each domain, both methods on the same draw; and the share of draws where B - A > 0."""
+    rng = np.random.default_rng(seed)
+    diffs = np.zeros(draws)
+    for a, b in per_domain.values():
+        idx = rng.integers(0, len(a), size=(draws, len(a)))
+        diffs += f1(b[idx].sum(axis=1)) - f1(a[idx].sum(axis=1))
+    diffs *= 100 / len(per_domain)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(low), float(high), float((diffs > 0).mean())
+
+
 def main(first_dir: str, rest_dir: str, out_dir: str, methods: list[str]) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table: dict[str, dict[str, tuple[float, float, float, float]]] = {}
+    sentence_counts: dict[str, dict[tuple[str, bool], np.ndarray]] = {}
     errors: dict[str, dict[str, dict[str, int]]] = {}
     for spec in methods:
         method, patterns = spec.split("=")
@@ -89,6 +123,10 @@ def main(first_dir: str, rest_dir: str, out_dir: str, methods: list[str]) -> Non
             ]
             no_misc = [[g for g in sentence if g[2] != "misc"] for sentence in gold]
             with_misc = score(gold, spans(rows, False))
+            for drop in (False, True):
+                sentence_counts.setdefault(method, {})[(domain, drop)] = sentence_tp_fp_fn(
+                    no_misc if drop else gold, spans(rows, drop)
+                )
             without = score(no_misc, spans(rows, True))
             p95 = statistics.quantiles(latencies, n=20)[-1]
             table.setdefault(method, {})[domain] = (
@@ -125,6 +163,20 @@ def main(first_dir: str, rest_dir: str, out_dir: str, methods: list[str]) -> Non
             e = errors[method][domain]
             share = " | ".join(f"{e[k]} ({100 * e[k] / e['gold']:.0f}%)" for k in ERROR_KINDS)
             print(f"| {method} | {domain} | {p50:.0f} | {p95:.0f} | {e['gold']} | {share} |")
+
+    methods_done = list(sentence_counts)
+    if len(methods_done) == 2:
+        a, b = methods_done
+        print(f"\nPaired bootstrap, {b} - {a}, average micro-F1 over the domains both finished:")
+        for drop in (False, True):
+            shared = {
+                d: (sentence_counts[a][(d, drop)], sentence_counts[b][(d, drop)])
+                for d in DOMAINS
+                if (d, drop) in sentence_counts[a] and (d, drop) in sentence_counts[b]
+            }
+            low, high, share = paired_bootstrap(shared)
+            label = "without misc" if drop else "with misc"
+            print(f"- {label}: 95% interval [{low:+.2f}, {high:+.2f}], {b} ahead in {share:.0%}")
 
 
 if __name__ == "__main__":
