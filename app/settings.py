@@ -218,8 +218,10 @@ class Settings(BaseSettings):
     triton_retries: int = Field(2, ge=0, description="Retries on UNAVAILABLE per Triton call.")
 
     # --- methods -------------------------------------------------------------------------------
-    default_method: str = Field(
-        "wraner", description="The method answering requests that name none (must be served)."
+    default_method: str | None = Field(
+        None,
+        description="The method answering requests that name none (must be served); unset = "
+        "auto where it is served (encoder methods on, calibration present), else wraner.",
     )
 
     # --- encoder methods (BANER, LAR) --------------------------------------------------------

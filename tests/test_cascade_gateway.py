@@ -117,7 +117,7 @@ def test_auto_routed_merges_the_encoders_and_the_llms_answers(
         assert routed_counts(client) == (1.0, 0.0)
 
 
-def test_auto_unrouted_is_the_encoders_answer_with_calibrated_scores_and_can_be_the_default(
+def test_auto_unrouted_is_the_encoders_answer_with_calibrated_scores_and_is_the_default(
     make_client: MakeClient, tmp_path: Path
 ) -> None:
     calibration = write_calibration(tmp_path / "calibration.json")
@@ -125,7 +125,7 @@ def test_auto_unrouted_is_the_encoders_answer_with_calibrated_scores_and_can_be_
         tmp_path / "data",
         cascade_calibration=calibration,
         cascade_route_threshold=0.0,  # never routed
-        default_method="auto",
+        default_method=None,  # the product's default (the test apps pin wraner)
     ) as client:
         setup(client)
         listed = client.get("/v1/methods").json()

@@ -61,6 +61,7 @@ def run(
                 "text": "Maria Lopez lost her Pixel 8 in Oslo.",
                 "domain": "support",
                 "entity_types": ["person", "product", "location"],
+                "method": "wraner",  # LAR's post-processing of the LLM's answer, not the cascade
             },
         ).json()
         return body, client.get("/metrics").text

@@ -140,6 +140,17 @@ def test_one_registry_line_serves_a_new_method(
         )
 
 
+def test_unset_default_is_auto_where_served_else_wraner(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    served = {name: EchoHandler() for name in ("wraner", "baner", "auto")}
+    assert registry.default_method(served) == "auto"
+    assert registry.default_method({"wraner": EchoHandler()}) == "wraner"
+    # No encoder methods, so no auto: the default falls back to the LLM instead of failing.
+    with make_client(tmp_path, encoder_methods=False, default_method=None) as client:
+        assert client.get("/v1/methods").json()["default"] == "wraner"
+
+
 def test_the_default_method_must_be_served(make_client: MakeClient, tmp_path: Path) -> None:
     with (
         pytest.raises(ValueError, match="NERVE_DEFAULT_METHOD='baner' is not served"),

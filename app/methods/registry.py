@@ -195,4 +195,17 @@ def build_registry(settings: Settings, generator: Generator, metrics: Metrics) -
         handler = build(deps)
         if handler is not None:
             handlers[name] = handler
-    return MethodRegistry(handlers, settings.default_method)
+    return MethodRegistry(handlers, settings.default_method or default_method(handlers))
+
+
+# Unset NERVE_DEFAULT_METHOD: the cascade, which beats wraner on every measured variant
+# (full CrossNER test sets; bare type names; lowercased text: docs/benchmarks.md), where a
+# deployment serves it; else the LLM alone.
+DEFAULT_PREFERENCE = ("auto", "wraner")
+
+
+def default_method(handlers: Mapping[str, MethodHandler]) -> str:
+    """The first of :data:`DEFAULT_PREFERENCE` that ``handlers`` serve (else the first served)."""
+    return next(
+        (name for name in DEFAULT_PREFERENCE if name in handlers), next(iter(handlers), "wraner")
+    )
