@@ -16,6 +16,7 @@ from app.settings import CROSSNER_DIR
 from trainers.wraner.config import WranerConfig
 from trainers.wraner.prompts import (
     TYPE_ALIASES,
+    TrainPrompt,
     TypeVariant,
     render_prompt,
     split_source,
@@ -247,6 +248,27 @@ def test_lowercase_share_sends_the_sentence_lowercased_not_its_examples(tmp_path
     assert [_sentence_blocks(p.prompt)[0].lower() for p in cased] == [
         _sentence_blocks(p.prompt)[0] for p in prompts
     ]
+
+
+@pytest.mark.integration
+def test_lowercase_share_changes_only_which_sentences_are_lowercased(tmp_path: Path) -> None:
+    """The lowercase draw has its own random stream: the type variants (drops, shuffles,
+    renames) are those of the same config without it, so a comparison of the two adapters
+    measures the lowercasing, not another draw of the variants."""
+    from trainers.wraner.prompts import build_prompts
+
+    _write_toy_split(tmp_path / "toy" / "train.txt", PERSON_CITY, {"Peter": NAMES, "Paris": CITIES})
+    shares = {"drop_types_share": 0.5, "shuffle_types_share": 0.5, "rename_types_share": 0.5}
+    base = build_prompts(_toy_config(tmp_path, **shares), None, tmp_path, progress=False)
+    mixed = build_prompts(
+        _toy_config(tmp_path, lowercase_share=0.5, **shares), None, tmp_path, progress=False
+    )
+
+    def variants(prompts: list[TrainPrompt]) -> list[tuple[object, ...]]:
+        return [(p.id, p.types, p.removed, p.shuffled, p.renamed) for p in prompts]
+
+    assert variants(mixed) == variants(base)
+    assert any(p.lowercased for p in mixed) and not any(p.lowercased for p in base)
 
 
 def test_lowercase_share_zero_keeps_the_cached_prompts_fingerprint(tmp_path: Path) -> None:

@@ -249,6 +249,9 @@ def build_prompts(
 
     embedder = SentenceTransformerEmbedder(config.embedder_model, word_mode=config.word_embedding)
     rng = random.Random(config.seed)
+    # Its own stream: which sentences are lowercased must not change the type variants, so a
+    # lowercase_share run differs from its base config only in those sentences.
+    lowercase_rng = random.Random(f"{config.seed}:lowercase")
     prompts: list[TrainPrompt] = []
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -259,7 +262,9 @@ def build_prompts(
                 embedder, store, mode=config.retrieval, word_hits=config.word_hits
             )
             for source in sources_of(config):
-                prompts += _source_prompts(config, source, retriever, rng, count_tokens, progress)
+                prompts += _source_prompts(
+                    config, source, retriever, rng, lowercase_rng, count_tokens, progress
+                )
         finally:
             store.close()
     return prompts
@@ -270,6 +275,7 @@ def _source_prompts(
     source: Source,
     retriever: Retriever,
     rng: random.Random,
+    lowercase_rng: random.Random,
     count_tokens: Callable[[str], int] | None,
     progress: bool,
 ) -> list[TrainPrompt]:
@@ -286,10 +292,9 @@ def _source_prompts(
     retriever.index(TENANT, source.name, pool)
     prompts: list[TrainPrompt] = []
     for original in tqdm(queries, desc=f"prompts {source.name}", disable=not progress):
-        # No draw at all when the share is 0: seeds give the prompts they gave before.
         lower = (
             original.lowercased()
-            if config.lowercase_share > 0 and rng.random() < config.lowercase_share
+            if config.lowercase_share > 0 and lowercase_rng.random() < config.lowercase_share
             else None
         )
         example = lower or original
