@@ -229,8 +229,10 @@ def fingerprint(config: WranerConfig) -> str:
     """What the cached prompts depend on: data fields, prompt version, type descriptions."""
     data: dict[str, object] = {f: getattr(config, f) for f in _PROMPT_FIELDS}
     if config.lowercase_share:
-        # Only when used: runs from before the setting keep their cached prompts.
+        # Only when used: runs from before the setting keep their cached prompts. The draw's
+        # stream is named so prompts cached under the old shared-stream draw are rebuilt.
         data["lowercase_share"] = config.lowercase_share
+        data["lowercase_draw"] = "own-stream"
     data["prompt_version"] = PROMPT_VERSION
     data["descriptions"] = [CROSSNER_TYPE_DESCRIPTIONS, LOCATION_WITH_COUNTRIES]
     return hashlib.sha256(json.dumps(data, default=str, sort_keys=True).encode()).hexdigest()[:16]

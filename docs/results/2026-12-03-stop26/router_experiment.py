@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from gap_analysis import gain  # the same directory
 from sklearn.ensemble import GradientBoostingClassifier
 
 from app.core.cascade import Calibrator, CascadePolicy, TypeInfo, candidates
@@ -63,12 +64,6 @@ def features(s: Sentence, policy: CascadePolicy) -> list[float]:
     ]
 
 
-def net(s: Sentence, entities: list) -> int:
-    gold = {(e.start, e.end, e.type) for e in s.example.entities}
-    pred = {(e.start, e.end, e.type) for e in entities}
-    return 2 * len(gold & pred) - len(pred)
-
-
 def main(runs: Path) -> None:
     rows = []  # (domain, sentence, features, baseline route score, gain, union, baner answers)
     for d, fold in FOLDS.items():
@@ -85,7 +80,7 @@ def main(runs: Path) -> None:
                     s,
                     features(s, policy),
                     policy.route_score(text, s.encoder, s.types),
-                    net(s, union) - net(s, alone),
+                    gain(s, union),  # BANER alone is `alone` (its answer, rescored)
                     union,
                     alone,
                 )
