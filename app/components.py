@@ -15,6 +15,8 @@ from app.cache.base import Cache
 from app.cache.counted import CountedCache
 from app.cache.embeddings import QueryEmbeddingCache
 from app.cache.factory import build_cache, build_redis
+from app.core.gazetteer import GazetteerPolicy
+from app.domains.gazetteers import GazetteerCache
 from app.domains.service import DomainService
 from app.embedding.base import Embedder
 from app.embedding.sentence_transformers import SentenceTransformerEmbedder
@@ -174,6 +176,7 @@ def build_components(
             mode=f"{settings.retrieval}:{settings.word_embedding}",
             ttl_s=settings.cache_ttl_s,
         ),
+        gazetteers=build_gazetteers(settings, store),
     )
     caches = list({id(c): c for c in (cache, records.cache)}.values())
     feedback = FeedbackService(records, domains, metrics)
@@ -201,4 +204,20 @@ def build_components(
         jobs=jobs,
         limiter=InFlightLimiter(settings.max_in_flight, metrics),
         authenticator=authenticator,
+    )
+
+
+def build_gazetteers(settings: Settings, store: VectorStore) -> GazetteerCache | None:
+    if not settings.gazetteer:
+        return None
+    policy = GazetteerPolicy(
+        min_type_share=settings.gazetteer_min_type_share,
+        min_entity_rate=settings.gazetteer_min_entity_rate,
+        min_add_chars=settings.gazetteer_min_add_chars,
+    )
+    return GazetteerCache(
+        store,
+        policy,
+        max_domains=settings.gazetteer_domains,
+        max_examples=settings.gazetteer_max_examples,
     )

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from app.core.types import Example
+from app.core.words import same_text_key
 from app.embedding.base import Embedder, WordVectors
 from app.store.base import IndexedExample, VectorStore
 
@@ -163,11 +164,11 @@ class Retriever:
         wanted = ranked[:fetch]
         examples = self.store.get_examples(tenant, domain, [i for i, _ in wanted])
         score_of = dict(wanted)
-        query_key = _same_text_key(search.query.text)
+        query_key = same_text_key(search.query.text)
         out = [
             Retrieved(e, score_of[e.id or ""])
             for e in examples
-            if not (search.exclude_same_text and _same_text_key(e.text) == query_key)
+            if not (search.exclude_same_text and same_text_key(e.text) == query_key)
         ]
         return out[: search.k]
 
@@ -232,9 +233,3 @@ class Retriever:
             h.example_id: h.score
             for h in self.store.search_sentences(tenant, domain, query.sentence, k)
         }
-
-
-def _same_text_key(text: str) -> str:
-    """What makes two sentences "the same" for ``exclude_same_text``: spacing and case aside
-    (a lowercased test sentence must not find its own cased copy in the pool)."""
-    return " ".join(text.split()).lower()

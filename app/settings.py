@@ -278,6 +278,30 @@ class Settings(BaseSettings):
         "model_repository/cascade/calibration-fold-a.json (the shipped adapter's fold).",
     )
 
+    # --- the domain's gazetteer (names its stored examples labelled; app/core/gazetteer.py) ---
+    gazetteer: bool = Field(
+        True,
+        description="Retype returned spans, and add unclaimed names, by the labels of the "
+        "domain's stored examples (every method; measured in docs/benchmarks.md).",
+    )
+    gazetteer_min_type_share: float = Field(
+        0.5, ge=0, lt=1, description="A name's majority type must have more than this share."
+    )
+    gazetteer_min_entity_rate: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A name is added where it occurs only if the pool labels it in at least "
+        "this share of its occurrences.",
+    )
+    gazetteer_min_add_chars: int = Field(
+        4, ge=1, description="Shorter names are retyped but never added."
+    )
+    gazetteer_domains: int = Field(64, ge=1, description="Gazetteers kept in memory (LRU).")
+    gazetteer_max_examples: int = Field(
+        200_000, ge=1, description="Examples of a domain read to build its gazetteer."
+    )
+
     # --- escalation --------------------------------------------------------------------------
     default_score_threshold: float = Field(
         0.5, ge=0, le=1, description="Entities scoring under this escalate (domain default)."

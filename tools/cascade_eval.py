@@ -26,12 +26,14 @@ import argparse
 import json
 import statistics
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from app.core.cascade import RULES, Calibrator, CascadePolicy, Merged, Rule
+from app.core.gazetteer import Gazetteer
+from app.core.readers import read_split
 from app.core.scoring import score
 from app.core.types import Entity
 from trainers.cascade_calibration import Sentence, load_sentences, read_predictions
@@ -48,11 +50,31 @@ class Answered:
     latency_ms: float | None
 
 
-def answer_all(sentences: Sequence[Sentence], policy: CascadePolicy) -> list[Answered]:
+def with_gazetteer(
+    s: Sentence, entities: Sequence[Entity], gazetteer: Gazetteer | None
+) -> list[Entity]:
+    """What the gateway's pipeline does after the method (``nerve eval`` excludes the query's
+    own text from the pool, so does this)."""
+    if gazetteer is None:
+        return list(entities)
+    names = {t.name for t in s.types}
+    return gazetteer.apply(s.example.text, entities, names, exclude_text=s.example.text)
+
+
+def answer_all(
+    sentences: Sequence[Sentence], policy: CascadePolicy, gazetteer: Gazetteer | None = None
+) -> list[Answered]:
     out: list[Answered] = []
     for s in sentences:
         routed = policy.route(s.example.text, s.encoder, s.types)
         merged = policy.merge(s.example.text, s.encoder, s.llm if routed else None, s.types)
+        if gazetteer is not None:
+            source = {
+                (e.start, e.end): f for e, f in zip(merged.entities, merged.sources, strict=True)
+            }
+            entities = with_gazetteer(s, merged.entities, gazetteer)
+            sources = [source.get((e.start, e.end), "gazetteer") for e in entities]
+            merged = replace(merged, entities=entities, sources=sources)
         latency = None
         if s.encoder_ms is not None:
             latency = s.encoder_ms + ((s.llm_ms or 0.0) if routed else 0.0)
@@ -98,10 +120,15 @@ def summarise(answered: Sequence[Answered]) -> dict[str, Any]:
     }
 
 
-def baseline(sentences: Sequence[Sentence], which: str) -> dict[str, Any]:
+def baseline(
+    sentences: Sequence[Sentence], which: str, gazetteers: Mapping[str, Gazetteer]
+) -> dict[str, Any]:
     by_domain: dict[str, list[tuple[Sentence, Sequence[Entity]]]] = {}
     for s in sentences:
-        by_domain.setdefault(s.domain, []).append((s, s.encoder if which == "baner" else s.llm))
+        answer = s.encoder if which == "baner" else s.llm
+        by_domain.setdefault(s.domain, []).append(
+            (s, with_gazetteer(s, answer, gazetteers.get(s.domain)))
+        )
     ms = [
         m
         for m in (s.encoder_ms if which == "baner" else s.llm_ms for s in sentences)
@@ -183,14 +210,18 @@ def run(
     thresholds: Sequence[float],
     rule: Rule,
     threshold: float,
+    gazetteers: Mapping[str, Gazetteer] | None = None,
 ) -> dict[str, Any]:
     everything = [s for ss in sentences_by_domain.values() for s in ss]
+    gazetteers = gazetteers or {}
 
     def answered(r: Rule, t: float) -> list[Answered]:
         return [
             a
             for domain, ss in sentences_by_domain.items()
-            for a in answer_all(ss, CascadePolicy(r, t, calibrators[domain]))
+            for a in answer_all(
+                ss, CascadePolicy(r, t, calibrators[domain]), gazetteers.get(domain)
+            )
         ]
 
     sweep = [
@@ -202,8 +233,9 @@ def run(
     table = reliability(chosen)
     return {
         "sentences": {d: len(ss) for d, ss in sentences_by_domain.items()},
-        "baner": baseline(everything, "baner"),
-        "wraner": baseline(everything, "wraner"),
+        "gazetteer": bool(gazetteers),
+        "baner": baseline(everything, "baner", gazetteers),
+        "wraner": baseline(everything, "wraner", gazetteers),
         "sweep": sweep,
         "chosen": {"rule": rule, "route_threshold": threshold, **summarise(chosen)},
         "escalation_low_score": escalation_curve(chosen, ESCALATION_THRESHOLDS, False),
@@ -214,11 +246,14 @@ def run(
 
 
 def compare(
-    sentences: Sequence[Sentence], policy: CascadePolicy, real: Sequence[Sequence[Entity]]
+    sentences: Sequence[Sentence],
+    policy: CascadePolicy,
+    real: Sequence[Sequence[Entity]],
+    gazetteer: Gazetteer | None = None,
 ) -> dict[str, int]:
     """How many of a real auto run's answers (the first ones) have the offline answer's spans
     and types."""
-    offline = answer_all(sentences[: len(real)], policy)
+    offline = answer_all(sentences[: len(real)], policy, gazetteer)
     identical = sum(
         {(e.start, e.end, e.type) for e in a.merged.entities}
         == {(e.start, e.end, e.type) for e in r}
@@ -308,6 +343,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="File stem (in --runs) of a real `nerve eval --method auto` run, with {domain}: "
         "how many sentences it answered exactly as the offline --rule/--threshold did.",
     )
+    parser.add_argument(
+        "--gazetteer",
+        action="store_true",
+        help="Apply each domain's gazetteer (its --pool-split examples) after every method, as "
+        "the gateway does with NERVE_GAZETTEER=true (the runs themselves had it off).",
+    )
+    parser.add_argument("--pool-split", default="train")
     parser.add_argument("--output", type=Path, help="Also write the JSON result here.")
     args = parser.parse_args(argv)
     sentences: dict[str, list[Sentence]] = {}
@@ -328,7 +370,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             sentences[domain] = sentences[domain][: args.limit]
         calibrators[domain] = Calibrator.load(Path(path))
     thresholds = [float(t) for t in args.thresholds.split(",")]
-    result = run(sentences, calibrators, thresholds, args.rule, args.threshold)
+    gazetteers = {
+        domain: Gazetteer.from_examples(read_split(args.data, domain, args.pool_split))
+        for domain in sentences
+        if args.gazetteer
+    }
+    result = run(sentences, calibrators, thresholds, args.rule, args.threshold, gazetteers)
     if args.compare:
         result["compare"] = {
             domain: compare(
@@ -337,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 read_predictions(
                     (args.runs / args.compare.format(domain=domain)).with_suffix(".jsonl")
                 ),
+                gazetteers.get(domain),
             )
             for domain, ss in sentences.items()
         }

@@ -37,6 +37,12 @@ def split_words(text: str) -> list[Word]:
     return words
 
 
+def same_text_key(text: str) -> str:
+    """What makes two sentences "the same" for ``exclude_same_text``: spacing and case aside
+    (a lowercased test sentence must not find its own cased copy in the pool)."""
+    return " ".join(text.split()).lower()
+
+
 def _is_mark(char: str) -> bool:
     return unicodedata.category(char).startswith("M")
 

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import ValidationError
 
@@ -15,9 +15,11 @@ from app.batched_retrieval import BatchedRetrieval
 from app.cache.counted import CountedCache
 from app.cache.embeddings import QueryEmbeddingCache
 from app.cache.keys import answer_key
+from app.core.gazetteer import Gazetteer
 from app.core.prompt import PROMPT_VERSION
 from app.core.segment import split_segments
 from app.core.types import Domain, Entity, EntityType, Example
+from app.domains.gazetteers import GazetteerCache
 from app.domains.protocol import EntityTypeIn
 from app.domains.service import DomainService, check_type_names
 from app.errors import BackendUnavailable, InvalidRequest, NotFound
@@ -65,6 +67,7 @@ class NERPipeline:
         cache: CountedCache,
         metrics: Metrics,
         embeddings: QueryEmbeddingCache | None = None,
+        gazetteers: GazetteerCache | None = None,
     ) -> None:
         self.settings = settings
         self.domains = domains
@@ -73,6 +76,7 @@ class NERPipeline:
         self.cache = cache
         self.metrics = metrics
         self.embeddings = embeddings
+        self.gazetteers = gazetteers
 
     # --- validate ------------------------------------------------------------------------
     def validate(self, request: NERRequest, where: str = "") -> MethodHandler:
@@ -162,10 +166,17 @@ class NERPipeline:
         # encoder methods, one encoder pass per batch; the batch size bounds the memory.
         ranges = split_segments(request.text, self.settings.segment_chars)
         step = self.settings.segment_batch
+        gazetteer = None if self.gazetteers is None else await self.gazetteers.get(tenant, domain)
         segments: list[_Segment] = []
         for first in range(0, len(ranges), step):
             segments += await self._segments(
-                tenant, prepared, request.text, ranges[first : first + step], k, exclude_same_text
+                tenant,
+                prepared,
+                request.text,
+                ranges[first : first + step],
+                k,
+                exclude_same_text,
+                gazetteer,
             )
             if progress is not None:
                 await progress(len(segments), len(ranges))
@@ -215,11 +226,12 @@ class NERPipeline:
         ranges: Sequence[tuple[int, int]],
         k: int,
         exclude_same_text: bool,
+        gazetteer: Gazetteer | None = None,
     ) -> list[_Segment]:
         """Answers of the segments ``ranges`` of ``text``, in order: their embeddings in one
         pass, their examples retrieved in one search, then the handler (one batch where it takes
-        one); each pass may be shared with concurrent requests (micro-batching).
-        A stage's time is the batch's, shared evenly among its segments."""
+        one), then the domain's gazetteer; each pass may be shared with concurrent requests
+        (micro-batching). A stage's time is the batch's, shared evenly among its segments."""
         texts = [text[start:end] for start, end in ranges]
         handler = prepared.handler
         timings: dict[str, float] = {}
@@ -244,6 +256,20 @@ class NERPipeline:
         except BackendUnavailable as exc:
             self.metrics.backend_errors.labels(backend=exc.backend).inc()
             raise
+        if gazetteer is not None:
+            names = {t.name for t in prepared.types}
+            answers = [
+                replace(
+                    answer,
+                    entities=gazetteer.apply(
+                        segment,
+                        answer.entities,
+                        names,
+                        exclude_text=segment if exclude_same_text else None,
+                    ),
+                )
+                for answer, segment in zip(answers, texts, strict=True)
+            ]
         return [
             _Segment(answer, start, degraded, timings | answer.timings)
             for answer, (start, _) in zip(answers, ranges, strict=True)
@@ -347,6 +373,7 @@ class NERPipeline:
                 "top_k": k,
                 "retrieval": self.settings.retrieval,
                 "exclude_same_text": exclude_same_text,
+                "gazetteer": self.gazetteers is not None,
             },
         )
 

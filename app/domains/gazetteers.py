@@ -1,0 +1,91 @@
+"""Each domain's gazetteer (:mod:`app.core.gazetteer`), built from its stored examples on first
+use and built again when the domain's version changes (an upload or a deletion)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+
+from anyio import to_thread
+
+from app.core.gazetteer import Gazetteer, GazetteerPolicy
+from app.core.types import Domain, Example
+from app.errors import BackendUnavailable
+from app.store.base import VectorStore
+
+log = logging.getLogger(__name__)
+
+PAGE = 1000
+Key = tuple[str, str, float, int]  # tenant, domain, created_at, version
+
+
+class GazetteerCache:
+    def __init__(
+        self,
+        store: VectorStore,
+        policy: GazetteerPolicy,
+        *,
+        max_domains: int,
+        max_examples: int,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.max_domains = max_domains
+        self.max_examples = max_examples
+        self._built: OrderedDict[Key, Gazetteer] = OrderedDict()
+        # One build per domain version however many requests ask for it at once.
+        self._building: dict[Key, asyncio.Task[Gazetteer]] = {}
+
+    async def get(self, tenant: str, domain: Domain) -> Gazetteer | None:
+        """The domain's gazetteer, or None when its examples cannot be read now (the answer
+        goes out without it; the next request tries again)."""
+        key = (tenant, domain.name, domain.created_at, domain.version)
+        found = self._built.get(key)
+        if found is not None:
+            self._built.move_to_end(key)
+            return found
+        task = self._building.get(key)
+        if task is None:
+            task = self._building[key] = asyncio.create_task(self._build(tenant, domain.name))
+        try:
+            gazetteer = await asyncio.shield(task)
+        except BackendUnavailable as exc:
+            log.warning("gazetteer not built; answering without it", extra={"error": exc.message})
+            return None
+        finally:
+            if task.done():
+                self._building.pop(key, None)
+        self._built[key] = gazetteer
+        # Older versions of this domain are never asked for again.
+        for old in [k for k in self._built if k[:2] == key[:2] and k != key]:
+            del self._built[old]
+        while len(self._built) > self.max_domains:
+            self._built.popitem(last=False)
+        return gazetteer
+
+    async def _build(self, tenant: str, name: str) -> Gazetteer:
+        return await to_thread.run_sync(self._build_sync, tenant, name)
+
+    def _build_sync(self, tenant: str, name: str) -> Gazetteer:
+        started = time.perf_counter()
+        examples: list[Example] = []
+        while len(examples) < self.max_examples:
+            page, total = self.store.list_examples(
+                tenant, name, len(examples), min(PAGE, self.max_examples - len(examples))
+            )
+            examples += page
+            if not page or len(examples) >= total:
+                break
+        gazetteer = Gazetteer.from_examples(examples, self.policy)
+        log.info(
+            "gazetteer built",
+            extra={
+                "domain": name,
+                "examples": len(examples),
+                "names": len(gazetteer),
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+        return gazetteer

@@ -1,0 +1,228 @@
+"""The domain's gazetteer (app/core/gazetteer.py): retyping and adding by the stored examples'
+labels, its thresholds, ``exclude_same_text``; then through the gateway in process, built from
+Milvus Lite and rebuilt when the domain's version changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.gazetteer import Gazetteer, GazetteerPolicy
+from app.core.types import Domain, Entity, Example, Span
+from app.domains.gazetteers import GazetteerCache
+from app.errors import BackendUnavailable
+from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
+
+TYPES = {"person", "politician", "party", "location", "product"}
+
+
+def example(text: str, *labels: tuple[str, str]) -> Example:
+    """``text`` with each (surface, type) labelled at the surface's first occurrence."""
+    spans = []
+    for surface, type_ in labels:
+        start = text.index(surface)
+        spans.append(Span(start=start, end=start + len(surface), type=type_))
+    return Example(text=text, entities=spans)
+
+
+def entity(text: str, surface: str, type_: str, score: float = 0.9) -> Entity:
+    start = text.index(surface)
+    return Entity(text=surface, type=type_, start=start, end=start + len(surface), score=score)
+
+
+POOL = [
+    example(
+        "Barack Obama met the Labour Party.",
+        ("Barack Obama", "politician"),
+        ("Labour Party", "party"),
+    ),
+    example("Barack Obama spoke in Ohio.", ("Barack Obama", "politician"), ("Ohio", "location")),
+    example("Obama is a person here.", ("Obama", "person")),
+    example("Obama again, as a politician.", ("Obama", "politician")),
+    # "Apple" labelled once in three occurrences: too rarely an entity to be added.
+    example("Apple sells the iPhone.", ("Apple", "product")),
+    example("An apple a day."),
+    example("One apple, two apples."),
+]
+
+
+def keys(entities: list[Entity]) -> list[tuple[str, str]]:
+    return [(e.text, e.type) for e in entities]
+
+
+def test_retypes_a_span_by_the_pools_majority_type_and_keeps_a_probability() -> None:
+    gazetteer = Gazetteer.from_examples(POOL)
+    text = "Yesterday Barack Obama visited Ohio."
+    out = gazetteer.apply(text, [entity(text, "Barack Obama", "person", 0.8)], TYPES)
+    assert keys(out) == [("Barack Obama", "politician"), ("Ohio", "location")]
+    assert out[0].score == pytest.approx(0.8)  # type share 2/2
+    assert 0.0 <= out[1].score <= 1.0
+
+
+def test_a_tie_between_types_changes_nothing() -> None:
+    gazetteer = Gazetteer.from_examples(POOL)
+    text = "Obama said so."
+    out = gazetteer.apply(text, [entity(text, "Obama", "person")], TYPES)
+    assert keys(out) == [("Obama", "person")]
+    assert gazetteer.lookup("obama") is None
+
+
+def test_adds_only_names_the_pool_labels_in_most_of_their_occurrences() -> None:
+    gazetteer = Gazetteer.from_examples(POOL)
+    text = "She bought an Apple for the Labour Party."
+    out = gazetteer.apply(text, [], TYPES)
+    assert keys(out) == [("Labour Party", "party")]
+    name = gazetteer.lookup("APPLE")
+    assert name is not None and name.type == "product" and name.precision == pytest.approx(1 / 3)
+    loose = Gazetteer.from_examples(POOL, GazetteerPolicy(min_entity_rate=0.3))
+    assert keys(loose.apply(text, [], TYPES)) == [("Apple", "product"), ("Labour Party", "party")]
+
+
+def test_matches_lowercased_text_whole_words_longest_first() -> None:
+    gazetteer = Gazetteer.from_examples(POOL)
+    text = "barack obama and the labour party in ohioans"
+    # "ohio" is no word here; a returned piece of a name is replaced by the whole name ...
+    out = gazetteer.apply(text, [entity(text, "labour", "person")], TYPES)
+    assert keys(out) == [("barack obama", "politician"), ("labour party", "party")]
+    # ... unless that is switched off, or a returned span crosses the name's edge.
+    keep = Gazetteer.from_examples(POOL, GazetteerPolicy(extend=False))
+    assert keys(keep.apply(text, [entity(text, "labour", "person")], TYPES)) == [
+        ("barack obama", "politician"),
+        ("labour", "person"),
+    ]
+    crossing = [entity(text, "party in", "location")]
+    assert keys(gazetteer.apply(text, crossing, TYPES)) == [
+        ("barack obama", "politician"),
+        ("party in", "location"),
+    ]
+
+
+def test_short_names_are_retyped_but_not_added() -> None:
+    pool = [example("The EU and the EU again.", ("EU", "party"))] * 2
+    gazetteer = Gazetteer.from_examples(pool)
+    text = "The EU met."
+    assert gazetteer.apply(text, [], TYPES) == []
+    assert keys(gazetteer.apply(text, [entity(text, "EU", "location")], TYPES)) == [("EU", "party")]
+
+
+def test_only_requested_types_are_given() -> None:
+    gazetteer = Gazetteer.from_examples(POOL)
+    text = "Barack Obama in Ohio."
+    out = gazetteer.apply(text, [entity(text, "Barack Obama", "person")], {"person", "location"})
+    assert keys(out) == [("Barack Obama", "person"), ("Ohio", "location")]
+
+
+def test_exclude_text_answers_as_if_the_querys_own_stored_copy_were_absent() -> None:
+    pool = [example("Zorba Quill signed.", ("Zorba Quill", "person")), *POOL]
+    gazetteer = Gazetteer.from_examples(pool)
+    assert keys(gazetteer.apply("Zorba Quill signed.", [], TYPES)) == [("Zorba Quill", "person")]
+    assert (
+        gazetteer.apply("Zorba Quill signed.", [], TYPES, exclude_text="zorba  quill SIGNED.") == []
+    )
+    # Another sentence naming it still sees the stored label.
+    assert keys(
+        gazetteer.apply("Then Zorba Quill left.", [], TYPES, exclude_text="Then Zorba Quill left.")
+    ) == [("Zorba Quill", "person")]
+
+
+def test_an_empty_pool_returns_the_answer_unchanged() -> None:
+    text = "Barack Obama."
+    answer = [entity(text, "Barack Obama", "person")]
+    assert Gazetteer.from_examples([]).apply(text, answer, TYPES) == answer
+
+
+# --- through the gateway ------------------------------------------------------------------------
+
+MakeClient = Callable[..., contextlib.AbstractContextManager[TestClient]]
+# Names of the support pool, in a sentence the encoder answers only partly.
+TEXT = "tom walsh from dublin asked about the kindle again."
+NEW_EXAMPLE = {
+    "text": "The Zephyr Nine speaker from Quillon broke.",
+    "entities": [
+        {"start": 4, "end": 15, "type": "product"},
+        {"start": 29, "end": 36, "type": "location"},
+    ],
+}
+# The encoder returns only "zephyr" here: the gazetteer gives the stored name whole.
+LATER = "i love my zephyr nine"
+
+
+def answer(client: TestClient, text: str) -> list[Entity]:
+    response = client.post("/v1/ner", json={"text": text, "domain": "support", "method": "baner"})
+    assert response.status_code == 200, response.text
+    return [Entity(**e) for e in response.json()["entities"]]
+
+
+def pool_examples(*extra: dict[str, Any]) -> list[Example]:
+    return [Example(**e) for e in [*SUPPORT_EXAMPLES, *extra]]
+
+
+@pytest.mark.integration
+def test_gateway_applies_the_domains_gazetteer_and_rebuilds_it_after_an_upload(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    answers: dict[bool, list[list[Entity]]] = {}
+    for on in (False, True):
+        with make_client(tmp_path / str(on), gazetteer=on) as client:
+            assert client.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
+            added = client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
+            assert added.status_code == 201, added.text
+            first = answer(client, TEXT)
+            added = client.post("/v1/domains/support/examples", json={"examples": [NEW_EXAMPLE]})
+            assert added.status_code == 201, added.text
+            answers[on] = [first, answer(client, LATER)]
+    types = {t["name"] for t in SUPPORT_DOMAIN["entity_types"]}  # type: ignore[union-attr, index]
+    before, after = (
+        Gazetteer.from_examples(pool_examples()),
+        Gazetteer.from_examples(pool_examples(NEW_EXAMPLE)),
+    )
+    off_first, off_later = answers[False]
+    on_first, on_later = answers[True]
+    assert keys(on_first) == keys(before.apply(TEXT, off_first, types))
+    assert keys(on_later) == keys(after.apply(LATER, off_later, types))
+    # The second answer used the uploaded example's name: the gazetteer was built again.
+    assert ("zephyr nine", "product") in keys(on_later) and ("zephyr nine", "product") not in keys(
+        off_later
+    )
+
+
+class FlakyStore:
+    """list_examples fails while ``down``; counts the pages read."""
+
+    def __init__(self, examples: list[Example]) -> None:
+        self.examples = examples
+        self.down = True
+        self.pages = 0
+
+    def list_examples(
+        self, tenant: str, domain: str, offset: int, limit: int
+    ) -> tuple[list[Example], int]:
+        if self.down:
+            raise BackendUnavailable("vector_store", "connection refused")
+        self.pages += 1
+        return self.examples[offset : offset + limit], len(self.examples)
+
+
+def test_cache_answers_without_a_gazetteer_while_the_store_is_down_then_builds_once() -> None:
+    store = FlakyStore(POOL * 300)  # 2,100 examples: three pages
+    cache = GazetteerCache(store, GazetteerPolicy(), max_domains=2, max_examples=10_000)  # type: ignore[arg-type]
+    domain = Domain(tenant="t", name="politics", entity_types=[], version=1)
+
+    async def scenario() -> None:
+        assert await cache.get("t", domain) is None
+        store.down = False
+        built = await asyncio.gather(*(cache.get("t", domain) for _ in range(5)))
+        assert all(g is built[0] and g is not None for g in built)
+        assert store.pages == 3  # one build for five concurrent requests
+        name = built[0].lookup("Barack Obama") if built[0] is not None else None
+        assert name is not None and name.type == "politician"
+        newer = await cache.get("t", domain.model_copy(update={"version": 2}))
+        assert newer is not built[0] and store.pages == 6
+
+    asyncio.run(scenario())
