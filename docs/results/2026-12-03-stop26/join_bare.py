@@ -6,7 +6,8 @@ FIRST100_DIR/wraner-{domain}.jsonl holds sentences 1-100 (`eval_bare_first100.sh
 CHUNK_DIR/wraner-{domain}-{offset}.jsonl the 50-sentence chunks from 101 on
 (`eval_bare_rest.sh`). Writes OUT_DIR/wraner-{domain}.jsonl and .json (per-sentence
 latencies, the layout `tools.cascade_eval` reads) only for a domain whose chunks cover every
-test sentence; says which chunks are missing otherwise.
+test sentence; says which chunks are missing otherwise. FIRST100_DIR "-": the chunks start at
+sentence 1 (`wraner-{domain}-0`, stop 27's lowercased runs).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def main(first_dir: Path, chunk_dir: Path, out_dir: Path, domains: list[str]) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     for domain in domains:
         n = test_size(domain)
-        parts = [first_dir / f"wraner-{domain}"]
-        parts += [chunk_dir / f"wraner-{domain}-{off}" for off in range(100, n, 50)]
+        first = 0 if str(first_dir) == "-" else 100
+        parts = [] if first == 0 else [first_dir / f"wraner-{domain}"]
+        parts += [chunk_dir / f"wraner-{domain}-{off}" for off in range(first, n, 50)]
         missing = [p.name for p in parts if not p.with_suffix(".jsonl").is_file()]
         if missing:
             print(f"{domain}: missing {', '.join(missing)}")
