@@ -1,5 +1,5 @@
 #!/bin/bash
-# The gazetteer through the gateway's own pipeline (`nerve eval`, NERVE_GAZETTEER on by default at 361164c):
+# The gazetteer through the gateway's own pipeline (`nerve eval`, NERVE_GAZETTEER on by default at 875f74d):
 # BANER on the five full test sets, curated descriptions, one core, after WAIT_PID ends.
 #   eval_gazetteer.sh CORE WAIT_PID
 core=$1; wait_pid=$2
