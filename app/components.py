@@ -220,4 +220,5 @@ def build_gazetteers(settings: Settings, store: VectorStore) -> GazetteerCache |
         policy,
         max_domains=settings.gazetteer_domains,
         max_examples=settings.gazetteer_max_examples,
+        wait_s=settings.gazetteer_wait_s,
     )

@@ -301,6 +301,12 @@ class Settings(BaseSettings):
     gazetteer_max_examples: int = Field(
         200_000, ge=1, description="Examples of a domain read to build its gazetteer."
     )
+    gazetteer_wait_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long a request waits for its domain's gazetteer to build (a pool of a "
+        "few thousand examples takes under a second); past it, the previous one answers.",
+    )
 
     # --- escalation --------------------------------------------------------------------------
     default_score_threshold: float = Field(

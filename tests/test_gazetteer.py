@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,7 @@ class FlakyStore:
 
 def test_cache_answers_without_a_gazetteer_while_the_store_is_down_then_builds_once() -> None:
     store = FlakyStore(POOL * 300)  # 2,100 examples: three pages
-    cache = GazetteerCache(store, GazetteerPolicy(), max_domains=2, max_examples=10_000)  # type: ignore[arg-type]
+    cache = GazetteerCache(store, GazetteerPolicy(), max_domains=2, max_examples=10_000, wait_s=5.0)  # type: ignore[arg-type]
     domain = Domain(tenant="t", name="politics", entity_types=[], version=1)
 
     async def scenario() -> None:
@@ -224,5 +225,49 @@ def test_cache_answers_without_a_gazetteer_while_the_store_is_down_then_builds_o
         assert name is not None and name.type == "politician"
         newer = await cache.get("t", domain.model_copy(update={"version": 2}))
         assert newer is not built[0] and store.pages == 6
+
+    asyncio.run(scenario())
+
+
+class GatedStore(FlakyStore):
+    """list_examples blocks until ``gate`` is set: a pool that takes long to read."""
+
+    def __init__(self, examples: list[Example]) -> None:
+        super().__init__(examples)
+        self.down = False
+        self.gate = threading.Event()
+
+    def list_examples(
+        self, tenant: str, domain: str, offset: int, limit: int
+    ) -> tuple[list[Example], int]:
+        assert self.gate.wait(10)
+        return super().list_examples(tenant, domain, offset, limit)
+
+
+def test_a_slow_build_does_not_stall_answers_the_previous_version_answers_meanwhile() -> None:
+    store = GatedStore(POOL)
+    cache = GazetteerCache(
+        store, GazetteerPolicy(), max_domains=2, max_examples=10_000, wait_s=0.05
+    )  # type: ignore[arg-type]
+    v1 = Domain(tenant="t", name="politics", entity_types=[], version=1)
+    v2 = v1.model_copy(update={"version": 2})
+
+    async def built(domain: Domain, other_than: Gazetteer | None) -> Gazetteer:
+        for _ in range(500):
+            found = await cache.get("t", domain)
+            if found is not None and found is not other_than:
+                return found
+            await asyncio.sleep(0.01)
+        raise AssertionError("never built")
+
+    async def scenario() -> None:
+        assert await cache.get("t", v1) is None  # nothing built yet: answered without one
+        store.gate.set()
+        first = await built(v1, None)
+        store.gate.clear()
+        assert await cache.get("t", v2) is first  # v2 building: v1's answers meanwhile
+        store.gate.set()
+        second = await built(v2, first)
+        assert second is not first and await cache.get("t", v2) is second
 
     asyncio.run(scenario())

@@ -22,6 +22,10 @@ Key = tuple[str, str, float, int]  # tenant, domain, created_at, version
 
 
 class GazetteerCache:
+    """Gazetteers of the domains last asked for (LRU). A request waits at most ``wait_s`` for a
+    build: a large pool's build goes on in the background while requests are answered with
+    the domain's previous gazetteer (or none), so an upload never stalls the answers."""
+
     def __init__(
         self,
         store: VectorStore,
@@ -29,18 +33,21 @@ class GazetteerCache:
         *,
         max_domains: int,
         max_examples: int,
+        wait_s: float,
     ) -> None:
         self.store = store
         self.policy = policy
         self.max_domains = max_domains
         self.max_examples = max_examples
+        self.wait_s = wait_s
         self._built: OrderedDict[Key, Gazetteer] = OrderedDict()
         # One build per domain version however many requests ask for it at once.
         self._building: dict[Key, asyncio.Task[Gazetteer]] = {}
 
     async def get(self, tenant: str, domain: Domain) -> Gazetteer | None:
-        """The domain's gazetteer, or None when its examples cannot be read now (the answer
-        goes out without it; the next request tries again)."""
+        """The domain's gazetteer; its previous version (or None) while the current one is
+        still building or when its examples cannot be read now (the next request tries
+        again)."""
         key = (tenant, domain.name, domain.created_at, domain.version)
         found = self._built.get(key)
         if found is not None:
@@ -48,22 +55,36 @@ class GazetteerCache:
             return found
         task = self._building.get(key)
         if task is None:
-            task = self._building[key] = asyncio.create_task(self._build(tenant, domain.name))
+            task = asyncio.create_task(self._build(tenant, domain.name))
+            self._building[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done))
         try:
-            gazetteer = await asyncio.shield(task)
-        except BackendUnavailable as exc:
-            log.warning("gazetteer not built; answering without it", extra={"error": exc.message})
-            return None
-        finally:
-            if task.done():
-                self._building.pop(key, None)
-        self._built[key] = gazetteer
+            return await asyncio.wait_for(asyncio.shield(task), self.wait_s)
+        except TimeoutError:
+            log.info("gazetteer still building; answering with the previous one")
+        except BackendUnavailable:
+            pass  # logged by _finished
+        return self._previous(key)
+
+    def _finished(self, key: Key, task: asyncio.Task[Gazetteer]) -> None:
+        self._building.pop(key, None)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.warning("gazetteer not built; answering without it", extra={"error": str(error)})
+            return
+        self._built[key] = task.result()
         # Older versions of this domain are never asked for again.
         for old in [k for k in self._built if k[:2] == key[:2] and k != key]:
             del self._built[old]
         while len(self._built) > self.max_domains:
             self._built.popitem(last=False)
-        return gazetteer
+
+    def _previous(self, key: Key) -> Gazetteer | None:
+        """The newest built gazetteer of the same domain (same creation), if any."""
+        older = [k for k in self._built if k[:3] == key[:3]]
+        return self._built[max(older, key=lambda k: k[3])] if older else None
 
     async def _build(self, tenant: str, name: str) -> Gazetteer:
         return await to_thread.run_sync(self._build_sync, tenant, name)
