@@ -14,11 +14,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.components import Components, build_components
 from app.core.gazetteer import Gazetteer, GazetteerPolicy
 from app.core.types import Domain, Entity, Example, Span
 from app.domains.gazetteers import GazetteerCache
+from app.embedding.sentence_transformers import SentenceTransformerEmbedder
 from app.errors import BackendUnavailable
+from app.generation.base import Generation, GenerationRequest
+from app.main import build_app
+from app.settings import Settings, load_settings
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
+from tests.test_lar_postprocess import ScriptedGenerator
 
 TYPES = {"person", "politician", "party", "location", "product"}
 
@@ -271,3 +277,60 @@ def test_a_slow_build_does_not_stall_answers_the_previous_version_answers_meanwh
         assert second is not first and await cache.get("t", v2) is second
 
     asyncio.run(scenario())
+
+
+def test_casing_table_restores_a_lowercased_text_without_moving_any_offset() -> None:
+    pool = [
+        example(
+            "Yesterday Barack Obama met the Labour Party in Ohio.", ("Barack Obama", "politician")
+        ),
+        example("The iPhone sold well in Ohio."),
+    ]
+    casing = Gazetteer.from_examples(pool).casing
+    text = "barack obama flew to ohio with an iphone."
+    restored = casing.restore(text)
+    assert restored == "Barack Obama flew to Ohio with an iPhone."
+    assert restored is not None and len(restored) == len(text) and restored.lower() == text
+    assert casing.restore("Barack obama") is None  # typed with a capital: left as it is
+    assert casing.restore("1999.") is None  # nothing to change
+
+
+class RecordingGenerator(ScriptedGenerator):
+    """A scripted LLM that keeps the prompts it was given."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__(answer)
+        self.prompts: list[str] = []
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        self.prompts.append(request.prompt)
+        return await super().generate(request)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("truecase", [False, True])
+def test_a_lowercased_query_reaches_the_llm_with_the_pools_casing_offsets_unchanged(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, truecase: bool
+) -> None:
+    generator = RecordingGenerator("Tom Walsh | person")
+    settings = load_settings(data_dir=tmp_path, log_json=False, truecase=truecase)
+
+    def factory(s: Settings) -> Components:
+        return build_components(s, embedder=embedder, generator=generator)
+
+    with TestClient(build_app(settings, components_factory=factory)) as client:
+        assert client.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
+        added = client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
+        assert added.status_code == 201, added.text
+        text = "tom walsh is in dublin"
+        response = client.post(
+            "/v1/ner", json={"text": text, "domain": "support", "method": "wraner", "top_k": 2}
+        )
+    assert response.status_code == 200, response.text
+    seen = "Tom Walsh is in Dublin" if truecase else text
+    assert generator.prompts and seen in generator.prompts[-1]
+    entities = [(e["text"], e["type"], e["start"]) for e in response.json()["entities"]]
+    if truecase:  # the answer is grounded in the cased text, returned with the query's own
+        assert ("tom walsh", "person", 0) in entities
+    # "dublin": the gazetteer's, either way.
+    assert ("dublin", "location", 16) in entities

@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from app.core.truecase import CasingTable
 from app.core.types import Entity, Example
 from app.core.words import same_text_key, split_words
 
@@ -66,6 +67,8 @@ class Gazetteer:
         # its own stored copy (``exclude_same_text``) is answered without it.
         self._by_text: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
         self._max_words = 0
+        # How the pool writes its words: casing for a query typed in lowercase (truecase.py).
+        self.casing = CasingTable({})
 
     @classmethod
     def from_examples(
@@ -73,6 +76,7 @@ class Gazetteer:
     ) -> Gazetteer:
         gazetteer = cls(policy)
         pool = list(examples)
+        gazetteer.casing = CasingTable.from_examples(pool)
         for example in pool:
             for span in example.entities:
                 surface = _key(span.surface(example.text))

@@ -238,7 +238,8 @@ class NERPipeline:
         examples: list[list[Example]] = [[] for _ in texts]
         degraded = False
         k = max(k, handler.min_examples)
-        warming = _start_warm(handler, texts) if k > 0 else None
+        method_texts = [self._method_text(segment, gazetteer) for segment in texts]
+        warming = _start_warm(handler, method_texts) if k > 0 else None
         try:
             if k > 0:
                 examples, degraded = await self._retrieve(
@@ -249,7 +250,7 @@ class NERPipeline:
                 await _settled(warming)
         tasks = [
             SegmentTask(segment, prepared.types, found)
-            for segment, found in zip(texts, examples, strict=True)
+            for segment, found in zip(method_texts, examples, strict=True)
         ]
         try:
             answers = await answer_segments(handler, tasks, self.settings.segment_concurrency)
@@ -274,6 +275,13 @@ class NERPipeline:
             _Segment(answer, start, degraded, timings | answer.timings)
             for answer, (start, _) in zip(answers, ranges, strict=True)
         ]
+
+    def _method_text(self, segment: str, gazetteer: Gazetteer | None) -> str:
+        """What the method reads: a segment typed all in lowercase gets the pool's casing
+        (NERVE_TRUECASE; same length, so the answer's offsets hold for the segment)."""
+        if not self.settings.truecase or gazetteer is None:
+            return segment
+        return gazetteer.casing.restore(segment) or segment
 
     async def _retrieve(
         self,
@@ -374,6 +382,7 @@ class NERPipeline:
                 "retrieval": self.settings.retrieval,
                 "exclude_same_text": exclude_same_text,
                 "gazetteer": self.gazetteers is not None,
+                "truecase": self.settings.truecase,
             },
         )
 
