@@ -301,17 +301,17 @@ class Settings(BaseSettings):
     gazetteer_max_examples: int = Field(
         200_000, ge=1, description="Examples of a domain read to build its gazetteer."
     )
-    truecase: bool = Field(
-        False,
-        description="Give a segment typed all in lowercase the casing of the domain's stored "
-        "examples before the method reads it (needs the gazetteer; measured in "
-        "docs/benchmarks.md).",
-    )
     gazetteer_wait_s: float = Field(
         2.0,
         ge=0,
         description="How long a request waits for its domain's gazetteer to build (a pool of a "
         "few thousand examples takes under a second); past it, the previous one answers.",
+    )
+    truecase: bool = Field(
+        False,
+        description="Give a segment typed all in lowercase the casing of the domain's stored "
+        "examples before the method reads it (needs the gazetteer; not measured yet: "
+        "docs/benchmarks.md, stop 27).",
     )
 
     # --- escalation --------------------------------------------------------------------------

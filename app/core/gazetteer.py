@@ -100,19 +100,21 @@ class Gazetteer:
     def lookup(self, surface: str, exclude_text: str | None = None) -> Name | None:
         """What the pool says of ``surface`` (without the sentences of ``exclude_text``), or
         None where it does not name it, or names it with no clear majority type."""
-        counts = self._names.get(_key(surface))
+        return self._name(_key(surface), self._own(exclude_text))
+
+    def _own(self, exclude_text: str | None) -> Sequence[tuple[str, str | None]]:
+        """The contributions of the pool's copies of ``exclude_text`` (none without one)."""
+        return () if exclude_text is None else self._by_text.get(same_text_key(exclude_text), ())
+
+    def _name(self, key: str, own: Sequence[tuple[str, str | None]]) -> Name | None:
+        counts = self._names.get(key)
         if counts is None:
             return None
         types, occurrences = counts.types, counts.occurrences
-        if exclude_text is not None:
-            own = [
-                t
-                for s, t in self._by_text.get(same_text_key(exclude_text), ())
-                if s == _key(surface)
-            ]
-            if own:
-                types = types - Counter(t for t in own if t is not None)
-                occurrences -= sum(t is None for t in own)
+        mine = [t for s, t in own if s == key]
+        if mine:
+            types = types - Counter(t for t in mine if t is not None)
+            occurrences -= sum(t is None for t in mine)
         labelled = sum(types.values())
         if labelled == 0:
             return None
@@ -135,9 +137,10 @@ class Gazetteer:
         types in ``types`` are given. Offsets are into ``text``."""
         if not self._names:
             return list(entities)
+        own = self._own(exclude_text)
         out: list[Entity] = []
         for entity in entities:
-            name = self.lookup(text[entity.start : entity.end], exclude_text)
+            name = self._name(_key(text[entity.start : entity.end]), own)
             if name is not None and name.type in types and name.type != entity.type:
                 # The span was already returned as an entity and the pool decides its type:
                 # right at least as often as the pool's labels agree.
@@ -155,7 +158,7 @@ class Gazetteer:
                 continue  # a returned span crosses the name's edge, or is the name itself
             if inside and not self.policy.extend:
                 continue
-            name = self.lookup(text[start:end], exclude_text)
+            name = self._name(_key(text[start:end]), own)
             if (
                 name is None
                 or name.type not in types
