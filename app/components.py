@@ -15,6 +15,7 @@ from app.cache.base import Cache
 from app.cache.counted import CountedCache
 from app.cache.embeddings import QueryEmbeddingCache
 from app.cache.factory import build_cache, build_redis
+from app.core.boundaries import BoundaryPolicy
 from app.core.gazetteer import GazetteerPolicy
 from app.domains.gazetteers import GazetteerCache
 from app.domains.service import DomainService
@@ -214,6 +215,9 @@ def build_gazetteers(settings: Settings, store: VectorStore) -> GazetteerCache |
         min_type_share=settings.gazetteer_min_type_share,
         min_entity_rate=settings.gazetteer_min_entity_rate,
         min_add_chars=settings.gazetteer_min_add_chars,
+        boundaries=BoundaryPolicy(min_share=settings.gazetteer_boundary_min_share)
+        if settings.gazetteer_boundaries
+        else None,
     )
     return GazetteerCache(
         store,

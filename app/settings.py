@@ -297,6 +297,18 @@ class Settings(BaseSettings):
     gazetteer_min_add_chars: int = Field(
         4, ge=1, description="Shorter names are retyped but never added."
     )
+    gazetteer_boundaries: bool = Field(
+        True,
+        description="Move a returned entity's edges to where the domain's stored names of its "
+        "type begin and end (a year before an election, a title's 'The').",
+    )
+    gazetteer_boundary_min_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="An edge moves over a word where the pool puts that word inside (or "
+        "outside) its names of the type at least this often.",
+    )
     gazetteer_domains: int = Field(64, ge=1, description="Gazetteers kept in memory (LRU).")
     gazetteer_max_examples: int = Field(
         200_000, ge=1, description="Examples of a domain read to build its gazetteer."

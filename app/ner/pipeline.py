@@ -381,7 +381,7 @@ class NERPipeline:
                 "top_k": k,
                 "retrieval": self.settings.retrieval,
                 "exclude_same_text": exclude_same_text,
-                "gazetteer": self.gazetteers is not None,
+                "gazetteer": None if self.gazetteers is None else repr(self.gazetteers.policy),
                 "truecase": self.settings.truecase,
             },
         )
