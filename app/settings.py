@@ -265,12 +265,13 @@ class Settings(BaseSettings):
         description="How auto combines BANER's and the LLM's answers on a routed segment "
         "(app/core/cascade.py; measured in docs/benchmarks.md).",
     )
-    cascade_route_threshold: float = Field(
-        0.6,
+    cascade_route_threshold: float | None = Field(
+        None,
         ge=0,
         le=1.01,
-        description="auto asks the LLM when an encoder entity's calibrated probability is below "
-        "this (0: never, above 1: always).",
+        description="auto asks the LLM when a segment's route score is below this (0: never, "
+        "above 1: always); unset = the calibration's fitted threshold (its router's), else 0.6 "
+        "on the least certain encoder entity's calibrated probability.",
     )
     cascade_calibration: Path | None = Field(
         None,

@@ -96,15 +96,17 @@ def load_sentences(
     encoder_jsonl: Path,
     llm_jsonl: Path,
     pool_split: str = "train",
+    offset: int = 0,
 ) -> list[Sentence]:
-    """Both runs' predictions aligned with the gold sentences they answered (the first N of
-    the split) and the domain's types as ``nerve eval`` registered them."""
+    """Both runs' predictions aligned with the gold sentences they answered (N sentences of
+    the split from ``offset``, as ``nerve eval --offset``) and the domain's types as ``nerve
+    eval`` registered them."""
     enc = read_predictions(encoder_jsonl)
     gen = read_predictions(llm_jsonl)
     n = min(len(enc), len(gen))
     if n == 0:
         raise ValueError(f"no predictions in {encoder_jsonl} or {llm_jsonl}")
-    test = read_split(data, domain, split)[: max(len(enc), len(gen))]
+    test = read_split(data, domain, split)[offset : offset + max(len(enc), len(gen))]
     pool = read_split(data, domain, pool_split)
     types = entity_types_for(entity_types_of([*pool, *test]))
     enc_ms = read_latencies(encoder_jsonl.with_suffix(".json"))

@@ -35,4 +35,7 @@ TRAINERS: dict[str, Trainer] = {
     "cascade": Trainer(
         "trainers.cascade_calibration", "auto: fit the cascade's calibration on dev predictions"
     ),
+    "cascade-router": Trainer(
+        "trainers.cascade_router", "auto: fit the router (which segments the LLM sees) on dev"
+    ),
 }

@@ -6,9 +6,12 @@ Shared by ``method=auto`` (:mod:`app.methods.cascade`), its calibration fit
 that the numbers measured offline are the handler's.
 
 - **Routing** (:meth:`CascadePolicy.route`): the encoder answers first; the segment goes to
-  the LLM when the least certain encoder entity's calibrated probability is below the routing
-  threshold. The encoder model's features include the span's length (long titles break) and
-  whether another requested type is of the same family (person vs politician), so those count.
+  the LLM when its route score is below the routing threshold. With a fitted router (the
+  artefact's ``router``) the score is 1 - P(the cascade's answer beats the encoder's), from
+  the segment's :func:`router_features`; without one it is the least certain encoder
+  entity's calibrated probability. The encoder model's features include the span's length
+  (long titles break) and whether another requested type is of the same family (person vs
+  politician), so those count either way.
 - **Merging** (:func:`merge`): every distinct (span, type) either source proposed becomes a
   :class:`Candidate` with both sources' scores and how the other source relates to it (agrees,
   same span with another type, overlapping, alone). A rule then picks a non-overlapping subset,
@@ -180,6 +183,19 @@ MERGED_FEATURES = (
 )
 # Features whose weight must be >= 0: the calibrated probability rises with the model scores.
 MONOTONE_FEATURES = ("encoder_score", "llm_score")
+# The router's view of a segment, known before the LLM is called (measured in stop 29).
+ROUTER_FEATURES = (
+    "bias",
+    "least_certain",
+    "mean_certainty",
+    "total_doubt",
+    "doubtful_spans",
+    "spans",
+    "sibling_spans",
+    "long_spans",
+    "words",
+    "untagged_capitalised",
+)
 
 
 @dataclass(frozen=True)
@@ -232,6 +248,39 @@ def merged_features(candidate: Candidate, info: TypeInfo) -> dict[str, float]:
     return features
 
 
+def router_features(
+    text: str, probabilities: Sequence[float], cands: Sequence[Candidate], info: TypeInfo
+) -> dict[str, float]:
+    """A segment's features for the router: how sure the encoder is of its spans
+    (``probabilities``, one per candidate), which of them are risky (a type with a sibling, three
+    words or more), and how many capitalised words it left untagged (a missed name, in cased
+    text)."""
+    covered = [False] * len(text)
+    for c in cands:
+        for i in range(c.start, c.end):
+            covered[i] = True
+    untagged = 0
+    offset = 0
+    for word in text.split():
+        start = text.index(word, offset)
+        offset = start + len(word)
+        if start > 0 and word[:1].isupper() and not covered[start]:
+            untagged += 1
+    probs = list(probabilities) or [1.0]
+    return {
+        "bias": 1.0,
+        "least_certain": min(probs),
+        "mean_certainty": sum(probs) / len(probs),
+        "total_doubt": sum(1.0 - p for p in probs),
+        "doubtful_spans": float(sum(p < 0.5 for p in probs)),
+        "spans": float(len(cands)),
+        "sibling_spans": float(sum(c.type in info.siblings for c in cands)),
+        "long_spans": float(sum(c.words >= 3 for c in cands)),
+        "words": float(len(text.split())),
+        "untagged_capitalised": float(untagged),
+    }
+
+
 @dataclass(frozen=True)
 class Logistic:
     """p = sigmoid(w · x) over named features (missing features count 0)."""
@@ -267,7 +316,8 @@ def sigmoid(z: float) -> float:
 
 @dataclass(frozen=True)
 class Calibrator:
-    """The fitted artefact: both models, the per-family trust and the keep threshold."""
+    """The fitted artefact: both models, the per-family trust, the keep threshold and, when
+    fitted (``nerve train cascade-router``), the router and its default threshold."""
 
     encoder: Logistic
     merged: Logistic
@@ -275,6 +325,8 @@ class Calibrator:
     # Per rule ("union", "best"): an unconfirmed candidate is kept from this probability on.
     keep_thresholds: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    router: Logistic | None = None  # P(the cascade's answer beats the encoder's) of a segment
+    route_threshold: float | None = None  # the router's threshold unless a setting overrides it
 
     def keep(self, rule: str) -> float:
         return self.keep_thresholds.get(rule, 0.5)
@@ -292,6 +344,12 @@ class Calibrator:
             "trust": self.trust,
             "keep_thresholds": self.keep_thresholds,
             "meta": self.meta,
+            **({"router": self.router.to_dict()} if self.router else {}),
+            **(
+                {"route_threshold": self.route_threshold}
+                if self.route_threshold is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -306,6 +364,8 @@ class Calibrator:
             trust=trust,
             keep_thresholds={k: float(v) for k, v in data.get("keep_thresholds", {}).items()},
             meta=dict(data.get("meta", {})),
+            router=Logistic.from_dict(data["router"]) if "router" in data else None,
+            route_threshold=(float(data["route_threshold"]) if "route_threshold" in data else None),
         )
 
     @classmethod
@@ -325,11 +385,25 @@ class Merged:
     routed: bool
 
 
+# Without a fitted router: route when the least certain encoder entity is below this.
+LEAST_CERTAIN_ROUTE_THRESHOLD = 0.6
+
+
 @dataclass(frozen=True)
 class CascadePolicy:
     rule: Rule
     route_threshold: float
     calibrator: Calibrator
+
+    @classmethod
+    def of(cls, rule: Rule, calibrator: Calibrator, route_threshold: float | None) -> CascadePolicy:
+        """The policy with ``route_threshold``, else the calibration's own, else the default of
+        the least-certain-entity score."""
+        if route_threshold is None:
+            route_threshold = calibrator.route_threshold
+        if route_threshold is None:
+            route_threshold = LEAST_CERTAIN_ROUTE_THRESHOLD
+        return cls(rule, route_threshold, calibrator)
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -338,12 +412,16 @@ class CascadePolicy:
     def route_score(
         self, text: str, encoder: Sequence[ScoredSpan], types: Sequence[EntityType]
     ) -> float:
-        """The encoder's least certain entity's calibrated probability (1.0: none found)."""
+        """How well the encoder's answer stands alone: with a router, 1 - P(the cascade's
+        answer beats it); without, its least certain entity's calibrated probability (1.0:
+        none found)."""
         info = TypeInfo.of(types)
-        return min(
-            (self.calibrator.encoder_probability(c, info) for c in candidates(text, encoder, None)),
-            default=1.0,
-        )
+        cands = candidates(text, encoder, None)
+        probs = [self.calibrator.encoder_probability(c, info) for c in cands]
+        router = self.calibrator.router
+        if router is None:
+            return min(probs, default=1.0)
+        return 1.0 - router(router_features(text, probs, cands, info))
 
     def route(self, text: str, encoder: Sequence[ScoredSpan], types: Sequence[EntityType]) -> bool:
         return bool(self.route_score(text, encoder, types) < self.route_threshold)

@@ -122,8 +122,8 @@ def build_auto(deps: MethodDeps) -> MethodHandler | None:
     if not path.is_file():
         log.warning("no cascade calibration at %s: method=auto disabled", path)
         return None
-    policy = CascadePolicy(
-        settings.cascade_rule, settings.cascade_route_threshold, Calibrator.load(path)
+    policy = CascadePolicy.of(
+        settings.cascade_rule, Calibrator.load(path), settings.cascade_route_threshold
     )
     return CascadeHandler(
         EncoderHandler(encoders.baner, settings.encoder_support_k),
