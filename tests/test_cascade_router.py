@@ -204,3 +204,18 @@ def test_the_shipped_router_never_saw_its_folds_domains() -> None:
     fitted_on = " ".join(calibrator.meta["router"]["fitted_on"])
     assert "politics/dev" in fitted_on and "science/dev" in fitted_on
     assert not any(d in fitted_on for d in ("music", "literature", "ai/", "/test"))
+
+
+def test_the_offline_tool_routes_with_each_calibrations_own_threshold() -> None:
+    from tools import cascade_eval
+
+    sentences = [toy_sentence(untagged=i % 2 == 0) for i in range(10)]
+    for i, s in enumerate(sentences):
+        s.encoder_ms, s.llm_ms = 40.0, 3000.0 + i
+    # P(the LLM pays) = sigmoid(2·untagged - 7): 0.73 for a cut title (4), 0.27 for a whole one.
+    router = {"features": ["bias", "untagged_capitalised"], "weights": [-7.0, 2.0]}
+    calibrator = calibrator_with(router=router, route_threshold=0.5)
+    result = cascade_eval.run({"toy": sentences}, {"toy": calibrator}, [0.0], "union", None)
+    assert result["chosen"]["route_threshold"] is None
+    assert result["chosen"]["routed"] == 0.5  # the cut titles only
+    assert "route threshold each calibration's own" in cascade_eval.markdown(result)

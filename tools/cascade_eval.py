@@ -209,18 +209,19 @@ def run(
     calibrators: dict[str, Calibrator],
     thresholds: Sequence[float],
     rule: Rule,
-    threshold: float,
+    threshold: float | None,
     gazetteers: Mapping[str, Gazetteer] | None = None,
 ) -> dict[str, Any]:
     everything = [s for ss in sentences_by_domain.values() for s in ss]
     gazetteers = gazetteers or {}
 
-    def answered(r: Rule, t: float) -> list[Answered]:
+    def answered(r: Rule, t: float | None) -> list[Answered]:
+        # t None: each domain's calibration's own threshold, as the gateway serves it.
         return [
             a
             for domain, ss in sentences_by_domain.items()
             for a in answer_all(
-                ss, CascadePolicy(r, t, calibrators[domain]), gazetteers.get(domain)
+                ss, CascadePolicy.of(r, calibrators[domain], t), gazetteers.get(domain)
             )
         ]
 
@@ -286,9 +287,11 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["sweep"]:
         lines.append(row("auto", r["rule"], f"{r['route_threshold']:g}", f"{r['routed']:.0%}", r))
     chosen = result["chosen"]
+    route = chosen["route_threshold"]
+    route_text = "each calibration's own" if route is None else f"{route:g}"
     lines += [
         "",
-        f"Escalation ({chosen['rule']}, route threshold {chosen['route_threshold']:g}):",
+        f"Escalation ({chosen['rule']}, route threshold {route_text}):",
         "",
         "| score threshold | escalated (low score) | F1 kept | F1 kept w/o misc "
         "| escalated (low score or disagree) | F1 kept | F1 kept w/o misc |",
@@ -336,7 +339,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--thresholds", default=",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS))
     parser.add_argument("--rule", choices=RULES, default="union")
-    parser.add_argument("--threshold", type=float, default=0.6)
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="The chosen route threshold (escalation, reliability, --compare); unset = each "
+        "calibration's own, as served.",
+    )
     parser.add_argument("--limit", type=int, help="Only the first N sentences of each domain.")
     parser.add_argument(
         "--compare",
@@ -380,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         result["compare"] = {
             domain: compare(
                 ss,
-                CascadePolicy(args.rule, args.threshold, calibrators[domain]),
+                CascadePolicy.of(args.rule, calibrators[domain], args.threshold),
                 read_predictions(
                     (args.runs / args.compare.format(domain=domain)).with_suffix(".jsonl")
                 ),
