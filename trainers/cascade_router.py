@@ -39,7 +39,13 @@ from app.core.cascade import (
     router_features,
 )
 from app.core.types import Entity
-from trainers.cascade_calibration import Sentence, check_sets, fit_logistic, load_sentences
+from trainers.cascade_calibration import (
+    Sentence,
+    check_sets,
+    fit_logistic,
+    load_sentences,
+    parse_args_typo_first,
+)
 
 
 def net_correct(sentence: Sentence, entities: Sequence[Entity]) -> int:
@@ -101,17 +107,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="nerve train cascade-router",
         description="Fit method=auto's router on dev predictions and add it to a calibration.",
     )
-    parser.add_argument("--fold", required=True, choices=("a", "b"))
-    parser.add_argument("--data", type=Path, required=True, help="Dataset root of the sets.")
-    parser.add_argument(
-        "--calibration", type=Path, required=True, help="The fold's calibration JSON."
-    )
+    parser.add_argument("--fold", choices=("a", "b"))
+    parser.add_argument("--data", type=Path, help="Dataset root of the sets.")
+    parser.add_argument("--calibration", type=Path, help="The fold's calibration JSON.")
     parser.add_argument(
         "--set",
         dest="sets",
         type=parse_set,
         action="append",
-        required=True,
         help="DOMAIN:SPLIT:ENCODER_JSONL:LLM_JSONL[:OFFSET] (repeatable).",
     )
     parser.add_argument(
@@ -120,8 +123,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=0.4,
         help="Share of the dev sentences the default threshold routes (0-1).",
     )
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path)
+    args = parse_args_typo_first(
+        parser,
+        argv,
+        {
+            "fold": "--fold",
+            "data": "--data",
+            "calibration": "--calibration",
+            "sets": "--set",
+            "out": "--out",
+        },
+    )
     if not 0.0 <= args.routed_share <= 1.0:
         parser.error(f"--routed-share must be within 0-1; got {args.routed_share}")
     check_sets(args.fold, [(d, s, e, g) for d, s, e, g, _ in args.sets])
