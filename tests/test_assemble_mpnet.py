@@ -1,7 +1,8 @@
-"""tools.assemble_mpnet on a toy split zip: assembled in order, checked, idempotent, atomic.
+"""app.embedding.mpnet on a toy split zip: assembled in order, checked, idempotent, atomic.
 
-The real parts are 400 MB and not a dependency of the project, so the pieces here are a small
-zip of the same layout split the same way (plain byte ranges)."""
+The real parts are 400 MB, so the pieces here are a small zip of the same layout split the same
+way (plain byte ranges); the real model is assembled by ``make install`` and used by every
+BANER test."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.assemble_mpnet import MARKER, MODEL_NAME, assemble
+from app.embedding.mpnet import MARKER, MODEL_NAME, assemble
 
 FILES = {
     f"{MODEL_NAME}/config.json": b'{"model_type": "mpnet"}',

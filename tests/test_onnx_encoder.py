@@ -346,4 +346,4 @@ def test_settings_choose_the_encoder_runtime(onnx_dir: Path) -> None:
     # The service's default: int8, each text run alone (docs/benchmarks.md).
     assert EncoderMethodsConfig.from_settings(load_settings()).runtime == "onnx-int8"
     torch_config = EncoderMethodsConfig.from_settings(load_settings(encoder_runtime="torch"))
-    assert build_encoder_methods(torch_config).baner.model == "baner:packaged:all-MiniLM-L6-v2"
+    assert build_encoder_methods(torch_config).baner.model == "baner:pypi-parts:all-mpnet-base-v2"

@@ -39,6 +39,7 @@ from app.core.types import EntityType, Example
 from app.core.words import split_words
 from app.methods.baner.artefact import build_net, load_adapter_state, read_adapter, save_artefact
 from app.methods.baner.config import (
+    MPNET_ENCODER,
     OPTIONS_FILE,
     PACKAGED_ENCODER,
     BanerConfig,
@@ -258,9 +259,10 @@ def run(
     init: Annotated[
         Path | None, typer.Option(help="Continue from this artefact (per-domain adapters).")
     ] = None,
-    encoder: Annotated[str, typer.Option(help="Base encoder: packaged or a model dir.")] = (
-        PACKAGED_ENCODER
-    ),
+    encoder: Annotated[
+        str,
+        typer.Option(help=f"Base encoder: {MPNET_ENCODER}, {PACKAGED_ENCODER} or a model dir."),
+    ] = MPNET_ENCODER,
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 500,
     batch_size: Annotated[int, typer.Option(help="Sentences per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
@@ -321,7 +323,7 @@ def run(
     dev = read_split(data_dir, domain, "dev")[:eval_sentences]
     scores = evaluate(extractor, dev, types)
     config.training = {
-        "command": f"python -m trainers.baner --domain {domain} --steps {steps} "
+        "command": f"python -m trainers.baner --encoder {encoder} --domain {domain} --steps {steps} "
         f"--batch-size {batch_size} --lr {lr} --lora-rank {config.lora_rank} "
         f"--contrastive-weight {contrastive_weight} --seed {seed}"
         + (f" --init {init}" if init else ""),

@@ -13,17 +13,21 @@ from typing import Any
 
 import torch
 
-from app.methods.baner.config import PACKAGED_ENCODER
+from app.methods.baner.config import MPNET_ENCODER, PACKAGED_ENCODER
 
 SHAPE_DIM = 6
 
 
 def resolve_encoder(encoder: str) -> Path:
-    """The model directory of ``encoder`` (``PACKAGED_ENCODER`` or a path)."""
+    """The model directory of ``encoder`` (``PACKAGED_ENCODER``, ``MPNET_ENCODER`` or a path)."""
     if encoder == PACKAGED_ENCODER:
         from app.embedding.sentence_transformers import packaged_model_dir
 
         path = packaged_model_dir()
+    elif encoder == MPNET_ENCODER:
+        from app.embedding.mpnet import assemble
+
+        path = assemble()  # at once when already assembled (make install does it)
     else:
         path = Path(encoder)
     if not (path / "config.json").is_file():

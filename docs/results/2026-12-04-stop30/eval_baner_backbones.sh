@@ -3,11 +3,13 @@
 # train_baner_mpnet.sh (issue 14, item 4): the five full test sets, the retrieval embedder
 # MiniLM-L6 for both, one core, one thread, a frozen worktree. Variants: curated descriptions
 # with the gazetteer off (raw) and on (the gateway's default), bare type names, lowercased text.
-# usage: eval_baner_backbones.sh CORE TREE MPNET_ARTEFACT OUT
-core=$1; tree=$2; mpnet=$3; out=$4
+# usage: eval_baner_backbones.sh CORE TREE MPNET_ARTEFACT OUT [VARIANT...]  (default: all four;
+# two copies on two cores take disjoint variants)
+core=$1; tree=$2; mpnet=$3; out=$4; shift 4
+variants=("$@"); [ ${#variants[@]} -eq 0 ] && variants=(curated-raw curated bare lower)
 cd "$tree"
 export PYTHONPATH=$tree OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
-for variant in curated-raw curated bare lower; do
+for variant in "${variants[@]}"; do
   case $variant in
     curated-raw) flags=(); gazetteer=false;;
     curated) flags=(); gazetteer=true;;
@@ -26,4 +28,4 @@ for variant in curated-raw curated bare lower; do
     done
   done
 done
-touch "$out/done"
+touch "$out/done-${variants[*]// /-}"

