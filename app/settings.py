@@ -261,9 +261,11 @@ class Settings(BaseSettings):
 
     # --- method=auto (the cascade: the encoder first, the LLM where it is unsure) -------------
     cascade_rule: Literal["replace", "union", "trust", "best"] = Field(
-        "union",
+        "best",
         description="How auto combines BANER's and the LLM's answers on a routed segment "
-        "(app/core/cascade.py; measured in docs/benchmarks.md).",
+        "(app/core/cascade.py). best: of overlapping candidates, the one the calibrated merge "
+        "model scores highest, if at least the keep threshold; the rule both calibrations' "
+        "dev sets prefer (measured in docs/benchmarks.md, stop 30).",
     )
     cascade_route_threshold: float | None = Field(
         None,
