@@ -236,11 +236,12 @@ class Settings(BaseSettings):
         None, description="Base encoder dir for BANER; unset = the one the artefact names."
     )
     encoder_runtime: EncoderRuntime = Field(
-        "onnx-int8",
-        description="What runs BANER/LAR's encoder in process: torch, ONNX Runtime fp32 "
-        "(exported with the LoRA merged into onnx_dir on first use) or ONNX Runtime int8 "
-        "(the default: a third less CPU than fp32, F1 -0.1 on CrossNER music; each text "
-        "runs alone, so its answer never depends on its batch: docs/benchmarks.md).",
+        "onnx",
+        description="What runs BANER/LAR's encoder in process: torch, ONNX Runtime fp32 (the "
+        "default; exported with the LoRA merged into onnx_dir on first use) or ONNX Runtime "
+        "int8 (about 60% less CPU; F1 -0.1 with the MiniLM backbone but -4 with mpnet on "
+        "CrossNER; each text runs alone, so its answer never depends on its batch: "
+        "docs/benchmarks.md).",
     )
     lar_options_file: Path | None = Field(
         None, description="LAR's calibrated options (lar.json); unset = model_repository/lar/1."

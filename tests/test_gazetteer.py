@@ -156,7 +156,7 @@ NEW_EXAMPLE = {
         {"start": 29, "end": 36, "type": "location"},
     ],
 }
-# The encoder returns only "zephyr" here: the gazetteer gives the stored name whole.
+# A name only the uploaded example holds.
 LATER = "i love my zephyr nine"
 
 
@@ -184,6 +184,10 @@ def test_gateway_applies_the_domains_gazetteer_and_rebuilds_it_after_an_upload(
             added = client.post("/v1/domains/support/examples", json={"examples": [NEW_EXAMPLE]})
             assert added.status_code == 201, added.text
             answers[on] = [first, answer(client, LATER)]
+            if on:  # the gazetteer the second answer used holds the uploaded example's name
+                cache = client.app.state.components.ner.gazetteers  # type: ignore[attr-defined]
+                latest = next(reversed(cache._built.values()))
+                assert ("zephyr nine", "product") in keys(latest.apply(LATER, [], {"product"}))
     types = {t["name"] for t in SUPPORT_DOMAIN["entity_types"]}  # type: ignore[union-attr, index]
     before, after = (
         Gazetteer.from_examples(pool_examples()),
@@ -193,10 +197,10 @@ def test_gateway_applies_the_domains_gazetteer_and_rebuilds_it_after_an_upload(
     on_first, on_later = answers[True]
     assert keys(on_first) == keys(before.apply(TEXT, off_first, types))
     assert keys(on_later) == keys(after.apply(LATER, off_later, types))
-    # The second answer used the uploaded example's name: the gazetteer was built again.
-    assert ("zephyr nine", "product") in keys(on_later) and ("zephyr nine", "product") not in keys(
-        off_later
-    )
+    # The second answer used the uploaded example's name: the gazetteer was built again (the
+    # encoder may find the name itself now that the example is retrieved: not asserted).
+    assert ("zephyr nine", "product") in keys(on_later)
+    assert ("zephyr nine", "product") not in keys(before.apply(LATER, [], types))
 
 
 class FlakyStore:

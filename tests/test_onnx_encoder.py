@@ -330,8 +330,9 @@ def test_baner_in_int8_finds_nearly_the_same_entities(
             run_encoder_in_onnx(extractor, runtime, onnx_dir)
         found = _answers(extractor, queries, support)
         spans.append({(i, a[:3]) for i, answer in enumerate(found) for a in answer})
-    # Over the full music test set int8 costs 0.1 F1 (docs/benchmarks.md); here a few spans.
-    assert len(spans[0] & spans[1]) >= 0.8 * len(spans[0] | spans[1])
+    # int8 is the cheaper, lossier option: over the full music test set it cost MiniLM 0.1 F1
+    # and the mpnet backbone 4.1 (docs/benchmarks.md, stop 30); most spans are still the same.
+    assert len(spans[0] & spans[1]) >= 0.7 * len(spans[0] | spans[1])
 
 
 def test_settings_choose_the_encoder_runtime(onnx_dir: Path) -> None:
@@ -343,7 +344,7 @@ def test_settings_choose_the_encoder_runtime(onnx_dir: Path) -> None:
     # Answers of another runtime are another model's (the answer cache key holds it).
     assert baner.model.endswith("@onnx")
     assert methods.lar.model.endswith("@onnx")  # type: ignore[attr-defined]
-    # The service's default: int8, each text run alone (docs/benchmarks.md).
-    assert EncoderMethodsConfig.from_settings(load_settings()).runtime == "onnx-int8"
+    # The service's default: fp32 (int8 costs the mpnet backbone 4 F1; docs/benchmarks.md).
+    assert EncoderMethodsConfig.from_settings(load_settings()).runtime == "onnx"
     torch_config = EncoderMethodsConfig.from_settings(load_settings(encoder_runtime="torch"))
     assert build_encoder_methods(torch_config).baner.model == "baner:pypi-parts:all-mpnet-base-v2"
