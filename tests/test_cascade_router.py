@@ -22,6 +22,7 @@ from app.core.cascade import (
 from app.core.readers import to_bio
 from app.core.types import Example, Span
 from app.methods.registry import DEFAULT_CASCADE_CALIBRATION
+from app.settings import REPO_ROOT
 
 # The hand-made segment of the cascade's tests: "Ann Lee wrote The Long Road in Paris with Bob ."
 from tests.test_cascade import BOOK, BOOK_BROKEN, ENCODER, TEXT, TYPES, ent
@@ -204,6 +205,18 @@ def test_the_shipped_router_never_saw_its_folds_domains() -> None:
     fitted_on = " ".join(calibrator.meta["router"]["fitted_on"])
     assert "politics/dev" in fitted_on and "science/dev" in fitted_on
     assert not any(d in fitted_on for d in ("music", "literature", "ai/", "/test"))
+
+
+@pytest.mark.parametrize("fold", ["a", "b"])
+def test_each_shipped_threshold_routes_half_of_its_dev_sentences(fold: str) -> None:
+    """The default sits where the router's fit routed half of its dev sentences: the median
+    request is answered without the LLM (docs/benchmarks.md, stop 30)."""
+    calibrator = Calibrator.load(
+        REPO_ROOT / f"model_repository/cascade/calibration-fold-{fold}.json"
+    )
+    router = calibrator.meta["router"]
+    assert router["routed_share"] == 0.5
+    assert calibrator.route_threshold == router["threshold_by_share"]["0.5"]
 
 
 def test_the_offline_tool_routes_with_each_calibrations_own_threshold() -> None:
