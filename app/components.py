@@ -10,32 +10,32 @@ from dataclasses import dataclass
 from anyio import to_thread
 
 from app.auth import Authenticator, build_authenticator
-from app.batched_retrieval import BatchedRetrieval
-from app.cache.base import Cache
-from app.cache.counted import CountedCache
-from app.cache.embeddings import QueryEmbeddingCache
-from app.cache.factory import build_cache, build_redis
-from app.core.boundaries import BoundaryPolicy
-from app.core.gazetteer import GazetteerPolicy
 from app.domains.gazetteers import GazetteerCache
 from app.domains.service import DomainService
-from app.embedding.base import Embedder
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
 from app.feedback.records import build_record_store
 from app.feedback.service import FeedbackService
-from app.generation.base import Generator
-from app.generation.factory import build_generator
 from app.jobs.factory import build_job_store
 from app.jobs.runner import JobRunner
 from app.limits import InFlightLimiter
-from app.methods.registry import MethodRegistry, build_registry
-from app.metrics import Metrics
 from app.ner.pipeline import NERPipeline
-from app.retrieval import Retriever
-from app.settings import Settings
-from app.store.base import VectorStore
-from app.store.milvus import MilvusStore
-from app.threads import limit_numeric_threads
+from nerve.cache.base import Cache
+from nerve.cache.counted import CountedCache
+from nerve.cache.factory import build_cache, build_redis
+from nerve.generation.base import Generator
+from nerve.generation.factory import build_generator
+from nerve.methods.registry import MethodRegistry, build_registry
+from nerve.metrics import Metrics
+from nerve.pool_rules.boundaries import BoundaryPolicy
+from nerve.pool_rules.gazetteer import GazetteerPolicy
+from nerve.retrieval.batched import BatchedRetrieval
+from nerve.retrieval.embedding.base import Embedder
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.retrieval.embedding_cache import QueryEmbeddingCache
+from nerve.retrieval.retriever import Retriever
+from nerve.retrieval.store.base import VectorStore
+from nerve.retrieval.store.milvus import MilvusStore
+from nerve.settings import Settings
+from nerve.threads import limit_numeric_threads
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def build_store(settings: Settings, embedder: Embedder) -> MilvusStore:
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
     if settings.embedder_runtime != "torch":
-        from app.embedding.onnx import OnnxEmbedder
+        from nerve.retrieval.embedding.onnx import OnnxEmbedder
 
         return OnnxEmbedder(
             settings.embedder_model,

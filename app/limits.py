@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from app.errors import Overloaded
-from app.metrics import Metrics
+from nerve.errors import Overloaded
+from nerve.metrics import Metrics
 
 
 class InFlightLimiter:

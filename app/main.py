@@ -20,13 +20,13 @@ from app.components import Components, build_components
 from app.console.router import router as console_router
 from app.domains.protocol import DomainIn
 from app.domains.router import router as domains_router
-from app.errors import NerveError, describe_validation
 from app.feedback.router import router as feedback_router
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
 from app.logging import request_id_var
 from app.ner.router import router as ner_router
-from app.settings import Settings
+from nerve.errors import NerveError, describe_validation
+from nerve.settings import Settings
 
 log = logging.getLogger(__name__)
 

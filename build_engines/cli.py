@@ -40,7 +40,7 @@ from build_engines.templates import fill_repository
 
 log = logging.getLogger(__name__)
 
-# Not app.settings.REPO_ROOT: this module runs inside NVIDIA's TensorRT-LLM container, where
+# Not nerve.settings.REPO_ROOT: this module runs inside NVIDIA's TensorRT-LLM container, where
 # only the standard library, torch, transformers and peft can be counted on.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO_ROOT / "model_repository" / "gpu_templates"
@@ -71,11 +71,11 @@ def deploy_env_name(suffix: str = "") -> str:
     return f"deploy{suffix}.env"
 
 
-# The tensor contract the ensemble declares (app.generation.llm_tensors.CONTRACT_VERSION, which
+# The tensor contract the ensemble declares (nerve.wire.llm.CONTRACT_VERSION, which
 # cannot be imported here; a test keeps the two equal). The gateway checks it at readiness.
 LLM_CONTRACT = "nerve_llm_tensors.v2"
 # The model-name suffix of each method's engine, and the gateway setting naming its ensemble
-# (app.settings: NERVE_TRITON_MODEL, NERVE_TRITON_CLLMFS_MODEL).
+# (nerve.settings: NERVE_TRITON_MODEL, NERVE_TRITON_CLLMFS_MODEL).
 METHODS = {
     "wraner": ("", "NERVE_TRITON_MODEL"),
     "cllmfs": ("_cllmfs", "NERVE_TRITON_CLLMFS_MODEL"),

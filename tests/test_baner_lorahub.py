@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from app.core.crossner_types import entity_types_for
-from app.core.types import Example, Span
-from app.methods.baner.artefact import read_adapter
-from app.methods.baner.config import WEIGHTS_FILE
-from app.methods.factory import DEFAULT_ARTEFACT
+from nerve.data.crossner_types import entity_types_for
+from nerve.methods.baner.artefact import read_adapter
+from nerve.methods.baner.config import WEIGHTS_FILE
+from nerve.methods.encoders.factory import DEFAULT_ARTEFACT
+from nerve.vocab.types import Example, Span
 from tools.lorahub import LoraHub, compose
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from app.methods.baner.decoding import viterbi_bio
-from app.methods.baner.losses import boundary_contrastive_loss
+from nerve.methods.baner.decoding import viterbi_bio
+from trainers.baner_losses import boundary_contrastive_loss
 
 
 def _toy() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

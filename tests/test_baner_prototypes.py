@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.methods.baner.losses import TAG_B, TAG_I, TAG_O
-from app.methods.baner.support import EncodedSupport, SupportSet, TypingWeights, softmax
+from nerve.methods.baner.support import EncodedSupport, SupportSet, TypingWeights, softmax
+from nerve.methods.baner.tags import TAG_B, TAG_I, TAG_O
 
 
 def _unit(*values: float) -> np.ndarray:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.methods import wire
-from app.settings import REPO_ROOT
+from nerve.settings import REPO_ROOT
+from nerve.wire import encoder as wire
 from triton_models.adapter import Call
 from triton_models.encoder import EncoderModelHandler, ModelParameters
 

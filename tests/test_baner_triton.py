@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.types import Entity, EntityType, Span
-from app.errors import BackendUnavailable
-from app.methods import wire
-from app.methods.triton_client import TritonEncoderMethod, TritonLar
-from app.settings import load_settings
-from app.triton_server import TritonServer
+from cli.triton_server import TritonServer
+from nerve.errors import BackendUnavailable
+from nerve.methods.encoders.triton import TritonEncoderMethod, TritonLar
+from nerve.settings import load_settings
+from nerve.vocab.types import Entity, EntityType, Span
+from nerve.wire import encoder as wire
 from tests.fixtures.encoders import (
     POLITICS_SUPPORT,
     POLITICS_TYPES,

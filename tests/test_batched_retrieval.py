@@ -1,4 +1,4 @@
-"""Retrieval with micro-batching (app/batched_retrieval.py): concurrent queries embedded in one
+"""Retrieval with micro-batching (nerve/retrieval/batched.py): concurrent queries embedded in one
 pass and searched in one vector search retrieve the same examples, with the same scores, as each
 query embedded and searched alone; a store failure fails only the searches of its domain."""
 
@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.batched_retrieval import BatchedRetrieval
-from app.batching import BatchSettings
-from app.core.readers import read_split
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.errors import BackendUnavailable
-from app.retrieval import Retriever, Search
-from app.store.milvus import MilvusStore
+from nerve.batching import BatchSettings
+from nerve.data.readers import read_split
+from nerve.errors import BackendUnavailable
+from nerve.retrieval.batched import BatchedRetrieval
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.retrieval.retriever import Retriever, Search
+from nerve.retrieval.store.milvus import MilvusStore
 from tests.fixtures.gateway import require_data
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The micro-batcher (app/batching.py) on its own, with a plain batch function: which items
+"""The micro-batcher (nerve/batching.py) on its own, with a plain batch function: which items
 share a batch, who gets which result, failures, cancellation, shutdown. Waits are on events and
 state, never on the clock: a batch is flushed by being full or by close() unless a test says."""
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from app.batching import BatcherClosed, BatchSettings, MicroBatcher
+from nerve.batching import BatcherClosed, BatchSettings, MicroBatcher
 
 LONG = 3600.0  # a wait no test reaches: batches flush because they are full, or on close()
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.types import Example
-from app.store.base import IndexedExample
-from app.store.milvus import MilvusStore
+from nerve.retrieval.store.base import IndexedExample
+from nerve.retrieval.store.milvus import MilvusStore
+from nerve.vocab.types import Example
 from tools.bench_retrieval import ExactSearch, synthetic_pool
 
 DIM = 8

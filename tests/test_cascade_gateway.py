@@ -1,6 +1,6 @@
 """``method=auto`` through the gateway in process: real Milvus Lite, embedder, BANER artefact and
 GGUF LLM. Greedy decoding is deterministic, so a routed segment's merged answer must be the
-merge (app/core/cascade.py, the offline tool's code) of what ``baner`` and ``wraner`` answer
+merge (nerve/methods/auto/policy.py, the offline tool's code) of what ``baner`` and ``wraner`` answer
 for the same text and examples."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.cascade import Calibrator, Merged, TypeInfo, candidates, merge
-from app.core.types import Entity, EntityType
 from app.ner.escalation import REASON_METHODS_DISAGREE
+from nerve.methods.auto.policy import Calibrator, Merged, TypeInfo, candidates, merge
+from nerve.vocab.types import Entity, EntityType
 from tests.fixtures.encoders import SUPPORT_TYPES, check_entities
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.cascade import (
+from nerve.data.readers import to_bio
+from nerve.methods.auto.policy import (
     LEAST_CERTAIN_ROUTE_THRESHOLD,
     ROUTER_FEATURES,
     Calibrator,
@@ -19,10 +20,9 @@ from app.core.cascade import (
     candidates,
     router_features,
 )
-from app.core.readers import to_bio
-from app.core.types import Example, Span
-from app.methods.registry import DEFAULT_CASCADE_CALIBRATION
-from app.settings import REPO_ROOT
+from nerve.methods.registry import DEFAULT_CASCADE_CALIBRATION
+from nerve.settings import REPO_ROOT
+from nerve.vocab.types import Example, Span
 
 # The hand-made segment of the cascade's tests: "Ann Lee wrote The Long Road in Paris with Bob ."
 from tests.test_cascade import BOOK, BOOK_BROKEN, ENCODER, TEXT, TYPES, ent

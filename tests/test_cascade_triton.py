@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.settings import Settings
-from app.triton_server import DEFAULT_REPOSITORY, TritonServer
+from cli.triton_server import DEFAULT_REPOSITORY, TritonServer
+from nerve.settings import Settings
 from tests.fixtures.triton import LLM_MODELS, START_TIMEOUT_S, _bundle_or_skip, _server
 from tests.test_cascade_gateway import routed_answer, setup, write_calibration
 

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 
 from app.components import build_components
-from app.core.readers import read_split
-from app.core.types import Example, Span
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.errors import BackendTimeout, InvalidRequest
-from app.generation.base import Generation, GenerationRequest
-from app.methods import registry
-from app.methods.handler import MethodHandler
-from app.methods.wraner import WranerHandler
-from app.settings import REPO_ROOT, load_settings
+from nerve.data.readers import read_split
+from nerve.errors import BackendTimeout, InvalidRequest
+from nerve.generation.base import Generation, GenerationRequest
+from nerve.methods import registry
+from nerve.methods.handler import MethodHandler
+from nerve.methods.wraner.handler import WranerHandler
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.settings import REPO_ROOT, load_settings
+from nerve.vocab.types import Example, Span
 from tests.fixtures.gateway import require_data
 from tools.evaluation import (
     MAX_CONSECUTIVE_FAILURES,
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -308,7 +308,7 @@ def test_eval_command_passes_the_variants_on(monkeypatch: pytest.MonkeyPatch) ->
     from typer.testing import CliRunner
 
     import tools.evaluation
-    from app.cli import cli
+    from cli.main import cli
 
     seen: dict[str, Any] = {}
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.settings import REPO_ROOT
+from cli.main import cli
+from nerve.settings import REPO_ROOT
 from trainers.registry import TRAINERS, Trainer
 
 # One option of each trainer's own, to see its help came through.
@@ -105,7 +105,7 @@ def test_train_says_so_when_the_trainers_are_not_installed(
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

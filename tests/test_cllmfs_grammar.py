@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.answer_grammar import answer_grammar
-from app.core.parser import parse_answer
-from app.core.prompt import STOP_SEQUENCES, build_prompt
-from app.core.types import EntityType
-from app.errors import InvalidRequest
-from app.generation.base import GenerationRequest
-from app.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator
+from nerve.errors import InvalidRequest
+from nerve.generation.base import GenerationRequest
+from nerve.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator
+from nerve.prompting.answer_grammar import answer_grammar
+from nerve.prompting.parser import parse_answer
+from nerve.prompting.prompt import STOP_SEQUENCES, build_prompt
+from nerve.vocab.types import EntityType
 from tests.fixtures.grammar import (
     ADVERSARIAL,
     adversarial_prompt,
@@ -106,7 +106,7 @@ async def test_the_generator_passes_the_requests_grammar(llama_engine: LlamaCppE
 
 
 def test_settings_default_is_unconstrained() -> None:
-    from app.settings import Settings
+    from nerve.settings import Settings
 
     assert Settings().constrained_decoding is False
     assert Settings(constrained_decoding=True).constrained_decoding is True

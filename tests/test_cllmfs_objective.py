@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from app.core.crossner_types import entity_types_for
-from app.core.prompt import build_prompt, render_answer
-from app.core.types import Example, Span
+from nerve.data.crossner_types import entity_types_for
+from nerve.prompting.prompt import build_prompt, render_answer
+from nerve.vocab.types import Example, Span
 from trainers.cllmfs.config import CllmfsConfig
 from trainers.cllmfs.loss import IGNORE, chance_level, info_nce, normalise_states
 from trainers.cllmfs.objective import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.generation.models import CLLMFS_ADAPTER, resolve_adapter
-from app.settings import REPO_ROOT, Settings
+from nerve.generation.models import CLLMFS_ADAPTER, resolve_adapter
+from nerve.settings import REPO_ROOT, Settings
 from trainers.cllmfs.cli import NAME
 from trainers.cllmfs.config import CllmfsConfig
 from trainers.wraner.cli import parse_args
@@ -40,9 +40,9 @@ async def test_behind_triton_method_cllmfs_calls_its_own_model() -> None:
     """NERVE_GENERATOR=triton: method=cllmfs is a TritonGenerator on NERVE_TRITON_CLLMFS_MODEL;
     the adapter is Triton's to load (the gateway's host need not hold the file); unset, the
     method is not served."""
-    from app.generation.triton import TritonGenerator
-    from app.methods.registry import MethodDeps, build_cllmfs
-    from app.metrics import Metrics
+    from nerve.generation.triton import TritonGenerator
+    from nerve.methods.registry import MethodDeps, build_cllmfs
+    from nerve.metrics import Metrics
 
     def cllmfs(adapter: str, generator: str = "triton") -> Any:
         settings = Settings(

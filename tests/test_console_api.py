@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from app.cache.memory import MemoryCache
 from app.feedback.records import RecordStore, RequestRecord, build_record_store
-from app.metrics import Metrics
-from app.settings import load_settings
+from nerve.cache.memory import MemoryCache
+from nerve.metrics import Metrics
+from nerve.settings import load_settings
 
 TENANT = "acme"
 HOUR = 3600.0

@@ -7,9 +7,9 @@ from importlib import resources
 
 import pytest
 
-from app.core.prompt import build_prompt, render_answer
-from app.core.types import Example
 from app.demo import DemoDomain, load_demo_domain
+from nerve.prompting.prompt import build_prompt, render_answer
+from nerve.vocab.types import Example
 
 DEMO = load_demo_domain()
 ALL_EXAMPLES = [("examples", i, e) for i, e in enumerate(DEMO.examples)] + [

@@ -25,11 +25,11 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.components import build_components
-from app.errors import BackendUnavailable
-from app.generation.base import Generation, GenerationRequest
 from app.main import build_app
-from app.metrics import Metrics, metric_names
-from app.settings import Settings, load_settings
+from nerve.errors import BackendUnavailable
+from nerve.generation.base import Generation, GenerationRequest
+from nerve.metrics import Metrics, metric_names
+from nerve.settings import Settings, load_settings
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from app.components import build_store
-from app.core.types import Example
 from app.domains.protocol import DomainIn, ExampleIn
 from app.domains.service import DomainService
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.errors import NotFound
-from app.metrics import Metrics
-from app.retrieval import Retriever
-from app.settings import load_settings
-from app.store.milvus import MilvusStore
+from nerve.errors import NotFound
+from nerve.metrics import Metrics
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.retrieval.retriever import Retriever
+from nerve.retrieval.store.milvus import MilvusStore
+from nerve.settings import load_settings
+from nerve.vocab.types import Example
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 
 pytestmark = pytest.mark.integration

@@ -21,18 +21,18 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from app.core.types import Span
-from app.errors import BackendUnavailable
-from app.methods import wire
-from app.methods.triton_client import TritonEncoderMethod, TritonLar
-from app.methods.wire import TypedEntity
-from app.settings import Settings, load_settings
-from app.triton_server import (
+from cli.triton_server import (
     DEFAULT_REPOSITORY,
     TritonServer,
     encoder_parameters,
     render_repository,
 )
+from nerve.errors import BackendUnavailable
+from nerve.methods.encoders.triton import TritonEncoderMethod, TritonLar
+from nerve.settings import Settings, load_settings
+from nerve.vocab.types import Span
+from nerve.wire import encoder as wire
+from nerve.wire.encoder import TypedEntity
 from tests.fixtures.encoders import POLITICS_SUPPORT, POLITICS_TYPES
 from tests.fixtures.processes import free_port
 from tests.fixtures.triton import model_counts, model_counts_after

@@ -10,22 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from app.cache.memory import MemoryCache
-from app.cache.redis_cache import RedisCache
 from app.components import build_store
-from app.core.types import Example, Span
 from app.domains.protocol import DomainIn
 from app.domains.service import DomainService
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from app.feedback.protocol import FeedbackIn
 from app.feedback.records import RecordStore, RequestRecord, build_record_store
 from app.feedback.service import FeedbackService
-from app.metrics import Metrics
 from app.ner.protocol import EntityOut, NERResponse, Timings
-from app.retrieval import Retriever
-from app.settings import load_settings
-from app.store.milvus import MilvusStore
+from nerve.cache.memory import MemoryCache
+from nerve.cache.redis_cache import RedisCache
+from nerve.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
+from nerve.metrics import Metrics
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.retrieval.retriever import Retriever
+from nerve.retrieval.store.milvus import MilvusStore
+from nerve.settings import load_settings
+from nerve.vocab.types import Example, Span
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 from tests.fixtures.redis import RedisServer
 

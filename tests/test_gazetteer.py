@@ -1,4 +1,4 @@
-"""The domain's gazetteer (app/core/gazetteer.py): retyping and adding by the stored examples'
+"""The domain's gazetteer (nerve/pool_rules/gazetteer.py): retyping and adding by the stored examples'
 labels, its thresholds, ``exclude_same_text``; then through the gateway in process, built from
 Milvus Lite and rebuilt when the domain's version changes."""
 
@@ -15,14 +15,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.components import Components, build_components
-from app.core.gazetteer import Gazetteer, GazetteerPolicy
-from app.core.types import Domain, Entity, Example, Span
 from app.domains.gazetteers import GazetteerCache
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.errors import BackendUnavailable
-from app.generation.base import Generation, GenerationRequest
 from app.main import build_app
-from app.settings import Settings, load_settings
+from nerve.errors import BackendUnavailable
+from nerve.generation.base import Generation, GenerationRequest
+from nerve.pool_rules.gazetteer import Gazetteer, GazetteerPolicy
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.settings import Settings, load_settings
+from nerve.vocab.types import Domain, Entity, Example, Span
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 from tests.test_lar_postprocess import ScriptedGenerator
 

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from app.core.answer_grammar import answer_grammar
-from app.core.parser import parse_answer
-from app.core.prompt import STOP_SEQUENCES, Prompt, build_prompt
-from app.core.readers import parse_bio
-from app.core.types import EntityType
-from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
-from app.generation import llama_cpp as llama_cpp_module
-from app.generation.base import GenerationRequest
-from app.generation.factory import build_generator
-from app.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator, _assemble
-from app.generation.models import resolve_adapter
-from app.settings import REPO_ROOT, load_settings
+from nerve.data.readers import parse_bio
+from nerve.errors import BackendTimeout, BackendUnavailable, InvalidRequest
+from nerve.generation import llama_cpp as llama_cpp_module
+from nerve.generation.base import GenerationRequest
+from nerve.generation.factory import build_generator
+from nerve.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator, _assemble
+from nerve.generation.models import resolve_adapter
+from nerve.prompting.answer_grammar import answer_grammar
+from nerve.prompting.parser import parse_answer
+from nerve.prompting.prompt import STOP_SEQUENCES, Prompt, build_prompt
+from nerve.settings import REPO_ROOT, load_settings
+from nerve.vocab.types import EntityType
 from tests.fixtures.grammar import ADVERSARIAL, adversarial_prompt
 from tests.fixtures.llm import COUNTING, FEW_SHOT, check_offsets
 
@@ -241,7 +241,7 @@ def test_the_instruction_is_reused_from_the_kv_cache_and_answers_do_not_depend_o
     assert warm.cached_tokens == head
     assert warm.text == cold.text
     assert [t.logprob for t in warm.tokens] == [t.logprob for t in cold.tokens]
-    # The head is found in a prompt of app.core.prompt without being named; "" turns it off.
+    # The head is found in a prompt of nerve.prompting.prompt without being named; "" turns it off.
     assert llama_engine.complete(first.text, max_tokens=1, prefix=first.prefix).cached_tokens
     assert llama_engine.complete(first.text, max_tokens=1, prefix="").cached_tokens == 0
 

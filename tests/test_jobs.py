@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.segment import split_segments
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.generation.base import Generation, GenerationRequest
+from nerve.generation.base import Generation, GenerationRequest
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.vocab.segment import split_segments
 from tests.fixtures.processes import free_port
 from tests.test_long_text import TYPES, QueryEchoGenerator, check_offsets, client, long_text
 

@@ -20,16 +20,16 @@ import redis
 from fastapi.testclient import TestClient
 
 from app.auth import KEY_HEADER, key_entry, new_api_key
-from app.cache.keys import job_key, unfinished_jobs_key
-from app.cache.redis_cache import RedisCache
 from app.components import Components, build_components
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
 from app.jobs.redis_store import RedisJobStore
 from app.jobs.store import JobRecord
 from app.main import build_app
-from app.metrics import Metrics
 from app.ner.protocol import NERRequest
-from app.settings import Settings, load_settings
+from nerve.cache.keys import job_key, unfinished_jobs_key
+from nerve.cache.redis_cache import RedisCache
+from nerve.metrics import Metrics
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.settings import Settings, load_settings
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 from tests.fixtures.redis import RedisServer
 from tests.test_jobs import FINISHED, GatedGenerator, metric, wait_for

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.core.types import EntityType
-from app.methods.lar.alignment import align_labels, alignment_from_similarity, type_text
+from nerve.methods.lar.alignment import align_labels, alignment_from_similarity, type_text
+from nerve.vocab.types import EntityType
 
 
 def test_hungarian_beats_greedy_on_a_fixed_matrix() -> None:

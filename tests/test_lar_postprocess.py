@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.components import Components, build_components
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.generation.base import Generation, GenerationRequest, TokenLogprob
 from app.main import build_app
-from app.settings import Settings, load_settings
+from nerve.generation.base import Generation, GenerationRequest, TokenLogprob
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.settings import Settings, load_settings
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 
 pytestmark = pytest.mark.integration

@@ -9,16 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.crossner_types import entity_types_for
-from app.core.types import Entity, EntityType, Example, Span
-from app.generation.base import Generation, GenerationRequest
-from app.generation.llama_cpp import LlamaCppGenerator
-from app.methods.baner.extractor import BanerExtractor
-from app.methods.factory import DEFAULT_ARTEFACT, DEFAULT_LAR_OPTIONS, EncoderMethodsConfig
-from app.methods.inprocess import InProcessLar
-from app.methods.lar.reassign import LabelReassigner, LarOptions, enhance, parse_choice
-from app.methods.wire import Candidate, TypedEntity
-from app.settings import load_settings
+from nerve.data.crossner_types import entity_types_for
+from nerve.generation.base import Generation, GenerationRequest
+from nerve.generation.llama_cpp import LlamaCppGenerator
+from nerve.methods.baner.extractor import BanerExtractor
+from nerve.methods.encoders.factory import (
+    DEFAULT_ARTEFACT,
+    DEFAULT_LAR_OPTIONS,
+    EncoderMethodsConfig,
+)
+from nerve.methods.encoders.inprocess import InProcessLar
+from nerve.methods.lar.reassign import LabelReassigner, LarOptions, enhance, parse_choice
+from nerve.settings import load_settings
+from nerve.vocab.types import Entity, EntityType, Example, Span
+from nerve.wire.encoder import Candidate, TypedEntity
 
 TEXT = "Angela Merkel met Emmanuel Macron in Paris ."
 TYPES = [

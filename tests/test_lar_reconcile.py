@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.core.types import Entity, Span
-from app.methods.lar.reconcile import (
+from nerve.methods.lar.reconcile import (
     REASON_CONFLICT,
     REASON_NOT_REQUESTED,
     REASON_OVERLAP,
     REASON_RENAMED,
     reconcile,
 )
-from app.methods.wire import Candidate, TypedEntity
+from nerve.vocab.types import Entity, Span
+from nerve.wire.encoder import Candidate, TypedEntity
 
 TEXT = "Barack Obama met Angela Merkel in Berlin ."
 REQUESTED = ["politician", "person", "location"]

@@ -14,15 +14,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.components import Components, build_components
-from app.core.readers import read_split
-from app.core.segment import split_segments
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.generation.base import Generation, GenerationRequest, TokenLogprob
 from app.main import build_app
-from app.methods.encoder import EncoderHandler
-from app.methods.factory import EncoderMethodsConfig, build_encoder_methods
-from app.methods.handler import SegmentTask
-from app.settings import Settings, load_settings
+from nerve.data.readers import read_split
+from nerve.generation.base import Generation, GenerationRequest, TokenLogprob
+from nerve.methods.encoders.factory import EncoderMethodsConfig, build_encoder_methods
+from nerve.methods.encoders.handler import EncoderHandler
+from nerve.methods.handler import SegmentTask
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.settings import Settings, load_settings
+from nerve.vocab.segment import split_segments
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES, require_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -178,8 +178,8 @@ def encoders() -> Any:
 async def test_the_batched_encoder_path_equals_one_call_per_segment(
     encoders: Any, method: str
 ) -> None:
-    from app.core.crossner_types import entity_types_for
-    from app.core.readers import entity_types_of
+    from nerve.data.crossner_types import entity_types_for
+    from nerve.data.readers import entity_types_of
 
     data = require_data()
     pool = read_split(data, "music", "train")

@@ -1,4 +1,4 @@
-"""The LoRA merged into the GGUF (app.generation.merge_lora), through the real small LLM."""
+"""The LoRA merged into the GGUF (nerve.generation.merge_lora), through the real small LLM."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.prompt import STOP_SEQUENCES, build_prompt
-from app.core.readers import parse_bio
-from app.core.types import EntityType
-from app.generation.llama_cpp import LlamaCppEngine
-from app.generation.merge_lora import LoraMergeError, ensure_merged_gguf, merged_path
-from app.generation.models import DEFAULT_ADAPTER, model_files
-from app.settings import REPO_ROOT, load_settings
+from nerve.data.readers import parse_bio
+from nerve.generation.llama_cpp import LlamaCppEngine
+from nerve.generation.merge_lora import LoraMergeError, ensure_merged_gguf, merged_path
+from nerve.generation.models import DEFAULT_ADAPTER, model_files
+from nerve.prompting.prompt import STOP_SEQUENCES, build_prompt
+from nerve.settings import REPO_ROOT, load_settings
+from nerve.vocab.types import EntityType
 from tests.fixtures.llm import MODELS_CACHE
 
 ADAPTER = REPO_ROOT / DEFAULT_ADAPTER
@@ -87,7 +87,7 @@ def test_the_setting_serves_the_merged_file_without_an_adapter(
         built.append((base, adapter, cache, kind))
         return cache / "merged.gguf"
 
-    monkeypatch.setattr("app.generation.merge_lora.ensure_merged_gguf", fake_merge)
+    monkeypatch.setattr("nerve.generation.merge_lora.ensure_merged_gguf", fake_merge)
     merged = settings.model_copy(update={"llm_merge_adapter": "same"})
     assert model_files(merged) == (settings.models_dir / "merged" / "merged.gguf", None)
     assert built == [(llm_model_path, ADAPTER, settings.models_dir / "merged", "same")]

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.types import Entity
-from app.methods import registry
-from app.methods.handler import SegmentAnswer, SegmentTask
-from app.settings import REPO_ROOT
+from nerve.methods import registry
+from nerve.methods.handler import SegmentAnswer, SegmentTask
+from nerve.settings import REPO_ROOT
+from nerve.vocab.types import Entity
 from tests.fixtures.encoders import SUPPORT_TEXT
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 

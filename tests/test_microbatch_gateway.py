@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.batching import MicroBatcher
-from app.core.crossner_types import entity_types_for
-from app.core.readers import entity_types_of, read_split
-from app.core.segment import split_segments
-from app.methods.handler import SegmentTask
-from app.settings import Settings
+from nerve.batching import MicroBatcher
+from nerve.data.crossner_types import entity_types_for
+from nerve.data.readers import entity_types_of, read_split
+from nerve.methods.handler import SegmentTask
+from nerve.settings import Settings
+from nerve.vocab.segment import split_segments
 from tests.fixtures.gateway import require_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

@@ -14,20 +14,24 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from app import onnx_encoder
 from app.components import build_embedder, build_store
-from app.core.crossner_types import entity_types_for
-from app.core.readers import read_split
-from app.core.types import Example
-from app.embedding.onnx import OnnxEmbedder
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.methods.baner.extractor import BanerExtractor
-from app.methods.baner.onnx import run_encoder_in_onnx
-from app.methods.factory import DEFAULT_ARTEFACT, EncoderMethodsConfig, build_encoder_methods
-from app.methods.inprocess import InProcessBaner
-from app.onnx_encoder import OnnxEncoder, OnnxUnavailable, ensure_onnx
-from app.retrieval import Retriever
-from app.settings import load_settings
+from nerve.data.crossner_types import entity_types_for
+from nerve.data.readers import read_split
+from nerve.engines import onnx_encoder
+from nerve.engines.onnx_encoder import OnnxEncoder, OnnxUnavailable, ensure_onnx
+from nerve.methods.baner.extractor import BanerExtractor
+from nerve.methods.baner.onnx import run_encoder_in_onnx
+from nerve.methods.encoders.factory import (
+    DEFAULT_ARTEFACT,
+    EncoderMethodsConfig,
+    build_encoder_methods,
+)
+from nerve.methods.encoders.inprocess import InProcessBaner
+from nerve.retrieval.embedding.onnx import OnnxEmbedder
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.retrieval.retriever import Retriever
+from nerve.settings import load_settings
+from nerve.vocab.types import Example
 from tests.fixtures.gateway import require_data
 
 pytestmark = pytest.mark.integration

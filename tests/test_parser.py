@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from app.core.parser import (
+from nerve.prompting.parser import (
     DROP_DUPLICATE,
     DROP_MALFORMED,
     DROP_NOT_IN_TEXT,

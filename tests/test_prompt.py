@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.parser import parse_answer
-from app.core.prompt import (
+from nerve.prompting.parser import parse_answer
+from nerve.prompting.prompt import (
     ANSWER_END,
     NO_ENTITY,
     PROMPT_VERSION,
@@ -15,7 +15,7 @@ from app.core.prompt import (
     render_answer,
     render_types,
 )
-from app.core.types import EntityType, Example, Span
+from nerve.vocab.types import EntityType, Example, Span
 
 TYPES = [
     EntityType(name="person", description="a named  human\nbeing"),

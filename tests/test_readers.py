@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.readers import (
+from nerve.data.readers import (
     BioFormatError,
     entity_types_of,
     parse_bio,
@@ -14,7 +14,7 @@ from app.core.readers import (
     read_split,
     to_bio,
 )
-from app.core.types import Example, Span
+from nerve.vocab.types import Example, Span
 
 # CI puts shared/ beside the checkout: <root>/../shared/data/crossner.
 CROSSNER = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner"

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from app.core.readers import parse_bio
-from app.core.scoring import TypeErrors, prf, score
-from app.core.types import Entity, Span
+from nerve.data.readers import parse_bio
+from nerve.data.scoring import TypeErrors, prf, score
+from nerve.vocab.types import Entity, Span
 
 
 def _bio_spans(tags: list[str]) -> list[tuple[int, int, str]]:

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from app.core.segment import split_segments, split_sentences
 from app.demo import load_demo_domain
+from nerve.vocab.segment import split_segments, split_sentences
 
 
 def _pieces(text: str, ranges: list[tuple[int, int]]) -> list[str]:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.types import Example, Span
-from app.retrieval import QueryEmbedding, Retriever
-from app.store.base import IndexedExample
-from app.store.local_index import DomainIndex, IvfFlat, scaled_nlist
-from app.store.milvus import MilvusStore
+from nerve.retrieval.retriever import QueryEmbedding, Retriever
+from nerve.retrieval.store.base import IndexedExample
+from nerve.retrieval.store.local_index import DomainIndex, IvfFlat, scaled_nlist
+from nerve.retrieval.store.milvus import MilvusStore
+from nerve.vocab.types import Example, Span
 
 DIM = 8
 

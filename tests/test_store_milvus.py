@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from app.components import build_store
-from app.core.types import Example, Span
-from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-from app.errors import BackendUnavailable
-from app.settings import load_settings
-from app.store.base import IndexedExample
-from app.store.milvus import MilvusStore
+from nerve.errors import BackendUnavailable
+from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+from nerve.retrieval.store.base import IndexedExample
+from nerve.retrieval.store.milvus import MilvusStore
+from nerve.settings import load_settings
+from nerve.vocab.types import Example, Span
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +117,7 @@ def test_a_lite_domain_spec_is_read_from_milvus_once_and_follows_writes(
 ) -> None:
     # Every /v1/ner request reads its domain; with Milvus Lite in this process (the only
     # writer) the spec is remembered beside the search copy instead of queried each time.
-    from app.core.types import Domain, EntityType
+    from nerve.vocab.types import Domain, EntityType
 
     store = _open(tmp_path / "m.db", CONTEXT)
     other = _open(tmp_path / "m.db", CONTEXT)  # a second store of this process, same file
@@ -158,7 +158,7 @@ def test_a_lite_domain_spec_is_read_from_milvus_once_and_follows_writes(
 
 
 def test_a_reopened_lite_store_reads_the_spec_from_milvus(tmp_path: Path) -> None:
-    from app.core.types import Domain, EntityType
+    from nerve.vocab.types import Domain, EntityType
 
     store = _open(tmp_path / "m.db", CONTEXT)
     store.put_domain(Domain(tenant="t", name="d", entity_types=[EntityType(name="person")]))

@@ -1,6 +1,6 @@
 """A bulk upload through real Milvus Lite with its write buffer made small, so that inserts flush
 synchronously in the middle of the upload (what stalled pools of 10,000 sentences): the columnar
-flush (app/store/lite_speedups.py) writes exactly the table Milvus Lite's own row-by-row flush
+flush (nerve/retrieval/store/lite_speedups.py) writes exactly the table Milvus Lite's own row-by-row flush
 writes, on every flush of the upload, and every word vector comes back from Milvus where it was
 put (the copy reloaded from Milvus after a reopen finds each word at its own example and index)."""
 
@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.core.types import Example, Span
-from app.store import lite_speedups
-from app.store.base import IndexedExample
-from app.store.milvus import MilvusStore
+from nerve.retrieval.store import lite_speedups
+from nerve.retrieval.store.base import IndexedExample
+from nerve.retrieval.store.milvus import MilvusStore
+from nerve.vocab.types import Example, Span
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 
 PARENT = """
 import subprocess, sys, time
-from app.subprocesses import die_with_parent
+from cli.subprocesses import die_with_parent
 child = subprocess.Popen(
     ["sleep", "300"], start_new_session=True, preexec_fn=die_with_parent()
 )

@@ -1,12 +1,12 @@
-"""app.threads: the served process's numeric libraries run one thread each by default."""
+"""nerve.threads: the served process's numeric libraries run one thread each by default."""
 
 from __future__ import annotations
 
 import torch
 from threadpoolctl import threadpool_info
 
-from app.settings import load_settings
-from app.threads import limit_numeric_threads
+from nerve.settings import load_settings
+from nerve.threads import limit_numeric_threads
 
 
 def _blas_threads() -> set[int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import REPO_ROOT
+from nerve.settings import REPO_ROOT
 from trainers.cllmfs.config import CllmfsConfig
 from trainers.wraner.config import WranerConfig, load_config
 

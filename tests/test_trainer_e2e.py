@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from app.core.crossner_types import entity_types_for
-from app.core.prompt import STOP_SEQUENCES, build_prompt, render_answer
-from app.core.types import Example, Span
+from nerve.data.crossner_types import entity_types_for
+from nerve.prompting.prompt import STOP_SEQUENCES, build_prompt, render_answer
+from nerve.vocab.types import Example, Span
 from trainers.wraner.config import WranerConfig
 from trainers.wraner.prompts import TrainPrompt
 
@@ -81,7 +81,7 @@ def train_export_and_serve(
     import torch
     from peft import get_peft_model_state_dict
 
-    from app.generation.llama_cpp import LlamaCppEngine
+    from nerve.generation.llama_cpp import LlamaCppEngine
     from trainers.wraner.export import export_run
     from trainers.wraner.model import base_gguf, base_model_dir, load_model_and_tokenizer
     from trainers.wraner.train import train

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app.core.crossner_types import CROSSNER_TYPE_DESCRIPTIONS, entity_types_for
-from app.core.prompt import ANSWER_END, build_prompt, render_answer
-from app.core.readers import parse_bio
-from app.core.types import Example, Span
-from app.settings import CROSSNER_DIR
+from nerve.data.crossner_types import CROSSNER_TYPE_DESCRIPTIONS, entity_types_for
+from nerve.data.readers import parse_bio
+from nerve.prompting.prompt import ANSWER_END, build_prompt, render_answer
+from nerve.settings import CROSSNER_DIR
+from nerve.vocab.types import Example, Span
 from trainers.wraner.config import WranerConfig
 from trainers.wraner.prompts import (
     TYPE_ALIASES,

@@ -17,11 +17,7 @@ import pytest
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
-from app.generation import llm_tensors as t
-from app.methods import wire
-from app.settings import REPO_ROOT, load_settings
-from app.triton_server import (
+from cli.triton_server import (
     ENCODER_MODELS,
     LLM_CPU,
     encoder_parameters,
@@ -29,6 +25,10 @@ from app.triton_server import (
     render_repository,
     set_parameters,
 )
+from nerve.errors import BackendTimeout, BackendUnavailable, InvalidRequest
+from nerve.settings import REPO_ROOT, load_settings
+from nerve.wire import encoder as wire
+from nerve.wire import llm as t
 from triton_models.adapter import Call, ConfigError, ModelConfig, PythonModel, error_response
 from triton_models.encoder import ModelParameters, default_onnx_dir
 from triton_models.llm_cpu import LLMParameters, timeout_from_parameters

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.triton_server import LLM_CPU_CLLMFS, TritonServer
+from cli.triton_server import LLM_CPU_CLLMFS, TritonServer
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 
 pytestmark = pytest.mark.integration

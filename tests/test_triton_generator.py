@@ -8,17 +8,17 @@ import time
 import pytest
 import tritonclient.grpc.aio as grpcclient
 
-from app.core.answer_grammar import answer_grammar
-from app.core.parser import parse_answer
-from app.core.prompt import STOP_SEQUENCES
-from app.errors import BackendTimeout, BackendUnavailable, InvalidRequest
-from app.generation.base import GenerationRequest
-from app.generation.factory import build_generator
-from app.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator
-from app.generation.models import resolve_adapter
-from app.generation.triton import TritonGenerator
-from app.settings import load_settings
-from app.triton_server import LLM_CPU_CLLMFS, TritonServer
+from cli.triton_server import LLM_CPU_CLLMFS, TritonServer
+from nerve.errors import BackendTimeout, BackendUnavailable, InvalidRequest
+from nerve.generation.base import GenerationRequest
+from nerve.generation.factory import build_generator
+from nerve.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator
+from nerve.generation.models import resolve_adapter
+from nerve.generation.triton import TritonGenerator
+from nerve.prompting.answer_grammar import answer_grammar
+from nerve.prompting.parser import parse_answer
+from nerve.prompting.prompt import STOP_SEQUENCES
+from nerve.settings import load_settings
 from tests.fixtures.grammar import (
     ADVERSARIAL,
     adversarial_prompt,

@@ -23,14 +23,14 @@ from google.protobuf import text_format
 from transformers import AutoTokenizer
 from tritonclient.grpc import model_config_pb2
 
-from app.core.answer_grammar import answer_grammar
-from app.errors import InvalidRequest
-from app.generation import llm_tensors as t
-from app.generation.base import GenerationRequest
-from app.generation.triton import TritonGenerator
-from app.settings import Settings
-from app.triton_server import TritonServer
 from build_engines.cli import main as build_main
+from cli.triton_server import TritonServer
+from nerve.errors import InvalidRequest
+from nerve.generation.base import GenerationRequest
+from nerve.generation.triton import TritonGenerator
+from nerve.prompting.answer_grammar import answer_grammar
+from nerve.settings import Settings
+from nerve.wire import llm as t
 from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""app.triton_server pieces that need no running server: command, environment, the served
+"""cli.triton_server pieces that need no running server: command, environment, the served
 repository, shm clean-up."""
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.generation.models import CLLMFS_ADAPTER
-from app.settings import REPO_ROOT, load_settings
-from app.triton_server import (
+from cli.triton_server import (
     DEFAULT_REPOSITORY,
     LLM_CPU_CLLMFS,
     SHM_DIR,
@@ -23,6 +21,8 @@ from app.triton_server import (
     server_env,
     triton_command,
 )
+from nerve.generation.models import CLLMFS_ADAPTER
+from nerve.settings import REPO_ROOT, load_settings
 
 
 def test_models_are_the_directories_with_a_config() -> None:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from app.core.words import Word, split_words
+from nerve.vocab.words import Word, split_words
 
 
 def _texts(text: str) -> list[str]:

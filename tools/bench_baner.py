@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.core.readers import entity_types_of, read_split
-from app.core.types import EntityType
-from app.methods.baner.extractor import BanerExtractor
-from app.methods.factory import DEFAULT_ARTEFACT
-from app.methods.handler import SegmentTask
-from app.settings import CROSSNER_DIR, load_settings
+from nerve.data.readers import entity_types_of, read_split
+from nerve.methods.baner.extractor import BanerExtractor
+from nerve.methods.encoders.factory import DEFAULT_ARTEFACT
+from nerve.methods.handler import SegmentTask
+from nerve.settings import CROSSNER_DIR, load_settings
+from nerve.vocab.types import EntityType
 
 
 def _tasks(data: Path, domains: list[str], limit: int, seed: int) -> list[SegmentTask]:
@@ -59,7 +59,7 @@ def _timed(extractor: BanerExtractor, tasks: list[SegmentTask], size: int) -> di
 def run(args: argparse.Namespace) -> dict[str, Any]:
     extractor = BanerExtractor.load(DEFAULT_ARTEFACT)
     if args.runtime != "torch":
-        from app.methods.baner.onnx import run_encoder_in_onnx
+        from nerve.methods.baner.onnx import run_encoder_in_onnx
 
         run_encoder_in_onnx(extractor, args.runtime, load_settings().onnx_dir, args.threads)
     tasks = _tasks(args.data, args.domains.split(","), args.limit, args.seed)

@@ -18,16 +18,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.settings import CROSSNER_DIR
+from nerve.settings import CROSSNER_DIR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from app.core.crossner_types import entity_types_for
-    from app.core.readers import entity_types_of, read_split
-    from app.core.segment import split_segments
-    from app.methods.baner.extractor import BanerExtractor
-    from app.methods.factory import DEFAULT_ARTEFACT
-    from app.methods.handler import SegmentTask
+    from nerve.data.crossner_types import entity_types_for
+    from nerve.data.readers import entity_types_of, read_split
+    from nerve.methods.baner.extractor import BanerExtractor
+    from nerve.methods.encoders.factory import DEFAULT_ARTEFACT
+    from nerve.methods.handler import SegmentTask
+    from nerve.vocab.segment import split_segments
     from tools.bench_long_text import document
 
     parser = argparse.ArgumentParser(prog="python -m tools.bench_encoder_batch")

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.generation.base import Generation, GenerationRequest, Generator
-from app.settings import REPO_ROOT, Settings, load_settings
+from nerve.generation.base import Generation, GenerationRequest, Generator
+from nerve.settings import REPO_ROOT, Settings, load_settings
 from tools.bench_paths import _summary
 
 if TYPE_CHECKING:  # the app loads models on import: only where a run needs it
@@ -100,11 +100,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     from app.components import build_embedder
-    from app.core.crossner_types import entity_types_for
-    from app.core.readers import entity_types_of, read_split
-    from app.generation.llama_cpp import LlamaCppGenerator
-    from app.generation.models import ensure_base_gguf
     from app.main import build_app
+    from nerve.data.crossner_types import entity_types_for
+    from nerve.data.readers import entity_types_of, read_split
+    from nerve.generation.llama_cpp import LlamaCppGenerator
+    from nerve.generation.models import ensure_base_gguf
 
     pool = read_split(args.data, args.domain, "train")
     test = read_split(args.data, args.domain, "test")[: args.limit + 1]

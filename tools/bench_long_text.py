@@ -25,11 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from app.settings import CROSSNER_DIR, load_settings
+from nerve.settings import CROSSNER_DIR, load_settings
 
 
 def document(data: Path, domain: str, words: int) -> str:
-    from app.core.readers import read_split
+    from nerve.data.readers import read_split
 
     sentences = [e.text for e in read_split(data, domain, "test")]
     out: list[str] = []
@@ -54,10 +54,10 @@ def _status_kb(field: str) -> int:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
-    from app.core.crossner_types import entity_types_for
-    from app.core.readers import entity_types_of, read_split
-    from app.core.segment import split_segments
     from app.main import build_app
+    from nerve.data.crossner_types import entity_types_for
+    from nerve.data.readers import entity_types_of, read_split
+    from nerve.vocab.segment import split_segments
 
     pool = read_split(args.data, args.domain, "train")
     text = document(args.data, args.domain, args.words)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.settings import CROSSNER_DIR, EncoderRuntime
+from nerve.settings import CROSSNER_DIR, EncoderRuntime
 
 RUNTIMES: tuple[EncoderRuntime, ...] = ("torch", "onnx", "onnx-int8")
 
@@ -43,12 +43,12 @@ def _per_sentence_ms(call: Callable[[list[str]], Any], batch: list[str]) -> tupl
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
-    from app.core.readers import read_split
-    from app.embedding.onnx import OnnxEmbedder
-    from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-    from app.methods.baner.extractor import BanerExtractor
-    from app.methods.baner.onnx import run_encoder_in_onnx
-    from app.methods.factory import DEFAULT_ARTEFACT
+    from nerve.data.readers import read_split
+    from nerve.methods.baner.extractor import BanerExtractor
+    from nerve.methods.baner.onnx import run_encoder_in_onnx
+    from nerve.methods.encoders.factory import DEFAULT_ARTEFACT
+    from nerve.retrieval.embedding.onnx import OnnxEmbedder
+    from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
 
     parser = argparse.ArgumentParser(prog="python -m tools.bench_onnx")
     parser.add_argument("--data", type=Path, default=CROSSNER_DIR)

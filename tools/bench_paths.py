@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.settings import REPO_ROOT, load_settings
+from nerve.settings import REPO_ROOT, load_settings
 
 
 def _free_port() -> int:
@@ -43,10 +43,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     from app.components import build_components, build_embedder
-    from app.core.crossner_types import entity_types_for
-    from app.core.readers import entity_types_of, read_split
     from app.main import build_app
-    from app.triton_server import TritonServer
+    from cli.triton_server import TritonServer
+    from nerve.data.crossner_types import entity_types_for
+    from nerve.data.readers import entity_types_of, read_split
 
     pool = read_split(args.data, args.domain, "train")
     test = read_split(args.data, args.domain, "test")[: args.limit]

@@ -33,13 +33,13 @@ from rich.console import Console
 from rich.table import Table
 
 from app.components import build_embedder
-from app.core.readers import read_split
-from app.core.types import Example
-from app.retrieval import QueryEmbedding, Retriever, informative_words
-from app.settings import CROSSNER_DIR, Settings
-from app.store.base import Hit, IndexedExample
-from app.store.local_index import DomainIndex, IndexParams
-from app.store.milvus import MilvusStore
+from nerve.data.readers import read_split
+from nerve.retrieval.retriever import QueryEmbedding, Retriever, informative_words
+from nerve.retrieval.store.base import Hit, IndexedExample
+from nerve.retrieval.store.local_index import DomainIndex, IndexParams
+from nerve.retrieval.store.milvus import MilvusStore
+from nerve.settings import CROSSNER_DIR, Settings
+from nerve.vocab.types import Example
 
 TENANT = "bench"
 

@@ -45,16 +45,16 @@ from urllib.parse import urlparse
 
 import httpx
 
-from app.core.crossner_types import entity_types_for
-from app.core.readers import entity_types_of, read_split
-from app.core.types import Example
-from app.settings import CROSSNER_DIR, REPO_ROOT
+from nerve.data.crossner_types import entity_types_for
+from nerve.data.readers import entity_types_of, read_split
+from nerve.settings import CROSSNER_DIR, REPO_ROOT
+from nerve.vocab.types import Example
 
 STAGES = ("embed", "retrieve", "generate", "parse")
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 UPLOAD_CHUNK = 500
 # The `nerve` entry point, without relying on the script being installed.
-CLI = "from app.cli import main; main()"
+CLI = "from cli.main import main; main()"
 
 
 @dataclass(frozen=True)

@@ -125,8 +125,8 @@ def methods_table(paths: list[Path]) -> str:
 def common_f1_table(paths: list[Path], data_dir: Path) -> str:
     """The methods' micro-F1 on the sentences every method scored (the first n of the split),
     from the per-sentence predictions (``<run>.jsonl``) against the gold of ``data_dir``."""
-    from app.core.readers import read_split
-    from app.core.scoring import score
+    from nerve.data.readers import read_split
+    from nerve.data.scoring import score
 
     runs = _runs_by_domain(paths)
     methods = _methods_in(runs)

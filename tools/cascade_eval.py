@@ -8,7 +8,7 @@ reads, per domain, ``RUNS/<pattern>.jsonl`` (``nerve eval --predictions``) and `
 ``<data>/<domain>/<split>.txt`` (the first N sentences, N = the runs' length), and the domain's
 calibration (its fold's: never fitted on the domain). Greedy decoding is deterministic, so the
 LLM's answer on a routed sentence is its answer in the full wraner run, and every rule and
-routing threshold of :mod:`app.core.cascade` (the handler's own code) is evaluated exactly,
+routing threshold of :mod:`nerve.methods.auto.policy` (the handler's own code) is evaluated exactly,
 with one caveat: ``method=auto`` retrieves the encoder's ``NERVE_ENCODER_SUPPORT_K`` examples and
 gives the LLM the ``NERVE_DEFAULT_TOP_K`` most similar of them, which can differ from a k=5
 search (more word hits per query word). Latency is simulated: the encoder's latency, plus the
@@ -31,11 +31,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from app.core.cascade import RULES, Calibrator, CascadePolicy, Merged, Rule
-from app.core.gazetteer import Gazetteer
-from app.core.readers import read_split
-from app.core.scoring import score
-from app.core.types import Entity
+from nerve.data.readers import read_split
+from nerve.data.scoring import score
+from nerve.methods.auto.policy import RULES, Calibrator, CascadePolicy, Merged, Rule
+from nerve.pool_rules.gazetteer import Gazetteer
+from nerve.vocab.types import Entity
 from trainers.cascade_calibration import Sentence, load_sentences, read_predictions
 
 DEFAULT_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.core.readers import read_split, to_bio
-from app.core.types import Example
+from nerve.data.readers import read_split, to_bio
+from nerve.vocab.types import Example
 from trainers.wraner.config import WranerConfig, load_config
 from trainers.wraner.prompts import sources_of, split_source
 

@@ -24,10 +24,14 @@ from typing import Annotated, Any
 import typer
 from tqdm import tqdm
 
-from app.core.scoring import score
-from app.core.types import EntityType, Example
-from app.methods.base import EncoderMethod
-from app.methods.factory import DEFAULT_ARTEFACT, EncoderMethodsConfig, build_encoder_methods
+from nerve.data.scoring import score
+from nerve.methods.encoders.backend import EncoderMethod
+from nerve.methods.encoders.factory import (
+    DEFAULT_ARTEFACT,
+    EncoderMethodsConfig,
+    build_encoder_methods,
+)
+from nerve.vocab.types import EntityType, Example
 from trainers.calibration import SupportSource, build_retriever, crossner_domain
 
 DOMAINS = ("politics", "science", "music", "literature", "ai")

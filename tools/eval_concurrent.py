@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from app.components import build_components
-from app.core.readers import read_split
-from app.core.scoring import score
 from app.ner.protocol import NERRequest
-from app.settings import CROSSNER_DIR, load_settings
+from nerve.data.readers import read_split
+from nerve.data.scoring import score
+from nerve.settings import CROSSNER_DIR, load_settings
 from tools.evaluation import TENANT, _spans, setup_domain
 
 

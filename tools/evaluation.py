@@ -24,15 +24,15 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from app.components import Components, build_components
-from app.core.crossner_types import entity_types_for
-from app.core.readers import entity_types_of, read_split
-from app.core.scoring import ScoreReport, score
-from app.core.types import EntityType, Example
 from app.domains.protocol import DomainIn, EntityTypeIn
-from app.errors import BackendUnavailable
 from app.ner.protocol import NERRequest
-from app.settings import Settings
-from app.store.milvus import MilvusStore
+from nerve.data.crossner_types import entity_types_for
+from nerve.data.readers import entity_types_of, read_split
+from nerve.data.scoring import ScoreReport, score
+from nerve.errors import BackendUnavailable
+from nerve.retrieval.store.milvus import MilvusStore
+from nerve.settings import Settings
+from nerve.vocab.types import EntityType, Example
 
 TENANT = "eval"
 # A backend down for this many sentences in a row ends the run instead of scoring empty answers.

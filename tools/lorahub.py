@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from app.core.types import Example
-from app.core.words import split_words
-from app.methods.baner.artefact import build_net, load_adapter_state, read_adapter
-from app.methods.baner.config import BanerConfig, BanerOptions
-from app.methods.baner.encoder import make_word_batch
-from app.methods.baner.extractor import BanerExtractor, bio_tags
+from nerve.methods.baner.artefact import build_net, load_adapter_state, read_adapter
+from nerve.methods.baner.backbone import make_word_batch
+from nerve.methods.baner.config import BanerConfig, BanerOptions
+from nerve.methods.baner.extractor import BanerExtractor, bio_tags
+from nerve.vocab.types import Example
+from nerve.vocab.words import split_words
 
 _HEADS = "heads."
 

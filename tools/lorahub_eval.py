@@ -23,8 +23,8 @@ from typing import Annotated
 import torch
 import typer
 
-from app.methods.baner.extractor import BanerExtractor
-from app.methods.factory import DEFAULT_ARTEFACT
+from nerve.methods.baner.extractor import BanerExtractor
+from nerve.methods.encoders.factory import DEFAULT_ARTEFACT
 from tools.lorahub import LoraHub
 from trainers.calibration import (
     baner_predictions,

@@ -32,13 +32,12 @@ import torch
 import typer
 from tqdm import tqdm
 
-from app.core.crossner_types import entity_types_for
-from app.core.readers import entity_types_of, read_split
-from app.core.scoring import score
-from app.core.types import EntityType, Example
-from app.core.words import split_words
-from app.methods.baner.artefact import build_net, load_adapter_state, read_adapter, save_artefact
-from app.methods.baner.config import (
+from nerve.data.crossner_types import entity_types_for
+from nerve.data.readers import entity_types_of, read_split
+from nerve.data.scoring import score
+from nerve.methods.baner.artefact import build_net, load_adapter_state, read_adapter, save_artefact
+from nerve.methods.baner.backbone import WordBatch, make_word_batch
+from nerve.methods.baner.config import (
     MPNET_ENCODER,
     OPTIONS_FILE,
     PACKAGED_ENCODER,
@@ -46,11 +45,12 @@ from app.methods.baner.config import (
     BanerOptions,
     save_options,
 )
-from app.methods.baner.encoder import WordBatch, make_word_batch
-from app.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
-from app.methods.baner.losses import boundary_contrastive_loss, tagging_loss
-from app.methods.baner.net import BanerNet
-from app.methods.lar.alignment import type_text
+from nerve.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
+from nerve.methods.baner.net import BanerNet
+from nerve.methods.lar.alignment import type_text
+from nerve.vocab.types import EntityType, Example
+from nerve.vocab.words import split_words
+from trainers.baner_losses import boundary_contrastive_loss, tagging_loss
 from trainers.calibration import (
     baner_predictions,
     build_retriever,

@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from app.core.crossner_types import entity_types_for
-from app.core.readers import entity_types_of, read_split
-from app.core.scoring import score
-from app.core.types import EntityType, Example
-from app.methods.baner.config import BanerOptions
-from app.methods.baner.extractor import BanerExtractor, EncodedText
-from app.methods.baner.support import SupportSet
-from app.methods.lar.reassign import LabelReassigner, LarOptions
-from app.retrieval import Retriever
+from nerve.data.crossner_types import entity_types_for
+from nerve.data.readers import entity_types_of, read_split
+from nerve.data.scoring import score
+from nerve.methods.baner.config import BanerOptions
+from nerve.methods.baner.extractor import BanerExtractor, EncodedText
+from nerve.methods.baner.support import SupportSet
+from nerve.methods.lar.reassign import LabelReassigner, LarOptions
+from nerve.retrieval.retriever import Retriever
+from nerve.vocab.types import EntityType, Example
 
 SupportOf = Callable[[Example], list[Example]]
 TENANT = "calibration"
@@ -33,8 +33,8 @@ TENANT = "calibration"
 
 def build_retriever(scratch: Path) -> Retriever:
     """The service's word-level retriever over a fresh Milvus Lite in ``scratch``."""
-    from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-    from app.store.milvus import MilvusStore
+    from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+    from nerve.retrieval.store.milvus import MilvusStore
 
     embedder = SentenceTransformerEmbedder()
     store = MilvusStore(str(scratch / "milvus.db"), embedder.dimension, prefix="encoders")
@@ -243,7 +243,7 @@ def typing_nll(
 ) -> float:
     """Mean negative log-probability of the gold type of every gold span (typing alone), by
     BANER's classifier or, given ``reassigner``, by LAR's direct inference."""
-    from app.methods.baner.extractor import word_span_of
+    from nerve.methods.baner.extractor import word_span_of
 
     total, count = 0.0, 0
     for domain in domains:

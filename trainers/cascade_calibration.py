@@ -9,7 +9,7 @@ files of both methods on the same sentences (the first N of ``<data>/<domain>/<s
 ``--fold`` names the leave-domains-out fold; its scored domains may not appear in a set (fold A
 scores music, literature, ai; fold B politics, science), and a test split never may.
 
-What is fitted (all in :mod:`app.core.cascade`, which the handler runs):
+What is fitted (all in :mod:`nerve.methods.auto.policy`, which the handler runs):
 
 1. the **encoder model**: P(an encoder entity is right | its score, span length, a sibling type,
    type family), a logistic regression;
@@ -34,7 +34,10 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from app.core.cascade import (
+from nerve.data.crossner_types import entity_types_for
+from nerve.data.readers import entity_types_of, read_split
+from nerve.data.scoring import score
+from nerve.methods.auto.policy import (
     ENCODER_FEATURES,
     FAMILIES,
     MERGED_FEATURES,
@@ -49,10 +52,7 @@ from app.core.cascade import (
     merge,
     merged_features,
 )
-from app.core.crossner_types import entity_types_for
-from app.core.readers import entity_types_of, read_split
-from app.core.scoring import score
-from app.core.types import Entity, EntityType, Example
+from nerve.vocab.types import Entity, EntityType, Example
 
 FOLD_SCORED = {
     "a": ("music", "literature", "ai"),

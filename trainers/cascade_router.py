@@ -9,7 +9,7 @@ Each ``--set`` names both methods' ``nerve eval --predictions`` on the same dev 
 ``OFFSET``, default 0), the LLM with the adapter that never saw the domain. As for the
 calibration, a fold's scored domains and test splits are refused.
 
-The router is a logistic regression over :func:`app.core.cascade.router_features` (known before
+The router is a logistic regression over :func:`nerve.methods.auto.policy.router_features` (known before
 the LLM is called) of the label "the union of both answers nets more correct-minus-wrong spans
 than the encoder's alone". Stop 26 found that label learnable (a gradient-boosted router on
 test rows: +1.1-1.7 F1 at 20-50% routed); stop 29 measured this logistic form fitted on the
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.core.cascade import (
+from nerve.methods.auto.policy import (
     ROUTER_FEATURES,
     Calibrator,
     Logistic,
@@ -38,7 +38,7 @@ from app.core.cascade import (
     merge,
     router_features,
 )
-from app.core.types import Entity
+from nerve.vocab.types import Entity
 from trainers.cascade_calibration import (
     Sentence,
     check_sets,

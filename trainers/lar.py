@@ -23,9 +23,9 @@ import torch
 import typer
 from tqdm import tqdm
 
-from app.methods.baner.config import save_options
-from app.methods.baner.extractor import BanerExtractor
-from app.methods.lar.reassign import LabelReassigner, LarOptions
+from nerve.methods.baner.config import save_options
+from nerve.methods.baner.extractor import BanerExtractor
+from nerve.methods.lar.reassign import LabelReassigner, LarOptions
 from trainers.calibration import (
     build_retriever,
     calibrate_lar,

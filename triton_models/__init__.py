@@ -3,6 +3,6 @@
 Every ``model_repository/*/1/model.py`` (and the GPU templates' pre/postprocessing) is a few
 lines over :mod:`triton_models.adapter`, which moves tensors and maps errors the same way for
 every model; the handlers here hold the logic and are tested without Triton. The contracts
-shared with the gateway (:mod:`app.generation.llm_tensors`, :mod:`app.methods.wire`) stay in
+shared with the gateway (:mod:`nerve.wire.llm`, :mod:`nerve.wire.encoder`) stay in
 ``app``: both ends import them.
 """

@@ -35,9 +35,9 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from app.errors import BackendTimeout, InvalidRequest
-from app.generation.llm_tensors import MalformedTensors, error_message
-from app.methods.wire import ContractError
+from nerve.errors import BackendTimeout, InvalidRequest
+from nerve.wire.encoder import ContractError
+from nerve.wire.llm import MalformedTensors, error_message
 
 log = logging.getLogger(__name__)
 

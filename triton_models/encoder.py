@@ -23,14 +23,14 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from app.core.types import Span
-from app.methods import wire
-from app.methods.baner.config import load_options
-from app.methods.baner.extractor import BanerExtractor
-from app.methods.handler import SegmentTask
-from app.methods.lar.reassign import LabelReassigner, LarOptions, Reassigned
-from app.settings import EncoderRuntime, Settings
-from app.threads import limit_numeric_threads
+from nerve.methods.baner.config import load_options
+from nerve.methods.baner.extractor import BanerExtractor
+from nerve.methods.handler import SegmentTask
+from nerve.methods.lar.reassign import LabelReassigner, LarOptions, Reassigned
+from nerve.settings import EncoderRuntime, Settings
+from nerve.threads import limit_numeric_threads
+from nerve.vocab.types import Span
+from nerve.wire import encoder as wire
 from triton_models.adapter import Call, ConfigError, ModelConfig, Outputs, Tensors
 
 Method = Literal["baner", "lar"]
@@ -84,12 +84,12 @@ class ModelParameters:
 
 class EncoderModelHandler:
     def __init__(self, parameters: ModelParameters) -> None:
-        # numpy's BLAS too: BANER's typing is matrix products (app/threads.py).
+        # numpy's BLAS too: BANER's typing is matrix products (nerve/threads.py).
         limit_numeric_threads(parameters.threads)
         self.method = parameters.method
         self.extractor = BanerExtractor.load(parameters.artefact_dir, parameters.encoder)
         if parameters.runtime != "torch":
-            from app.methods.baner.onnx import run_encoder_in_onnx
+            from nerve.methods.baner.onnx import run_encoder_in_onnx
 
             onnx_dir = parameters.onnx_dir or default_onnx_dir()
             run_encoder_in_onnx(self.extractor, parameters.runtime, onnx_dir, parameters.threads)

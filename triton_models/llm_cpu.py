@@ -3,7 +3,7 @@ completion, tensors out; importable and tested without Triton.
 
 Configured by its config.pbtxt ``parameters`` alone (:class:`LLMParameters`); ``nerve triton``
 serves a copy of that config whose parameters hold the values the gateway's settings resolve to
-(:func:`app.triton_server.llm_cpu_parameters`), so both paths load the same GGUF and adapter.
+(:func:`cli.triton_server.llm_cpu_parameters`), so both paths load the same GGUF and adapter.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from app.generation import llm_tensors as t
-from app.generation.llama_cpp import LlamaCppEngine
-from app.generation.models import ensure_base_gguf, resolve_adapter
+from nerve.generation.llama_cpp import LlamaCppEngine
+from nerve.generation.models import ensure_base_gguf, resolve_adapter
+from nerve.wire import llm as t
 from triton_models.adapter import Call, ModelConfig, Tensors
 
 

@@ -14,10 +14,10 @@ Two things the engine cannot do for itself are done here:
   of an answer: SentencePiece prepends a word-boundary piece, BPE merges the string with what
   precedes or follows it. :meth:`TokenizerIO.stop_word_variants` therefore sends several id
   sequences per stop string: the plain tokenization, the tokens that cover each occurrence of
-  the string in a prompt of :mod:`app.core.prompt` with answered examples (in-context
+  the string in a prompt of :mod:`nerve.prompting.prompt` with answered examples (in-context
   tokenization: the answers end there exactly as the model's answers do), and every single
   vocabulary token whose text contains the string. The strings themselves still come from the
-  request (the gateway sends :data:`app.core.prompt.STOP_SEQUENCES`), and the gateway still cuts
+  request (the gateway sends :data:`nerve.prompting.prompt.STOP_SEQUENCES`), and the gateway still cuts
   the text at the first stop string, so a tokenization not covered here costs only the tokens
   generated past it, never a wrong answer.
 - **The engine's limits as request errors.** A prompt longer than the engine's ``max_input_len``
@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from app.core.prompt import STOP_SEQUENCES, build_prompt
-from app.core.types import EntityType, Example, Span
-from app.errors import InvalidRequest
-from app.generation.llm_tensors import GUIDE, GUIDE_TYPE, MalformedTensors
+from nerve.errors import InvalidRequest
+from nerve.prompting.prompt import STOP_SEQUENCES, build_prompt
+from nerve.vocab.types import EntityType, Example, Span
+from nerve.wire.llm import GUIDE, GUIDE_TYPE, MalformedTensors
 from triton_models.adapter import Call, ConfigError, ModelConfig, Tensors
 
 

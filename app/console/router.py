@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse
 
-from app.errors import NotFound
+from nerve.errors import NotFound
 
 router = APIRouter(prefix="/console", tags=["console"], include_in_schema=False)
 

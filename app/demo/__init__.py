@@ -10,7 +10,7 @@ from importlib import resources
 
 from pydantic import BaseModel, Field, model_validator
 
-from app.core.types import Domain, EntityType, Example
+from nerve.vocab.types import Domain, EntityType, Example
 
 DEMO_RESOURCE = "customer_care.json"
 

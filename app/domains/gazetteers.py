@@ -1,4 +1,4 @@
-"""Each domain's gazetteer (:mod:`app.core.gazetteer`), built from its stored examples on first
+"""Each domain's gazetteer (:mod:`nerve.pool_rules.gazetteer`), built from its stored examples on first
 use and built again when the domain's version changes (an upload or a deletion)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from collections import OrderedDict
 
 from anyio import to_thread
 
-from app.core.gazetteer import Gazetteer, GazetteerPolicy
-from app.core.types import Domain, Example
-from app.errors import BackendUnavailable
-from app.store.base import VectorStore
+from nerve.errors import BackendUnavailable
+from nerve.pool_rules.gazetteer import Gazetteer, GazetteerPolicy
+from nerve.retrieval.store.base import VectorStore
+from nerve.vocab.types import Domain, Example
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ import json
 from fastapi import APIRouter, Query, Request, status
 from pydantic import ValidationError
 
-from app.core.types import Domain, Example
 from app.deps import DomainsDep, TenantDep
 from app.domains.protocol import (
     Deleted,
@@ -22,7 +21,8 @@ from app.domains.protocol import (
     SpanOut,
 )
 from app.domains.service import DomainService
-from app.errors import InvalidRequest, MalformedBody, PayloadTooLarge, describe_validation
+from nerve.errors import InvalidRequest, MalformedBody, PayloadTooLarge, describe_validation
+from nerve.vocab.types import Domain, Example
 
 router = APIRouter(prefix="/v1/domains", tags=["domains"])
 

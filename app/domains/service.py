@@ -12,14 +12,14 @@ from collections.abc import Sequence
 
 from anyio import to_thread
 
-from app.core.readers import BioFormatError, parse_bio
-from app.core.types import Domain, EntityType, Example, Span
 from app.domains.protocol import DOMAIN_NAME_PATTERN, EXAMPLE_ID_PATTERN, DomainIn, ExampleIn
-from app.errors import BackendUnavailable, Conflict, InvalidRequest, MalformedBody, NotFound
-from app.metrics import Metrics
-from app.retrieval import Retriever
-from app.settings import Settings
-from app.store.base import VectorStore
+from nerve.data.readers import BioFormatError, parse_bio
+from nerve.errors import BackendUnavailable, Conflict, InvalidRequest, MalformedBody, NotFound
+from nerve.metrics import Metrics
+from nerve.retrieval.retriever import Retriever
+from nerve.retrieval.store.base import VectorStore
+from nerve.settings import Settings
+from nerve.vocab.types import Domain, EntityType, Example, Span
 
 log = logging.getLogger(__name__)
 

@@ -14,21 +14,21 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field, ValidationError
 
-from app.cache.base import IndexedCache
-from app.cache.errors import CacheError
-from app.cache.factory import build_redis
-from app.cache.keys import (
+from app.feedback.protocol import Outcome
+from nerve.cache.base import IndexedCache
+from nerve.cache.errors import CacheError
+from nerve.cache.factory import build_redis
+from nerve.cache.keys import (
     answer_counts_key,
     escalation_queue_key,
     report_claim_key,
     request_record_key,
 )
-from app.cache.memory import MemoryCache
-from app.cache.redis_cache import RedisCache
-from app.errors import BackendUnavailable
-from app.feedback.protocol import Outcome
-from app.metrics import Metrics
-from app.settings import Settings
+from nerve.cache.memory import MemoryCache
+from nerve.cache.redis_cache import RedisCache
+from nerve.errors import BackendUnavailable
+from nerve.metrics import Metrics
+from nerve.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from app.core.types import Example, Span
 from app.domains.service import DomainService
-from app.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from app.feedback.protocol import (
     EscalationOut,
     EscalationPage,
@@ -20,8 +18,10 @@ from app.feedback.protocol import (
     QueuedSpan,
 )
 from app.feedback.records import RecordedSpan, RecordStore, RequestRecord
-from app.metrics import Metrics
 from app.ner.protocol import NERResponse
+from nerve.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
+from nerve.metrics import Metrics
+from nerve.vocab.types import Example, Span
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from app.cache.redis_cache import RedisCache
 from app.jobs.redis_store import RedisJobStore
 from app.jobs.store import JobStore, MemoryJobStore
-from app.metrics import Metrics
-from app.settings import Settings
+from nerve.cache.redis_cache import RedisCache
+from nerve.metrics import Metrics
+from nerve.settings import Settings
 
 
 def build_job_store(settings: Settings, metrics: Metrics, redis: RedisCache | None) -> JobStore:

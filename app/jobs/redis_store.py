@@ -1,6 +1,6 @@
 """Job records in Redis: shared by every replica, kept across restarts of the gateway.
 
-Layout (keys from :mod:`app.cache.keys`): one hash per job, ``nerve:job:v1:{tenant}:{job_id}``,
+Layout (keys from :mod:`nerve.cache.keys`): one hash per job, ``nerve:job:v1:{tenant}:{job_id}``,
 holding ``record`` (the :class:`JobRecord` as JSON) and ``final`` (``1`` once done, failed or
 cancelled); the tenant is in the key, so another tenant's job is simply absent (a 404). One
 sorted set, ``nerve:jobs-unfinished:v1``, holds every queued or running job (its record key),
@@ -36,12 +36,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.cache.errors import CacheError
-from app.cache.keys import job_key, unfinished_jobs_key
-from app.cache.redis_cache import RedisCache
-from app.errors import BackendUnavailable, Overloaded
 from app.jobs.store import JobError, JobRecord
-from app.metrics import Metrics
+from nerve.cache.errors import CacheError
+from nerve.cache.keys import job_key, unfinished_jobs_key
+from nerve.cache.redis_cache import RedisCache
+from nerve.errors import BackendUnavailable, Overloaded
+from nerve.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

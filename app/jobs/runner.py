@@ -10,14 +10,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from app.core.segment import split_segments
-from app.errors import NerveError, NotFound, Overloaded
 from app.jobs.store import JobError, JobRecord, JobStatus, JobStore
 from app.logging import request_id_var
-from app.metrics import Metrics
 from app.ner.pipeline import NERPipeline
 from app.ner.protocol import NERRequest, NERResponse
-from app.settings import Settings
+from nerve.errors import NerveError, NotFound, Overloaded
+from nerve.metrics import Metrics
+from nerve.settings import Settings
+from nerve.vocab.segment import split_segments
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from app.errors import Overloaded
 from app.ner.protocol import NERRequest, NERResponse
+from nerve.errors import Overloaded
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})

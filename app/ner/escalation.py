@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from app.core.types import Domain
 from app.ner.protocol import EntityOut
+from nerve.vocab.types import Domain
 
 REASON_REQUIRED_MISSING = "required_type_missing"
 REASON_LOW_SCORE = "low_score"

@@ -1,5 +1,5 @@
 """The /v1/ner request pipeline: validate → cache → segment (retrieve) → method → escalate →
-record. Method-specific work lives in the handlers of :mod:`app.methods.registry`."""
+record. Method-specific work lives in the handlers of :mod:`nerve.methods.registry`."""
 
 from __future__ import annotations
 
@@ -11,25 +11,25 @@ from dataclasses import dataclass, replace
 
 from pydantic import ValidationError
 
-from app.batched_retrieval import BatchedRetrieval
-from app.cache.counted import CountedCache
-from app.cache.embeddings import QueryEmbeddingCache
-from app.cache.keys import answer_key
-from app.core.gazetteer import Gazetteer
-from app.core.prompt import PROMPT_VERSION
-from app.core.segment import split_segments
-from app.core.types import Domain, Entity, EntityType, Example
 from app.domains.gazetteers import GazetteerCache
 from app.domains.protocol import EntityTypeIn
 from app.domains.service import DomainService, check_type_names
-from app.errors import BackendUnavailable, InvalidRequest, NotFound
-from app.methods.handler import MethodHandler, SegmentAnswer, SegmentTask, answer_segments
-from app.methods.registry import MethodRegistry
-from app.metrics import Metrics
 from app.ner.escalation import escalation_reasons
 from app.ner.protocol import EntityOut, NERRequest, NERResponse, Timings
-from app.retrieval import QueryEmbedding, Search
-from app.settings import Settings
+from nerve.cache.counted import CountedCache
+from nerve.cache.keys import answer_key
+from nerve.errors import BackendUnavailable, InvalidRequest, NotFound
+from nerve.methods.handler import MethodHandler, SegmentAnswer, SegmentTask, answer_segments
+from nerve.methods.registry import MethodRegistry
+from nerve.metrics import Metrics
+from nerve.pool_rules.gazetteer import Gazetteer
+from nerve.prompting.prompt import PROMPT_VERSION
+from nerve.retrieval.batched import BatchedRetrieval
+from nerve.retrieval.embedding_cache import QueryEmbeddingCache
+from nerve.retrieval.retriever import QueryEmbedding, Search
+from nerve.settings import Settings
+from nerve.vocab.segment import split_segments
+from nerve.vocab.types import Domain, Entity, EntityType, Example
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 
 from app.deps import FeedbackDep, LimiterDep, NERDep, RequestIdDep, TenantDep
-from app.errors import InvalidRequest
 from app.logging import request_id_var
 from app.ner.protocol import BatchResponse, MethodOut, MethodsResponse, NERRequest, NERResponse
+from nerve.errors import InvalidRequest
 
 router = APIRouter(prefix="/v1", tags=["ner"])
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from app.settings import REPO_ROOT
+from nerve.settings import REPO_ROOT
 from trainers.cllmfs.loss import Normalise
 from trainers.wraner.config import WranerConfig
 

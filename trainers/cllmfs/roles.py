@@ -1,8 +1,8 @@
 """Which tokens of a training prompt the contrastive loss sees, and as what.
 
-The prompt is :mod:`app.core.prompt`'s: blocks ``### Sentence\\n<text>\\n### Entities\\n<answer>``
+The prompt is :mod:`nerve.prompting.prompt`'s: blocks ``### Sentence\\n<text>\\n### Entities\\n<answer>``
 where each answer line is ``<surface> | <type>``. The gold mentions are read back from the
-rendered text with the gateway's own parser (:func:`app.core.parser.parse_answer`), which
+rendered text with the gateway's own parser (:func:`nerve.prompting.parser.parse_answer`), which
 grounds each line in its sentence: so every mention is found twice, in the sentence and in its
 answer line. Token roles: the mention's type id (1-based, in prompt order) for tokens of a
 mention; 0 for non-entity sentence tokens within ``window`` tokens of a mention token; IGNORE
@@ -15,12 +15,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from app.core.parser import parse_answer
-from app.core.prompt import ANSWER_END, SEPARATOR
+from nerve.prompting.parser import parse_answer
+from nerve.prompting.prompt import ANSWER_END, SEPARATOR
 from trainers.cllmfs.loss import IGNORE
 from trainers.wraner.prompts import TrainPrompt
 
-# The head of one sentence block of app.core.prompt (its _BLOCK template).
+# The head of one sentence block of nerve.prompting.prompt (its _BLOCK template).
 _BLOCK = re.compile(r"### Sentence\n(?P<sentence>[^\n]*)\n### Entities\n")
 NON_ENTITY = 0
 

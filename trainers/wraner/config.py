@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.settings import CROSSNER_DIR, REPO_ROOT, Settings
+from nerve.settings import CROSSNER_DIR, REPO_ROOT, Settings
 
 # Retrieval as the gateway serves it, unless a config says otherwise: training prompts must be
 # the prompts the model will see.

@@ -1,9 +1,9 @@
 """Training prompts the IF-WRANER way, built with the gateway's own retrieval and prompt code.
 
 Each training sentence gets the k most similar pool sentences (word-level retrieval through
-:class:`app.retrieval.Retriever` over a Milvus Lite store, never the sentence itself nor a
-copy of its text) and is rendered by :func:`app.core.prompt.build_prompt`; the target is
-:func:`app.core.prompt.render_answer`. Two regularisers make the model read the prompt's types
+:class:`nerve.retrieval.retriever.Retriever` over a Milvus Lite store, never the sentence itself nor a
+copy of its text) and is rendered by :func:`nerve.prompting.prompt.build_prompt`; the target is
+:func:`nerve.prompting.prompt.render_answer`. Two regularisers make the model read the prompt's types
 instead of memorising the source label set: a share of prompts is duplicated with some entity
 types removed (their gold spans leave the answer, and the examples' answers, with them), and
 the entity-type order is shuffled in a share of prompts. A third, optional one renames the
@@ -34,19 +34,18 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from app.core.crossner_types import (
+from nerve.data.crossner_types import (
     CROSSNER_TYPE_DESCRIPTIONS,
     LOCATION_WITH_COUNTRIES,
     entity_types_for,
 )
-from app.core.prompt import PROMPT_VERSION, fit_prompt, render_answer
-from app.core.readers import entity_types_of, read_split
-from app.core.types import EntityType, Example
+from nerve.data.readers import entity_types_of, read_split
+from nerve.prompting.prompt import PROMPT_VERSION, fit_prompt, render_answer
+from nerve.vocab.types import EntityType, Example
 from trainers.wraner.config import WranerConfig
 
 if TYPE_CHECKING:
-    from app.retrieval import Retriever
-
+    from nerve.retrieval.retriever import Retriever
 log = logging.getLogger(__name__)
 
 TENANT = "trainer"
@@ -245,9 +244,9 @@ def build_prompts(
     progress: bool = True,
 ) -> list[TrainPrompt]:
     """All training prompts of ``config`` (retrieval over a temporary Milvus Lite store)."""
-    from app.embedding.sentence_transformers import SentenceTransformerEmbedder
-    from app.retrieval import Retriever
-    from app.store.milvus import MilvusStore
+    from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
+    from nerve.retrieval.retriever import Retriever
+    from nerve.retrieval.store.milvus import MilvusStore
 
     embedder = SentenceTransformerEmbedder(config.embedder_model, word_mode=config.word_embedding)
     rng = random.Random(config.seed)

@@ -1,1 +1,0 @@
-"""Library code shared by the gateway, the trainers and the Triton models."""

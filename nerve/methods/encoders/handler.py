@@ -1,0 +1,66 @@
+"""``method=baner`` and ``method=lar``: an encoder method (in process or on Triton) answers a
+segment from its retrieved support examples; no prompt, no parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from nerve.methods.encoders.backend import EncoderMethod
+from nerve.methods.handler import SegmentAnswer, SegmentTask
+
+SUMMARIES = {
+    "baner": "BANER: boundary-aware encoder spans, typed by prototypes of the retrieved examples",
+    "lar": "LAR: BANER's spans re-typed by label alignment and reassignment",
+}
+
+
+class EncoderHandler:
+    def __init__(self, method: EncoderMethod, min_examples: int) -> None:
+        self.method = method
+        self.name = method.name
+        self.model = method.model
+        self.summary = SUMMARIES.get(method.name, method.name)
+        self.min_examples = min_examples
+
+    async def answer(self, task: SegmentTask) -> SegmentAnswer:
+        t0 = time.perf_counter()
+        found = await self.method.extract(task.text, task.entity_types, task.examples)
+        return SegmentAnswer(
+            entities=list(found),
+            examples_used=len(task.examples),
+            timings={"generate": time.perf_counter() - t0},
+        )
+
+    async def answer_batch(self, tasks: Sequence[SegmentTask]) -> list[SegmentAnswer]:
+        """One encoder pass over every task's text when the method batches (in process);
+        otherwise (Triton) one call per task, concurrently."""
+        t0 = time.perf_counter()
+        batch = getattr(self.method, "extract_batch", None)
+        if batch is not None:
+            found = await batch(tasks)
+        else:
+            found = await asyncio.gather(
+                *(self.method.extract(t.text, t.entity_types, t.examples) for t in tasks)
+            )
+        share = (time.perf_counter() - t0) / max(len(tasks), 1)
+        return [
+            SegmentAnswer(
+                entities=list(entities),
+                examples_used=len(task.examples),
+                timings={"generate": share},
+            )
+            for task, entities in zip(tasks, found, strict=True)
+        ]
+
+    async def warm(self, texts: Sequence[str]) -> None:
+        warm = getattr(self.method, "warm", None)  # in process only: Triton encodes per call
+        if warm is not None:
+            await warm(texts)
+
+    async def ready(self) -> bool:
+        return await self.method.ready()
+
+    async def close(self) -> None:
+        await self.method.close()
