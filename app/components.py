@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from anyio import to_thread
 
 from app.auth import Authenticator, build_authenticator
-from app.domains.gazetteers import GazetteerCache
 from app.domains.service import DomainService
 from app.feedback.records import build_record_store
 from app.feedback.service import FeedbackService
@@ -18,6 +17,7 @@ from app.jobs.factory import build_job_store
 from app.jobs.runner import JobRunner
 from app.limits import InFlightLimiter
 from app.ner.pipeline import NERPipeline
+from app.ner.pool_step import GazetteerCache, PoolRulesStep
 from nerve.cache.base import Cache
 from nerve.cache.counted import CountedCache
 from nerve.cache.factory import build_cache, build_redis
@@ -177,7 +177,7 @@ def build_components(
             mode=f"{settings.retrieval}:{settings.word_embedding}",
             ttl_s=settings.cache_ttl_s,
         ),
-        gazetteers=build_gazetteers(settings, store),
+        pool_rules=build_pool_rules(settings, store),
     )
     caches = list({id(c): c for c in (cache, records.cache)}.values())
     feedback = FeedbackService(records, domains, metrics)
@@ -208,7 +208,7 @@ def build_components(
     )
 
 
-def build_gazetteers(settings: Settings, store: VectorStore) -> GazetteerCache | None:
+def build_pool_rules(settings: Settings, store: VectorStore) -> PoolRulesStep | None:
     if not settings.gazetteer:
         return None
     policy = GazetteerPolicy(
@@ -219,10 +219,11 @@ def build_gazetteers(settings: Settings, store: VectorStore) -> GazetteerCache |
         if settings.gazetteer_boundaries
         else None,
     )
-    return GazetteerCache(
+    gazetteers = GazetteerCache(
         store,
         policy,
         max_domains=settings.gazetteer_domains,
         max_examples=settings.gazetteer_max_examples,
         wait_s=settings.gazetteer_wait_s,
     )
+    return PoolRulesStep(gazetteers, truecase=settings.truecase)

@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.components import Components, build_components
-from app.domains.gazetteers import GazetteerCache
 from app.main import build_app
+from app.ner.pool_step import GazetteerCache
 from nerve.errors import BackendUnavailable
 from nerve.generation.base import Generation, GenerationRequest
 from nerve.pool_rules.gazetteer import Gazetteer, GazetteerPolicy
@@ -185,7 +185,7 @@ def test_gateway_applies_the_domains_gazetteer_and_rebuilds_it_after_an_upload(
             assert added.status_code == 201, added.text
             answers[on] = [first, answer(client, LATER)]
             if on:  # the gazetteer the second answer used holds the uploaded example's name
-                cache = client.app.state.components.ner.gazetteers  # type: ignore[attr-defined]
+                cache = client.app.state.components.ner.pool_rules.gazetteers  # type: ignore[attr-defined]
                 latest = next(reversed(cache._built.values()))
                 assert ("zephyr nine", "product") in keys(latest.apply(LATER, [], {"product"}))
     types = {t["name"] for t in SUPPORT_DOMAIN["entity_types"]}  # type: ignore[union-attr, index]
@@ -338,3 +338,19 @@ def test_a_lowercased_query_reaches_the_llm_with_the_pools_casing_offsets_unchan
         assert ("tom walsh", "person", 0) in entities
     # "dublin": the gazetteer's, either way.
     assert ("dublin", "location", 16) in entities
+
+
+def test_the_pool_rules_step_cases_before_the_method_and_applies_the_gazetteer_after() -> None:
+    from app.ner.pool_step import DomainPoolRules
+    from nerve.methods.handler import SegmentAnswer
+
+    gazetteer = Gazetteer.from_examples(POOL)
+    text = "yesterday barack obama visited ohio."
+    cased = DomainPoolRules(gazetteer, truecase=True)
+    assert cased.before(text) == gazetteer.casing.restore(text)
+    assert "Ohio" in cased.before(text) and len(cased.before(text)) == len(text)
+    assert DomainPoolRules(gazetteer, truecase=False).before(text) == text
+    answer = SegmentAnswer(entities=[entity(text, "barack obama", "person", 0.8)], examples_used=3)
+    after = cased.after(text, answer, TYPES, exclude_same_text=False)
+    assert keys(after.entities) == [("barack obama", "politician"), ("ohio", "location")]
+    assert after.examples_used == answer.examples_used  # the rest of the answer is kept

@@ -7,14 +7,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from app.domains.gazetteers import GazetteerCache
 from app.domains.protocol import EntityTypeIn
 from app.domains.service import DomainService, check_type_names
 from app.ner.escalation import escalation_reasons
+from app.ner.pool_step import DomainPoolRules, PoolRulesStep
 from app.ner.protocol import EntityOut, NERRequest, NERResponse, Timings
 from nerve.cache.counted import CountedCache
 from nerve.cache.keys import answer_key
@@ -22,7 +22,6 @@ from nerve.errors import BackendUnavailable, InvalidRequest, NotFound
 from nerve.methods.handler import MethodHandler, SegmentAnswer, SegmentTask, answer_segments
 from nerve.methods.registry import MethodRegistry
 from nerve.metrics import Metrics
-from nerve.pool_rules.gazetteer import Gazetteer
 from nerve.prompting.prompt import PROMPT_VERSION
 from nerve.retrieval.batched import BatchedRetrieval
 from nerve.retrieval.embedding_cache import QueryEmbeddingCache
@@ -67,7 +66,7 @@ class NERPipeline:
         cache: CountedCache,
         metrics: Metrics,
         embeddings: QueryEmbeddingCache | None = None,
-        gazetteers: GazetteerCache | None = None,
+        pool_rules: PoolRulesStep | None = None,
     ) -> None:
         self.settings = settings
         self.domains = domains
@@ -76,7 +75,7 @@ class NERPipeline:
         self.cache = cache
         self.metrics = metrics
         self.embeddings = embeddings
-        self.gazetteers = gazetteers
+        self.pool_rules = pool_rules
 
     # --- validate ------------------------------------------------------------------------
     def validate(self, request: NERRequest, where: str = "") -> MethodHandler:
@@ -166,7 +165,9 @@ class NERPipeline:
         # encoder methods, one encoder pass per batch; the batch size bounds the memory.
         ranges = split_segments(request.text, self.settings.segment_chars)
         step = self.settings.segment_batch
-        gazetteer = None if self.gazetteers is None else await self.gazetteers.get(tenant, domain)
+        rules = (
+            None if self.pool_rules is None else await self.pool_rules.for_domain(tenant, domain)
+        )
         segments: list[_Segment] = []
         for first in range(0, len(ranges), step):
             segments += await self._segments(
@@ -176,7 +177,7 @@ class NERPipeline:
                 ranges[first : first + step],
                 k,
                 exclude_same_text,
-                gazetteer,
+                rules,
             )
             if progress is not None:
                 await progress(len(segments), len(ranges))
@@ -226,19 +227,20 @@ class NERPipeline:
         ranges: Sequence[tuple[int, int]],
         k: int,
         exclude_same_text: bool,
-        gazetteer: Gazetteer | None = None,
+        rules: DomainPoolRules | None = None,
     ) -> list[_Segment]:
         """Answers of the segments ``ranges`` of ``text``, in order: their embeddings in one
         pass, their examples retrieved in one search, then the handler (one batch where it takes
-        one), then the domain's gazetteer; each pass may be shared with concurrent requests
-        (micro-batching). A stage's time is the batch's, shared evenly among its segments."""
+        one), each answer passing through the domain's pool rules (before and after the
+        method); each pass may be shared with concurrent requests (micro-batching). A stage's
+        time is the batch's, shared evenly among its segments."""
         texts = [text[start:end] for start, end in ranges]
         handler = prepared.handler
         timings: dict[str, float] = {}
         examples: list[list[Example]] = [[] for _ in texts]
         degraded = False
         k = max(k, handler.min_examples)
-        method_texts = [self._method_text(segment, gazetteer) for segment in texts]
+        method_texts = texts if rules is None else [rules.before(segment) for segment in texts]
         warming = _start_warm(handler, method_texts) if k > 0 else None
         try:
             if k > 0:
@@ -257,31 +259,16 @@ class NERPipeline:
         except BackendUnavailable as exc:
             self.metrics.backend_errors.labels(backend=exc.backend).inc()
             raise
-        if gazetteer is not None:
+        if rules is not None:
             names = {t.name for t in prepared.types}
             answers = [
-                replace(
-                    answer,
-                    entities=gazetteer.apply(
-                        segment,
-                        answer.entities,
-                        names,
-                        exclude_text=segment if exclude_same_text else None,
-                    ),
-                )
+                rules.after(segment, answer, names, exclude_same_text)
                 for answer, segment in zip(answers, texts, strict=True)
             ]
         return [
             _Segment(answer, start, degraded, timings | answer.timings)
             for answer, (start, _) in zip(answers, ranges, strict=True)
         ]
-
-    def _method_text(self, segment: str, gazetteer: Gazetteer | None) -> str:
-        """What the method reads: a segment typed all in lowercase gets the pool's casing
-        (NERVE_TRUECASE; same length, so the answer's offsets hold for the segment)."""
-        if not self.settings.truecase or gazetteer is None:
-            return segment
-        return gazetteer.casing.restore(segment) or segment
 
     async def _retrieve(
         self,
@@ -381,8 +368,12 @@ class NERPipeline:
                 "top_k": k,
                 "retrieval": self.settings.retrieval,
                 "exclude_same_text": exclude_same_text,
-                "gazetteer": None if self.gazetteers is None else repr(self.gazetteers.policy),
-                "truecase": self.settings.truecase,
+                # The pool rules' policy (the gazetteer off: None, as the truecasing it needs).
+                **(
+                    {"gazetteer": None, "truecase": self.settings.truecase}
+                    if self.pool_rules is None
+                    else self.pool_rules.cache_key()
+                ),
             },
         )
 

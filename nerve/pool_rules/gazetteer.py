@@ -18,7 +18,7 @@ Before those, a returned entity's edges move to the pool's convention for its ty
 
 Measured on the five full CrossNER test sets (docs/benchmarks.md, "Stop 27"): average micro-F1
 +2.1 for ``auto`` (61.2 -> 63.3), +3.1 for ``wraner``, +1.1 for ``baner``. Used by the gateway
-(:mod:`app.domains.gazetteers`) and the offline tools alike.
+(:mod:`app.ner.pool_step`) and the offline tools alike.
 """
 
 from __future__ import annotations

@@ -1,5 +1,13 @@
-"""Each domain's gazetteer (:mod:`nerve.pool_rules.gazetteer`), built from its stored examples on first
-use and built again when the domain's version changes (an upload or a deletion)."""
+"""The pipeline step that applies what a domain's pool teaches (:mod:`nerve.pool_rules`).
+
+Before the method: a segment typed all in lowercase gets the pool's casing (``truecase``).
+After it: the domain's gazetteer moves each entity's edges to the pool's convention for its type,
+retypes the names the pool knows and adds the ones nothing returned.
+
+Each domain's gazetteer is built from its stored examples on first use and built again when the
+domain's version changes (an upload or a deletion). A new rule learned from the pool goes in
+:mod:`nerve.pool_rules` (pure: examples in, a rule out) and is applied here.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +15,13 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 
 from anyio import to_thread
 
 from nerve.errors import BackendUnavailable
+from nerve.methods.handler import SegmentAnswer
 from nerve.pool_rules.gazetteer import Gazetteer, GazetteerPolicy
 from nerve.retrieval.store.base import VectorStore
 from nerve.vocab.types import Domain, Example
@@ -110,3 +121,51 @@ class GazetteerCache:
             },
         )
         return gazetteer
+
+
+@dataclass(frozen=True)
+class DomainPoolRules:
+    """One domain's rules for one request: its gazetteer (and casing table)."""
+
+    gazetteer: Gazetteer
+    truecase: bool
+
+    def before(self, segment: str) -> str:
+        """What the method reads: a lowercased segment with the pool's casing restored (same
+        length, so the answer's offsets hold for the segment); else the segment itself."""
+        if not self.truecase:
+            return segment
+        return self.gazetteer.casing.restore(segment) or segment
+
+    def after(
+        self,
+        segment: str,
+        answer: SegmentAnswer,
+        type_names: Collection[str],
+        exclude_same_text: bool,
+    ) -> SegmentAnswer:
+        """The method's answer with the pool's names and boundary conventions applied."""
+        entities = self.gazetteer.apply(
+            segment,
+            answer.entities,
+            type_names,
+            exclude_text=segment if exclude_same_text else None,
+        )
+        return replace(answer, entities=entities)
+
+
+class PoolRulesStep:
+    """The named pipeline step around the method: :meth:`for_domain` gives a request its
+    domain's rules (None while the domain has no gazetteer yet)."""
+
+    def __init__(self, gazetteers: GazetteerCache, *, truecase: bool) -> None:
+        self.gazetteers = gazetteers
+        self.truecase = truecase
+
+    async def for_domain(self, tenant: str, domain: Domain) -> DomainPoolRules | None:
+        gazetteer = await self.gazetteers.get(tenant, domain)
+        return None if gazetteer is None else DomainPoolRules(gazetteer, self.truecase)
+
+    def cache_key(self) -> dict[str, object]:
+        """What an answer depends on besides the pool (whose version is in every key)."""
+        return {"gazetteer": repr(self.gazetteers.policy), "truecase": self.truecase}
