@@ -64,7 +64,7 @@ lint: install
 triton: install
 	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve triton
 
-# Benchmarks print tables and keep JSON in runs/; results go to docs/benchmarks.md with the
+# Benchmarks print tables and keep JSON in runs/; current results go to docs/results.md with the
 # date and the machine. BENCH_LIMIT=0 scores the full test sets.
 DOMAINS := politics science music literature ai
 BENCH_LIMIT ?= 100
