@@ -35,7 +35,7 @@ class FakeRecords:
     """What SearchCopy reads from the record store: a domain's rows, counted."""
 
     def __init__(self, uri: str, rows: dict[tuple[str, str], list[IndexedExample]]) -> None:
-        self.uri, self.is_lite, self.dimension = uri, True, DIM
+        self.uri, self.prefix, self.is_lite, self.dimension = uri, "split", True, DIM
         self.rows = rows
         self.reads: list[tuple[str, str]] = []
         self.gate = threading.Event()
@@ -51,7 +51,7 @@ class FakeRecords:
 
 def _copy(tmp_path: Path, **rows: list[IndexedExample]) -> tuple[SearchCopy, FakeRecords]:
     records = FakeRecords(str(tmp_path / "fake.db"), {("t", k): v for k, v in rows.items()})
-    return SearchCopy(records, "split"), records  # type: ignore[arg-type]
+    return SearchCopy(records), records  # type: ignore[arg-type]
 
 
 def test_a_domain_loads_once_even_when_asked_concurrently(tmp_path: Path) -> None:
@@ -83,7 +83,7 @@ def test_warming_loads_the_cold_domains_and_skips_a_broken_one(tmp_path: Path) -
         assert copy.warm([("t", "broken"), ("t", "b")]) == 1  # the failure logged, not raised
         assert copy.cold([("t", "a"), ("t", "b"), ("t", "broken")]) == [("t", "broken")]
         # A second copy of the same file and prefix sees the same loaded domains.
-        other = SearchCopy(records, "split")  # type: ignore[arg-type]
+        other = SearchCopy(records)  # type: ignore[arg-type]
         assert other.cold([("t", "a"), ("t", "b")]) == []
     finally:
         copy.close()
@@ -94,7 +94,7 @@ def test_a_closed_copy_stops_warming_and_forgets_its_domains(tmp_path: Path) -> 
     copy.index("t", "a")
     copy.close()
     assert copy.warm([("t", "a"), ("t", "b")]) == 0
-    reopened = SearchCopy(records, "split")  # type: ignore[arg-type]
+    reopened = SearchCopy(records)  # type: ignore[arg-type]
     try:
         assert reopened.cold([("t", "a")]) == [("t", "a")]
     finally:
@@ -127,7 +127,7 @@ def test_a_server_store_has_no_copy() -> None:
     records = FakeRecords("http://127.0.0.1:1", {})
     records.is_lite = False
     with pytest.raises(ValueError, match="local_search"):
-        SearchCopy(records, "x")  # type: ignore[arg-type]
+        SearchCopy(records)  # type: ignore[arg-type]
 
 
 # --- through MilvusStore, on a real Milvus Lite file ------------------------------------------
@@ -162,17 +162,17 @@ def test_the_copy_follows_accepted_writes_only(
         with pytest.raises(InvalidRequest):
             store.add_examples("t", "d", [_item(2, entities=2_000)])
         # Failed in Milvus (and undone there): the copy does not have it either.
-        real_insert = records._insert
+        real_insert, words = records.client.insert, records.collections.words
 
-        def words_fail(collection: str, rows: Any) -> None:
-            if collection == records.collections.words:
+        def insert(collection: str, rows: Any, **kwargs: Any) -> Any:
+            if collection == words:  # after the example rows went in
                 raise ConnectionError("milvus went away")
-            real_insert(collection, rows)
+            return real_insert(collection, rows, **kwargs)
 
-        monkeypatch.setattr(records, "_insert", words_fail)
+        monkeypatch.setattr(records.client, "insert", insert)
         with pytest.raises(BackendUnavailable, match="insert_words"):
             store.add_examples("t", "d", [_item(3)])
-        monkeypatch.setattr(records, "_insert", real_insert)
+        monkeypatch.setattr(records.client, "insert", real_insert)
         assert _words_in_copy(store) == ["e1"] and records.ids("t", "d") == ["e1"]
         assert store.search_words("t", "d", _item(3).word_vectors, 5)[0][0][0] == "e1"
 

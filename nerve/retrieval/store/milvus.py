@@ -18,17 +18,15 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Sequence
+from typing import Unpack
 
 import numpy as np
 
 from nerve.retrieval.store.base import Hit, IndexedExample
 from nerve.retrieval.store.local_index import IndexParams
-from nerve.retrieval.store.records import MilvusRecords
-from nerve.retrieval.store.schema import VECTORS_PROPERTY
+from nerve.retrieval.store.records import MilvusRecords, RecordOptions
 from nerve.retrieval.store.search_copy import SearchCopy
 from nerve.vocab.types import Domain, Example
-
-__all__ = ["VECTORS_PROPERTY", "MilvusStore"]
 
 
 class MilvusStore:
@@ -41,20 +39,18 @@ class MilvusStore:
         uri: str,
         dimension: int,
         *,
-        token: str | None = None,
-        prefix: str = "nerve",
-        nlist: int = 128,
         nprobe: int = 16,
-        timeout_s: float = 10.0,
-        vectors_from: str | None = None,
         local_search: bool | None = None,
         nlist_per_sqrt: float = 4.0,
+        **options: Unpack[RecordOptions],
     ) -> None:
-        """``vectors_from`` names the embedder (and its mode); None skips the check.
+        """``options`` are the record store's (:class:`MilvusRecords`: ``token``, ``prefix``,
+        ``nlist``, Milvus' IVF lists per segment, ``timeout_s``, and ``vectors_from``, the
+        embedder and its mode, None to skip the check).
 
-        ``nlist`` is Milvus' IVF lists per segment. ``local_search`` (default: on for Milvus Lite
-        in process) searches an in-process copy of each domain instead, whose IVF_FLAT index has
-        ``nlist_per_sqrt * sqrt(vectors)`` lists; ``nprobe`` applies to both.
+        ``local_search`` (default: on for Milvus Lite in process) searches an in-process copy of
+        each domain instead, whose IVF_FLAT index has ``nlist_per_sqrt * sqrt(vectors)`` lists;
+        ``nprobe`` applies to both.
         """
         self.uri = uri
         self.is_lite = "://" not in uri  # a file path: Milvus Lite
@@ -64,18 +60,8 @@ class MilvusStore:
         if self.local_search and not self.is_lite:
             # Other processes write to a server: a copy here would go stale.
             raise ValueError("local_search needs Milvus Lite in this process (a file URI)")
-        self.records = MilvusRecords(
-            uri,
-            dimension,
-            token=token,
-            prefix=prefix,
-            nlist=nlist,
-            timeout_s=timeout_s,
-            vectors_from=vectors_from,
-        )
-        self.search_copy = (
-            SearchCopy(self.records, prefix, nlist_per_sqrt) if self.local_search else None
-        )
+        self.records = MilvusRecords(uri, dimension, **options)
+        self.search_copy = SearchCopy(self.records, nlist_per_sqrt) if self.local_search else None
 
     # --- domains ---------------------------------------------------------------------------
     def put_domain(self, domain: Domain) -> None:

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import numpy as np
 
@@ -45,6 +45,16 @@ def scope(tenant: str, domain: str) -> str:
     return f"tenant == {_quote(tenant)} and domain == {_quote(domain)}"
 
 
+class RecordOptions(TypedDict, total=False):
+    """The record store's options besides its URI and dimension (see :class:`MilvusRecords`)."""
+
+    token: str | None
+    prefix: str
+    nlist: int
+    timeout_s: float
+    vectors_from: str | None
+
+
 class MilvusRecords:
     """Domains, examples and word vectors in three Milvus collections, over ``MilvusClient``."""
 
@@ -67,6 +77,7 @@ class MilvusRecords:
         self.is_lite = "://" not in uri  # a file path: Milvus Lite
         self.dimension = dimension
         self.timeout_s = timeout_s
+        self.prefix = prefix
         self.collections = Collections.of(prefix)
         if self.is_lite:
             install_lite_speedups()

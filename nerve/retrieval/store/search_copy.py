@@ -52,14 +52,14 @@ class SearchCopy:
     """The in-process copies of one Milvus Lite file's domains: their loading, warming, updates
     and searches. Writes go to ``records`` first; the copy follows only those it accepted."""
 
-    def __init__(self, records: MilvusRecords, prefix: str, nlist_per_sqrt: float = 4.0) -> None:
+    def __init__(self, records: MilvusRecords, nlist_per_sqrt: float = 4.0) -> None:
         """``nlist_per_sqrt``: a domain's IVF_FLAT has ``nlist_per_sqrt * sqrt(vectors)`` lists."""
         if not records.is_lite:
             # Other processes write to a server: a copy here would go stale.
             raise ValueError("local_search needs Milvus Lite in this process (a file URI)")
         self.records = records
         self.nlist_per_sqrt = nlist_per_sqrt
-        self._key = (os.path.abspath(records.uri), prefix)
+        self._key = (os.path.abspath(records.uri), records.prefix)
         self._closed = False
 
     def _slot(self, tenant: str, domain: str) -> _Slot:
