@@ -94,14 +94,15 @@ def test_a_failed_word_insert_takes_the_example_rows_with_it(
     rollback removes it (and an upload after the failure works)."""
     store = _open(tmp_path / "m.db", CONTEXT)
     try:
-        real_insert = store._insert
+        records = store.records
+        real_insert = records._insert
 
         def words_fail(collection: str, rows: list) -> None:
-            if collection == store.words:
+            if collection == records.collections.words:
                 raise ConnectionError("milvus went away")
             real_insert(collection, rows)
 
-        monkeypatch.setattr(store, "_insert", words_fail)
+        monkeypatch.setattr(records, "_insert", words_fail)
         with pytest.raises(BackendUnavailable, match="insert_words"):
             _add_one(store)
         assert store.count_examples("t", "d") == 0
@@ -124,13 +125,13 @@ def test_a_lite_domain_spec_is_read_from_milvus_once_and_follows_writes(
     try:
         store.put_domain(Domain(tenant="t", name="d", entity_types=[EntityType(name="person")]))
         queries: list[str] = []
-        real_query = store.client.query
+        real_query = store.records.client.query
 
         def counted(*args: object, **kwargs: object) -> object:
             queries.append(str(args[0]))
             return real_query(*args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(store.client, "query", counted)
+        monkeypatch.setattr(store.records.client, "query", counted)
         for _ in range(3):
             domain = store.get_domain("t", "d")
             assert domain is not None and [t.name for t in domain.entity_types] == ["person"]

@@ -29,7 +29,9 @@ class GatedStore:
     def __init__(self, store: MilvusStore) -> None:
         self.release = threading.Event()
         self.loads: list[tuple[str, str]] = []
-        real_warm, real_load = store.warm, store._load_local
+        copy = store.search_copy
+        assert copy is not None
+        real_warm, real_load = store.warm, copy._load
 
         def warm(domains: Any) -> int:
             assert self.release.wait(120)
@@ -40,7 +42,7 @@ class GatedStore:
             return real_load(tenant, domain)
 
         store.warm = warm  # type: ignore[method-assign]
-        store._load_local = load  # type: ignore[method-assign]
+        copy._load = load  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager

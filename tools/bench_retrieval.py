@@ -290,7 +290,8 @@ def scaling(
             params = store.index_params(TENANT, "synthetic")["words"]
             build_s = time.perf_counter() - started
             rss_after = _rss_mb()
-            local = store._local(TENANT, "synthetic") if isinstance(store, MilvusStore) else None
+            copy_of = store.search_copy if isinstance(store, MilvusStore) else None
+            local = copy_of.index(TENANT, "synthetic") if copy_of is not None else None
             copy = copy_mb(local if local is not None else store.index)  # type: ignore[union-attr]
             rows = params.vectors + len(pool)
             exact = ExactSearch(pool)

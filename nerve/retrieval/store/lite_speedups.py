@@ -5,7 +5,7 @@ a new segment on every flush by reading each buffered row back one pyarrow scala
 (``batch.column(name)[row].as_py()``). For a 384-float vector that call costs ~1.2 ms (measured
 on this machine: pyarrow builds one Python float per element), so a flush costs ~2-5 ms a word
 row: 105 s for 20,000 rows, and an insert that fills the 128 MB buffer (~80,000 word rows) flushes
-synchronously inside the call and overran the store's 30 s timeout (docs/benchmarks.md, "Retrieval
+synchronously inside the call and overran the store's 30 s timeout (docs/history/benchmarks.md, "Retrieval
 that stays flat"). :func:`columnar_build_data_table` builds the same table with one ``take`` over
 the buffered batches; :func:`install` puts it in place of ``MemTable._build_data_table``.
 

@@ -4,11 +4,12 @@ Why: Milvus Lite 3.2 is pure Python, and its search builds every hit's whole row
 vector included, one pyarrow scalar at a time (~2.6 ms a hit here), and walks every row of the
 searched segments in Python to build its validity mask. A word-level query asks for ~20 words x
 16 hits, so a query cost 600 ms on a 100-sentence pool and grows with the pool
-(docs/benchmarks.md, "Retrieval speed"). Milvus stays the store (durable, the one writer of the
+(docs/history/benchmarks.md, "Retrieval speed"). Milvus stays the store (durable, the one writer of the
 data directory); searches read a copy of a domain's vectors held here, in a faiss IVF_FLAT index
 sized to the pool. The copy is correct because Milvus Lite's data directory is locked by one
-process: every write goes through this process's :class:`~nerve.retrieval.store.milvus.MilvusStore`, which
-updates the copy after Milvus accepted the write.
+process: every write goes through this process's
+:class:`~nerve.retrieval.store.search_copy.SearchCopy`, which updates the copy after Milvus
+accepted the write.
 """
 
 from __future__ import annotations
