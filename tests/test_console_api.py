@@ -173,3 +173,15 @@ def test_the_console_is_served_with_a_strict_content_policy(api: TestClient) -> 
     assert "innerHTML" not in api.get("/console/console.js").text
     for name in ("../settings.py", "router.py", "%2e%2e%2fsettings.py"):
         assert api.get(f"/console/{name}").status_code == 404
+
+
+def test_the_root_sends_a_browser_to_the_console_and_tells_a_program_where_things_are(
+    api: TestClient,
+) -> None:
+    browser = api.get("/", headers={"accept": "text/html,*/*;q=0.8"}, follow_redirects=False)
+    assert browser.status_code == 307 and browser.headers["location"] == "/console/"
+    program = api.get("/", headers={"accept": "application/json"})
+    assert program.status_code == 200
+    assert program.json()["console"] == "/console/"
+    assert api.get(program.json()["docs"]).status_code == 200
+    assert program.headers.get("x-request-id")

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from nerve.errors import NotFound
 
 router = APIRouter(prefix="/console", tags=["console"], include_in_schema=False)
+# The service's root: a browser is sent to the console, a program gets where things are.
+front_door = APIRouter(include_in_schema=False)
 
 STATIC = Path(__file__).resolve().parent / "static"
 # The only files served: no path from the URL ever reaches the file system.
@@ -31,6 +33,22 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+
+
+@front_door.get("/")
+async def root(request: Request) -> Response:
+    if "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse("/console/", status_code=307)
+    return JSONResponse(
+        {
+            "service": "nerve",
+            "console": "/console/",
+            "docs": "/docs",
+            "openapi": "/openapi.json",
+            "methods": "/v1/methods",
+            "health": "/readyz",
+        }
+    )
 
 
 @router.get("")
