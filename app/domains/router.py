@@ -22,7 +22,7 @@ from app.domains.protocol import (
     SpanOut,
 )
 from app.domains.service import DomainService
-from app.interchange.formats import UploadFormat, upload_format
+from app.interchange.formats import UPLOAD_CONTENT, UploadFormat, upload_format
 from app.interchange.router import add_uploaded
 from nerve.errors import InvalidRequest, MalformedBody, PayloadTooLarge, describe_validation
 from nerve.vocab.types import Domain, Example
@@ -89,6 +89,7 @@ async def delete_domain(name: str, service: DomainsDep, tenant: TenantDep) -> De
                 "text/plain": {
                     "schema": {"type": "string", "description": "CoNLL: token<TAB>tag lines"}
                 },
+                **UPLOAD_CONTENT,
             },
             "required": True,
         }
@@ -121,15 +122,16 @@ async def add_examples(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedBody(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from exc
-    if format == "conll":
-        content_type = "text/plain"
+    if format is not None:
+        content_type = "text/plain" if format == "conll" else "application/json"
     if content_type in ("application/json", "") and text.lstrip().startswith(("{", "[")):
         examples = service.from_json(_parse_examples_json(text).examples)
     elif content_type in ("text/plain", "text/x-conll", "text/tab-separated-values", ""):
         examples = service.parse_conll(text)
     else:
         raise MalformedBody(
-            f"unsupported content-type {content_type!r}; use application/json or text/plain (CoNLL)"
+            f"unsupported content-type {content_type!r}; use application/json or text/plain "
+            "(CoNLL), or name the format (?format=labelstudio, spacy or spacy-jsonl)"
         )
     domain, ids = await service.add_examples(tenant, name, examples)
     return ExamplesAdded(domain=name, added=len(ids), ids=ids, version=domain.version)

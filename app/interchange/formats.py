@@ -31,6 +31,17 @@ CONTENT_TYPES: dict[str, UploadFormat] = {
 }
 
 
+# The request bodies these formats add to the examples route's OpenAPI description.
+UPLOAD_CONTENT = {
+    "application/octet-stream": {
+        "schema": {"type": "string", "format": "binary", "description": "spaCy DocBin (.spacy)"}
+    },
+    "application/x-ndjson": {
+        "schema": {"type": "string", "description": "spaCy JSONL: {text, spans} per line"}
+    },
+}
+
+
 @dataclass(frozen=True)
 class Export:
     body: bytes
