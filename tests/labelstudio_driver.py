@@ -68,6 +68,11 @@ def annotate(ls: LabelStudio, task: int, result: list[dict[str, Any]]) -> Any:
     return {"annotation": annotation.id}
 
 
+def update_annotation(ls: LabelStudio, annotation: int, result: list[dict[str, Any]]) -> Any:
+    ls.annotations.update(annotation, result=result)
+    return {"annotation": annotation}
+
+
 def update_task(ls: LabelStudio, task: int, data: dict[str, Any]) -> Any:
     ls.tasks.update(str(task), data=data)
     return {"task": task}
@@ -88,6 +93,7 @@ OPS = {
     "import_tasks": import_tasks,
     "predict": predict,
     "annotate": annotate,
+    "update_annotation": update_annotation,
     "update_task": update_task,
     "webhook_payload": webhook_payload,
 }

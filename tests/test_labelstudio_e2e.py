@@ -266,12 +266,26 @@ def test_an_annotation_reaches_the_pool(
             "value": {"start": start, "end": start + 7, "text": "Pixel 8", "labels": ["product"]},
         }
     )
-    labelstudio.sdk("annotate", task=task, result=result)
-    example = _wait_for(nerve, f"ls-{project.id}-{task}")
+    annotation = labelstudio.sdk("annotate", task=task, result=result)["annotation"]
+    example_id = f"ls-{project.id}-{task}"
+    example = _wait_for(nerve, example_id)
     assert example is not None, "the annotated task did not arrive in the pool"
     assert example["text"] == EMOJI_TEXT
     spans = {(s["text"], s["type"], s["start"]) for s in example["entities"]}
     assert ("Pixel 8", "product", 22) in spans and ("Oslo", "location", 44) in spans
+
+    # The annotator takes "Oslo" back (ANNOTATION_UPDATED): the task's example is replaced.
+    result = [r for r in result if r["value"]["text"] != "Oslo"]
+    labelstudio.sdk("update_annotation", annotation=annotation, result=result)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        example = nerve.pool()[example_id]
+        if "Oslo" not in {s["text"] for s in example["entities"]}:
+            break
+        time.sleep(1)
+    assert {s["text"] for s in example["entities"]} == {r["value"]["text"] for r in result}
+    page = nerve.client.get("/v1/domains/support/examples", params={"limit": 500}).json()
+    assert [e["id"] for e in page["examples"]].count(example_id) == 1
 
 
 def test_a_task_whose_text_changed_is_refused(

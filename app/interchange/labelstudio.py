@@ -65,6 +65,8 @@ def _config(xml: Any, domain: Domain) -> tuple[LabelConfig, dict[str, str]]:
         config = parse_label_config(xml)
     except FormatError as exc:
         raise InvalidRequest(str(exc)) from exc
+    if not config.labels:
+        raise InvalidRequest(f"labeling config: <Labels name={config.from_name!r}> has no <Label>")
     types = {t.name: t.name for t in domain.entity_types}
     folded = {name.lower(): name for name in types}
     mapping: dict[str, str] = {}
