@@ -42,6 +42,7 @@ class Nerve:
     server: ServerProcess
     key: str
     client: httpx.Client
+    other_key: str  # another tenant's
 
     def pool(self) -> dict[str, Any]:
         page = self.client.get("/v1/domains/support/examples", params={"limit": 500})
@@ -57,6 +58,7 @@ def nerve(
     root = tmp_path_factory.mktemp("labelstudio-nerve")
     keys = root / "keys.json"
     key = add_key(keys, "acme", name="labelstudio")
+    other_key = add_key(keys, "globex", name="another tenant")
     env = {f"NERVE_{k.upper()}": str(v) for k, v in base_settings.items()}
     env |= {"NERVE_AUTH_ENABLED": "true", "NERVE_API_KEYS_FILE": str(keys)}
     server = ServerProcess(root / "data", root / "server.log", env)
@@ -68,7 +70,7 @@ def nerve(
             assert client.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
             added = client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
             assert added.status_code == 201, added.text
-            yield Nerve(server, key, client)
+            yield Nerve(server, key, client, other_key)
     finally:
         server.stop()
 
@@ -182,6 +184,22 @@ def test_ml_backend_routes_follow_the_api_keys(nerve: Nerve) -> None:
     assert httpx.get(url, auth=("nerve", nerve.key)).json()["status"] == "UP"
     missing = httpx.get(f"{nerve.server.url}/labelstudio/nope/health", auth=("nerve", nerve.key))
     assert missing.status_code == 404
+    # Another tenant's key sees no such domain, on every route of the backend.
+    for method, route in [("GET", "health"), ("POST", "setup"), ("POST", "predict")]:
+        other = httpx.request(
+            method,
+            f"{nerve.server.url}/labelstudio/support/{route}",
+            auth=("nerve", nerve.other_key),
+            json={"schema": LABEL_CONFIG, "label_config": LABEL_CONFIG, "tasks": []},
+        )
+        assert other.status_code == 404, (route, other.text)
+    webhook = {"action": "ANNOTATION_CREATED", "project": {}, "task": {}, "annotation": {}}
+    other = httpx.post(
+        f"{nerve.server.url}/labelstudio/support/webhook",
+        auth=("nerve", nerve.other_key),
+        json=webhook,
+    )
+    assert other.status_code == 404, other.text
     setup = httpx.post(
         f"{nerve.server.url}/labelstudio/support/setup",
         auth=("nerve", nerve.key),
