@@ -101,7 +101,8 @@ OPS = {
 
 def main() -> None:
     request = json.load(sys.stdin)
-    ls = LabelStudio(base_url=request["url"], api_key=request["token"])
+    # Predictions run nerve on every task inside one call: allow a loaded CI machine time.
+    ls = LabelStudio(base_url=request["url"], api_key=request["token"], timeout=600)
     answer = OPS[request["op"]](ls, **request["args"])
     json.dump(answer, sys.stdout, default=str)
 
