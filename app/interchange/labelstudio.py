@@ -162,8 +162,11 @@ async def webhook(
         or not isinstance(annotation, dict)
     ):
         raise MalformedBody(f"{action}: expected 'project', 'task' and 'annotation' objects")
+    ids = (project.get("id"), task.get("id"))
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise MalformedBody(f"{action}: project.id and task.id must be integers; got {ids}")
     config, mapping = _config(project.get("label_config"), found)
-    example_id = f"ls-{project.get('id')}-{task.get('id')}"
+    example_id = f"ls-{ids[0]}-{ids[1]}"
     where = f"task {task.get('id')} (project {project.get('id')})"
     if annotation.get("was_cancelled"):
         return {"status": "ignored", "action": action, "reason": "annotation cancelled"}
