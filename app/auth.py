@@ -3,13 +3,16 @@
 The keys file (``NERVE_API_KEYS_FILE``) is a JSON list of
 ``{"sha256": "<hex of the key>", "tenant": "acme", "admin": false, "name": "ci"}``; the keys
 themselves are never stored. A caller sends its key as ``Authorization: Bearer <key>`` or
-``X-API-Key: <key>``. An admin key works on another tenant's domains by naming it in
-``X-Nerve-Tenant``; any other key naming a tenant not its own is refused. The file is re-read
-when it changes, so keys rotate without a restart.
+``X-API-Key: <key>`` (or as the password of HTTP Basic auth, as Label Studio sends it). An
+admin key works on another tenant's domains by naming it in ``X-Nerve-Tenant``; any other key
+naming a tenant not its own is refused. The file is re-read when it changes, so keys rotate
+without a restart.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -131,6 +134,14 @@ def presented_key(request: Request) -> str | None:
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
+    if scheme.lower() == "basic" and value.strip():
+        # HTTP Basic (Label Studio's ML backend connection): the password is the key.
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            _, colon, password = (
+                base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            )
+            if colon and password:
+                return password
     key = request.headers.get(KEY_HEADER, "").strip()
     return key or None
 

@@ -23,6 +23,8 @@ from app.domains.protocol import DomainIn
 from app.domains.router import router as domains_router
 from app.feedback.router import router as feedback_router
 from app.health import router as health_router
+from app.interchange.labelstudio import router as labelstudio_router
+from app.interchange.router import router as interchange_router
 from app.jobs.router import router as jobs_router
 from app.logging import request_id_var
 from app.ner.router import router as ner_router
@@ -77,6 +79,8 @@ def build_app(
     app.include_router(ner_router)
     app.include_router(jobs_router)
     app.include_router(domains_router)
+    app.include_router(interchange_router)
+    app.include_router(labelstudio_router)
     app.include_router(feedback_router)
     app.include_router(health_router)
     app.include_router(console_router)

@@ -23,5 +23,6 @@ pytest_plugins = [
     "tests.fixtures.triton",
     "tests.fixtures.trainer",
     "tests.fixtures.browser",
+    "tests.fixtures.labelstudio",
     "tests.fixtures.workers",
 ]

@@ -117,6 +117,7 @@ def _probes(state: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         ("DELETE", "/v1/domains/{name}"): {},
         ("POST", "/v1/domains/{name}/examples"): {"json": example},
         ("GET", "/v1/domains/{name}/examples"): {},
+        ("GET", "/v1/domains/{name}/export"): {},
         ("DELETE", "/v1/domains/{name}/examples/{example_id}"): {},
         ("POST", "/v1/ner"): {"json": ner},
         ("POST", "/v1/ner/batch"): {"json": [ner]},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 from pydantic import ValidationError
@@ -21,6 +22,8 @@ from app.domains.protocol import (
     SpanOut,
 )
 from app.domains.service import DomainService
+from app.interchange.formats import UPLOAD_CONTENT, UploadFormat, upload_format
+from app.interchange.router import add_uploaded
 from nerve.errors import InvalidRequest, MalformedBody, PayloadTooLarge, describe_validation
 from nerve.vocab.types import Domain, Example
 
@@ -86,30 +89,49 @@ async def delete_domain(name: str, service: DomainsDep, tenant: TenantDep) -> De
                 "text/plain": {
                     "schema": {"type": "string", "description": "CoNLL: token<TAB>tag lines"}
                 },
+                **UPLOAD_CONTENT,
             },
             "required": True,
         }
     },
 )
 async def add_examples(
-    name: str, request: Request, service: DomainsDep, tenant: TenantDep
+    name: str,
+    request: Request,
+    service: DomainsDep,
+    tenant: TenantDep,
+    format: Annotated[
+        UploadFormat | None,
+        Query(
+            description="json, conll, labelstudio (a Label Studio JSON export), spacy (DocBin "
+            "bytes) or spacy-jsonl; default: from the content type (a JSON list is a Label Studio "
+            "export, application/octet-stream a DocBin, application/x-ndjson spaCy JSONL).",
+        ),
+    ] = None,
 ) -> ExamplesAdded:
-    """Add labelled examples: JSON ``{examples: [{text, entities}]}`` or a CoNLL/BIO text body."""
+    """Add labelled examples: JSON ``{examples: [{text, entities}]}``, a CoNLL/BIO text body, a
+    Label Studio JSON export, a spaCy DocBin or spaCy JSONL; all or nothing."""
     raw = await request.body()
     if len(raw) > _MAX_BODY_BYTES:
         raise PayloadTooLarge(f"body has {len(raw)} bytes; the limit is {_MAX_BODY_BYTES}")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    other = upload_format(content_type, format, raw)
+    if other is not None:
+        return await add_uploaded(service, tenant, name, raw, other)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedBody(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from exc
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if format is not None:
+        content_type = "text/plain" if format == "conll" else "application/json"
     if content_type in ("application/json", "") and text.lstrip().startswith(("{", "[")):
         examples = service.from_json(_parse_examples_json(text).examples)
     elif content_type in ("text/plain", "text/x-conll", "text/tab-separated-values", ""):
         examples = service.parse_conll(text)
     else:
         raise MalformedBody(
-            f"unsupported content-type {content_type!r}; use application/json or text/plain (CoNLL)"
+            f"unsupported content-type {content_type!r}; use application/json or text/plain "
+            "(CoNLL), or name the format (?format=labelstudio, spacy or spacy-jsonl)"
         )
     domain, ids = await service.add_examples(tenant, name, examples)
     return ExamplesAdded(domain=name, added=len(ids), ids=ids, version=domain.version)

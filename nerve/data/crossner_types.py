@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from nerve.vocab.types import EntityType
+
 CROSSNER_TYPE_DESCRIPTIONS: dict[str, str] = {
     # shared / CoNLL-2003
     "person": "name of a person who is not covered by a more specific person type",
