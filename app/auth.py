@@ -217,11 +217,11 @@ def _valid_tenant(name: str) -> bool:
 
 def build_authenticator(settings: Settings) -> Authenticator | None:
     """None when auth is off; with auth on, a keys file is required (refuses to start without)."""
-    if not settings.auth_enabled:
+    if not settings.auth.enabled:
         return None
-    if settings.api_keys_file is None:
+    if settings.auth.api_keys_file is None:
         raise ValueError("NERVE_AUTH_ENABLED is set but NERVE_API_KEYS_FILE is not")
-    return Authenticator(settings.api_keys_file)
+    return Authenticator(settings.auth.api_keys_file)
 
 
 def get_caller(request: Request) -> Caller:

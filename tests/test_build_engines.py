@@ -255,7 +255,7 @@ def test_cllmfs_is_an_engine_of_its_own_beside_wraners(
     assert env["NERVE_CLLMFS_ADAPTER"] == "cllmfs"
     settings = Settings(**{k.removeprefix("NERVE_").lower(): v for k, v in env.items()
                            if k.startswith("NERVE_")})  # fmt: skip
-    assert settings.triton_cllmfs_model == "ensemble_cllmfs"
+    assert settings.triton.cllmfs_model == "ensemble_cllmfs"
     assert _deploy_env(tmp_path / "build" / DEPLOY_ENV)["NERVE_TRITON_MODEL"] == "ensemble"
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     assert set(env) - {"TRITON_GPU_COUNT", "TRTLLM_ORCHESTRATOR"} <= set(
@@ -332,7 +332,7 @@ def test_deploy_env_gives_the_gateway_the_engine_budget(
         llm_context_tokens=int(env["NERVE_LLM_CONTEXT_TOKENS"]),
         max_new_tokens=int(env["NERVE_MAX_NEW_TOKENS"]),
     )
-    assert settings.llm_context_tokens - settings.max_new_tokens == 1500
+    assert settings.llm.context_tokens - settings.wraner.max_new_tokens == 1500
     # ... and the preprocessing model refuses what the engine would (a 422, not a 503).
     params = _params(_configs(tmp_path / "build" / "model_repository")["preprocessing"])
     assert (params["max_input_len"], params["max_seq_len"]) == ("1500", "1700")

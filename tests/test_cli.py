@@ -15,6 +15,7 @@ from nerve.data.readers import read_split
 from nerve.errors import BackendTimeout, InvalidRequest
 from nerve.generation.base import Generation, GenerationRequest
 from nerve.methods import registry
+from nerve.methods.deps import MethodDeps
 from nerve.methods.handler import MethodHandler
 from nerve.methods.wraner.handler import WranerHandler
 from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
@@ -111,7 +112,7 @@ async def test_eval_runs_the_api_pipeline_and_scores(base_settings: dict[str, An
     json.dumps(payload)
     assert payload["pool_size"] == len(read_split(data, "music", "train"))
     # Retrieval is approximate (IVF_FLAT): a result must say how approximate.
-    assert payload["settings"]["ivf_nprobe"] == settings.ivf_nprobe
+    assert payload["settings"]["ivf_nprobe"] == settings.milvus.ivf_nprobe
 
 
 class _FlakyGenerator:
@@ -276,7 +277,7 @@ async def test_eval_takes_any_method_the_registry_serves(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def build_auto(deps: registry.MethodDeps) -> MethodHandler:
+    def build_auto(deps: MethodDeps) -> MethodHandler:
         return WranerHandler(deps.settings, deps.generator, deps.metrics, name="auto")
 
     # A method added to the registry only: neither the CLI nor the evaluation names it.

@@ -41,7 +41,8 @@ async def test_behind_triton_method_cllmfs_calls_its_own_model() -> None:
     the adapter is Triton's to load (the gateway's host need not hold the file); unset, the
     method is not served."""
     from nerve.generation.triton import TritonGenerator
-    from nerve.methods.registry import MethodDeps, build_cllmfs
+    from nerve.methods.cllmfs.builder import build as build_cllmfs
+    from nerve.methods.deps import MethodDeps
     from nerve.metrics import Metrics
 
     def cllmfs(adapter: str, generator: str = "triton") -> Any:

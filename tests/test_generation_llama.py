@@ -182,8 +182,8 @@ def test_the_default_adapter_is_the_shipped_one_and_reads_a_new_domains_types(
     tuned model answers a literature prompt (a domain its training held out) in the prompt's
     format with the prompt's types."""
     settings = load_settings()
-    assert settings.llm_adapter == "wraner"
-    adapter = resolve_adapter(settings.llm_adapter)
+    assert settings.llm.adapter == "wraner"
+    adapter = resolve_adapter(settings.llm.adapter)
     assert adapter == REPO_ROOT / "model_repository/llm_cpu/1/adapters/wraner-lora.gguf"
     types = [
         EntityType(name="writer", description="an author of books or poems"),

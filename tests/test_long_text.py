@@ -17,7 +17,7 @@ from app.components import Components, build_components
 from app.main import build_app
 from nerve.data.readers import read_split
 from nerve.generation.base import Generation, GenerationRequest, TokenLogprob
-from nerve.methods.encoders.factory import EncoderMethodsConfig, build_encoder_methods
+from nerve.methods.encoders.factory import EncoderBackendsConfig, build_encoder_backends
 from nerve.methods.encoders.handler import EncoderHandler
 from nerve.methods.handler import SegmentTask
 from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
@@ -117,8 +117,8 @@ def test_a_10000_word_text_is_answered_with_exact_offsets(
 ) -> None:
     text = long_text()
     assert len(text.split()) == WORDS and len(text) > 50_000
-    segments = split_segments(text, encoder_api.app.state.settings.segment_chars)
-    assert len(segments) > 2 * encoder_api.app.state.settings.segment_batch  # several batches
+    segments = split_segments(text, encoder_api.app.state.settings.segment.chars)
+    assert len(segments) > 2 * encoder_api.app.state.settings.segment.batch  # several batches
     response = encoder_api.post(
         "/v1/ner", json={"text": text, "domain": "support", "method": method}
     )
@@ -171,7 +171,7 @@ def test_the_text_limit_is_a_setting_and_a_clear_422(
 
 @pytest.fixture(scope="module")
 def encoders() -> Any:
-    return build_encoder_methods(EncoderMethodsConfig())
+    return build_encoder_backends(EncoderBackendsConfig())
 
 
 @pytest.mark.parametrize("method", ["baner", "lar"])

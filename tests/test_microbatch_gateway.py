@@ -98,7 +98,7 @@ def batched(
 
 def encoder_batcher(client: TestClient) -> MicroBatcher[SegmentTask, Any]:
     handler = client.app.state.components.methods.resolve("baner")  # type: ignore[attr-defined]
-    return handler.method.batcher  # type: ignore[no-any-return]
+    return handler.backend.batcher  # type: ignore[no-any-return]
 
 
 class HeldEncoder:

@@ -23,8 +23,8 @@ from nerve.methods.baner.extractor import BanerExtractor
 from nerve.methods.baner.onnx import run_encoder_in_onnx
 from nerve.methods.encoders.factory import (
     DEFAULT_ARTEFACT,
-    EncoderMethodsConfig,
-    build_encoder_methods,
+    EncoderBackendsConfig,
+    build_encoder_backends,
 )
 from nerve.methods.encoders.inprocess import InProcessBaner
 from nerve.retrieval.embedding.onnx import OnnxEmbedder
@@ -199,9 +199,9 @@ def test_a_missing_onnxruntime_is_a_clear_start_up_error(
     settings = load_settings(data_dir=tmp_path, embedder_runtime="onnx")
     with pytest.raises(OnnxUnavailable, match="NERVE_EMBEDDER_RUNTIME needs the onnxruntime"):
         build_embedder(settings)
-    config = EncoderMethodsConfig(runtime="onnx-int8", onnx_dir=tmp_path)
+    config = EncoderBackendsConfig(runtime="onnx-int8", onnx_dir=tmp_path)
     with pytest.raises(OnnxUnavailable, match="NERVE_ENCODER_RUNTIME needs the onnxruntime"):
-        build_encoder_methods(config)
+        build_encoder_backends(config)
 
 
 # --- the real models --------------------------------------------------------------------------
@@ -341,7 +341,7 @@ def test_baner_in_int8_finds_nearly_the_same_entities(
 
 def test_settings_choose_the_encoder_runtime(onnx_dir: Path) -> None:
     settings = load_settings(encoder_runtime="onnx", onnx_dir=onnx_dir)
-    methods = build_encoder_methods(EncoderMethodsConfig.from_settings(settings))
+    methods = build_encoder_backends(EncoderBackendsConfig.from_settings(settings))
     baner = methods.baner
     assert isinstance(baner, InProcessBaner)
     assert isinstance(baner.extractor.net.encoder, OnnxEncoder)
@@ -349,6 +349,6 @@ def test_settings_choose_the_encoder_runtime(onnx_dir: Path) -> None:
     assert baner.model.endswith("@onnx")
     assert methods.lar.model.endswith("@onnx")  # type: ignore[attr-defined]
     # The service's default: fp32 (int8 costs the mpnet backbone 4 F1; docs/benchmarks.md).
-    assert EncoderMethodsConfig.from_settings(load_settings()).runtime == "onnx"
-    torch_config = EncoderMethodsConfig.from_settings(load_settings(encoder_runtime="torch"))
-    assert build_encoder_methods(torch_config).baner.model == "baner:pypi-parts:all-mpnet-base-v2"
+    assert EncoderBackendsConfig.from_settings(load_settings()).runtime == "onnx"
+    torch_config = EncoderBackendsConfig.from_settings(load_settings(encoder_runtime="torch"))
+    assert build_encoder_backends(torch_config).baner.model == "baner:pypi-parts:all-mpnet-base-v2"

@@ -164,8 +164,8 @@ class NERPipeline:
 
         # A long text's segments go through in batches: one embedding pass and, for the
         # encoder methods, one encoder pass per batch; the batch size bounds the memory.
-        ranges = split_segments(request.text, self.settings.segment_chars)
-        step = self.settings.segment_batch
+        ranges = split_segments(request.text, self.settings.segment.chars)
+        step = self.settings.segment.batch
         gazetteer = None if self.gazetteers is None else await self.gazetteers.get(tenant, domain)
         segments: list[_Segment] = []
         for first in range(0, len(ranges), step):
@@ -214,7 +214,7 @@ class NERPipeline:
         self._record(domain, response)
         if not degraded:
             await self.cache.set(
-                cache_key, response.model_dump_json().encode(), self.settings.cache_ttl_s
+                cache_key, response.model_dump_json().encode(), self.settings.cache.ttl_s
             )
         return response
 
@@ -253,7 +253,7 @@ class NERPipeline:
             for segment, found in zip(method_texts, examples, strict=True)
         ]
         try:
-            answers = await answer_segments(handler, tasks, self.settings.segment_concurrency)
+            answers = await answer_segments(handler, tasks, self.settings.segment.concurrency)
         except BackendUnavailable as exc:
             self.metrics.backend_errors.labels(backend=exc.backend).inc()
             raise
@@ -279,7 +279,7 @@ class NERPipeline:
     def _method_text(self, segment: str, gazetteer: Gazetteer | None) -> str:
         """What the method reads: a segment typed all in lowercase gets the pool's casing
         (NERVE_TRUECASE; same length, so the answer's offsets hold for the segment)."""
-        if not self.settings.truecase or gazetteer is None:
+        if not self.settings.gazetteer.truecase or gazetteer is None:
             return segment
         return gazetteer.casing.restore(segment) or segment
 
@@ -379,10 +379,10 @@ class NERPipeline:
                 "text": text,
                 "types": [[t.name, t.description] for t in prepared.types],
                 "top_k": k,
-                "retrieval": self.settings.retrieval,
+                "retrieval": self.settings.retrieval.mode,
                 "exclude_same_text": exclude_same_text,
                 "gazetteer": None if self.gazetteers is None else repr(self.gazetteers.policy),
-                "truecase": self.settings.truecase,
+                "truecase": self.settings.gazetteer.truecase,
             },
         )
 
