@@ -1,6 +1,6 @@
 """API keys: hashed at rest (sha256), each bound to one tenant; admin keys act for any tenant.
 
-The keys file (``NERVE_API_KEYS_FILE``) is a JSON list of
+The keys file (``NERVE_AUTH_API_KEYS_FILE``) is a JSON list of
 ``{"sha256": "<hex of the key>", "tenant": "acme", "admin": false, "name": "ci"}``; the keys
 themselves are never stored. A caller sends its key as ``Authorization: Bearer <key>`` or
 ``X-API-Key: <key>``. An admin key works on another tenant's domains by naming it in
@@ -220,7 +220,7 @@ def build_authenticator(settings: Settings) -> Authenticator | None:
     if not settings.auth.enabled:
         return None
     if settings.auth.api_keys_file is None:
-        raise ValueError("NERVE_AUTH_ENABLED is set but NERVE_API_KEYS_FILE is not")
+        raise ValueError("NERVE_AUTH_ENABLED is set but NERVE_AUTH_API_KEYS_FILE is not")
     return Authenticator(settings.auth.api_keys_file)
 
 

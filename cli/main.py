@@ -358,7 +358,7 @@ cli.add_typer(keys_cli, name="keys")
 
 @keys_cli.command("add")
 def keys_add(
-    file: Annotated[Path, typer.Option(help="The keys file (NERVE_API_KEYS_FILE).")],
+    file: Annotated[Path, typer.Option(help="The keys file (NERVE_AUTH_API_KEYS_FILE).")],
     tenant: Annotated[str, typer.Option(help="Tenant the key acts for.")],
     admin: Annotated[bool, typer.Option(help="May act for any tenant and read /metrics.")] = False,
     name: Annotated[str, typer.Option(help="A label for the key.")] = "",

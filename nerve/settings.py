@@ -76,6 +76,7 @@ __all__ = [
     "Settings",
     "TritonSettings",
     "WranerSettings",
+    "env_names",
     "load_settings",
     "settings_table",
 ]
@@ -532,6 +533,15 @@ LEGACY_NAMES: dict[str, tuple[str, str]] = _legacy_names()
 
 def env_name(group: str | None, field: str) -> str:
     return f"{ENV_PREFIX}{group.upper()}_{field.upper()}" if group else ENV_PREFIX + field.upper()
+
+
+def env_names() -> list[str]:
+    """Every NERVE_ environment name a setting reads (the renamed flat ones aside)."""
+    groups = _group_models()
+    names = [env_name(None, name) for name in Settings.model_fields if name not in groups]
+    for group, model in groups.items():
+        names += [env_name(group, field) for field in model.model_fields]
+    return names
 
 
 def _deprecated(old: str, new: str) -> None:

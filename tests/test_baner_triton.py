@@ -171,7 +171,9 @@ def test_gateway_serves_the_encoder_methods_from_triton(
     method: str,
 ) -> None:
     text = SUPPORT_TEXT
-    with make_client(tmp_path, encoder_backend="triton", triton_url=triton.grpc_url) as client:
+    with make_client(
+        tmp_path, encoder={"backend": "triton"}, triton={"url": triton.grpc_url}
+    ) as client:
         assert client.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
         added = client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
         assert added.status_code == 201, added.text

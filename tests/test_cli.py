@@ -184,7 +184,11 @@ async def _eval_with(
 ) -> Any:
     # The gazetteer off: these tests count what the scripted generator answered.
     settings = load_settings(
-        **base_settings, data_dir=tmp_path, cache_entries=0, encoder_methods=False, gazetteer=False
+        **base_settings,
+        data_dir=tmp_path,
+        cache={"entries": 0},
+        encoder={"methods": False},
+        gazetteer={"enabled": False},
     )
     components = build_components(settings, embedder=embedder, generator=generator)
     try:

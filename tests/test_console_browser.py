@@ -58,7 +58,7 @@ def console_server(
     env = {f"NERVE_{k.upper()}": str(v) for k, v in base_settings.items()}
     env |= {
         "NERVE_AUTH_ENABLED": "true",
-        "NERVE_API_KEYS_FILE": str(keys),
+        "NERVE_AUTH_API_KEYS_FILE": str(keys),
         "NERVE_MAX_BATCH_ITEMS": "100",
         "NERVE_MAX_TEXT_CHARS": "80000",  # the 10,000-word text
     }

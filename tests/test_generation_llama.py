@@ -115,8 +115,7 @@ async def test_concurrent_requests_are_serialised(llama_engine: LlamaCppEngine) 
 @pytest.mark.integration
 async def test_factory_builds_the_in_process_generator(llm_model_path: Path) -> None:
     settings = load_settings(
-        generator="llama_cpp", llm_model_path=llm_model_path, llm_adapter="none",
-        llm_context_tokens=512, llm_threads=1,
+        generator="llama_cpp", llm={"model_path": llm_model_path, "adapter": "none", "context_tokens": 512, "threads": 1},
     )  # fmt: skip
     generator = build_generator(settings)
     try:

@@ -235,7 +235,7 @@ def test_lar_options_file_is_a_setting_and_a_missing_one_is_refused(tmp_path: Pa
     assert EncoderBackendsConfig.from_settings(load_settings()).lar_options == DEFAULT_LAR_OPTIONS
     named = tmp_path / "lar.json"
     named.write_text(DEFAULT_LAR_OPTIONS.read_text())
-    config = EncoderBackendsConfig.from_settings(load_settings(lar_options_file=named))
+    config = EncoderBackendsConfig.from_settings(load_settings(lar={"options_file": named}))
     assert config.lar_options == named
     with pytest.raises(ValueError, match="NERVE_LAR_OPTIONS_FILE"):
-        EncoderBackendsConfig.from_settings(load_settings(lar_options_file=tmp_path / "nope"))
+        EncoderBackendsConfig.from_settings(load_settings(lar={"options_file": tmp_path / "nope"}))

@@ -24,6 +24,7 @@ from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerE
 from nerve.settings import Settings, load_settings
 from nerve.vocab.segment import split_segments
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES, require_data
+from tests.fixtures.settings import merged
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -83,16 +84,17 @@ class QueryEchoGenerator:
 def client(
     tmp_path: Path,
     embedder: SentenceTransformerEmbedder,
-    llm: Any = None,
+    fake_llm: Any = None,
     **overrides: Any,
 ) -> Iterator[TestClient]:
-    """The app over ``llm`` (a Generator; None = built from the settings, which ``overrides``
-    may choose with ``generator=...``)."""
-    base = {"data_dir": tmp_path, "log_json": False, "cache_entries": 0}
-    settings = load_settings(**{**base, **overrides})
+    """The app over ``fake_llm`` (a Generator; None = built from the settings, which
+    ``overrides`` may choose with ``generator=...``; not named ``llm``: that is a settings
+    group)."""
+    base = {"data_dir": tmp_path, "log_json": False, "cache": {"entries": 0}}
+    settings = load_settings(**merged(base, overrides))
 
     def factory(s: Settings) -> Components:
-        return build_components(s, embedder=embedder, generator=llm)
+        return build_components(s, embedder=embedder, generator=fake_llm)
 
     with TestClient(build_app(settings, components_factory=factory)) as c:
         assert c.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
@@ -139,7 +141,7 @@ def test_wraner_answers_a_10000_word_text_segment_by_segment(
     segment and shifted to exact offsets in the document."""
     text = long_text()
     generator = QueryEchoGenerator()
-    with client(tmp_path, embedder, generator, lar_postprocess=False) as c:
+    with client(tmp_path, embedder, generator, lar={"postprocess": False}) as c:
         # top_k 0: no retrieval (its cost is measured elsewhere), the segments' path alone.
         body = {"text": text, "domain": "support", "method": "wraner", "top_k": 0}
         response = c.post("/v1/ner", json=body)

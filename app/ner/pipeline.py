@@ -278,7 +278,7 @@ class NERPipeline:
 
     def _method_text(self, segment: str, gazetteer: Gazetteer | None) -> str:
         """What the method reads: a segment typed all in lowercase gets the pool's casing
-        (NERVE_TRUECASE; same length, so the answer's offsets hold for the segment)."""
+        (NERVE_GAZETTEER_TRUECASE; same length, so the answer's offsets hold for the segment)."""
         if not self.settings.gazetteer.truecase or gazetteer is None:
             return segment
         return gazetteer.casing.restore(segment) or segment
