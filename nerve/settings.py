@@ -679,4 +679,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # ``python -m`` runs this file as __main__, a second copy: the importable module's classes
+    # name their module in the table.
+    from nerve.settings import main as _main
+
+    _main()
