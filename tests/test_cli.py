@@ -22,6 +22,7 @@ from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerE
 from nerve.settings import REPO_ROOT, load_settings
 from nerve.vocab.types import Example, Span
 from tests.fixtures.gateway import require_data
+from tests.fixtures.settings import as_env
 from tools.evaluation import (
     MAX_CONSECUTIVE_FAILURES,
     LowercaseShiftsOffsets,
@@ -52,7 +53,7 @@ def test_index_then_serve_finds_the_examples(
     import os
 
     env = {**os.environ, "NERVE_DATA_DIR": str(tmp_path / "state")}
-    env.update({f"NERVE_{k.upper()}": str(v) for k, v in base_settings.items()})
+    env.update(as_env(base_settings))
     done = run_cli("index", "--domain", "travel", "--file", str(conll), env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "indexed 2 examples" in done.stderr

@@ -29,7 +29,7 @@ from app.main import build_app
 from nerve.errors import BackendUnavailable
 from nerve.generation.base import Generation, GenerationRequest
 from nerve.metrics import Metrics, metric_names
-from nerve.settings import Settings, load_settings
+from nerve.settings import env_names, load_settings
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -520,7 +520,7 @@ def test_triton_image_is_the_trtllm_image_with_the_app_package() -> None:
 
 
 def _setting_env_names() -> set[str]:
-    return {f"NERVE_{name.upper()}" for name in Settings.model_fields}
+    return set(env_names())
 
 
 def test_compose_gateway_environment_names_real_settings(
