@@ -24,7 +24,6 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -612,7 +611,9 @@ def _type_name(annotation: Any) -> str:
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         return "see description"
-    if field.default is None or field.default is PydanticUndefined:
+    if field.is_required():
+        return "required"
+    if field.default is None:
         return "unset"
     return f"`{field.default}`"
 

@@ -459,7 +459,7 @@ def _third_party_imports(module: str, seen: set[str] | None = None) -> set[str]:
             names += [f"{node.module}.{a.name}" for a in node.names]
         for name in names:
             top = name.split(".")[0]
-            if top in ("app", "triton_models"):
+            if top in ("app", "nerve", "triton_models"):
                 candidate = REPO_ROOT / (name.replace(".", "/") + ".py")
                 package = REPO_ROOT / name.replace(".", "/") / "__init__.py"
                 if candidate.is_file() or package.is_file():
