@@ -147,3 +147,26 @@ def test_nested_keywords_do_not_warn(recwarn: pytest.WarningsRecorder) -> None:
     settings = load_settings(encoder={"support_k": 3}, gazetteer={"enabled": False})
     assert (settings.encoder.support_k, settings.gazetteer.enabled) == (3, False)
     assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+
+def test_the_settings_import_no_method_code() -> None:
+    """The method packages' settings groups are pydantic only: loading the settings loads no
+    handler, model or engine."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, nerve.settings; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+    ).stdout.split()
+    ours = {name for name in loaded if name.split(".")[0] == "nerve"}
+    packages = {"nerve", "nerve.methods", "nerve.methods.auto", "nerve.methods.cllmfs"}
+    packages |= {"nerve.methods.encoders", "nerve.methods.wraner"}
+    assert ours - packages == {
+        "nerve.settings",
+        "nerve.methods.auto.settings",
+        "nerve.methods.cllmfs.settings",
+        "nerve.methods.encoders.settings",
+        "nerve.methods.wraner.settings",
+    }
+    assert not {"torch", "numpy", "onnxruntime"} & set(loaded)

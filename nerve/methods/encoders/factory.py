@@ -1,4 +1,4 @@
-"""Build the ``baner`` and ``lar`` methods the NER service dispatches to, from settings.
+"""Build the backends of ``baner`` and ``lar`` (the handlers dispatch to them), from settings.
 
 In process (default) both share one loaded network; with ``NERVE_ENCODER_BACKEND=triton`` they are
 clients of the Triton models of the same names.
@@ -80,7 +80,7 @@ class EncoderBackends:
 def build_encoder_backends(
     config: EncoderBackendsConfig, generator: Generator | None = None
 ) -> EncoderBackends:
-    """Both methods. In process this loads the network (blocking, ~1-2 s on CPU).
+    """Both backends. In process this loads the network (blocking, ~1-2 s on CPU).
 
     ``generator`` is the LLM used by LAR's enhanced inference (in process only).
     """
