@@ -1,6 +1,6 @@
 """API keys: hashed at rest (sha256), each bound to one tenant; admin keys act for any tenant.
 
-The keys file (``NERVE_API_KEYS_FILE``) is a JSON list of
+The keys file (``NERVE_AUTH_API_KEYS_FILE``) is a JSON list of
 ``{"sha256": "<hex of the key>", "tenant": "acme", "admin": false, "name": "ci"}``; the keys
 themselves are never stored. A caller sends its key as ``Authorization: Bearer <key>`` or
 ``X-API-Key: <key>`` (or as the password of HTTP Basic auth, as Label Studio sends it). An
@@ -228,11 +228,11 @@ def _valid_tenant(name: str) -> bool:
 
 def build_authenticator(settings: Settings) -> Authenticator | None:
     """None when auth is off; with auth on, a keys file is required (refuses to start without)."""
-    if not settings.auth_enabled:
+    if not settings.auth.enabled:
         return None
-    if settings.api_keys_file is None:
-        raise ValueError("NERVE_AUTH_ENABLED is set but NERVE_API_KEYS_FILE is not")
-    return Authenticator(settings.api_keys_file)
+    if settings.auth.api_keys_file is None:
+        raise ValueError("NERVE_AUTH_ENABLED is set but NERVE_AUTH_API_KEYS_FILE is not")
+    return Authenticator(settings.auth.api_keys_file)
 
 
 def get_caller(request: Request) -> Caller:

@@ -18,6 +18,7 @@ from app.jobs.runner import JobRunner
 from app.limits import InFlightLimiter
 from app.ner.pipeline import NERPipeline
 from app.ner.pool_step import GazetteerCache, PoolRulesStep
+from nerve.batching import BatchLimits
 from nerve.cache.base import Cache
 from nerve.cache.counted import CountedCache
 from nerve.cache.factory import build_cache, build_redis
@@ -71,7 +72,7 @@ class Components:
         this): until done, /readyz says not ready, and requests still work (a domain not yet
         loaded loads on its first use, as without warming). Listing the domains is quick and
         done first: a store without any serves ready at once."""
-        if not self.settings.warm_search:
+        if not self.settings.milvus.warm_search:
             return
         try:
             domains = await to_thread.run_sync(self.store.cold_domains)
@@ -110,35 +111,37 @@ class Components:
 
 
 def build_store(settings: Settings, embedder: Embedder) -> MilvusStore:
-    if settings.milvus_uri:
-        uri = settings.milvus_uri
+    if settings.milvus.uri:
+        uri = settings.milvus.uri
     else:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         uri = str(settings.milvus_lite_path.resolve())
     return MilvusStore(
         uri,
         embedder.dimension,
-        token=settings.milvus_token,
-        prefix=settings.collection_prefix,
-        nlist=settings.ivf_nlist,
-        nprobe=settings.ivf_nprobe,
-        timeout_s=settings.milvus_timeout_s,
+        token=settings.milvus.token,
+        prefix=settings.milvus.collection_prefix,
+        nlist=settings.milvus.ivf_nlist,
+        nprobe=settings.milvus.ivf_nprobe,
+        timeout_s=settings.milvus.timeout_s,
         vectors_from=embedder.signature,
     )
 
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
-    if settings.embedder_runtime != "torch":
+    if settings.embedder.runtime != "torch":
         from nerve.retrieval.embedding.onnx import OnnxEmbedder
 
         return OnnxEmbedder(
-            settings.embedder_model,
-            word_mode=settings.word_embedding,
-            runtime=settings.embedder_runtime,
-            cache_dir=settings.onnx_dir,
-            threads=settings.onnx_threads,
+            settings.embedder.model,
+            word_mode=settings.embedder.word_mode,
+            runtime=settings.embedder.runtime,
+            cache_dir=settings.onnx.dir,
+            threads=settings.onnx.threads,
         )
-    return SentenceTransformerEmbedder(settings.embedder_model, word_mode=settings.word_embedding)
+    return SentenceTransformerEmbedder(
+        settings.embedder.model, word_mode=settings.embedder.word_mode
+    )
 
 
 def build_components(
@@ -156,8 +159,10 @@ def build_components(
     metrics = metrics or Metrics()
     embedder = embedder or build_embedder(settings)
     store = build_store(settings, embedder)
-    retriever = Retriever(embedder, store, mode=settings.retrieval, word_hits=settings.word_hits)
-    retrieval = BatchedRetrieval(retriever, settings.batching)
+    retriever = Retriever(
+        embedder, store, mode=settings.retrieval.mode, word_hits=settings.retrieval.word_hits
+    )
+    retrieval = BatchedRetrieval(retriever, BatchLimits.from_settings(settings.batch))
     generator = generator or build_generator(settings)
     redis = build_redis(settings)
     cache = build_cache(settings, redis)
@@ -174,8 +179,8 @@ def build_components(
         embeddings=QueryEmbeddingCache(
             CountedCache(cache, metrics, "embedding"),
             model=embedder.name,
-            mode=f"{settings.retrieval}:{settings.word_embedding}",
-            ttl_s=settings.cache_ttl_s,
+            mode=f"{settings.retrieval.mode}:{settings.embedder.word_mode}",
+            ttl_s=settings.cache.ttl_s,
         ),
         pool_rules=build_pool_rules(settings, store),
     )
@@ -209,21 +214,21 @@ def build_components(
 
 
 def build_pool_rules(settings: Settings, store: VectorStore) -> PoolRulesStep | None:
-    if not settings.gazetteer:
+    if not settings.gazetteer.enabled:
         return None
     policy = GazetteerPolicy(
-        min_type_share=settings.gazetteer_min_type_share,
-        min_entity_rate=settings.gazetteer_min_entity_rate,
-        min_add_chars=settings.gazetteer_min_add_chars,
-        boundaries=BoundaryPolicy(min_share=settings.gazetteer_boundary_min_share)
-        if settings.gazetteer_boundaries
+        min_type_share=settings.gazetteer.min_type_share,
+        min_entity_rate=settings.gazetteer.min_entity_rate,
+        min_add_chars=settings.gazetteer.min_add_chars,
+        boundaries=BoundaryPolicy(min_share=settings.gazetteer.boundary_min_share)
+        if settings.gazetteer.boundaries
         else None,
     )
     gazetteers = GazetteerCache(
         store,
         policy,
-        max_domains=settings.gazetteer_domains,
-        max_examples=settings.gazetteer_max_examples,
-        wait_s=settings.gazetteer_wait_s,
+        max_domains=settings.gazetteer.domains,
+        max_examples=settings.gazetteer.max_examples,
+        wait_s=settings.gazetteer.wait_s,
     )
-    return PoolRulesStep(gazetteers, truecase=settings.truecase)
+    return PoolRulesStep(gazetteers, truecase=settings.gazetteer.truecase)

@@ -58,8 +58,8 @@ def build_app(
             extra={
                 "generator": components.generator.name,
                 "model": components.generator.model,
-                "store": settings.milvus_uri or str(settings.milvus_lite_path),
-                "retrieval": settings.retrieval,
+                "store": settings.milvus.uri or str(settings.milvus_lite_path),
+                "retrieval": settings.retrieval.mode,
                 "methods": components.methods.names,
             },
         )

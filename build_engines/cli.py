@@ -113,7 +113,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-guided-decoding",
         action="store_true",
-        help="build without XGrammar guided decoding (then NERVE_CONSTRAINED_DECODING must be "
+        help="build without XGrammar guided decoding (then NERVE_WRANER_CONSTRAINED_DECODING must be "
         "off: preprocessing refuses a request carrying a grammar)",
     )
     parser.add_argument("--output", type=Path, required=True, help="work and repository root")
@@ -245,10 +245,10 @@ def plan(args: argparse.Namespace) -> BuildPlan:
         "postprocessing_instance_count": str(args.instances),
     }
     deploy_env = {
-        # The gateway fits prompts into NERVE_LLM_CONTEXT_TOKENS - NERVE_MAX_NEW_TOKENS tokens:
+        # The gateway fits prompts into NERVE_LLM_CONTEXT_TOKENS - NERVE_WRANER_MAX_NEW_TOKENS tokens:
         # with these two that is the engine's max_input_len, and prompt + answer fit max_seq_len.
         "NERVE_LLM_CONTEXT_TOKENS": str(max_seq_len),
-        "NERVE_MAX_NEW_TOKENS": str(args.max_output_len),
+        "NERVE_WRANER_MAX_NEW_TOKENS": str(args.max_output_len),
         # One GPU per tensor-parallel rank; more than one rank needs the backend's orchestrator
         # mode (it spawns a trtllmExecutorWorker per rank through MPI).
         "TRITON_GPU_COUNT": str(args.tp_size),

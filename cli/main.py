@@ -75,18 +75,18 @@ def prepare() -> None:
     ONNX encoders that NERVE_EMBEDDER_RUNTIME / NERVE_ENCODER_RUNTIME ask for (idempotent)."""
     from app.components import build_embedder
     from nerve.generation.models import model_files
-    from nerve.methods.encoders.factory import EncoderMethodsConfig, build_encoder_methods
+    from nerve.methods.encoders.factory import EncoderBackendsConfig, build_encoder_backends
 
     settings = load_settings()
     path, _ = model_files(settings)
     console.print(f"model ready: {path}")
-    if settings.embedder_runtime != "torch":
+    if settings.embedder.runtime != "torch":
         build_embedder(settings)
-        console.print(f"embedder ({settings.embedder_runtime}) ready in {settings.onnx_dir}")
-    inprocess = settings.encoder_methods and settings.encoder_backend == "inprocess"
-    if inprocess and settings.encoder_runtime != "torch":
-        build_encoder_methods(EncoderMethodsConfig.from_settings(settings))
-        console.print(f"BANER encoder ({settings.encoder_runtime}) ready in {settings.onnx_dir}")
+        console.print(f"embedder ({settings.embedder.runtime}) ready in {settings.onnx.dir}")
+    inprocess = settings.encoder.methods and settings.encoder.backend == "inprocess"
+    if inprocess and settings.encoder.runtime != "torch":
+        build_encoder_backends(EncoderBackendsConfig.from_settings(settings))
+        console.print(f"BANER encoder ({settings.encoder.runtime}) ready in {settings.onnx.dir}")
 
 
 @cli.command()
@@ -180,13 +180,13 @@ def eval_command(
     from tools.evaluation import LowercaseShiftsOffsets, evaluate
 
     overrides: dict[str, Any] = {}
-    for key, value in (
-        ("retrieval", retrieval),
-        ("word_embedding", word_embedding),
-        ("llm_adapter", adapter),
+    for group, field, value in (
+        ("retrieval", "mode", retrieval),
+        ("embedder", "word_mode", word_embedding),
+        ("llm", "adapter", adapter),
     ):
         if value is not None:
-            overrides[key] = value
+            overrides[group] = {field: value}
     configure_logging("WARNING", as_json=False)
     logging.getLogger("tools.evaluation").setLevel(logging.INFO)
     try:
@@ -358,7 +358,7 @@ cli.add_typer(keys_cli, name="keys")
 
 @keys_cli.command("add")
 def keys_add(
-    file: Annotated[Path, typer.Option(help="The keys file (NERVE_API_KEYS_FILE).")],
+    file: Annotated[Path, typer.Option(help="The keys file (NERVE_AUTH_API_KEYS_FILE).")],
     tenant: Annotated[str, typer.Option(help="Tenant the key acts for.")],
     admin: Annotated[bool, typer.Option(help="May act for any tenant and read /metrics.")] = False,
     name: Annotated[str, typer.Option(help="A label for the key.")] = "",

@@ -120,15 +120,15 @@ def llm_cpu_parameters(settings: Settings) -> dict[str, str]:
 
     Paths are absolute: the generated config is not beside the files the settings name.
     """
-    adapter = settings.llm_adapter
-    model_path = settings.llm_model_path
+    adapter = settings.llm.adapter
+    model_path = settings.llm.model_path
     return {
         "model_path": str(model_path.resolve()) if model_path is not None else "",
         "models_dir": str(settings.models_dir.resolve()),
         "adapter": adapter if adapter in ("wraner", "none") else str(Path(adapter).resolve()),
-        "threads": str(settings.llm_threads),
-        "context_tokens": str(settings.llm_context_tokens),
-        "loop_lines": str(settings.loop_lines),
+        "threads": str(settings.llm.threads),
+        "context_tokens": str(settings.llm.context_tokens),
+        "loop_lines": str(settings.wraner.loop_lines),
     }
 
 
@@ -138,7 +138,7 @@ ENCODER_MODELS = ("baner", "lar")
 def encoder_parameters(settings: Settings) -> dict[str, str]:
     """``baner``'s and ``lar``'s config parameters for what runs their encoder: the gateway's
     ``NERVE_ENCODER_RUNTIME`` and ``NERVE_ONNX_DIR`` (absolute), as in process."""
-    return {"runtime": settings.encoder_runtime, "onnx_dir": str(settings.onnx_dir.resolve())}
+    return {"runtime": settings.encoder.runtime, "onnx_dir": str(settings.onnx.dir.resolve())}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,9 +160,9 @@ def cllmfs_models(settings: Settings) -> dict[str, DerivedModel]:
     (switching the adapter inside one context would re-evaluate the whole prompt at every
     switch), and the engine shared with the in-process path stays one adapter per model.
     """
-    if settings.cllmfs_adapter == "none":
+    if settings.cllmfs.adapter == "none":
         return {}
-    adapter = resolve_adapter(settings.cllmfs_adapter)
+    adapter = resolve_adapter(settings.cllmfs.adapter)
     parameters = {**llm_cpu_parameters(settings), "adapter": str(adapter)}
     return {LLM_CPU_CLLMFS: DerivedModel(source=LLM_CPU, parameters=parameters)}
 

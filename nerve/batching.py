@@ -25,6 +25,8 @@ from typing import Generic, TypeVar
 
 from anyio import to_thread
 
+from nerve.settings import BatchSettings
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -38,11 +40,16 @@ class BatcherClosed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class BatchSettings:
+class BatchLimits:
     """How long the first item of a batch waits for company, and the most items in a batch."""
 
     wait_s: float = 0.0
     max_items: int = 32
+
+    @classmethod
+    def from_settings(cls, batch: BatchSettings) -> BatchLimits:
+        """The limits of ``NERVE_BATCH_WAIT_MS`` and ``NERVE_BATCH_MAX``."""
+        return cls(wait_s=batch.wait_ms / 1000, max_items=batch.max)
 
     @property
     def enabled(self) -> bool:
@@ -50,7 +57,7 @@ class BatchSettings:
 
 
 # Immutable: a safe default argument.
-NO_BATCHING = BatchSettings()
+NO_BATCHING = BatchLimits()
 
 
 @dataclass
@@ -61,7 +68,7 @@ class _Entry(Generic[T, R]):
 
 
 class MicroBatcher(Generic[T, R]):
-    def __init__(self, name: str, run: BatchFunction[T, R], settings: BatchSettings) -> None:
+    def __init__(self, name: str, run: BatchFunction[T, R], settings: BatchLimits) -> None:
         self.name = name
         self._run = run
         self.settings = settings

@@ -248,7 +248,7 @@ def test_long_pool_examples_are_left_out_of_the_prompt_not_a_422(api: TestClient
 def test_ner_long_text_is_segmented_with_exact_offsets(
     make_client: Callable[..., contextlib.AbstractContextManager[TestClient]], tmp_path: Path
 ) -> None:
-    with make_client(tmp_path, segment_chars=80) as client:
+    with make_client(tmp_path, segment={"chars": 80}) as client:
         client.post("/v1/domains", json=SUPPORT_DOMAIN)
         client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
         text = "\n\n".join(e["text"] for e in SUPPORT_EXAMPLES[:3]) + "  Anna Berg called again."

@@ -138,10 +138,10 @@ def test_keys_file_changes_are_picked_up_and_broken_files_ignored(tmp_path: Path
 
 def test_build_authenticator_follows_settings(keys_file: Path) -> None:
     assert build_authenticator(load_settings()) is None
-    enabled = build_authenticator(load_settings(auth_enabled=True, api_keys_file=keys_file))
+    enabled = build_authenticator(load_settings(auth={"enabled": True, "api_keys_file": keys_file}))
     assert isinstance(enabled, Authenticator)
-    with pytest.raises(ValueError, match="NERVE_API_KEYS_FILE"):
-        build_authenticator(load_settings(auth_enabled=True))
+    with pytest.raises(ValueError, match="NERVE_AUTH_API_KEYS_FILE"):
+        build_authenticator(load_settings(auth={"enabled": True}))
 
 
 def test_add_key_appends_atomically_and_the_gateway_picks_it_up(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def secure(
             ]
         )
     )
-    with make_client(root / "data", auth_enabled=True, api_keys_file=keys) as client:
+    with make_client(root / "data", auth={"enabled": True, "api_keys_file": keys}) as client:
         assert client.post("/v1/domains", json=SUPPORT_DOMAIN, headers=as_(ACME)).status_code == 201
         added = client.post(
             "/v1/domains/support/examples",

@@ -41,7 +41,7 @@ def test_encoder_methods_keep_to_the_requested_types(api: TestClient, method: st
 
 def _extractor(api: TestClient, method: str) -> BanerExtractor:
     handler = api.app.state.components.methods.resolve(method)  # type: ignore[attr-defined]
-    inner = handler.method
+    inner = handler.backend
     return inner.extractor if method == "baner" else inner.reassigner.extractor
 
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from cli.triton_server import TritonServer
 from nerve.errors import BackendUnavailable
-from nerve.methods.encoders.triton import TritonEncoderMethod, TritonLar
+from nerve.methods.encoders.triton import TritonEncoderBackend, TritonLar
 from nerve.settings import load_settings
 from nerve.vocab.types import Entity, EntityType, Span
 from nerve.wire import encoder as wire
@@ -66,7 +66,7 @@ def _check(entities: list, types: list[EntityType]) -> None:  # type: ignore[typ
 
 
 async def test_baner_through_triton(triton: TritonServer) -> None:
-    method = TritonEncoderMethod("baner", triton.grpc_url, "baner")
+    method = TritonEncoderBackend("baner", triton.grpc_url, "baner")
     try:
         assert await method.ready()
         entities = await method.extract(TEXT, TYPES, SUPPORT)
@@ -110,7 +110,7 @@ async def test_concurrent_requests_are_batched_by_the_committed_config(
     people = ["Angela Merkel", "Emmanuel Macron", "Theresa May", "Olaf Scholz"]
     places = ["Paris", "Berlin", "London", "Madrid", "Rome", "Vienna"]
     texts = [f"{people[i % 4]} travelled to {places[i % 6]} in {2000 + i} ." for i in range(12)]
-    method = TritonEncoderMethod("baner", triton.grpc_url, "baner", 600.0)
+    method = TritonEncoderBackend("baner", triton.grpc_url, "baner", 600.0)
     try:
         before = await model_counts(triton.grpc_url, "baner")
         answers = await asyncio.gather(*(method.extract(t, TYPES, SUPPORT) for t in texts))
@@ -127,7 +127,7 @@ async def test_concurrent_requests_are_batched_by_the_committed_config(
 
 
 async def test_unknown_model_is_backend_unavailable(triton: TritonServer) -> None:
-    method = TritonEncoderMethod("baner", triton.grpc_url, "no_such_model")
+    method = TritonEncoderBackend("baner", triton.grpc_url, "no_such_model")
     try:
         assert not await method.ready()
         with pytest.raises(BackendUnavailable, match="baner"):
@@ -139,7 +139,7 @@ async def test_unknown_model_is_backend_unavailable(triton: TritonServer) -> Non
 async def test_a_model_declaring_another_contract_is_not_ready(triton: TritonServer) -> None:
     """The served baner speaks nerve_encoder.v2 ([rows, 1] tensors); a client speaking v1
     ([1] tensors, which the batching model refuses) must not count it as ready."""
-    method = TritonEncoderMethod("baner", triton.grpc_url, "baner")
+    method = TritonEncoderBackend("baner", triton.grpc_url, "baner")
     try:
         assert wire.CONTRACT == "nerve_encoder.v2"
         method.contract = "nerve_encoder.v1"
@@ -151,7 +151,7 @@ async def test_a_model_declaring_another_contract_is_not_ready(triton: TritonSer
 
 
 async def test_retries_while_triton_is_unreachable() -> None:
-    method = TritonEncoderMethod(
+    method = TritonEncoderBackend(
         "baner", f"127.0.0.1:{free_port()}", "baner", 5.0, retries=2, retry_backoff_s=0.2
     )
     try:
@@ -171,7 +171,9 @@ def test_gateway_serves_the_encoder_methods_from_triton(
     method: str,
 ) -> None:
     text = SUPPORT_TEXT
-    with make_client(tmp_path, encoder_backend="triton", triton_url=triton.grpc_url) as client:
+    with make_client(
+        tmp_path, encoder={"backend": "triton"}, triton={"url": triton.grpc_url}
+    ) as client:
         assert client.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
         added = client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
         assert added.status_code == 201, added.text
@@ -188,7 +190,7 @@ def test_gateway_serves_the_encoder_methods_from_triton(
 async def test_a_request_rides_out_a_triton_restart(triton: TritonServer) -> None:
     """Last in this module: it stops the module's server. A request sent while Triton is down
     is retried (UNAVAILABLE) on the same channel until the restarted server answers it."""
-    method = TritonEncoderMethod(
+    method = TritonEncoderBackend(
         "baner", triton.grpc_url, "baner", 400.0, retries=400, retry_backoff_s=0.5
     )
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nerve.batching import BatchSettings
+from nerve.batching import BatchLimits
 from nerve.data.readers import read_split
 from nerve.errors import BackendUnavailable
 from nerve.retrieval.batched import BatchedRetrieval
@@ -50,7 +50,7 @@ async def test_batched_retrieval_finds_what_each_query_alone_finds(retriever: Re
         retriever.search(TENANT, "music", retriever.embed_query(t), 5, exclude_same_text=True)
         for t in texts
     ]
-    retrieval = BatchedRetrieval(retriever, BatchSettings(LONG, QUERIES))
+    retrieval = BatchedRetrieval(retriever, BatchLimits(LONG, QUERIES))
 
     async def one(text: str) -> list[tuple[str, float]]:
         [query] = await retrieval.embed([text])
@@ -109,7 +109,7 @@ async def test_a_failing_domain_fails_only_its_own_searches(
 ) -> None:
     flaky = DownFor(retriever.store, "ai")  # type: ignore[arg-type]
     wrapped = Retriever(retriever.embedder, flaky)  # type: ignore[arg-type]
-    retrieval = BatchedRetrieval(wrapped, BatchSettings(LONG, 4))
+    retrieval = BatchedRetrieval(wrapped, BatchLimits(LONG, 4))
     embedded = retriever.embed_queries(queries()[:4])
 
     async def search(domain: str, query: Sequence[Search]) -> object:

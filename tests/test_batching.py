@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from nerve.batching import BatcherClosed, BatchSettings, MicroBatcher
+from nerve.batching import BatcherClosed, BatchLimits, MicroBatcher
 
 LONG = 3600.0  # a wait no test reaches: batches flush because they are full, or on close()
 
@@ -55,7 +55,7 @@ async def started(recorder: Recorder) -> None:
 
 async def test_each_caller_gets_exactly_its_own_result() -> None:
     run = Recorder()
-    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchSettings(LONG, 50))
+    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchLimits(LONG, 50))
     items = [f"text {i}" for i in range(50)]
     random.Random(7).shuffle(items)
     results = await asyncio.gather(*(batcher.submit(i) for i in items))
@@ -66,7 +66,7 @@ async def test_each_caller_gets_exactly_its_own_result() -> None:
 
 async def test_submit_many_spreads_over_batches_and_keeps_order() -> None:
     run = Recorder()
-    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchSettings(LONG, 4))
+    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchLimits(LONG, 4))
     items = [f"s{i}" for i in range(8)]
     assert await batcher.submit_many(items) == [f"answer to {i}" for i in items]
     assert run.batches == [items[:4], items[4:]]
@@ -75,7 +75,7 @@ async def test_submit_many_spreads_over_batches_and_keeps_order() -> None:
 
 async def test_the_wait_flushes_a_batch_that_is_not_full() -> None:
     run = Recorder()
-    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchSettings(0.001, 100))
+    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchLimits(0.001, 100))
     assert await batcher.submit("alone") == "answer to alone"
     assert run.batches == [["alone"]]
     await batcher.close()
@@ -84,7 +84,7 @@ async def test_the_wait_flushes_a_batch_that_is_not_full() -> None:
 async def test_items_arriving_during_a_batch_form_the_next_one() -> None:
     run = Recorder()
     run.hold = True
-    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchSettings(0.001, 10))
+    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchLimits(0.001, 10))
     first = asyncio.ensure_future(batcher.submit("a"))
     await started(run)
     later = [asyncio.ensure_future(batcher.submit(i)) for i in ("b", "c", "d")]
@@ -98,7 +98,7 @@ async def test_items_arriving_during_a_batch_form_the_next_one() -> None:
 
 async def test_an_item_that_breaks_the_batch_fails_alone() -> None:
     run = Recorder(fail_on="bad")
-    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchSettings(LONG, 4))
+    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchLimits(LONG, 4))
     calls = [batcher.submit(i) for i in ("x", "bad", "y", "z")]
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert results[0] == "answer to x"
@@ -111,7 +111,7 @@ async def test_an_item_that_breaks_the_batch_fails_alone() -> None:
 
 async def test_an_exception_returned_for_one_item_fails_only_that_item() -> None:
     run = Recorder()
-    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchSettings(LONG, 3))
+    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchLimits(LONG, 3))
     results = await asyncio.gather(
         *(batcher.submit(i) for i in ("x", "missing", "y")), return_exceptions=True
     )
@@ -126,7 +126,7 @@ async def test_an_exception_returned_for_one_item_fails_only_that_item() -> None
 async def test_a_cancelled_caller_is_dropped_without_stalling_the_batch() -> None:
     run = Recorder()
     run.hold = True
-    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchSettings(0.001, 10))
+    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchLimits(0.001, 10))
     running = asyncio.ensure_future(batcher.submit("a"))
     await started(run)
     # b, b2, c and d queued behind the running batch; b's and c's clients go away (the head
@@ -149,7 +149,7 @@ async def test_a_cancelled_caller_is_dropped_without_stalling_the_batch() -> Non
 
 async def test_a_caller_cancelled_while_its_batch_runs_leaves_the_others_their_answers() -> None:
     run = Recorder()
-    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchSettings(LONG, 3))
+    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchLimits(LONG, 3))
     run.hold = True
     calls = {i: asyncio.ensure_future(batcher.submit(i)) for i in ("a", "b", "c")}
     await started(run)
@@ -163,7 +163,7 @@ async def test_a_caller_cancelled_while_its_batch_runs_leaves_the_others_their_a
 
 async def test_close_answers_what_is_queued_then_refuses() -> None:
     run = Recorder()
-    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchSettings(LONG, 100))
+    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchLimits(LONG, 100))
     waiting = [asyncio.ensure_future(batcher.submit(i)) for i in ("a", "b")]
     await until(lambda: len(batcher._pending) == 2, "two queued")
     await batcher.close()
@@ -176,7 +176,7 @@ async def test_close_answers_what_is_queued_then_refuses() -> None:
 
 async def test_without_a_wait_every_call_is_direct() -> None:
     run = Recorder()
-    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchSettings(0.0, 32))
+    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchLimits(0.0, 32))
     results = await asyncio.gather(batcher.submit_many(["a", "b"]), batcher.submit("c"))
     assert results == [["answer to a", "answer to b"], "answer to c"]
     assert sorted(run.batches) == [["a", "b"], ["c"]]  # each call its own, as before batching
@@ -189,7 +189,7 @@ async def test_a_batch_function_returning_too_few_results_fails_each_item_alone(
     def short(items: list[str]) -> Sequence[str]:
         return ["only one"]
 
-    batcher: MicroBatcher[str, str] = MicroBatcher("t", short, BatchSettings(LONG, 2))
+    batcher: MicroBatcher[str, str] = MicroBatcher("t", short, BatchLimits(LONG, 2))
     results = await asyncio.gather(batcher.submit("a"), batcher.submit("b"))
     assert results == ["only one", "only one"]  # retried alone, where one result is right
     await batcher.close()
@@ -197,7 +197,7 @@ async def test_a_batch_function_returning_too_few_results_fails_each_item_alone(
 
 def test_a_new_event_loop_gets_a_new_collector() -> None:
     run = Recorder()
-    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchSettings(0.001, 4))
+    batcher: MicroBatcher[str, str] = MicroBatcher("t", run, BatchLimits(0.001, 4))
     assert asyncio.run(batcher.submit("a")) == "answer to a"
     assert asyncio.run(batcher.submit("b")) == "answer to b"  # as `nerve eval` may do
     assert run.batches == [["a"], ["b"]]

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from cli.main import cli
 from tests.fixtures.gateway import require_data
+from tests.fixtures.settings import as_env
 from tools.bench_serve import (
     STAGES,
     Sample,
@@ -119,8 +120,8 @@ def test_the_benchmark_runs_against_a_real_gateway(
     args = ["bench", "serve", "--data", str(data), "--domain", "music", "--method", "baner"]
     args += ["--concurrency", "1,2", "--requests", "3", "--warmup", "1", "--pool-limit", "8"]
     args += ["--seconds", "300", "--output", str(output)]
-    for key, value in base_settings.items():
-        args += ["--server-env", f"NERVE_{key.upper()}={value}"]
+    for name, value in as_env(base_settings).items():
+        args += ["--server-env", f"{name}={value}"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import os
 import re
 import shlex
 import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
@@ -23,7 +25,7 @@ from build_engines.templates import (
     fill_template,
     repository_placeholders,
 )
-from nerve.settings import Settings
+from nerve.settings import Settings, env_names
 
 GPU_MODELS = {"ensemble", "preprocessing", "tensorrt_llm", "postprocessing"}
 
@@ -253,9 +255,9 @@ def test_cllmfs_is_an_engine_of_its_own_beside_wraners(
     env = _deploy_env(tmp_path / "build" / "deploy_cllmfs.env")
     assert env["NERVE_TRITON_CLLMFS_MODEL"] == "ensemble_cllmfs"
     assert env["NERVE_CLLMFS_ADAPTER"] == "cllmfs"
-    settings = Settings(**{k.removeprefix("NERVE_").lower(): v for k, v in env.items()
-                           if k.startswith("NERVE_")})  # fmt: skip
-    assert settings.triton_cllmfs_model == "ensemble_cllmfs"
+    with mock.patch.dict(os.environ, {k: v for k, v in env.items() if k.startswith("NERVE_")}):
+        settings = Settings()
+    assert settings.triton.cllmfs_model == "ensemble_cllmfs"
     assert _deploy_env(tmp_path / "build" / DEPLOY_ENV)["NERVE_TRITON_MODEL"] == "ensemble"
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     assert set(env) - {"TRITON_GPU_COUNT", "TRTLLM_ORCHESTRATOR"} <= set(
@@ -326,13 +328,13 @@ def test_deploy_env_gives_the_gateway_the_engine_budget(
     _dry_run(tmp_path, capsys, "--max-input-len", "1500", "--max-output-len", "200")
     env = _deploy_env(tmp_path / "build" / DEPLOY_ENV)
     assert env["NERVE_LLM_CONTEXT_TOKENS"] == "1700"  # max_seq_len
-    assert env["NERVE_MAX_NEW_TOKENS"] == "200"
+    assert env["NERVE_WRANER_MAX_NEW_TOKENS"] == "200"
     # The gateway's prompt budget is then exactly the engine's max_input_len (in tokens).
     settings = Settings(
-        llm_context_tokens=int(env["NERVE_LLM_CONTEXT_TOKENS"]),
-        max_new_tokens=int(env["NERVE_MAX_NEW_TOKENS"]),
+        llm={"context_tokens": int(env["NERVE_LLM_CONTEXT_TOKENS"])},
+        wraner={"max_new_tokens": int(env["NERVE_WRANER_MAX_NEW_TOKENS"])},
     )
-    assert settings.llm_context_tokens - settings.max_new_tokens == 1500
+    assert settings.llm.context_tokens - settings.wraner.max_new_tokens == 1500
     # ... and the preprocessing model refuses what the engine would (a 422, not a 503).
     params = _params(_configs(tmp_path / "build" / "model_repository")["preprocessing"])
     assert (params["max_input_len"], params["max_seq_len"]) == ("1500", "1700")
@@ -349,7 +351,7 @@ def test_tensor_parallel_build_asks_for_orchestrator_mode(tmp_path: Path) -> Non
 def test_deploy_env_names_what_compose_and_the_gateway_read(tmp_path: Path) -> None:
     main(["--base-model", "b", "--lora", "l", "--output", str(tmp_path), "--dry-run"])
     env = _deploy_env(tmp_path / DEPLOY_ENV)
-    settings = {f"NERVE_{name.upper()}" for name in Settings.model_fields}
+    settings = set(env_names())
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     gateway = compose["services"]["gateway"]["environment"]
     triton = compose["services"]["triton"]
@@ -361,7 +363,7 @@ def test_deploy_env_names_what_compose_and_the_gateway_read(tmp_path: Path) -> N
             assert name in settings and name in gateway, name
     assert triton["environment"]["TRTLLM_ORCHESTRATOR"] == "${TRTLLM_ORCHESTRATOR:-0}"
     config_map = _k8s("gateway.yaml", "ConfigMap")["data"]
-    for name in ("NERVE_LLM_CONTEXT_TOKENS", "NERVE_MAX_NEW_TOKENS"):
+    for name in ("NERVE_LLM_CONTEXT_TOKENS", "NERVE_WRANER_MAX_NEW_TOKENS"):
         assert config_map[name] == env[name], name  # the default build's values
     container = _k8s("triton.yaml", "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "TRTLLM_ORCHESTRATOR", "value": "0"} in container["env"]
@@ -420,18 +422,18 @@ def test_gateway_image_carries_the_encoder_artefacts() -> None:
     assert _dockerignored("model_repository/llm_cpu/1/model.py")
     assert _dockerignored("model_repository/baner/1/__pycache__/model.cpython-311.pyc")
     artefact = re.search(r"NERVE_BANER_ARTEFACT_DIR=(\S+)", dockerfile)
-    assert artefact and "baner_artefact_dir" in Settings.model_fields
+    assert artefact and "NERVE_BANER_ARTEFACT_DIR" in env_names()
     baner = PurePosixPath(copies["model_repository/baner"])
     assert PurePosixPath(artefact.group(1)) == baner / "1"
     assert (REPO_ROOT / "model_repository/baner/1/baner.json").is_file()
     options = re.search(r"NERVE_LAR_OPTIONS_FILE=(\S+)", dockerfile)
-    assert options and "lar_options_file" in Settings.model_fields
+    assert options and "NERVE_LAR_OPTIONS_FILE" in env_names()
     lar = PurePosixPath(copies["model_repository/lar"])
     assert PurePosixPath(options.group(1)) == lar / "1" / "lar.json"
     assert (REPO_ROOT / "model_repository/lar/1/lar.json").is_file()
     # The wheel's REPO_ROOT is site-packages: auto finds its calibration only by the setting.
     calibration = re.search(r"NERVE_CASCADE_CALIBRATION=(\S+)", dockerfile)
-    assert calibration and "cascade_calibration" in Settings.model_fields
+    assert calibration and "NERVE_CASCADE_CALIBRATION" in env_names()
     cascade = PurePosixPath(copies["model_repository/cascade"])
     named = PurePosixPath(calibration.group(1))
     assert named.parent == cascade
@@ -457,7 +459,7 @@ def _third_party_imports(module: str, seen: set[str] | None = None) -> set[str]:
             names += [f"{node.module}.{a.name}" for a in node.names]
         for name in names:
             top = name.split(".")[0]
-            if top in ("app", "triton_models"):
+            if top in ("app", "nerve", "triton_models"):
                 candidate = REPO_ROOT / (name.replace(".", "/") + ".py")
                 package = REPO_ROOT / name.replace(".", "/") / "__init__.py"
                 if candidate.is_file() or package.is_file():

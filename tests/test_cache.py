@@ -144,7 +144,7 @@ async def test_null_cache_never_hits() -> None:
 
 
 async def test_factory_chooses_by_settings() -> None:
-    memory = build_cache(load_settings(cache_entries=7, cache_ttl_s=12.0))
+    memory = build_cache(load_settings(cache={"entries": 7, "ttl_s": 12.0}))
     assert isinstance(memory, MemoryCache)
     assert (memory.max_entries, memory.default_ttl_s) == (7, 12.0)
 
@@ -153,8 +153,8 @@ async def test_factory_chooses_by_settings() -> None:
     assert redis.timeout_s == 0.25
     await redis.close()  # the pool connects lazily: nothing was contacted
 
-    assert isinstance(build_cache(load_settings(cache_entries=0)), NullCache)
-    off = build_cache(load_settings(cache_entries=0, redis_url="redis://127.0.0.1:1/0"))
+    assert isinstance(build_cache(load_settings(cache={"entries": 0})), NullCache)
+    off = build_cache(load_settings(cache={"entries": 0}, redis_url="redis://127.0.0.1:1/0"))
     assert isinstance(off, NullCache)
 
 

@@ -343,7 +343,7 @@ def test_a_folds_heldout_dev_shares_no_sentence_with_its_training(tmp_path: Path
 
 
 def test_the_shipped_calibration_is_fold_as_and_never_saw_its_scored_domains() -> None:
-    from nerve.methods.registry import DEFAULT_CASCADE_CALIBRATION
+    from nerve.methods.auto.builder import DEFAULT_CASCADE_CALIBRATION
 
     calibrator = Calibrator.load(DEFAULT_CASCADE_CALIBRATION)  # monotone, or it would not load
     assert calibrator.meta["fold"] == "a"

@@ -103,9 +103,8 @@ def test_auto_routed_merges_the_encoders_and_the_llms_answers(
     calibration = write_calibration(tmp_path / "calibration.json")
     with make_client(
         tmp_path / "data",
-        cascade_calibration=calibration,
-        cascade_route_threshold=1.01,  # every segment with an entity goes to the LLM
-        cascade_rule="union",
+        # route_threshold 1.01: every segment with an entity goes to the LLM
+        cascade={"calibration": calibration, "route_threshold": 1.01, "rule": "union"},
     ) as client:
         setup(client)
         auto, expected = routed_answer(client, calibration)
@@ -123,8 +122,7 @@ def test_auto_unrouted_is_the_encoders_answer_with_calibrated_scores_and_is_the_
     calibration = write_calibration(tmp_path / "calibration.json")
     with make_client(
         tmp_path / "data",
-        cascade_calibration=calibration,
-        cascade_route_threshold=0.0,  # never routed
+        cascade={"calibration": calibration, "route_threshold": 0.0},  # never routed
         default_method=None,  # the product's default (the test apps pin wraner)
     ) as client:
         setup(client)
@@ -146,5 +144,7 @@ def test_auto_unrouted_is_the_encoders_answer_with_calibrated_scores_and_is_the_
 def test_auto_is_not_served_without_its_calibration(
     make_client: MakeClient, tmp_path: Path
 ) -> None:
-    with make_client(tmp_path / "data", cascade_calibration=tmp_path / "missing.json") as client:
+    with make_client(
+        tmp_path / "data", cascade={"calibration": tmp_path / "missing.json"}
+    ) as client:
         assert "auto" not in [m["name"] for m in client.get("/v1/methods").json()["methods"]]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from nerve.data.readers import to_bio
+from nerve.methods.auto.builder import DEFAULT_CASCADE_CALIBRATION
 from nerve.methods.auto.policy import (
     LEAST_CERTAIN_ROUTE_THRESHOLD,
     ROUTER_FEATURES,
@@ -20,7 +21,6 @@ from nerve.methods.auto.policy import (
     candidates,
     router_features,
 )
-from nerve.methods.registry import DEFAULT_CASCADE_CALIBRATION
 from nerve.settings import REPO_ROOT
 from nerve.vocab.types import Example, Span
 

@@ -47,16 +47,12 @@ def test_auto_with_encoder_and_llm_on_triton(
     with make_client(
         tmp_path / "data",
         generator="triton",
-        encoder_backend="triton",
-        triton_url=triton.grpc_url,
-        triton_model="ensemble",
-        generation_timeout_s=SLOW_MACHINE_TIMEOUT_S,
-        encoder_timeout_s=SLOW_MACHINE_TIMEOUT_S,
-        lar_postprocess=False,  # the lar model is not loaded here
-        cache_entries=0,
-        cascade_calibration=calibration,
-        cascade_route_threshold=1.01,
-        cascade_rule="union",
+        encoder={"backend": "triton", "timeout_s": SLOW_MACHINE_TIMEOUT_S},
+        triton={"url": triton.grpc_url, "model": "ensemble"},
+        llm={"timeout_s": SLOW_MACHINE_TIMEOUT_S},
+        lar={"postprocess": False},  # the lar model is not loaded here
+        cache={"entries": 0},
+        cascade={"calibration": calibration, "route_threshold": 1.01, "rule": "union"},
     ) as client:
         setup(client)
         assert client.get("/readyz").json()["methods"]["auto"] is True

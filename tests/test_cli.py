@@ -15,12 +15,14 @@ from nerve.data.readers import read_split
 from nerve.errors import BackendTimeout, InvalidRequest
 from nerve.generation.base import Generation, GenerationRequest
 from nerve.methods import registry
+from nerve.methods.deps import MethodDeps
 from nerve.methods.handler import MethodHandler
 from nerve.methods.wraner.handler import WranerHandler
 from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
 from nerve.settings import REPO_ROOT, load_settings
 from nerve.vocab.types import Example, Span
 from tests.fixtures.gateway import require_data
+from tests.fixtures.settings import as_env
 from tools.evaluation import (
     MAX_CONSECUTIVE_FAILURES,
     LowercaseShiftsOffsets,
@@ -51,7 +53,7 @@ def test_index_then_serve_finds_the_examples(
     import os
 
     env = {**os.environ, "NERVE_DATA_DIR": str(tmp_path / "state")}
-    env.update({f"NERVE_{k.upper()}": str(v) for k, v in base_settings.items()})
+    env.update(as_env(base_settings))
     done = run_cli("index", "--domain", "travel", "--file", str(conll), env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "indexed 2 examples" in done.stderr
@@ -111,7 +113,7 @@ async def test_eval_runs_the_api_pipeline_and_scores(base_settings: dict[str, An
     json.dumps(payload)
     assert payload["pool_size"] == len(read_split(data, "music", "train"))
     # Retrieval is approximate (IVF_FLAT): a result must say how approximate.
-    assert payload["settings"]["ivf_nprobe"] == settings.ivf_nprobe
+    assert payload["settings"]["ivf_nprobe"] == settings.milvus.ivf_nprobe
 
 
 class _FlakyGenerator:
@@ -183,7 +185,11 @@ async def _eval_with(
 ) -> Any:
     # The gazetteer off: these tests count what the scripted generator answered.
     settings = load_settings(
-        **base_settings, data_dir=tmp_path, cache_entries=0, encoder_methods=False, gazetteer=False
+        **base_settings,
+        data_dir=tmp_path,
+        cache={"entries": 0},
+        encoder={"methods": False},
+        gazetteer={"enabled": False},
     )
     components = build_components(settings, embedder=embedder, generator=generator)
     try:
@@ -276,7 +282,7 @@ async def test_eval_takes_any_method_the_registry_serves(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def build_auto(deps: registry.MethodDeps) -> MethodHandler:
+    def build_auto(deps: MethodDeps) -> MethodHandler:
         return WranerHandler(deps.settings, deps.generator, deps.metrics, name="auto")
 
     # A method added to the registry only: neither the CLI nor the evaluation names it.

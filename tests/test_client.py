@@ -44,12 +44,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NerveServer]:
     keys = write_keys_file(tmp_path_factory.mktemp("keys") / "keys.json", API_KEY)
     env = {
         "NERVE_AUTH_ENABLED": "true",
-        "NERVE_API_KEYS_FILE": str(keys),
+        "NERVE_AUTH_API_KEYS_FILE": str(keys),
         # One request at a time, so a slow request makes the next one meet a real 429.
         "NERVE_MAX_IN_FLIGHT": "1",
         # A job's progress moves every two segments, so polling sees it move.
         "NERVE_SEGMENT_BATCH": "2",
-        "NERVE_MAX_JOBS": "1",
+        "NERVE_JOBS_MAX_RUNNING": "1",
     }
     with running_server(tmp_path_factory, env) as started:
         yield started
@@ -188,7 +188,9 @@ def test_job_progress_then_answer(client: NerveClient) -> None:
 def test_cancel_a_queued_job(client: NerveClient) -> None:
     long_text = " ".join(f"Ticket ORD-{i} about the StreamBox Family." for i in range(400))
     first = client.submit_job(long_text, DEMO_DOMAIN, method="baner")
-    second = client.submit_job(long_text, DEMO_DOMAIN, method="baner")  # NERVE_MAX_JOBS=1: queued
+    second = client.submit_job(
+        long_text, DEMO_DOMAIN, method="baner"
+    )  # NERVE_JOBS_MAX_RUNNING=1: queued
     cancelled = client.cancel_job(second.job_id)
     assert cancelled.status == "cancelled"
     assert client.wait_job(second.job_id, poll_interval=0.05, timeout=10).status == "cancelled"

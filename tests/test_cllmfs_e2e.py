@@ -39,7 +39,7 @@ def test_tiny_cllmfs_run_changes_adapter_and_llama_cpp_serves_it(
     assert "contrastive_weight: 0.1" in exported
 
     # The adapter served as method=cllmfs through the gateway, beside wraner.
-    with make_client(tmp_path / "gateway", cllmfs_adapter=str(gguf)) as client:
+    with make_client(tmp_path / "gateway", cllmfs={"adapter": str(gguf)}) as client:
         assert client.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
         added = client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
         assert added.status_code == 201, added.text

@@ -108,5 +108,5 @@ async def test_the_generator_passes_the_requests_grammar(llama_engine: LlamaCppE
 def test_settings_default_is_unconstrained() -> None:
     from nerve.settings import Settings
 
-    assert Settings().constrained_decoding is False
-    assert Settings(constrained_decoding=True).constrained_decoding is True
+    assert Settings().wraner.constrained_decoding is False
+    assert Settings(wraner={"constrained_decoding": True}).wraner.constrained_decoding is True

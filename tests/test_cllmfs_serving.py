@@ -12,7 +12,7 @@ from trainers.wraner.cli import parse_args
 
 
 def test_llm_adapter_cllmfs_selects_the_shipped_adapter() -> None:
-    assert Settings(llm_adapter="cllmfs").llm_adapter == "cllmfs"
+    assert Settings(llm={"adapter": "cllmfs"}).llm.adapter == "cllmfs"
     path = resolve_adapter("cllmfs")
     assert path == REPO_ROOT / CLLMFS_ADAPTER
     assert path.is_file() and path.name == f"{NAME}-lora.gguf"
@@ -41,12 +41,16 @@ async def test_behind_triton_method_cllmfs_calls_its_own_model() -> None:
     the adapter is Triton's to load (the gateway's host need not hold the file); unset, the
     method is not served."""
     from nerve.generation.triton import TritonGenerator
-    from nerve.methods.registry import MethodDeps, build_cllmfs
+    from nerve.methods.cllmfs.builder import build as build_cllmfs
+    from nerve.methods.deps import MethodDeps
     from nerve.metrics import Metrics
 
     def cllmfs(adapter: str, generator: str = "triton") -> Any:
         settings = Settings(
-            generator=generator, triton_url="h:1", cllmfs_adapter=adapter, lar_postprocess=False
+            generator=generator,
+            triton={"url": "h:1"},
+            cllmfs={"adapter": adapter},
+            lar={"postprocess": False},
         )
         wraner = TritonGenerator("h:1", "ensemble")
         return build_cllmfs(MethodDeps(settings, wraner, Metrics()))

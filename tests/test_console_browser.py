@@ -19,6 +19,7 @@ import pytest
 
 from app.auth import add_key
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES, ServerProcess
+from tests.fixtures.settings import as_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,10 +56,10 @@ def console_server(
     root = tmp_path_factory.mktemp("console")
     keys = root / "keys.json"
     key = add_key(keys, "acme", name="console-test")
-    env = {f"NERVE_{k.upper()}": str(v) for k, v in base_settings.items()}
+    env = as_env(base_settings)
     env |= {
         "NERVE_AUTH_ENABLED": "true",
-        "NERVE_API_KEYS_FILE": str(keys),
+        "NERVE_AUTH_API_KEYS_FILE": str(keys),
         "NERVE_MAX_BATCH_ITEMS": "100",
         "NERVE_MAX_TEXT_CHARS": "80000",  # the 10,000-word text
     }

@@ -29,7 +29,7 @@ from app.main import build_app
 from nerve.errors import BackendUnavailable
 from nerve.generation.base import Generation, GenerationRequest
 from nerve.metrics import Metrics, metric_names
-from nerve.settings import Settings, load_settings
+from nerve.settings import env_names, load_settings
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -364,7 +364,7 @@ REQUIRED_COMPOSE_VARS = (
     "MINIO_ACCESS_KEY",
     "MINIO_SECRET_KEY",
     "GRAFANA_ADMIN_PASSWORD",
-    "NERVE_API_KEYS_FILE",
+    "NERVE_AUTH_API_KEYS_FILE",
     "NERVE_METRICS_KEY_FILE",
     "NERVE_EMBEDDER_DIR",
     "NERVE_MODEL_REPOSITORY",
@@ -402,7 +402,7 @@ def compose_env(tmp_path: Path) -> dict[str, str]:
         "MINIO_ACCESS_KEY": "test-minio-user",
         "MINIO_SECRET_KEY": "test-minio-secret",
         "GRAFANA_ADMIN_PASSWORD": "test-grafana-password",
-        "NERVE_API_KEYS_FILE": str(keys),
+        "NERVE_AUTH_API_KEYS_FILE": str(keys),
         "NERVE_METRICS_KEY_FILE": str(metrics_key),
         "NERVE_EMBEDDER_DIR": str(embedder),
         "NERVE_MODEL_REPOSITORY": str(repository),
@@ -498,14 +498,16 @@ def triton_base_image(tag: str) -> str:
     return base.replace("${TRITON_TRTLLM_TAG}", tag)
 
 
-def test_triton_image_is_the_trtllm_image_with_the_app_package() -> None:
+def test_triton_image_is_the_trtllm_image_with_the_shared_library() -> None:
     text = (DEPLOY / "triton/Dockerfile").read_text()
     default = re.search(r"^ARG TRITON_TRTLLM_TAG=(\S+)$", text, re.M)
     assert default, "the Triton tag needs a default"
     base = triton_base_image(default.group(1))
     assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-trtllm-python-py3", base), base
-    # The ensemble's Python models import triton_models (which imports app's contracts).
-    assert re.search(r"^COPY app /opt/nerve/app$", text, re.M)
+    # The ensemble's Python models import triton_models, which imports the shared library
+    # (nerve/: the contracts, the methods' inference code) and never the gateway (app/).
+    assert re.search(r"^COPY nerve /opt/nerve/nerve$", text, re.M)
+    assert not re.search(r"^COPY app ", text, re.M)
     assert re.search(r"^COPY triton_models /opt/nerve/triton_models$", text, re.M)
     assert re.search(r"^ENV PYTHONPATH=/opt/nerve$", text, re.M)
     templates = ROOT / "model_repository" / "gpu_templates"
@@ -520,7 +522,7 @@ def test_triton_image_is_the_trtllm_image_with_the_app_package() -> None:
 
 
 def _setting_env_names() -> set[str]:
-    return {f"NERVE_{name.upper()}" for name in Settings.model_fields}
+    return set(env_names())
 
 
 def test_compose_gateway_environment_names_real_settings(

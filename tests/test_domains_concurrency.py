@@ -30,7 +30,7 @@ TENANT = "acme"
 def service(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[DomainService]:
     settings = load_settings(data_dir=tmp_path / "data")
     store = build_store(settings, embedder)
-    retriever = Retriever(embedder, store, mode="word", word_hits=settings.word_hits)
+    retriever = Retriever(embedder, store, mode="word", word_hits=settings.retrieval.word_hits)
     try:
         yield DomainService(settings, store, retriever, Metrics())
     finally:

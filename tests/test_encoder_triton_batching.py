@@ -28,7 +28,7 @@ from cli.triton_server import (
     render_repository,
 )
 from nerve.errors import BackendUnavailable
-from nerve.methods.encoders.triton import TritonEncoderMethod, TritonLar
+from nerve.methods.encoders.triton import TritonEncoderBackend, TritonLar
 from nerve.settings import Settings, load_settings
 from nerve.vocab.types import Span
 from nerve.wire import encoder as wire
@@ -150,7 +150,7 @@ async def test_concurrent_requests_share_one_execute_and_get_their_own_answers(
     assert len({json.dumps(e) for e in expected}) == len(texts)  # distinct answers
     order = list(range(len(texts)))
     random.Random(16).shuffle(order)
-    method = TritonEncoderMethod("baner", triton.grpc_url, "baner", TIMEOUT_S)
+    method = TritonEncoderBackend("baner", triton.grpc_url, "baner", TIMEOUT_S)
     try:
         assert await method.ready()
         before = await model_counts(triton.grpc_url, "baner")
@@ -172,7 +172,7 @@ async def test_a_request_breaking_the_contract_fails_alone_in_its_batch(
     texts = _texts(BANER_BATCH + 3)[3:]  # other texts than the test above
     handler = _handler(settings, "baner")
     broken_at = 2
-    method = TritonEncoderMethod("baner", triton.grpc_url, "baner", TIMEOUT_S)
+    method = TritonEncoderBackend("baner", triton.grpc_url, "baner", TIMEOUT_S)
 
     async def send(index: int) -> list[TypedEntity]:
         if index != broken_at:

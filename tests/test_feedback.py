@@ -50,7 +50,7 @@ def parts(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[Par
     settings = load_settings(data_dir=tmp_path / "data")
     metrics = Metrics()
     store = build_store(settings, embedder)
-    retriever = Retriever(embedder, store, mode="word", word_hits=settings.word_hits)
+    retriever = Retriever(embedder, store, mode="word", word_hits=settings.retrieval.word_hits)
     try:
         yield Parts(DomainService(settings, store, retriever, metrics), retriever, metrics, store)
     finally:

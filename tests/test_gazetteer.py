@@ -176,7 +176,7 @@ def test_gateway_applies_the_domains_gazetteer_and_rebuilds_it_after_an_upload(
 ) -> None:
     answers: dict[bool, list[list[Entity]]] = {}
     for on in (False, True):
-        with make_client(tmp_path / str(on), gazetteer=on) as client:
+        with make_client(tmp_path / str(on), gazetteer={"enabled": on}) as client:
             assert client.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
             added = client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
             assert added.status_code == 201, added.text
@@ -317,7 +317,7 @@ def test_a_lowercased_query_reaches_the_llm_with_the_pools_casing_offsets_unchan
     tmp_path: Path, embedder: SentenceTransformerEmbedder, truecase: bool
 ) -> None:
     generator = RecordingGenerator("Tom Walsh | person")
-    settings = load_settings(data_dir=tmp_path, log_json=False, truecase=truecase)
+    settings = load_settings(data_dir=tmp_path, log_json=False, gazetteer={"truecase": truecase})
 
     def factory(s: Settings) -> Components:
         return build_components(s, embedder=embedder, generator=generator)

@@ -115,8 +115,7 @@ async def test_concurrent_requests_are_serialised(llama_engine: LlamaCppEngine) 
 @pytest.mark.integration
 async def test_factory_builds_the_in_process_generator(llm_model_path: Path) -> None:
     settings = load_settings(
-        generator="llama_cpp", llm_model_path=llm_model_path, llm_adapter="none",
-        llm_context_tokens=512, llm_threads=1,
+        generator="llama_cpp", llm={"model_path": llm_model_path, "adapter": "none", "context_tokens": 512, "threads": 1},
     )  # fmt: skip
     generator = build_generator(settings)
     try:
@@ -182,8 +181,8 @@ def test_the_default_adapter_is_the_shipped_one_and_reads_a_new_domains_types(
     tuned model answers a literature prompt (a domain its training held out) in the prompt's
     format with the prompt's types."""
     settings = load_settings()
-    assert settings.llm_adapter == "wraner"
-    adapter = resolve_adapter(settings.llm_adapter)
+    assert settings.llm.adapter == "wraner"
+    adapter = resolve_adapter(settings.llm.adapter)
     assert adapter == REPO_ROOT / "model_repository/llm_cpu/1/adapters/wraner-lora.gguf"
     types = [
         EntityType(name="writer", description="an author of books or poems"),

@@ -107,6 +107,8 @@ async def test_bad_answers_are_clear_errors(
 async def test_factory_needs_a_base_url() -> None:
     with pytest.raises(ValueError, match="NERVE_OPENAI_BASE_URL"):
         build_generator(load_settings(generator="openai"))
-    generator = build_generator(load_settings(generator="openai", openai_base_url="http://h/v1"))
+    generator = build_generator(
+        load_settings(generator="openai", openai={"base_url": "http://h/v1"})
+    )
     assert isinstance(generator, OpenAICompatibleGenerator)
     await generator.close()

@@ -54,7 +54,9 @@ def encoder_api(
     embedder: SentenceTransformerEmbedder,
     base_settings: dict[str, Any],
 ) -> Iterator[TestClient]:
-    with client(tmp_path_factory.mktemp("jobs"), embedder, **base_settings, segment_batch=4) as c:
+    with client(
+        tmp_path_factory.mktemp("jobs"), embedder, **base_settings, segment={"batch": 4}
+    ) as c:
         yield c
 
 
@@ -150,7 +152,7 @@ class GatedGenerator(QueryEchoGenerator):
 @pytest.fixture()
 def gated(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[Any]:
     generator = GatedGenerator()
-    settings = {"lar_postprocess": False, "segment_batch": 2, "max_jobs": 1}
+    settings = {"lar": {"postprocess": False}, "segment": {"batch": 2}, "jobs": {"max_running": 1}}
     with client(tmp_path, embedder, generator, **settings) as c:
         try:
             yield c, generator
@@ -215,7 +217,7 @@ def test_a_failing_backend_fails_the_job_with_its_reason(
     tmp_path: Path, embedder: SentenceTransformerEmbedder
 ) -> None:
     # A real OpenAI-compatible client pointed at a port where nothing listens.
-    dead = {"generator": "openai", "openai_base_url": f"http://127.0.0.1:{free_port()}/v1"}
+    dead = {"generator": "openai", "openai": {"base_url": f"http://127.0.0.1:{free_port()}/v1"}}
     with client(tmp_path, embedder, **dead) as c:
         text = long_text(300)
         job = c.post("/v1/ner/jobs", json={"text": text, **WRANER})

@@ -1,6 +1,6 @@
 """/v1/ner/jobs on a real redis-server (``NERVE_REDIS_URL`` set): every replica sees every job
 (status, progress, answer), a restart keeps them, another tenant's is a 404, a finished record
-expires ``NERVE_JOB_TTL_S`` after it finished, the unfinished jobs of all replicas share one
+expires ``NERVE_JOBS_TTL_S`` after it finished, the unfinished jobs of all replicas share one
 bound, a replica's graceful stop ends its jobs ``cancelled`` while a crashed one's jobs read as
 ``failed`` (``lost``) once their lease lapsed, and Redis down is a 503 naming it."""
 
@@ -32,6 +32,7 @@ from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerE
 from nerve.settings import Settings, load_settings
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 from tests.fixtures.redis import RedisServer
+from tests.fixtures.settings import merged
 from tests.test_jobs import FINISHED, GatedGenerator, metric, wait_for
 from tests.test_long_text import TYPES, QueryEchoGenerator, check_offsets, long_text
 
@@ -73,8 +74,13 @@ def replica(
     """One gateway replica on ``redis_url`` with its own data dir and the ``support`` domain
     (the tenant of ``key`` when auth is on)."""
     # A Redis call slower than 0.5 s (the default timeout) is a 503: seen on this loaded machine.
-    base = {"data_dir": data_dir, "log_json": False, "cache_entries": 0, "redis_timeout_s": 5.0}
-    settings = load_settings(**{**base, "redis_url": redis_url, **overrides})
+    base = {
+        "data_dir": data_dir,
+        "log_json": False,
+        "cache": {"entries": 0},
+        "redis_timeout_s": 5.0,
+    }
+    settings = load_settings(**merged(base, {"redis_url": redis_url}, overrides))
 
     def factory(s: Settings) -> Components:
         return build_components(s, embedder=embedder, generator=llm or QueryEchoGenerator())
@@ -96,7 +102,7 @@ def keys_file(path: Path) -> Path:
 def test_replicas_share_jobs_across_a_restart_and_tenants_stay_apart(
     tmp_path: Path, embedder: SentenceTransformerEmbedder, redis_url: str
 ) -> None:
-    auth = {"auth_enabled": True, "api_keys_file": keys_file(tmp_path / "keys.json")}
+    auth = {"auth": {"enabled": True, "api_keys_file": keys_file(tmp_path / "keys.json")}}
     text = long_text(400)
     body = {"text": text, **BANER}
     with replica(tmp_path / "b", embedder, redis_url, key=ACME, **auth) as b:
@@ -133,7 +139,7 @@ def test_a_finished_record_expires_after_the_job_ttl(
     tmp_path: Path, embedder: SentenceTransformerEmbedder, redis_url: str
 ) -> None:
     ttl_s = 3.0
-    with replica(tmp_path, embedder, redis_url, job_ttl_s=ttl_s) as c:
+    with replica(tmp_path, embedder, redis_url, jobs={"ttl_s": ttl_s}) as c:
         job = c.post("/v1/ner/jobs", json={"text": long_text(100), **BANER}).json()
         done = wait_for(c, job["status_url"], lambda s: s["status"] in FINISHED)[-1]
         assert done["status"] == "done", done["error"]
@@ -174,7 +180,7 @@ def dead_process_job(redis_url: str, lease_s: float) -> str:
 def test_a_job_whose_process_died_reads_as_lost_and_frees_its_room(
     tmp_path: Path, embedder: SentenceTransformerEmbedder, redis_url: str
 ) -> None:
-    with replica(tmp_path, embedder, redis_url, job_records=2) as c:
+    with replica(tmp_path, embedder, redis_url, jobs={"records": 2}) as c:
         alive = dead_process_job(redis_url, lease_s=3_600.0)  # its lease outlives the test
         died = dead_process_job(redis_url, lease_s=0.2)
         url = "/v1/ner/jobs/{}".format
@@ -185,7 +191,7 @@ def test_a_job_whose_process_died_reads_as_lost_and_frees_its_room(
         assert lost["finished_at"] is not None
         assert c.get(url(died)).json() == lost  # final
         assert c.get(url(alive)).json()["status"] == "running"
-        # The lost job no longer counts against NERVE_JOB_RECORDS; the live one does.
+        # The lost job no longer counts against NERVE_JOBS_RECORDS; the live one does.
         job = c.post("/v1/ner/jobs", json={"text": long_text(50), **BANER})
         assert job.status_code == 202, job.text
         full = c.post("/v1/ner/jobs", json={"text": long_text(50), **BANER})
@@ -200,11 +206,9 @@ def test_a_replica_stopping_ends_its_jobs_cancelled_and_renews_their_leases_unti
 ) -> None:
     lease_s = 1.0
     shared = {
-        "job_records": 1,
-        "max_jobs": 1,
-        "segment_batch": 2,
-        "job_lease_s": lease_s,
-        "lar_postprocess": False,
+        "jobs": {"records": 1, "max_running": 1, "lease_s": lease_s},
+        "segment": {"batch": 2},
+        "lar": {"postprocess": False},
     }
     gated = ReleasingGatedGenerator()
     text = long_text(700)
@@ -227,7 +231,7 @@ def test_a_replica_stopping_ends_its_jobs_cancelled_and_renews_their_leases_unti
                     return score is not None and score > later
 
                 wait_until(renewed, "the lease renewed")
-            # One unfinished job in all (NERVE_JOB_RECORDS=1): the other replica refuses more.
+            # One unfinished job in all (NERVE_JOBS_RECORDS=1): the other replica refuses more.
             full = b.post("/v1/ner/jobs", json={"text": text, **WRANER})
             assert full.status_code == 429, full.text
             # Cancelled from the other replica: the worker stops at its next batch.

@@ -60,7 +60,7 @@ def nerve(
     key = add_key(keys, "acme", name="labelstudio")
     other_key = add_key(keys, "globex", name="another tenant")
     env = {f"NERVE_{k.upper()}": str(v) for k, v in base_settings.items()}
-    env |= {"NERVE_AUTH_ENABLED": "true", "NERVE_API_KEYS_FILE": str(keys)}
+    env |= {"NERVE_AUTH_ENABLED": "true", "NERVE_AUTH_API_KEYS_FILE": str(keys)}
     server = ServerProcess(root / "data", root / "server.log", env)
     server.start(timeout_s=300)
     try:

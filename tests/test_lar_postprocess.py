@@ -17,6 +17,7 @@ from nerve.generation.base import Generation, GenerationRequest, TokenLogprob
 from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
 from nerve.settings import Settings, load_settings
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
+from tests.fixtures.settings import merged
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,9 @@ def run(
     # The gazetteer off: the text names pool entities, and these tests check what LAR did with
     # the scripted answer alone.
     settings = load_settings(
-        **{"data_dir": tmp_path, "log_json": False, "gazetteer": False, **overrides}
+        **merged(
+            {"data_dir": tmp_path, "log_json": False, "gazetteer": {"enabled": False}}, overrides
+        )
     )
 
     def factory(s: Settings) -> Components:
@@ -82,7 +85,7 @@ def test_unrequested_type_is_retyped_by_lar(
     assert ("Maria Lopez", "person") in found  # re-typed, not merely dropped
     assert 'nerve_lar_changes_total{reason="type_not_requested"} 1.0' in metrics
     # Without LAR the parser drops the unrequested span instead.
-    plain, plain_metrics = run(tmp_path / "plain", embedder, answer, lar_postprocess=False)
+    plain, plain_metrics = run(tmp_path / "plain", embedder, answer, lar={"postprocess": False})
     assert "Maria Lopez" not in {e["text"] for e in plain["entities"]}
     assert 'nerve_dropped_spans_total{kind="type_not_requested"} 1.0' in plain_metrics
 
@@ -92,7 +95,7 @@ def test_a_looping_answer_escalates_as_repeated(
 ) -> None:
     # What a TensorRT-LLM or OpenAI backend returns for a greedy loop (no guard there).
     answer = "Maria Lopez | person\n" + "Oslo | location\n" * 12
-    body, metrics = run(tmp_path, embedder, answer, lar_postprocess=False)
+    body, metrics = run(tmp_path, embedder, answer, lar={"postprocess": False})
     assert "output_repeated" in body["escalation_reasons"]
     assert {(e["text"], e["type"]) for e in body["entities"]} == {
         ("Maria Lopez", "person"),
@@ -101,6 +104,6 @@ def test_a_looping_answer_escalates_as_repeated(
     assert 'reason="output_repeated"' in metrics
     varied, _ = run(
         tmp_path / "varied", embedder, "Maria Lopez | person\nOslo | location",
-        lar_postprocess=False,
+        lar={"postprocess": False},
     )  # fmt: skip
     assert "output_repeated" not in varied["escalation_reasons"]

@@ -16,7 +16,7 @@ from nerve.methods.baner.extractor import BanerExtractor
 from nerve.methods.encoders.factory import (
     DEFAULT_ARTEFACT,
     DEFAULT_LAR_OPTIONS,
-    EncoderMethodsConfig,
+    EncoderBackendsConfig,
 )
 from nerve.methods.encoders.inprocess import InProcessLar
 from nerve.methods.lar.reassign import LabelReassigner, LarOptions, enhance, parse_choice
@@ -232,10 +232,10 @@ def test_an_unrequested_llm_label_is_aligned_to_the_requested_types(
 
 
 def test_lar_options_file_is_a_setting_and_a_missing_one_is_refused(tmp_path: Path) -> None:
-    assert EncoderMethodsConfig.from_settings(load_settings()).lar_options == DEFAULT_LAR_OPTIONS
+    assert EncoderBackendsConfig.from_settings(load_settings()).lar_options == DEFAULT_LAR_OPTIONS
     named = tmp_path / "lar.json"
     named.write_text(DEFAULT_LAR_OPTIONS.read_text())
-    config = EncoderMethodsConfig.from_settings(load_settings(lar_options_file=named))
+    config = EncoderBackendsConfig.from_settings(load_settings(lar={"options_file": named}))
     assert config.lar_options == named
     with pytest.raises(ValueError, match="NERVE_LAR_OPTIONS_FILE"):
-        EncoderMethodsConfig.from_settings(load_settings(lar_options_file=tmp_path / "nope"))
+        EncoderBackendsConfig.from_settings(load_settings(lar={"options_file": tmp_path / "nope"}))

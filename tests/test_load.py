@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES, ServerProcess
+from tests.fixtures.settings import as_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -47,7 +48,7 @@ async def _burst(url: str) -> list[tuple[int, dict[str, Any], dict[str, str], fl
 def test_more_concurrent_requests_than_the_limit(
     tmp_path: Path, base_settings: dict[str, Any]
 ) -> None:
-    env = {f"NERVE_{k.upper()}": str(v) for k, v in base_settings.items()}
+    env = as_env(base_settings)
     env["NERVE_MAX_IN_FLIGHT"] = str(LIMIT)
     server = ServerProcess(tmp_path / "data", tmp_path / "server.log", env)
     server.start()

@@ -17,13 +17,14 @@ from app.components import Components, build_components
 from app.main import build_app
 from nerve.data.readers import read_split
 from nerve.generation.base import Generation, GenerationRequest, TokenLogprob
-from nerve.methods.encoders.factory import EncoderMethodsConfig, build_encoder_methods
+from nerve.methods.encoders.factory import EncoderBackendsConfig, build_encoder_backends
 from nerve.methods.encoders.handler import EncoderHandler
 from nerve.methods.handler import SegmentTask
 from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder
 from nerve.settings import Settings, load_settings
 from nerve.vocab.segment import split_segments
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES, require_data
+from tests.fixtures.settings import merged
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -83,16 +84,17 @@ class QueryEchoGenerator:
 def client(
     tmp_path: Path,
     embedder: SentenceTransformerEmbedder,
-    llm: Any = None,
+    fake_llm: Any = None,
     **overrides: Any,
 ) -> Iterator[TestClient]:
-    """The app over ``llm`` (a Generator; None = built from the settings, which ``overrides``
-    may choose with ``generator=...``)."""
-    base = {"data_dir": tmp_path, "log_json": False, "cache_entries": 0}
-    settings = load_settings(**{**base, **overrides})
+    """The app over ``fake_llm`` (a Generator; None = built from the settings, which
+    ``overrides`` may choose with ``generator=...``; not named ``llm``: that is a settings
+    group)."""
+    base = {"data_dir": tmp_path, "log_json": False, "cache": {"entries": 0}}
+    settings = load_settings(**merged(base, overrides))
 
     def factory(s: Settings) -> Components:
-        return build_components(s, embedder=embedder, generator=llm)
+        return build_components(s, embedder=embedder, generator=fake_llm)
 
     with TestClient(build_app(settings, components_factory=factory)) as c:
         assert c.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
@@ -117,8 +119,8 @@ def test_a_10000_word_text_is_answered_with_exact_offsets(
 ) -> None:
     text = long_text()
     assert len(text.split()) == WORDS and len(text) > 50_000
-    segments = split_segments(text, encoder_api.app.state.settings.segment_chars)
-    assert len(segments) > 2 * encoder_api.app.state.settings.segment_batch  # several batches
+    segments = split_segments(text, encoder_api.app.state.settings.segment.chars)
+    assert len(segments) > 2 * encoder_api.app.state.settings.segment.batch  # several batches
     response = encoder_api.post(
         "/v1/ner", json={"text": text, "domain": "support", "method": method}
     )
@@ -139,7 +141,7 @@ def test_wraner_answers_a_10000_word_text_segment_by_segment(
     segment and shifted to exact offsets in the document."""
     text = long_text()
     generator = QueryEchoGenerator()
-    with client(tmp_path, embedder, generator, lar_postprocess=False) as c:
+    with client(tmp_path, embedder, generator, lar={"postprocess": False}) as c:
         # top_k 0: no retrieval (its cost is measured elsewhere), the segments' path alone.
         body = {"text": text, "domain": "support", "method": "wraner", "top_k": 0}
         response = c.post("/v1/ner", json=body)
@@ -171,7 +173,7 @@ def test_the_text_limit_is_a_setting_and_a_clear_422(
 
 @pytest.fixture(scope="module")
 def encoders() -> Any:
-    return build_encoder_methods(EncoderMethodsConfig())
+    return build_encoder_backends(EncoderBackendsConfig())
 
 
 @pytest.mark.parametrize("method", ["baner", "lar"])

@@ -79,7 +79,7 @@ def test_a_file_that_is_not_an_adapter_is_refused(llm_model_path: Path, tmp_path
 def test_the_setting_serves_the_merged_file_without_an_adapter(
     llm_model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = load_settings(llm_model_path=llm_model_path, llm_merge_adapter="off")
+    settings = load_settings(llm={"model_path": llm_model_path, "merge_adapter": "off"})
     assert model_files(settings) == (llm_model_path, ADAPTER)
     built: list[tuple[Path, Path, Path, str]] = []
 
@@ -88,8 +88,10 @@ def test_the_setting_serves_the_merged_file_without_an_adapter(
         return cache / "merged.gguf"
 
     monkeypatch.setattr("nerve.generation.merge_lora.ensure_merged_gguf", fake_merge)
-    merged = settings.model_copy(update={"llm_merge_adapter": "same"})
+    merged = settings.model_copy(
+        update={"llm": settings.llm.model_copy(update={"merge_adapter": "same"})}
+    )
     assert model_files(merged) == (settings.models_dir / "merged" / "merged.gguf", None)
     assert built == [(llm_model_path, ADAPTER, settings.models_dir / "merged", "same")]
-    none = merged.model_copy(update={"llm_adapter": "none"})
+    none = merged.model_copy(update={"llm": merged.llm.model_copy(update={"adapter": "none"})})
     assert model_files(none) == (llm_model_path, None)  # nothing to merge

@@ -51,7 +51,7 @@ def test_a_new_encoder_artefact_never_serves_answers_cached_from_the_old_one(
 def test_readiness_checks_every_served_method(make_client: MakeClient, tmp_path: Path) -> None:
     # The encoder methods on a Triton nobody runs: the LLM (in process) is fine, they are not.
     with make_client(
-        tmp_path, encoder_backend="triton", triton_url="127.0.0.1:9", encoder_timeout_s=1.0
+        tmp_path, encoder={"backend": "triton", "timeout_s": 1.0}, triton={"url": "127.0.0.1:9"}
     ) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503, ready.text
@@ -117,7 +117,7 @@ def test_one_registry_line_serves_a_new_method(
     make_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(registry.BUILDERS, "echo", lambda deps: EchoHandler())
-    with make_client(tmp_path, encoder_methods=False) as client:
+    with make_client(tmp_path, encoder={"methods": False}) as client:
         _with_support(client)
         text = "Ana flew to Lima."
         body = client.post(
@@ -147,14 +147,14 @@ def test_unset_default_is_auto_where_served_else_wraner(
     assert registry.default_method(served) == "auto"
     assert registry.default_method({"wraner": EchoHandler()}) == "wraner"
     # No encoder methods, so no auto: the default falls back to the LLM instead of failing.
-    with make_client(tmp_path, encoder_methods=False, default_method=None) as client:
+    with make_client(tmp_path, encoder={"methods": False}, default_method=None) as client:
         assert client.get("/v1/methods").json()["default"] == "wraner"
 
 
 def test_the_default_method_must_be_served(make_client: MakeClient, tmp_path: Path) -> None:
     with (
         pytest.raises(ValueError, match="NERVE_DEFAULT_METHOD='baner' is not served"),
-        make_client(tmp_path, encoder_methods=False, default_method="baner"),
+        make_client(tmp_path, encoder={"methods": False}, default_method="baner"),
     ):
         pass
 

@@ -42,7 +42,7 @@ def texts() -> list[str]:
 
 
 def segments(texts: list[str]) -> int:
-    return sum(len(split_segments(t, Settings().segment_chars)) for t in texts)
+    return sum(len(split_segments(t, Settings().segment.chars)) for t in texts)
 
 
 def poison() -> str:
@@ -69,7 +69,7 @@ def ner(client: TestClient, text: str) -> Any:
 @contextlib.contextmanager
 def music_app(make_client: MakeClient, data_dir: Path, **settings: Any) -> Iterator[TestClient]:
     # Answer and embedding caches off: every request is computed.
-    with make_client(data_dir, cache_entries=0, **settings) as client:
+    with make_client(data_dir, cache={"entries": 0}, **settings) as client:
         add_music(client)
         yield client
 
@@ -77,7 +77,7 @@ def music_app(make_client: MakeClient, data_dir: Path, **settings: Any) -> Itera
 @pytest.fixture(scope="module")
 def unbatched(make_client: MakeClient, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Each text's answer with batching off, one request at a time."""
-    with music_app(make_client, tmp_path_factory.mktemp("off"), batch_wait_ms=0) as client:
+    with music_app(make_client, tmp_path_factory.mktemp("off"), batch={"wait_ms": 0}) as client:
         answers = {}
         for text in [*texts(), poison()]:
             response = ner(client, text)
@@ -92,13 +92,13 @@ def unbatched(make_client: MakeClient, tmp_path_factory: pytest.TempPathFactory)
 def batched(
     make_client: MakeClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:
-    with music_app(make_client, tmp_path_factory.mktemp("on"), batch_wait_ms=2) as client:
+    with music_app(make_client, tmp_path_factory.mktemp("on"), batch={"wait_ms": 2}) as client:
         yield client
 
 
 def encoder_batcher(client: TestClient) -> MicroBatcher[SegmentTask, Any]:
     handler = client.app.state.components.methods.resolve("baner")  # type: ignore[attr-defined]
-    return handler.method.batcher  # type: ignore[no-any-return]
+    return handler.backend.batcher  # type: ignore[no-any-return]
 
 
 class HeldEncoder:

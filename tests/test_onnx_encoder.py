@@ -23,8 +23,8 @@ from nerve.methods.baner.extractor import BanerExtractor
 from nerve.methods.baner.onnx import run_encoder_in_onnx
 from nerve.methods.encoders.factory import (
     DEFAULT_ARTEFACT,
-    EncoderMethodsConfig,
-    build_encoder_methods,
+    EncoderBackendsConfig,
+    build_encoder_backends,
 )
 from nerve.methods.encoders.inprocess import InProcessBaner
 from nerve.retrieval.embedding.onnx import OnnxEmbedder
@@ -196,19 +196,19 @@ def test_a_missing_onnxruntime_is_a_clear_start_up_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
-    settings = load_settings(data_dir=tmp_path, embedder_runtime="onnx")
+    settings = load_settings(data_dir=tmp_path, embedder={"runtime": "onnx"})
     with pytest.raises(OnnxUnavailable, match="NERVE_EMBEDDER_RUNTIME needs the onnxruntime"):
         build_embedder(settings)
-    config = EncoderMethodsConfig(runtime="onnx-int8", onnx_dir=tmp_path)
+    config = EncoderBackendsConfig(runtime="onnx-int8", onnx_dir=tmp_path)
     with pytest.raises(OnnxUnavailable, match="NERVE_ENCODER_RUNTIME needs the onnxruntime"):
-        build_encoder_methods(config)
+        build_encoder_backends(config)
 
 
 # --- the real models --------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def onnx_dir() -> Path:
     """The tests' shared export cache (tests/conftest.py): a fresh checkout exports here."""
-    return load_settings().onnx_dir
+    return load_settings().onnx.dir
 
 
 @pytest.fixture(scope="session")
@@ -223,9 +223,11 @@ def music() -> tuple[list[Example], list[Example]]:
 
 
 def test_settings_choose_the_embedder_runtime(onnx_dir: Path, tmp_path: Path) -> None:
-    torch_one = build_embedder(load_settings(data_dir=tmp_path, embedder_runtime="torch"))
+    torch_one = build_embedder(load_settings(data_dir=tmp_path, embedder={"runtime": "torch"}))
     assert type(torch_one) is SentenceTransformerEmbedder
-    onnx_one = build_embedder(load_settings(data_dir=tmp_path, onnx_dir=onnx_dir))  # the default
+    onnx_one = build_embedder(
+        load_settings(data_dir=tmp_path, onnx={"dir": onnx_dir})
+    )  # the default
     assert isinstance(onnx_one, OnnxEmbedder)
     assert isinstance(onnx_one.model[0].auto_model, OnnxEncoder)
     # fp32 gives the same vectors: a pool indexed by one is searched by the other.
@@ -237,7 +239,7 @@ def test_the_exports_default_to_the_user_cache(
 ) -> None:
     monkeypatch.delenv("NERVE_ONNX_DIR", raising=False)  # tests/conftest.py sets it
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert load_settings().onnx_dir == tmp_path / ".cache" / "nerve" / "onnx"
+    assert load_settings().onnx.dir == tmp_path / ".cache" / "nerve" / "onnx"
 
 
 def test_onnx_embedder_vectors_match_torch(
@@ -340,8 +342,8 @@ def test_baner_in_int8_finds_nearly_the_same_entities(
 
 
 def test_settings_choose_the_encoder_runtime(onnx_dir: Path) -> None:
-    settings = load_settings(encoder_runtime="onnx", onnx_dir=onnx_dir)
-    methods = build_encoder_methods(EncoderMethodsConfig.from_settings(settings))
+    settings = load_settings(encoder={"runtime": "onnx"}, onnx={"dir": onnx_dir})
+    methods = build_encoder_backends(EncoderBackendsConfig.from_settings(settings))
     baner = methods.baner
     assert isinstance(baner, InProcessBaner)
     assert isinstance(baner.extractor.net.encoder, OnnxEncoder)
@@ -349,6 +351,6 @@ def test_settings_choose_the_encoder_runtime(onnx_dir: Path) -> None:
     assert baner.model.endswith("@onnx")
     assert methods.lar.model.endswith("@onnx")  # type: ignore[attr-defined]
     # The service's default: fp32 (int8 costs the mpnet backbone 4 F1; docs/benchmarks.md).
-    assert EncoderMethodsConfig.from_settings(load_settings()).runtime == "onnx"
-    torch_config = EncoderMethodsConfig.from_settings(load_settings(encoder_runtime="torch"))
-    assert build_encoder_methods(torch_config).baner.model == "baner:pypi-parts:all-mpnet-base-v2"
+    assert EncoderBackendsConfig.from_settings(load_settings()).runtime == "onnx"
+    torch_config = EncoderBackendsConfig.from_settings(load_settings(encoder={"runtime": "torch"}))
+    assert build_encoder_backends(torch_config).baner.model == "baner:pypi-parts:all-mpnet-base-v2"

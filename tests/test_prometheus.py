@@ -23,6 +23,7 @@ from nerve.settings import REPO_ROOT
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES, ServerProcess
 from tests.fixtures.processes import free_port, stop_group
 from tests.fixtures.redis import RedisServer
+from tests.fixtures.settings import as_env
 
 pytestmark = pytest.mark.integration
 
@@ -179,7 +180,7 @@ def monitored(
     base_settings: dict[str, Any], disposable_redis: RedisServer, tmp_path: Path
 ) -> Iterator[tuple[ServerProcess, Prometheus, RedisServer]]:
     """A gateway on Redis (answers cache, request records), scraped every second."""
-    env = {f"NERVE_{k.upper()}": str(v) for k, v in base_settings.items()}
+    env = as_env(base_settings)
     env |= {"NERVE_REDIS_URL": disposable_redis.url, "NERVE_REDIS_TIMEOUT_S": "0.3"}
     gateway = ServerProcess(tmp_path / "data", tmp_path / "gateway.log", env)
     gateway.start(timeout_s=240)

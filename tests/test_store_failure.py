@@ -80,10 +80,9 @@ def test_store_down_mid_run(
     degrade: bool,
 ) -> None:
     overrides: dict[str, Any] = {
-        "milvus_uri": milvus.uri,
-        "milvus_timeout_s": 3.0,
+        "milvus": {"uri": milvus.uri, "timeout_s": 3.0},
         "degrade_without_retrieval": degrade,
-        "cache_entries": 0,
+        "cache": {"entries": 0},
     }
     with make_client(tmp_path / "state", **overrides) as client:
         assert client.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201

@@ -1,5 +1,5 @@
 """The Milvus store on a real Milvus Lite file: it remembers which embedder made its vectors and
-refuses another one (reopening under another embedder or NERVE_WORD_EMBEDDING would otherwise
+refuses another one (reopening under another embedder or NERVE_EMBEDDER_WORD_MODE would otherwise
 return wrong neighbours without any error), and an upload is stored all or nothing."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_another_word_mode_is_refused_and_the_examples_stay(tmp_path: Path) -> N
     with pytest.raises(BackendUnavailable) as refused:
         _open(tmp_path / "m.db", ALONE)
     message = str(refused.value)
-    assert CONTEXT in message and ALONE in message and "NERVE_WORD_EMBEDDING" in message
+    assert CONTEXT in message and ALONE in message and "NERVE_EMBEDDER_WORD_MODE" in message
 
     store = _open(tmp_path / "m.db", CONTEXT)  # the refusal changed nothing
     try:

@@ -334,8 +334,7 @@ def test_the_served_llm_cpu_config_holds_what_the_settings_resolve_to(tmp_path: 
     adapter = tmp_path / "a.gguf"
     adapter.write_bytes(b"GGUF")
     settings = load_settings(
-        data_dir=Path("rel/data"), llm_model_path=Path("m.gguf"), llm_adapter=str(adapter),
-        llm_threads=1, llm_context_tokens=1024, loop_lines=3,
+        data_dir=Path("rel/data"), llm={"model_path": Path("m.gguf"), "adapter": str(adapter), "threads": 1, "context_tokens": 1024}, wraner={"loop_lines": 3},
     )  # fmt: skip
     served = render_repository(
         REPOSITORY, tmp_path / "served", {LLM_CPU: llm_cpu_parameters(settings)}
@@ -361,7 +360,7 @@ def test_the_served_llm_cpu_config_holds_what_the_settings_resolve_to(tmp_path: 
 def test_the_served_encoder_configs_run_the_gateways_encoder_runtime(tmp_path: Path) -> None:
     """baner and lar run what NERVE_ENCODER_RUNTIME names (the in-process default: ONNX int8),
     from NERVE_ONNX_DIR; the served copy keeps the dynamic batcher of the committed config."""
-    settings = load_settings(encoder_runtime="onnx-int8", onnx_dir=Path("rel/onnx"))
+    settings = load_settings(encoder={"runtime": "onnx-int8"}, onnx={"dir": Path("rel/onnx")})
     served = render_repository(
         REPOSITORY, tmp_path / "served", {m: encoder_parameters(settings) for m in ENCODER_MODELS}
     )
@@ -373,7 +372,7 @@ def test_the_served_encoder_configs_run_the_gateways_encoder_runtime(tmp_path: P
         assert config.max_batch_size == 32
         assert config.dynamic_batching.max_queue_delay_microseconds == 2000
     committed = ModelParameters.from_config(_committed("baner"))
-    assert (committed.runtime, committed.onnx_dir) == (load_settings().encoder_runtime, None)
+    assert (committed.runtime, committed.onnx_dir) == (load_settings().encoder.runtime, None)
     assert default_onnx_dir() == Path.home() / ".cache" / "nerve" / "onnx"
     broken = ModelConfig("baner", REPOSITORY / "baner", {**_committed("baner").parameters,
                                                          "runtime": "tensorrt"})  # fmt: skip

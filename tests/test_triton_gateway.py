@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from cli.triton_server import LLM_CPU_CLLMFS, TritonServer
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
+from tests.fixtures.settings import merged
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +48,13 @@ def _entities(client: TestClient, text: str) -> list[dict[str, Any]]:
 def _triton_client(
     make_client: MakeClient, data_dir: Path, server: TritonServer, **overrides: Any
 ) -> Iterator[TestClient]:
-    settings = {
+    base = {
         "generator": "triton",
-        "triton_url": server.grpc_url,
-        "triton_model": "ensemble",
-        "cache_entries": 0,  # every call must reach Triton
-        "generation_timeout_s": SLOW_MACHINE_TIMEOUT_S,
-        **overrides,
+        "triton": {"url": server.grpc_url, "model": "ensemble"},
+        "cache": {"entries": 0},  # every call must reach Triton
+        "llm": {"timeout_s": SLOW_MACHINE_TIMEOUT_S},
     }
+    settings = merged(base, overrides)
     with make_client(data_dir, **settings) as client:
         yield client
 
@@ -74,7 +74,7 @@ def test_same_entities_as_in_process(
 ) -> None:
     with (
         make_client(
-            tmp_path / "local", cache_entries=0, generation_timeout_s=SLOW_MACHINE_TIMEOUT_S
+            tmp_path / "local", cache={"entries": 0}, llm={"timeout_s": SLOW_MACHINE_TIMEOUT_S}
         ) as local,
         _triton_client(make_client, tmp_path / "triton", triton_server) as remote,
     ):
@@ -98,7 +98,9 @@ def test_method_cllmfs_is_its_own_triton_model(
 ) -> None:
     """NERVE_CLLMFS_ADAPTER with NERVE_GENERATOR=triton: method=cllmfs is answered by
     llm_cpu_cllmfs (the CLLMFS adapter, loaded by Triton), wraner by the ensemble."""
-    with _triton_client(make_client, tmp_path, triton_server, cllmfs_adapter="cllmfs") as client:
+    with _triton_client(
+        make_client, tmp_path, triton_server, cllmfs={"adapter": "cllmfs"}
+    ) as client:
         _load_domain(client)
         served = {m["name"]: m["model"] for m in client.get("/v1/methods").json()["methods"]}
         assert served["cllmfs"] == LLM_CPU_CLLMFS and served["wraner"] == "ensemble"
@@ -121,7 +123,7 @@ def test_triton_down_gives_503_and_recovers(
 ) -> None:
     text = TEXTS[0]
     with _triton_client(
-        make_client, tmp_path, disposable_triton, triton_model="llm_cpu", triton_retries=1
+        make_client, tmp_path, disposable_triton, triton={"model": "llm_cpu", "retries": 1}
     ) as client:
         _load_domain(client)
         before = _entities(client, text)
@@ -141,7 +143,9 @@ def test_triton_down_gives_503_and_recovers(
 def test_unknown_model_is_a_503_naming_it(
     make_client: MakeClient, triton_server: TritonServer, tmp_path: Path
 ) -> None:
-    with _triton_client(make_client, tmp_path, triton_server, triton_model="llm_gpu") as client:
+    with _triton_client(
+        make_client, tmp_path, triton_server, triton={"model": "llm_gpu"}
+    ) as client:
         _load_domain(client)
         response = client.post("/v1/ner", json={"text": TEXTS[1], "domain": "support"})
         _assert_llm_503(response, "'llm_gpu'", "not loaded or does not exist")
@@ -151,7 +155,9 @@ def test_unknown_model_is_a_503_naming_it(
 def test_malformed_model_answer_is_a_503(
     make_client: MakeClient, triton_server: TritonServer, tmp_path: Path
 ) -> None:
-    with _triton_client(make_client, tmp_path, triton_server, triton_model="broken_llm") as client:
+    with _triton_client(
+        make_client, tmp_path, triton_server, triton={"model": "broken_llm"}
+    ) as client:
         _load_domain(client)
         response = client.post("/v1/ner", json={"text": TEXTS[1], "domain": "support"})
         _assert_llm_503(response, "malformed answer")
@@ -161,7 +167,11 @@ def test_timeout_is_a_503_backend_timeout(
     make_client: MakeClient, triton_server: TritonServer, tmp_path: Path
 ) -> None:
     with _triton_client(
-        make_client, tmp_path, triton_server, generation_timeout_s=0.05, max_new_tokens=128
+        make_client,
+        tmp_path,
+        triton_server,
+        llm={"timeout_s": 0.05},
+        wraner={"max_new_tokens": 128},
     ) as client:
         _load_domain(client)
         response = client.post("/v1/ner", json={"text": TEXTS[1], "domain": "support"})

@@ -281,7 +281,7 @@ async def test_nothing_listening_is_unavailable_not_a_hang() -> None:
 
 async def test_factory_builds_the_triton_generator() -> None:
     generator = build_generator(
-        load_settings(generator="triton", triton_url="h:1", triton_model="ensemble")
+        load_settings(generator="triton", triton={"url": "h:1", "model": "ensemble"})
     )
     assert isinstance(generator, TritonGenerator)
     assert (generator.url, generator.model) == ("h:1", "ensemble")

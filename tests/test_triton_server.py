@@ -53,7 +53,7 @@ def test_environment_lets_the_stub_find_this_python_and_nothing_else(tmp_path: P
 
 
 def test_the_repository_holding_llm_cpu_is_served_from_a_generated_copy(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path / "data", llm_threads=1, llm_adapter="none")
+    settings = load_settings(data_dir=tmp_path / "data", llm={"threads": 1, "adapter": "none"})
     server = TritonServer(
         settings, http_port=1, grpc_port=2, metrics_port=3,
         repositories=[DEFAULT_REPOSITORY, tmp_path / "other"], workdir=tmp_path / "work",
@@ -77,7 +77,7 @@ def test_a_cllmfs_adapter_adds_llm_cpu_cllmfs_to_the_served_copy(tmp_path: Path)
 
     def server(adapter: str, work: str) -> TritonServer:
         settings = load_settings(
-            data_dir=tmp_path / "data", llm_adapter="none", cllmfs_adapter=adapter
+            data_dir=tmp_path / "data", llm={"adapter": "none"}, cllmfs={"adapter": adapter}
         )
         return TritonServer(
             settings, http_port=1, grpc_port=2, metrics_port=3,

@@ -19,6 +19,7 @@ from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerE
 from nerve.retrieval.store.milvus import MilvusStore
 from nerve.settings import Settings, load_settings
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
+from tests.fixtures.settings import merged
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ class GatedStore:
 def app_on(
     data_dir: Path, base: dict[str, Any], embedder: SentenceTransformerEmbedder, **overrides: Any
 ) -> Iterator[tuple[TestClient, list[GatedStore]]]:
-    settings = load_settings(**{**base, "data_dir": data_dir, **overrides})
+    settings = load_settings(**merged(base, {"data_dir": data_dir}, overrides))
     gates: list[GatedStore] = []
 
     def factory(s: Settings) -> Components:
@@ -117,7 +118,10 @@ def test_warming_can_be_turned_off(
         assert client.post("/v1/domains", json=SUPPORT_DOMAIN).status_code == 201
         added = client.post("/v1/domains/support/examples", json={"examples": SUPPORT_EXAMPLES})
         assert added.status_code == 201
-    with app_on(data_dir, base_settings, embedder, warm_search=False) as (client, gates):
+    with app_on(data_dir, base_settings, embedder, milvus={"warm_search": False}) as (
+        client,
+        gates,
+    ):
         assert warm_check(client) is True
         assert gates[0].loads == []
         response = client.post("/v1/ner", json={"text": "Anna in Oslo.", "domain": "support"})

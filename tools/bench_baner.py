@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.runtime != "torch":
         from nerve.methods.baner.onnx import run_encoder_in_onnx
 
-        run_encoder_in_onnx(extractor, args.runtime, load_settings().onnx_dir, args.threads)
+        run_encoder_in_onnx(extractor, args.runtime, load_settings().onnx.dir, args.threads)
     tasks = _tasks(args.data, args.domains.split(","), args.limit, args.seed)
     extractor.encode_support([e for t in tasks for e in t.examples])  # the steady state
     extractor.extract_batch(tasks[:8])  # warm-up (first-call allocations)

@@ -84,15 +84,12 @@ class RawLlama:
 
 def _config_settings(name: str, common: dict[str, Any]) -> dict[str, Any]:
     if name == "base":
-        return {"llm_adapter": "none", **common}
+        return {**common, "llm": {**common["llm"], "adapter": "none"}}
     if name == "adapter":
-        return {"llm_adapter": "wraner", "llm_merge_adapter": "off", **common}
+        return {**common, "llm": {**common["llm"], "adapter": "wraner", "merge_adapter": "off"}}
     if name.startswith("merged-"):
-        return {
-            "llm_adapter": "wraner",
-            "llm_merge_adapter": name.removeprefix("merged-"),
-            **common,
-        }
+        merge = name.removeprefix("merged-")
+        return {**common, "llm": {**common["llm"], "adapter": "wraner", "merge_adapter": merge}}
     raise SystemExit(f"unknown configuration {name!r}: adapter, base or merged-<same|q8_0|f16>")
 
 
@@ -115,11 +112,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     examples = [{"text": e.text, "entities": [s.model_dump() for s in e.entities]} for e in pool]
     common: dict[str, Any] = {
-        "cache_entries": 0,
+        "cache": {"entries": 0},
         "log_json": False,
-        "generation_timeout_s": 900.0,
-        "llm_threads": args.threads,
-        "constrained_decoding": args.constrained,
+        "llm": {"timeout_s": 900.0, "threads": args.threads},
+        "wraner": {"constrained_decoding": args.constrained},
     }
     names = args.configs.split(",")
     with tempfile.TemporaryDirectory(prefix="nerve-bench-llm-") as scratch:
@@ -131,17 +127,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         clients: dict[str, Any] = {}
         for name in names:
             # One models directory for all (the merged files are cached there), own state each.
-            settings = load_settings(
-                data_dir=root / name,
-                llm_model_path=base_gguf,
-                **_config_settings(name, common),
-            )
+            configured = _config_settings(name, common)
+            configured["llm"] = {**configured["llm"], "model_path": base_gguf}
+            settings = load_settings(data_dir=root / name, **configured)
             recorder = Recording(LlamaCppGenerator.from_settings(_with_models(settings, shared)))
             recorders[name] = recorder
             clients[name] = TestClient(
                 build_app(settings, components_factory=_components(embedder, recorder))
             )
-        raw = RawLlama(base_gguf, args.threads, shared.llm_context_tokens)
+        raw = RawLlama(base_gguf, args.threads, shared.llm.context_tokens)
         for client in clients.values():
             client.__enter__()
         try:

@@ -62,10 +62,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pool = read_split(args.data, args.domain, "train")
     text = document(args.data, args.domain, args.words)
     types = entity_types_for(entity_types_of(pool))
-    overrides: dict[str, Any] = {"cache_entries": 0, "log_json": False}
-    overrides["generation_timeout_s"] = args.generation_timeout
+    overrides: dict[str, Any] = {"cache": {"entries": 0}, "log_json": False}
+    overrides["llm"] = {"timeout_s": args.generation_timeout}
     if args.max_new_tokens:
-        overrides["max_new_tokens"] = args.max_new_tokens
+        overrides["wraner"] = {"max_new_tokens": args.max_new_tokens}
     with tempfile.TemporaryDirectory(prefix="nerve-long-") as scratch:
         settings = load_settings(data_dir=Path(scratch), **overrides)
         with TestClient(build_app(settings)) as client:
@@ -108,9 +108,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pool_size": len(pool),
         "words": len(text.split()),
         "characters": len(text),
-        "segments": len(split_segments(text, settings.segment_chars)),
-        "segment_batch": settings.segment_batch,
-        "max_new_tokens": settings.max_new_tokens,
+        "segments": len(split_segments(text, settings.segment.chars)),
+        "segment_batch": settings.segment.batch,
+        "max_new_tokens": settings.wraner.max_new_tokens,
         "seconds": round(seconds, 2),
         "timings_ms": answer["timings_ms"],
         "entities": len(answer["entities"]),

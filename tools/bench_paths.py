@@ -57,11 +57,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     examples = [{"text": e.text, "entities": [s.model_dump() for s in e.entities]} for e in pool]
     # A long timeout: the benchmark measures latency, it must not fail on a loaded machine.
-    common = {
-        "llm_adapter": args.adapter,
-        "cache_entries": 0,
+    common: dict[str, Any] = {
+        "llm": {"adapter": args.adapter, "timeout_s": 600.0},
+        "cache": {"entries": 0},
         "log_json": False,
-        "generation_timeout_s": 600.0,
     }
     with tempfile.TemporaryDirectory(prefix="nerve-bench-") as scratch:
         root = Path(scratch)
@@ -81,8 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "triton": load_settings(
                 data_dir=root / "remote",
                 generator="triton",
-                triton_url=f"127.0.0.1:{server.grpc_port}",
-                triton_model="ensemble",
+                triton={"url": f"127.0.0.1:{server.grpc_port}", "model": "ensemble"},
                 **common,
             ),
         }

@@ -230,7 +230,7 @@ def scaling(
     """Per pool size: ingest into a fresh Milvus Lite store (or, above ``milvus_up_to``, build
     its search copy straight from the vectors), then time `Retriever.search` (the query's word
     vectors are computed beforehand: embedding is not timed) and compare it with exact search."""
-    retriever = Retriever(embedder, None, "word", settings.word_hits)  # type: ignore[arg-type]
+    retriever = Retriever(embedder, None, "word", settings.retrieval.word_hits)  # type: ignore[arg-type]
     base_examples = [
         e for d in base_domains for split in base_splits for e in read_split(data, d, split)
     ]
@@ -256,7 +256,7 @@ def scaling(
         "median ms",
         "p95 ms",
         "CPU median ms",
-        f"word hits recall@{settings.word_hits}",
+        f"word hits recall@{settings.retrieval.word_hits}",
         f"top-{top_k} overlap",
         "Milvus Lite search median ms",
         "RSS delta MB",
@@ -274,8 +274,8 @@ def scaling(
                 store = MilvusStore(
                     str(Path(tmp) / "milvus.db"),
                     embedder.dimension,  # type: ignore[attr-defined]
-                    nlist=settings.ivf_nlist,
-                    timeout_s=settings.milvus_timeout_s,
+                    nlist=settings.milvus.ivf_nlist,
+                    timeout_s=settings.milvus.timeout_s,
                     nlist_per_sqrt=nlist_per_sqrt,
                 )
                 for start in range(0, len(pool), settings.max_examples_per_upload):
@@ -285,7 +285,7 @@ def scaling(
                 ingest_s: float | None = time.perf_counter() - started
                 started = time.perf_counter()
             else:  # the copy alone: its build is the add below plus the index
-                store = CopyOnly(pool, nlist_per_sqrt, settings.ivf_nprobe)
+                store = CopyOnly(pool, nlist_per_sqrt, settings.milvus.ivf_nprobe)
                 ingest_s = None
             params = store.index_params(TENANT, "synthetic")["words"]
             build_s = time.perf_counter() - started
@@ -295,14 +295,16 @@ def scaling(
             copy = copy_mb(local if local is not None else store.index)  # type: ignore[union-attr]
             rows = params.vectors + len(pool)
             exact = ExactSearch(pool)
-            word_store = Retriever(embedder, store, "word", settings.word_hits)  # type: ignore[arg-type]
-            word_exact = Retriever(embedder, exact, "word", settings.word_hits)  # type: ignore[arg-type]
+            word_store = Retriever(embedder, store, "word", settings.retrieval.word_hits)  # type: ignore[arg-type]
+            word_exact = Retriever(embedder, exact, "word", settings.retrieval.word_hits)  # type: ignore[arg-type]
             truths = []
             for query in embedded:
                 assert query.words is not None
                 keep = informative_words([w.text for w in query.words.words])
                 vectors = query.words.vectors[keep]
-                hits = exact.search_words(TENANT, "synthetic", vectors, settings.word_hits)
+                hits = exact.search_words(
+                    TENANT, "synthetic", vectors, settings.retrieval.word_hits
+                )
                 truths.append(
                     (
                         vectors,
@@ -316,12 +318,12 @@ def scaling(
                 lite = MilvusStore(
                     str(Path(tmp) / "milvus.db"),
                     embedder.dimension,  # type: ignore[attr-defined]
-                    nlist=settings.ivf_nlist,
-                    timeout_s=settings.milvus_timeout_s,
-                    nprobe=settings.ivf_nprobe,
+                    nlist=settings.milvus.ivf_nlist,
+                    timeout_s=settings.milvus.timeout_s,
+                    nprobe=settings.milvus.ivf_nprobe,
                     local_search=False,
                 )
-                lite_retriever = Retriever(embedder, lite, "word", settings.word_hits)  # type: ignore[arg-type]
+                lite_retriever = Retriever(embedder, lite, "word", settings.retrieval.word_hits)  # type: ignore[arg-type]
                 times = []
                 for query in embedded[:20]:
                     t = time.perf_counter()
@@ -342,7 +344,9 @@ def scaling(
                     same += len(true_top & {r.example.id or "" for r in got})
                     wanted += len(true_top)
                     for got_hits, true_pairs in zip(
-                        store.search_words(TENANT, "synthetic", vectors, settings.word_hits),
+                        store.search_words(
+                            TENANT, "synthetic", vectors, settings.retrieval.word_hits
+                        ),
                         true_hits,
                         strict=True,
                     ):
@@ -369,7 +373,7 @@ def scaling(
                     "disk_mb": round(_disk_mb(Path(tmp))),
                     "queries": len(embedded),
                     "top_k": top_k,
-                    "word_hits": settings.word_hits,
+                    "word_hits": settings.retrieval.word_hits,
                 }
                 table.add_row(*(str(v) for v in list(row.values())[:18]))
                 Console().print(row)
@@ -437,7 +441,7 @@ def main(
             pool_size,
             queries,
             top_k,
-            nprobe or [settings.ivf_nprobe],
+            nprobe or [settings.milvus.ivf_nprobe],
             milvus_search_up_to,
             output,
             base_split or ["train", "dev"],
@@ -455,17 +459,17 @@ def main(
         store = MilvusStore(
             str(Path(tmp) / "milvus.db"),
             embedder.dimension,
-            nlist=settings.ivf_nlist,
-            timeout_s=settings.milvus_timeout_s,
+            nlist=settings.milvus.ivf_nlist,
+            timeout_s=settings.milvus.timeout_s,
             local_search=local_search,
         )
-        word_store = Retriever(embedder, store, "word", settings.word_hits)
+        word_store = Retriever(embedder, store, "word", settings.retrieval.word_hits)
         items = word_store.prepare(pool)
         store.add_examples(TENANT, domain, items)
         for other in neighbour or []:
             store.add_examples(TENANT, other, word_store.prepare(read_split(data, other, "train")))
         exact = ExactSearch(items)
-        word_exact = Retriever(embedder, exact, "word", settings.word_hits)  # type: ignore[arg-type]
+        word_exact = Retriever(embedder, exact, "word", settings.retrieval.word_hits)  # type: ignore[arg-type]
         sentence_store = Retriever(embedder, store, "sentence")
         sentence_exact = Retriever(embedder, exact, "sentence")  # type: ignore[arg-type]
         # Exact answers do not depend on nprobe: compute them once per query.
@@ -478,7 +482,9 @@ def main(
             vectors = word_query.words.vectors[keep]
             true_hits = [
                 {(e, w) for e, w, _ in hits}
-                for hits in exact.search_words(TENANT, domain, vectors, settings.word_hits)
+                for hits in exact.search_words(
+                    TENANT, domain, vectors, settings.retrieval.word_hits
+                )
             ]
             true_words = set(_top_ids(word_exact, domain, word_query, top_k))
             true_sentences = set(_top_ids(sentence_exact, domain, sentence_query, top_k))
@@ -489,7 +495,7 @@ def main(
         nlist = (
             f"{store.index_params(TENANT, domain)['words'].nlist} in process (read back from faiss)"
             if local_search
-            else f"{settings.ivf_nlist} per Milvus Lite segment"
+            else f"{settings.milvus.ivf_nlist} per Milvus Lite segment"
         )
         table = Table(
             title=f"{domain}: IVF_FLAT vs exact ({len(pool)} pool sentences, "
@@ -499,14 +505,14 @@ def main(
         for column in (
             "nprobe",
             "queries",
-            f"word hits recall@{settings.word_hits}",
+            f"word hits recall@{settings.retrieval.word_hits}",
             f"word top-{top_k} overlap",
             f"sentence top-{top_k} overlap",
             "word-level search median ms",
             "p95 ms",
         ):
             table.add_column(column, justify="right")
-        for probes in nprobe or [settings.ivf_nprobe]:
+        for probes in nprobe or [settings.milvus.ivf_nprobe]:
             store.nprobe = probes
             hits_found = hits_total = word_same = word_total = sentence_same = sentence_total = 0
             times = []
@@ -518,7 +524,7 @@ def main(
                 true_words,
                 true_sentences,
             ) in queries_with_truth:
-                got = store.search_words(TENANT, domain, vectors, settings.word_hits)
+                got = store.search_words(TENANT, domain, vectors, settings.retrieval.word_hits)
                 for got_hits, true_pairs in zip(got, true_hits, strict=True):
                     hits_found += len(true_pairs & {(e, w) for e, w, _ in got_hits})
                     hits_total += len(true_pairs)

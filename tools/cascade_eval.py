@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--gazetteer",
         action="store_true",
         help="Apply each domain's gazetteer (its --pool-split examples) after every method, as "
-        "the gateway does with NERVE_GAZETTEER=true (the runs themselves had it off).",
+        "the gateway does with NERVE_GAZETTEER_ENABLED=true (the runs themselves had it off).",
     )
     parser.add_argument("--pool-split", default="train")
     parser.add_argument("--output", type=Path, help="Also write the JSON result here.")

@@ -25,11 +25,11 @@ import typer
 from tqdm import tqdm
 
 from nerve.data.scoring import score
-from nerve.methods.encoders.backend import EncoderMethod
+from nerve.methods.encoders.backend import EncoderBackend
 from nerve.methods.encoders.factory import (
     DEFAULT_ARTEFACT,
-    EncoderMethodsConfig,
-    build_encoder_methods,
+    EncoderBackendsConfig,
+    build_encoder_backends,
 )
 from nerve.vocab.types import EntityType, Example
 from trainers.calibration import SupportSource, build_retriever, crossner_domain
@@ -68,7 +68,7 @@ class DomainRun:
 
 
 async def run_domain(
-    methods: dict[str, EncoderMethod],
+    methods: dict[str, EncoderBackend],
     support_of: SupportSource,
     test: list[Example],
     types: list[EntityType],
@@ -128,7 +128,7 @@ def main(
     import torch
 
     torch.set_num_threads(threads)
-    built = build_encoder_methods(EncoderMethodsConfig(artefact_dir=artefact))
+    built = build_encoder_backends(EncoderBackendsConfig(artefact_dir=artefact))
     served = {"baner": built.baner, "lar": built.lar}
     chosen = {name: served[name] for name in method}
     results: list[dict[str, Any]] = []

@@ -31,7 +31,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     pool = read_split(args.data, args.domain, "train")
     test = read_split(args.data, args.domain, "test")[: args.limit]
     with tempfile.TemporaryDirectory(prefix="nerve-eval-") as scratch:
-        settings = load_settings(data_dir=Path(scratch), milvus_uri=None, cache_entries=0)
+        settings = load_settings(data_dir=Path(scratch), milvus={"uri": None}, cache={"entries": 0})
         components = build_components(settings)
         try:
             await setup_domain(components, args.domain, pool, test)
@@ -49,7 +49,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             random.Random(16).shuffle(order)
             answers = dict(zip(order, await asyncio.gather(*(one(i) for i in order)), strict=True))
             predictions = [answers[i] for i in range(len(test))]
-            encoder = getattr(components.methods.resolve(args.method), "method", None)
+            encoder = getattr(components.methods.resolve(args.method), "backend", None)
             batcher = getattr(encoder, "batcher", None)
         finally:
             await components.close()

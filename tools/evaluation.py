@@ -131,7 +131,11 @@ async def evaluate(
     with tempfile.TemporaryDirectory(prefix="nerve-eval-") as scratch:
         if components is None:
             run_settings = settings.model_copy(
-                update={"data_dir": Path(scratch), "milvus_uri": None, "cache_entries": 0}
+                update={
+                    "data_dir": Path(scratch),
+                    "milvus": settings.milvus.model_copy(update={"uri": None}),
+                    "cache": settings.cache.model_copy(update={"entries": 0}),
+                }
             )
             components = build_components(run_settings)
             own = True
@@ -255,16 +259,16 @@ async def _run(
             "method": method,
             "model": handler.model,
             "generator": components.generator.name,
-            "retrieval": settings.retrieval,
-            "word_embedding": settings.word_embedding,
-            "ivf_nlist": settings.ivf_nlist,
-            "ivf_nprobe": settings.ivf_nprobe,
+            "retrieval": settings.retrieval.mode,
+            "word_embedding": settings.embedder.word_mode,
+            "ivf_nlist": settings.milvus.ivf_nlist,
+            "ivf_nprobe": settings.milvus.ivf_nprobe,
             # What the searches really used (the in-process faiss copy of a Milvus Lite pool
             # sizes its own nlist); absent with a Milvus server.
             "search_index": _search_index(components, domain),
             "top_k": k,
-            "adapter": settings.llm_adapter,
-            "constrained_decoding": settings.constrained_decoding,
+            "adapter": settings.llm.adapter,
+            "constrained_decoding": settings.wraner.constrained_decoding,
             **variant.settings(),
         },
         predictions=predictions,

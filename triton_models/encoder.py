@@ -27,7 +27,7 @@ from nerve.methods.baner.config import load_options
 from nerve.methods.baner.extractor import BanerExtractor
 from nerve.methods.handler import SegmentTask
 from nerve.methods.lar.reassign import LabelReassigner, LarOptions, Reassigned
-from nerve.settings import EncoderRuntime, Settings
+from nerve.settings import EncoderRuntime, OnnxSettings
 from nerve.threads import limit_numeric_threads
 from nerve.vocab.types import Span
 from nerve.wire import encoder as wire
@@ -196,7 +196,7 @@ class Job:
 
 def default_onnx_dir() -> Path:
     """NERVE_ONNX_DIR's default (the models read no environment: only its default)."""
-    default = Settings.model_fields["onnx_dir"].get_default(call_default_factory=True)
+    default = OnnxSettings.model_fields["dir"].get_default(call_default_factory=True)
     return Path(default)
 
 

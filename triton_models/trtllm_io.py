@@ -289,7 +289,7 @@ def check_guide(kind: str | None, guide: str | None, backend: str) -> None:
     if not backend:
         raise InvalidRequest(
             f"this engine serves no guided decoding (guided_decoding_backend is empty): "
-            f"send no {GUIDE_TYPE}, or turn NERVE_CONSTRAINED_DECODING off"
+            f"send no {GUIDE_TYPE}, or turn NERVE_WRANER_CONSTRAINED_DECODING off"
         )
     if kind is None:
         raise InvalidRequest(f"{GUIDE} needs a {GUIDE_TYPE}")

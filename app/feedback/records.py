@@ -224,8 +224,8 @@ def build_record_store(
 ) -> RecordStore:
     """On ``redis`` (the process's shared client; built from settings when not given), else in
     process; independent of ``cache_entries`` (turning answer caching off must not turn
-    feedback off). Records are kept ``settings.feedback_retention_s``."""
-    retention_s = settings.feedback_retention_s
+    feedback off). Records are kept ``settings.feedback.retention_s``."""
+    retention_s = settings.feedback.retention_s
     redis = redis or build_redis(settings)
     cache: IndexedCache = redis if redis is not None else MemoryCache(MEMORY_RECORDS, retention_s)
     return RecordStore(cache, metrics, retention_s)

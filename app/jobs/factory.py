@@ -16,8 +16,8 @@ def build_job_store(settings: Settings, metrics: Metrics, redis: RedisCache | No
         return RedisJobStore(
             redis,
             metrics,
-            capacity=settings.job_records,
-            ttl_s=settings.job_ttl_s,
-            lease_s=settings.job_lease_s,
+            capacity=settings.jobs.records,
+            ttl_s=settings.jobs.ttl_s,
+            lease_s=settings.jobs.lease_s,
         )
-    return MemoryJobStore(settings.job_records, settings.job_ttl_s)
+    return MemoryJobStore(settings.jobs.records, settings.jobs.ttl_s)

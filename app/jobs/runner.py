@@ -54,7 +54,7 @@ class JobRunner:
     async def submit(self, tenant: str, request: NERRequest, request_id: str) -> JobRecord:
         """Validate as /v1/ner does (422/404 before any job exists), then queue the job."""
         await self.pipeline.prepare(tenant, request)
-        room = self.settings.max_jobs + self.settings.max_queued_jobs
+        room = self.settings.jobs.max_running + self.settings.jobs.max_queued
         if len(self._queued) + len(self._running) >= room:
             raise Overloaded(
                 f"{len(self._queued)} jobs queued and {len(self._running)} running "
@@ -67,7 +67,7 @@ class JobRunner:
             request_id=request_id,
             request=request,
             created_at=time.time(),
-            total=len(split_segments(request.text, self.settings.segment_chars)),
+            total=len(split_segments(request.text, self.settings.segment.chars)),
         )
         await self.store.add(record)
         self._set(self._queued, record.job_id, tenant)
@@ -98,7 +98,7 @@ class JobRunner:
             loop = asyncio.get_running_loop()
             self._workers = [
                 loop.create_task(self._work(), name=f"nerve-job-worker-{i}")
-                for i in range(self.settings.max_jobs)
+                for i in range(self.settings.jobs.max_running)
             ]
         return self._queue
 

@@ -163,8 +163,8 @@ class NERPipeline:
 
         # A long text's segments go through in batches: one embedding pass and, for the
         # encoder methods, one encoder pass per batch; the batch size bounds the memory.
-        ranges = split_segments(request.text, self.settings.segment_chars)
-        step = self.settings.segment_batch
+        ranges = split_segments(request.text, self.settings.segment.chars)
+        step = self.settings.segment.batch
         rules = (
             None if self.pool_rules is None else await self.pool_rules.for_domain(tenant, domain)
         )
@@ -215,7 +215,7 @@ class NERPipeline:
         self._record(domain, response)
         if not degraded:
             await self.cache.set(
-                cache_key, response.model_dump_json().encode(), self.settings.cache_ttl_s
+                cache_key, response.model_dump_json().encode(), self.settings.cache.ttl_s
             )
         return response
 
@@ -255,7 +255,7 @@ class NERPipeline:
             for segment, found in zip(method_texts, examples, strict=True)
         ]
         try:
-            answers = await answer_segments(handler, tasks, self.settings.segment_concurrency)
+            answers = await answer_segments(handler, tasks, self.settings.segment.concurrency)
         except BackendUnavailable as exc:
             self.metrics.backend_errors.labels(backend=exc.backend).inc()
             raise
@@ -366,11 +366,11 @@ class NERPipeline:
                 "text": text,
                 "types": [[t.name, t.description] for t in prepared.types],
                 "top_k": k,
-                "retrieval": self.settings.retrieval,
+                "retrieval": self.settings.retrieval.mode,
                 "exclude_same_text": exclude_same_text,
                 # The pool rules' policy (the gazetteer off: None, as the truecasing it needs).
                 **(
-                    {"gazetteer": None, "truecase": self.settings.truecase}
+                    {"gazetteer": None, "truecase": self.settings.gazetteer.truecase}
                     if self.pool_rules is None
                     else self.pool_rules.cache_key()
                 ),

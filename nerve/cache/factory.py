@@ -20,7 +20,7 @@ def build_redis(settings: Settings) -> RedisCache | None:
     return RedisCache(
         settings.redis_url,
         timeout_s=settings.redis_timeout_s,
-        default_ttl_s=settings.cache_ttl_s,
+        default_ttl_s=settings.cache.ttl_s,
         max_connections=settings.max_in_flight + _EXTRA_CONNECTIONS,
     )
 
@@ -29,9 +29,9 @@ def build_cache(settings: Settings, redis: RedisCache | None = None) -> Cache:
     """The answer/embedding cache: ``redis`` (the process's shared client; built from settings
     when not given), else in process. ``cache_entries=0`` turns caching off whatever the
     backend."""
-    if settings.cache_entries == 0:
+    if settings.cache.entries == 0:
         return NullCache()
     redis = redis or build_redis(settings)
     if redis is not None:
         return redis
-    return MemoryCache(settings.cache_entries, settings.cache_ttl_s)
+    return MemoryCache(settings.cache.entries, settings.cache.ttl_s)

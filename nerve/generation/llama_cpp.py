@@ -97,9 +97,9 @@ class LlamaCppEngine:
         return cls(
             model_path,
             lora_path=lora_path,
-            n_ctx=settings.llm_context_tokens,
-            n_threads=settings.llm_threads,
-            loop_lines=settings.loop_lines,
+            n_ctx=settings.llm.context_tokens,
+            n_threads=settings.llm.threads,
+            loop_lines=settings.wraner.loop_lines,
         )
 
     @property
@@ -403,7 +403,7 @@ class LlamaCppGenerator:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LlamaCppGenerator:
-        return cls(LlamaCppEngine.from_settings(settings), timeout_s=settings.generation_timeout_s)
+        return cls(LlamaCppEngine.from_settings(settings), timeout_s=settings.llm.timeout_s)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         timeout = request.timeout_s or self._timeout_s

@@ -45,7 +45,7 @@ def ensure_base_gguf(models_dir: Path) -> Path:
 
 
 def resolve_adapter(setting: str) -> Path | None:
-    """The LoRA GGUF named by ``settings.llm_adapter``: 'wraner', 'cllmfs', 'none' or a path.
+    """The LoRA GGUF named by ``settings.llm.adapter``: 'wraner', 'cllmfs', 'none' or a path.
 
     'wraner' is the shipped IF-WRANER adapter; if it is missing, the base model runs alone
     (with a warning), so a fresh checkout still serves. 'cllmfs' is the shipped CLLMFS adapter;
@@ -70,13 +70,13 @@ def resolve_adapter(setting: str) -> Path | None:
 def model_files(settings: Settings) -> tuple[Path, Path | None]:
     """(GGUF model, LoRA GGUF or None) the in-process LLM loads: the base model and the adapter,
     or their merge (``NERVE_LLM_MERGE_ADAPTER``), built into ``<models_dir>/merged`` on first use."""
-    model = settings.llm_model_path or ensure_base_gguf(settings.models_dir)
-    adapter = resolve_adapter(settings.llm_adapter)
-    if adapter is None or settings.llm_merge_adapter == "off":
+    model = settings.llm.model_path or ensure_base_gguf(settings.models_dir)
+    adapter = resolve_adapter(settings.llm.adapter)
+    if adapter is None or settings.llm.merge_adapter == "off":
         return model, adapter
     from nerve.generation.merge_lora import ensure_merged_gguf
 
     merged = ensure_merged_gguf(
-        model, adapter, settings.models_dir / "merged", settings.llm_merge_adapter
+        model, adapter, settings.models_dir / "merged", settings.llm.merge_adapter
     )
     return merged, None

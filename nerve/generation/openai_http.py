@@ -47,13 +47,13 @@ class OpenAICompatibleGenerator:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAICompatibleGenerator:
-        if not settings.openai_base_url:
+        if not settings.openai.base_url:
             raise ValueError("NERVE_OPENAI_BASE_URL must be set when NERVE_GENERATOR=openai")
         return cls(
-            settings.openai_base_url,
-            model=settings.openai_model,
-            api_key=settings.openai_api_key,
-            timeout_s=settings.generation_timeout_s,
+            settings.openai.base_url,
+            model=settings.openai.model,
+            api_key=settings.openai.api_key,
+            timeout_s=settings.llm.timeout_s,
         )
 
     async def generate(self, request: GenerationRequest) -> Generation:

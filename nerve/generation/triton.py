@@ -27,10 +27,10 @@ class TritonGenerator(TritonModelClient):
     @classmethod
     def from_settings(cls, settings: Settings) -> TritonGenerator:
         return cls(
-            settings.triton_url,
-            settings.triton_model,
-            timeout_s=settings.generation_timeout_s,
-            retries=settings.triton_retries,
+            settings.triton.url,
+            settings.triton.model,
+            timeout_s=settings.llm.timeout_s,
+            retries=settings.triton.retries,
         )
 
     async def generate(self, request: GenerationRequest) -> Generation:

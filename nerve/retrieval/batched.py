@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nerve.batching import BatchSettings, MicroBatcher
+from nerve.batching import BatchLimits, MicroBatcher
 from nerve.errors import BackendUnavailable
 from nerve.retrieval.retriever import QueryEmbedding, Retrieved, Retriever, Search
 
@@ -21,7 +21,7 @@ class ScopedSearch:
 
 
 class BatchedRetrieval:
-    def __init__(self, retriever: Retriever, settings: BatchSettings) -> None:
+    def __init__(self, retriever: Retriever, settings: BatchLimits) -> None:
         self.retriever = retriever
         self.embedder: MicroBatcher[str, QueryEmbedding] = MicroBatcher(
             "embed", retriever.embed_queries, settings

@@ -9,11 +9,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nerve.settings import CROSSNER_DIR, REPO_ROOT, Settings
+from nerve.settings import CROSSNER_DIR, REPO_ROOT, EmbedderSettings, RetrievalSettings
 
 # Retrieval as the gateway serves it, unless a config says otherwise: training prompts must be
 # the prompts the model will see.
-_SERVING = Settings.model_fields
+_RETRIEVAL = RetrievalSettings.model_fields
+_EMBEDDER = EmbedderSettings.model_fields
 
 
 class WranerConfig(BaseModel):
@@ -53,17 +54,17 @@ class WranerConfig(BaseModel):
     )
     k: int = Field(5, ge=0, description="Retrieved examples per prompt.")
     retrieval: Literal["word", "sentence"] = Field(
-        _SERVING["retrieval"].default, description="Retrieval granularity."
+        _RETRIEVAL["mode"].default, description="Retrieval granularity."
     )
     word_hits: int = Field(
-        _SERVING["word_hits"].default, ge=1, description="Nearest pool words per query word."
+        _RETRIEVAL["word_hits"].default, ge=1, description="Nearest pool words per query word."
     )
     embedder_model: Path | None = Field(
-        _SERVING["embedder_model"].default,
+        _EMBEDDER["model"].default,
         description="sentence-transformers dir the retrieval embeds with (the gateway's).",
     )
     word_embedding: Literal["context", "alone"] = Field(
-        _SERVING["word_embedding"].default, description="Words embedded in context or alone."
+        _EMBEDDER["word_mode"].default, description="Words embedded in context or alone."
     )
     drop_types_share: float = Field(
         0.3, ge=0, le=1, description="Share of prompts duplicated with some entity types removed."

@@ -17,7 +17,7 @@ from nerve.vocab.types import EntityType, Example, Span
 from nerve.wire.encoder import TypedEntity
 
 
-class EncoderMethod(Protocol):
+class EncoderBackend(Protocol):
     """Extracts entities of ``entity_types`` from ``text`` with the help of ``support``.
 
     ``support`` are the domain's retrieved examples: they steer span detection and define the
@@ -38,8 +38,8 @@ class EncoderMethod(Protocol):
     async def close(self) -> None: ...
 
 
-class BatchEncoderMethod(EncoderMethod, Protocol):
-    """An encoder method that also answers many texts with one encoder pass (in process).
+class BatchEncoderBackend(EncoderBackend, Protocol):
+    """An encoder backend that also answers many texts with one encoder pass (in process).
 
     ``extract_batch(items)[i]`` equals ``extract(items[i].text, items[i].entity_types,
     items[i].examples)`` up to float rounding (padding in a batch).
@@ -53,7 +53,7 @@ class BatchEncoderMethod(EncoderMethod, Protocol):
         ...
 
 
-class LabelReassignment(EncoderMethod, Protocol):
+class LabelReassignment(EncoderBackend, Protocol):
     """LAR: also re-types given mentions, and reconciles an LLM's answer with the request."""
 
     async def retype(

@@ -1,6 +1,6 @@
-"""Build the ``baner`` and ``lar`` methods the NER service dispatches to, from settings.
+"""Build the backends of ``baner`` and ``lar`` (the handlers dispatch to them), from settings.
 
-In process (default) both share one loaded network; with ``encoder_backend="triton"`` they are
+In process (default) both share one loaded network; with ``NERVE_ENCODER_BACKEND=triton`` they are
 clients of the Triton models of the same names.
 """
 
@@ -10,18 +10,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from nerve.batching import NO_BATCHING, BatchSettings
+from nerve.batching import NO_BATCHING, BatchLimits
 from nerve.generation.base import Generator
-from nerve.methods.encoders.backend import EncoderMethod, LabelReassignment
-from nerve.settings import REPO_ROOT, EncoderRuntime, Settings
+from nerve.methods.encoders.backend import EncoderBackend, LabelReassignment
+from nerve.methods.encoders.settings import EncoderRuntime
+from nerve.settings import REPO_ROOT, Settings
 
 DEFAULT_ARTEFACT = REPO_ROOT / "model_repository" / "baner" / "1"
 DEFAULT_LAR_OPTIONS = REPO_ROOT / "model_repository" / "lar" / "1" / "lar.json"
 
 
 @dataclass(frozen=True)
-class EncoderMethodsConfig:
-    """What :func:`build_encoder_methods` needs; :meth:`from_settings` reads it from Settings."""
+class EncoderBackendsConfig:
+    """What :func:`build_encoder_backends` needs; :meth:`from_settings` reads it from Settings."""
 
     backend: Literal["inprocess", "triton"] = "inprocess"
     artefact_dir: Path = DEFAULT_ARTEFACT
@@ -39,35 +40,36 @@ class EncoderMethodsConfig:
     timeout_s: float = 10.0
     triton_retries: int = 2
     # Micro-batching of concurrent requests' encoder passes (in process; Triton batches itself).
-    batching: BatchSettings = NO_BATCHING
+    batching: BatchLimits = NO_BATCHING
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EncoderMethodsConfig:
-        named = settings.lar_options_file
+    def from_settings(cls, settings: Settings) -> EncoderBackendsConfig:
+        named = settings.lar.options_file
         if named is not None and not named.is_file():
             # Named on purpose: falling back to uncalibrated defaults would hide the mistake.
             raise ValueError(f"NERVE_LAR_OPTIONS_FILE: {named} is not a file")
+        encoder = settings.encoder
         return cls(
-            backend=settings.encoder_backend,
-            artefact_dir=settings.baner_artefact_dir or DEFAULT_ARTEFACT,
+            backend=encoder.backend,
+            artefact_dir=settings.baner.artefact_dir or DEFAULT_ARTEFACT,
             lar_options=named or DEFAULT_LAR_OPTIONS,
-            encoder=str(settings.encoder_model) if settings.encoder_model else None,
-            lar_inference=settings.lar_inference,
-            runtime=settings.encoder_runtime,
-            onnx_dir=settings.onnx_dir,
-            onnx_threads=settings.onnx_threads,
-            triton_url=settings.triton_url,
-            triton_baner_model=settings.triton_baner_model,
-            triton_lar_model=settings.triton_lar_model,
-            timeout_s=settings.encoder_timeout_s,
-            triton_retries=settings.triton_retries,
-            batching=settings.batching,
+            encoder=str(encoder.model) if encoder.model else None,
+            lar_inference=settings.lar.inference,
+            runtime=encoder.runtime,
+            onnx_dir=settings.onnx.dir,
+            onnx_threads=settings.onnx.threads,
+            triton_url=settings.triton.url,
+            triton_baner_model=settings.triton.baner_model,
+            triton_lar_model=settings.triton.lar_model,
+            timeout_s=encoder.timeout_s,
+            triton_retries=settings.triton.retries,
+            batching=BatchLimits.from_settings(settings.batch),
         )
 
 
 @dataclass(frozen=True)
-class EncoderMethods:
-    baner: EncoderMethod
+class EncoderBackends:
+    baner: EncoderBackend
     lar: LabelReassignment
 
     async def close(self) -> None:
@@ -75,18 +77,18 @@ class EncoderMethods:
         await self.lar.close()
 
 
-def build_encoder_methods(
-    config: EncoderMethodsConfig, generator: Generator | None = None
-) -> EncoderMethods:
-    """Both methods. In process this loads the network (blocking, ~1-2 s on CPU).
+def build_encoder_backends(
+    config: EncoderBackendsConfig, generator: Generator | None = None
+) -> EncoderBackends:
+    """Both backends. In process this loads the network (blocking, ~1-2 s on CPU).
 
     ``generator`` is the LLM used by LAR's enhanced inference (in process only).
     """
     if config.backend == "triton":
-        from nerve.methods.encoders.triton import TritonEncoderMethod, TritonLar
+        from nerve.methods.encoders.triton import TritonEncoderBackend, TritonLar
 
-        return EncoderMethods(
-            TritonEncoderMethod(
+        return EncoderBackends(
+            TritonEncoderBackend(
                 "baner",
                 config.triton_url,
                 config.triton_baner_model,
@@ -119,7 +121,7 @@ def build_encoder_methods(
         else LarOptions()
     )
     reassigner = LabelReassigner(extractor, replace(options, inference=config.lar_inference))
-    return EncoderMethods(
+    return EncoderBackends(
         InProcessBaner(extractor, config.batching),
         InProcessLar(
             reassigner,

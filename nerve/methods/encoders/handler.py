@@ -1,4 +1,4 @@
-"""``method=baner`` and ``method=lar``: an encoder method (in process or on Triton) answers a
+"""``method=baner`` and ``method=lar``: an encoder backend (in process or on Triton) answers a
 segment from its retrieved support examples; no prompt, no parsing."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from nerve.methods.encoders.backend import EncoderMethod
+from nerve.methods.encoders.backend import EncoderBackend
 from nerve.methods.handler import SegmentAnswer, SegmentTask
 
 SUMMARIES = {
@@ -17,16 +17,16 @@ SUMMARIES = {
 
 
 class EncoderHandler:
-    def __init__(self, method: EncoderMethod, min_examples: int) -> None:
-        self.method = method
-        self.name = method.name
-        self.model = method.model
-        self.summary = SUMMARIES.get(method.name, method.name)
+    def __init__(self, backend: EncoderBackend, min_examples: int) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.model = backend.model
+        self.summary = SUMMARIES.get(backend.name, backend.name)
         self.min_examples = min_examples
 
     async def answer(self, task: SegmentTask) -> SegmentAnswer:
         t0 = time.perf_counter()
-        found = await self.method.extract(task.text, task.entity_types, task.examples)
+        found = await self.backend.extract(task.text, task.entity_types, task.examples)
         return SegmentAnswer(
             entities=list(found),
             examples_used=len(task.examples),
@@ -34,15 +34,15 @@ class EncoderHandler:
         )
 
     async def answer_batch(self, tasks: Sequence[SegmentTask]) -> list[SegmentAnswer]:
-        """One encoder pass over every task's text when the method batches (in process);
+        """One encoder pass over every task's text when the backend batches (in process);
         otherwise (Triton) one call per task, concurrently."""
         t0 = time.perf_counter()
-        batch = getattr(self.method, "extract_batch", None)
+        batch = getattr(self.backend, "extract_batch", None)
         if batch is not None:
             found = await batch(tasks)
         else:
             found = await asyncio.gather(
-                *(self.method.extract(t.text, t.entity_types, t.examples) for t in tasks)
+                *(self.backend.extract(t.text, t.entity_types, t.examples) for t in tasks)
             )
         share = (time.perf_counter() - t0) / max(len(tasks), 1)
         return [
@@ -55,12 +55,12 @@ class EncoderHandler:
         ]
 
     async def warm(self, texts: Sequence[str]) -> None:
-        warm = getattr(self.method, "warm", None)  # in process only: Triton encodes per call
+        warm = getattr(self.backend, "warm", None)  # in process only: Triton encodes per call
         if warm is not None:
             await warm(texts)
 
     async def ready(self) -> bool:
-        return await self.method.ready()
+        return await self.backend.ready()
 
     async def close(self) -> None:
-        await self.method.close()
+        await self.backend.close()

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from nerve.batching import NO_BATCHING, BatchSettings, MicroBatcher
+from nerve.batching import NO_BATCHING, BatchLimits, MicroBatcher
 from nerve.errors import BackendUnavailable, NerveError
 from nerve.generation.base import Generator
 from nerve.methods.baner.extractor import BanerExtractor
@@ -36,7 +36,7 @@ async def _run(name: str, call: Callable[[], Awaitable[T]]) -> T:
 class InProcessBaner:
     name = "baner"
 
-    def __init__(self, extractor: BanerExtractor, batching: BatchSettings = NO_BATCHING) -> None:
+    def __init__(self, extractor: BanerExtractor, batching: BatchLimits = NO_BATCHING) -> None:
         self.extractor = extractor
         self.model = f"baner:{extractor.model_id}"
         self.batcher: MicroBatcher[SegmentTask, list[TypedEntity]] = MicroBatcher(
@@ -71,7 +71,7 @@ class InProcessLar(ReconcileByRetyping):
         reassigner: LabelReassigner,
         generator: Generator | None = None,
         *,
-        batching: BatchSettings = NO_BATCHING,
+        batching: BatchLimits = NO_BATCHING,
     ) -> None:
         if reassigner.options.inference == "enhanced" and generator is None:
             raise ValueError("LAR enhanced inference needs a generator (the LLM)")

@@ -19,7 +19,7 @@ from nerve.wire import encoder as wire
 from nerve.wire.encoder import TypedEntity
 
 
-class TritonEncoderMethod(TritonModelClient):
+class TritonEncoderBackend(TritonModelClient):
     """``baner`` (or ``lar`` without its extras) served by Triton."""
 
     contract = wire.CONTRACT
@@ -67,7 +67,7 @@ class TritonEncoderMethod(TritonModelClient):
         )
 
 
-class TritonLar(TritonEncoderMethod, ReconcileByRetyping):
+class TritonLar(TritonEncoderBackend, ReconcileByRetyping):
     """``lar`` served by Triton: extraction, re-typing of given mentions, LLM reconciliation."""
 
     async def retype(

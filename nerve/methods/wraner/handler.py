@@ -57,7 +57,7 @@ class WranerHandler:
         self.lar = lar
         # Constrained answers are another model's answers: the name (and so the cache key)
         # says so.
-        self.constrained = settings.constrained_decoding
+        self.constrained = settings.wraner.constrained_decoding
         self.model = f"{generator.model}+{GRAMMAR_VERSION}" if self.constrained else generator.model
 
     async def answer(self, task: SegmentTask) -> SegmentAnswer:
@@ -71,9 +71,9 @@ class WranerHandler:
             GenerationRequest(
                 prompt=prompt.text,
                 prefix=prompt.prefix,
-                max_tokens=self.settings.max_new_tokens,
+                max_tokens=self.settings.wraner.max_new_tokens,
                 stop=STOP_SEQUENCES,
-                timeout_s=self.settings.generation_timeout_s,
+                timeout_s=self.settings.llm.timeout_s,
                 grammar=answer_grammar([t.name for t in task.entity_types], task.text)
                 if self.constrained
                 else None,
@@ -104,7 +104,7 @@ class WranerHandler:
             reasons.append(REASON_REPAIRED)
         if generation.finish_reason == "length":
             reasons.append(REASON_TRUNCATED)
-        loop = self.settings.loop_lines
+        loop = self.settings.wraner.loop_lines
         if loop and longest_line_run(generation.text) >= loop:
             reasons.append(REASON_REPEATED)
         return SegmentAnswer(

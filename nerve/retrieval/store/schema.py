@@ -126,6 +126,6 @@ def _check_vectors_from(client: Any, name: str, vectors_from: str | None) -> Non
     elif have != vectors_from:
         raise ValueError(
             f"collection {name} holds vectors made by {have!r} but this server embeds "
-            f"with {vectors_from!r}; set the same embedder and NERVE_WORD_EMBEDDING, "
-            "or use another NERVE_COLLECTION_PREFIX and re-add the examples"
+            f"with {vectors_from!r}; set the same embedder and NERVE_EMBEDDER_WORD_MODE, "
+            "or use another NERVE_MILVUS_COLLECTION_PREFIX and re-add the examples"
         )

@@ -1,0 +1,37 @@
+"""``method=auto``'s settings group (``NERVE_CASCADE_*``): the cascade, the encoder first and the
+LLM where it is unsure.
+
+Import-light on purpose (pydantic only): :mod:`nerve.settings` composes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class CascadeSettings(BaseModel):
+    """method=auto: the encoder first, the LLM where it is unsure."""
+
+    rule: Literal["replace", "union", "trust", "best"] = Field(
+        "best",
+        description="How auto combines BANER's and the LLM's answers on a routed segment "
+        "(nerve/methods/auto/policy.py). best: of overlapping candidates, the one the "
+        "calibrated merge model scores highest, if at least the keep threshold; the rule both "
+        "calibrations' dev sets prefer (measured in docs/benchmarks.md, stop 30).",
+    )
+    route_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1.01,
+        description="auto asks the LLM when a segment's route score is below this (0: never, "
+        "above 1: always); unset = the calibration's fitted threshold (its router's), else 0.6 "
+        "on the least certain encoder entity's calibrated probability.",
+    )
+    calibration: Path | None = Field(
+        None,
+        description="auto's calibration JSON (nerve train cascade); unset = "
+        "model_repository/cascade/calibration-fold-a.json (the shipped adapter's fold).",
+    )

@@ -1,0 +1,1 @@
+"""``method=cllmfs``: IF-WRANER's handler over the CLLMFS LoRA (:mod:`.builder`)."""
