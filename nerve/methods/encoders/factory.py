@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from nerve.batching import NO_BATCHING, BatchLimits
 from nerve.generation.base import Generator
 from nerve.methods.encoders.backend import EncoderBackend, LabelReassignment
 from nerve.methods.encoders.settings import EncoderRuntime
 from nerve.settings import REPO_ROOT, Settings
+
+if TYPE_CHECKING:
+    from nerve.methods.baner.extractor import BanerExtractor
 
 DEFAULT_ARTEFACT = REPO_ROOT / "model_repository" / "baner" / "1"
 DEFAULT_LAR_OPTIONS = REPO_ROOT / "model_repository" / "lar" / "1" / "lar.json"
@@ -104,17 +107,10 @@ def build_encoder_backends(
             ),
         )
     from nerve.methods.baner.config import load_options
-    from nerve.methods.baner.extractor import BanerExtractor
     from nerve.methods.encoders.inprocess import InProcessBaner, InProcessLar
     from nerve.methods.lar.reassign import LabelReassigner, LarOptions
 
-    extractor = BanerExtractor.load(config.artefact_dir, config.encoder)
-    if config.runtime != "torch":
-        from nerve.methods.baner.onnx import run_encoder_in_onnx
-
-        if config.onnx_dir is None:
-            raise ValueError(f"encoder runtime {config.runtime!r} needs onnx_dir")
-        run_encoder_in_onnx(extractor, config.runtime, config.onnx_dir, config.onnx_threads)
+    extractor = load_extractor(config)
     options = (
         load_options(LarOptions, config.lar_options)
         if config.lar_options.is_file()
@@ -129,3 +125,21 @@ def build_encoder_backends(
             batching=config.batching,
         ),
     )
+
+
+def load_extractor(config: EncoderMethodsConfig) -> BanerExtractor:
+    """BANER's network from ``config.artefact_dir``, its encoder run by ``config.runtime``
+    (blocking: loads the base encoder; an ONNX runtime exports it on first use).
+
+    The one place the in-process network is loaded: the test suite shares one loaded network
+    per process among its test apps through it."""
+    from nerve.methods.baner.extractor import BanerExtractor
+
+    extractor = BanerExtractor.load(config.artefact_dir, config.encoder)
+    if config.runtime != "torch":
+        from nerve.methods.baner.onnx import run_encoder_in_onnx
+
+        if config.onnx_dir is None:
+            raise ValueError(f"encoder runtime {config.runtime!r} needs onnx_dir")
+        run_encoder_in_onnx(extractor, config.runtime, config.onnx_dir, config.onnx_threads)
+    return extractor
