@@ -124,3 +124,12 @@ def running_server(
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NerveServer]:
+    """One `nerve serve --demo` with the shipped defaults for the files that only read from it
+    (their xdist group is one: tests/fixtures/workers.py); a file that changes the server's
+    settings starts its own with :func:`running_server`."""
+    with running_server(tmp_path_factory) as started:
+        yield started

@@ -25,4 +25,5 @@ pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.labelstudio",
     "tests.fixtures.workers",
+    "tests.client_server",
 ]

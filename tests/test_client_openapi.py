@@ -12,7 +12,7 @@ import pytest
 from nerve_client import models
 from pydantic import BaseModel
 
-from tests.client_server import NerveServer, running_server
+from tests.client_server import NerveServer
 
 Schema = dict[str, Any]
 Shape = tuple[Any, ...]
@@ -29,9 +29,8 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NerveServer]:
-    with running_server(tmp_path_factory) as started:
-        yield started
+def server(demo_server: NerveServer) -> NerveServer:
+    return demo_server
 
 
 @pytest.fixture(scope="module")

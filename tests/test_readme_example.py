@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.client_server import REPO, NerveServer, running_server
+from tests.client_server import REPO, NerveServer
 from tools.readme_example import (
     END,
     START,
@@ -32,9 +31,8 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NerveServer]:
-    with running_server(tmp_path_factory) as started:
-        yield started
+def server(demo_server: NerveServer) -> NerveServer:
+    return demo_server
 
 
 def test_the_readme_example_round_trips() -> None:

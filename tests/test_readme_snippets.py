@@ -8,12 +8,11 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.client_server import REPO, NerveServer, running_server
+from tests.client_server import REPO, NerveServer
 
 CLIENT_README = REPO / "clients" / "python" / "README.md"
 # The project README's section on the client, once it has one: its snippets run too.
@@ -47,9 +46,8 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NerveServer]:
-    with running_server(tmp_path_factory) as started:
-        yield started
+def server(demo_server: NerveServer) -> NerveServer:
+    return demo_server
 
 
 def test_the_readme_has_snippets() -> None:

@@ -5,7 +5,6 @@ entities off token boundaries counted, never dropped silently."""
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from nerve_client.spacy import USER_DATA_KEY, NerveComponent, align  # noqa: E40
 from spacy.language import Language  # noqa: E402
 from spacy.tokens import Doc  # noqa: E402
 
-from tests.client_server import DEMO_DOMAIN, NerveServer, running_server  # noqa: E402
+from tests.client_server import DEMO_DOMAIN, NerveServer  # noqa: E402
 
 # Emoji (a ZWJ family: five code points), a flag, and combining accents before and after the
 # entities: any offset counted in bytes or UTF-16 units would land inside a word.
@@ -37,9 +36,8 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NerveServer]:
-    with running_server(tmp_path_factory) as started:
-        yield started
+def server(demo_server: NerveServer) -> NerveServer:
+    return demo_server
 
 
 def pipeline(server: NerveServer, **config: object) -> Language:

@@ -127,7 +127,7 @@ def build_encoder_backends(
     )
 
 
-def load_extractor(config: EncoderMethodsConfig) -> BanerExtractor:
+def load_extractor(config: EncoderBackendsConfig) -> BanerExtractor:
     """BANER's network from ``config.artefact_dir``, its encoder run by ``config.runtime``
     (blocking: loads the base encoder; an ONNX runtime exports it on first use).
 
