@@ -155,7 +155,7 @@ def cllmfs_models(settings: Settings) -> dict[str, DerivedModel]:
     A model of its own rather than a second adapter switched per request inside ``llm_cpu``:
     it costs a second copy of the model in memory (each stub holds ~370 MB private: llama.cpp
     repacks the Q4_K weights into its own buffers, so even the mmapped GGUF is not shared;
-    docs/benchmarks.md, "Constrained decoding and CLLMFS behind Triton"), but each keeps its own
+    docs/history/benchmarks.md, "Constrained decoding and CLLMFS behind Triton"), but each keeps its own
     KV cache, so wraner and cllmfs requests do not evict each other's cached few-shot prefix
     (switching the adapter inside one context would re-evaluate the whole prompt at every
     switch), and the engine shared with the in-process path stays one adapter per model.

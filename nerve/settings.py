@@ -202,7 +202,7 @@ class OnnxSettings(BaseModel):
         description="ONNX Runtime threads per forward pass; 0 = one per core. 1 by default: "
         "concurrent requests already keep the cores busy, and intra-op threads on one "
         "sentence's small matrices cost more than they gain (music, 2 cores: 1 client p50 "
-        "113 -> 92 ms, 8 clients 14.8 -> 18.7 req/s; docs/benchmarks.md).",
+        "113 -> 92 ms, 8 clients 14.8 -> 18.7 req/s; docs/history/benchmarks.md).",
     )
 
 
@@ -225,7 +225,7 @@ class LlmSettings(BaseModel):
         "adapter's hashes) instead of applying it per token: 'same' requantises the merged "
         "weights to each base tensor's own type (the base model's size and speed), 'q8_0' or "
         "'f16' keep them finer; 'off' applies the adapter unmerged. In process only; "
-        "docs/benchmarks.md compares the answers and times.",
+        "docs/history/benchmarks.md compares the answers and times.",
     )
     threads: int = Field(2, ge=1, description="llama.cpp CPU threads.")
     context_tokens: int = Field(
@@ -276,7 +276,7 @@ class GazetteerSettings(BaseModel):
     enabled: bool = Field(
         True,
         description="Retype returned spans, and add unclaimed names, by the labels of the "
-        "domain's stored examples (every method; measured in docs/benchmarks.md).",
+        "domain's stored examples (every method; measured in docs/history/benchmarks.md).",
     )
     min_type_share: float = Field(
         0.5, ge=0, lt=1, description="A name's majority type must have more than this share."
@@ -315,7 +315,7 @@ class GazetteerSettings(BaseModel):
         False,
         description="Give a segment typed all in lowercase the casing of the domain's stored "
         "examples before the method reads it (needs the gazetteer). Off: measured on 400 "
-        "lowercased test sentences it cost wraner 1.4 F1 (docs/benchmarks.md, stop 28).",
+        "lowercased test sentences it cost wraner 1.4 F1 (docs/history/benchmarks.md, stop 28).",
     )
 
 
@@ -368,7 +368,7 @@ class Settings(BaseSettings):
         description="Threads of numpy's BLAS, OpenMP and torch's CPU ops in this process "
         "(BANER's typing and heads, pooling); 0 = the libraries' default, one per core. 1 by "
         "default, like NERVE_ONNX_THREADS: two BLAS threads doubled BANER's CPU per sentence "
-        "(27.8 -> 55.1 ms; docs/benchmarks.md).",
+        "(27.8 -> 55.1 ms; docs/history/benchmarks.md).",
     )
 
     # --- request limits ----------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A served request's numeric work is small (BANER's typing against its support spans, a ridge
 fit on a few hundred of them, the encoder heads): spread over both cores of a busy machine, it
 costs twice the CPU and waits for the other core (measured: BANER 27.8 -> 55.1 ms CPU a
-sentence with OpenBLAS on two threads; docs/benchmarks.md). Concurrent requests keep the
+sentence with OpenBLAS on two threads; docs/history/benchmarks.md). Concurrent requests keep the
 cores busy instead, as with ONNX Runtime (``onnx_threads``).
 """
 

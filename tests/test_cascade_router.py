@@ -210,7 +210,7 @@ def test_the_shipped_router_never_saw_its_folds_domains() -> None:
 @pytest.mark.parametrize("fold", ["a", "b"])
 def test_each_shipped_threshold_routes_half_of_its_dev_sentences(fold: str) -> None:
     """The default sits where the router's fit routed half of its dev sentences: the median
-    request is answered without the LLM (docs/benchmarks.md, stop 30)."""
+    request is answered without the LLM (docs/history/benchmarks.md, stop 30)."""
     calibrator = Calibrator.load(
         REPO_ROOT / f"model_repository/cascade/calibration-fold-{fold}.json"
     )

@@ -137,7 +137,7 @@ def test_wraner_answers_a_10000_word_text_segment_by_segment(
     tmp_path: Path, embedder: SentenceTransformerEmbedder
 ) -> None:
     """With a scripted generator (the real 270M LLM needs minutes for ~100 segments on this
-    CPU: see docs/benchmarks.md): one prompt per segment, every answer grounded in its own
+    CPU: see docs/history/benchmarks.md): one prompt per segment, every answer grounded in its own
     segment and shifted to exact offsets in the document."""
     text = long_text()
     generator = QueryEchoGenerator()

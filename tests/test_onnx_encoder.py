@@ -337,7 +337,7 @@ def test_baner_in_int8_finds_nearly_the_same_entities(
         found = _answers(extractor, queries, support)
         spans.append({(i, a[:3]) for i, answer in enumerate(found) for a in answer})
     # int8 is the cheaper, lossier option: over the full music test set it cost MiniLM 0.1 F1
-    # and the mpnet backbone 4.1 (docs/benchmarks.md, stop 30); most spans are still the same.
+    # and the mpnet backbone 4.1 (docs/history/benchmarks.md, stop 30); most spans are still the same.
     assert len(spans[0] & spans[1]) >= 0.7 * len(spans[0] | spans[1])
 
 
@@ -350,7 +350,7 @@ def test_settings_choose_the_encoder_runtime(onnx_dir: Path) -> None:
     # Answers of another runtime are another model's (the answer cache key holds it).
     assert baner.model.endswith("@onnx")
     assert methods.lar.model.endswith("@onnx")  # type: ignore[attr-defined]
-    # The service's default: fp32 (int8 costs the mpnet backbone 4 F1; docs/benchmarks.md).
+    # The service's default: fp32 (int8 costs the mpnet backbone 4 F1; docs/history/benchmarks.md).
     assert EncoderBackendsConfig.from_settings(load_settings()).runtime == "onnx"
     torch_config = EncoderBackendsConfig.from_settings(load_settings(encoder={"runtime": "torch"}))
     assert build_encoder_backends(torch_config).baner.model == "baner:pypi-parts:all-mpnet-base-v2"

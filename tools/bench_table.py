@@ -1,4 +1,4 @@
-"""Summarise `nerve eval --output` JSON files as Markdown tables (for docs/benchmarks.md).
+"""Summarise `nerve eval --output` JSON files as Markdown tables (for docs/history/benchmarks.md).
 
 python -m tools.bench_table runs/untuned-word-*.json            # one method, per domain
 python -m tools.bench_table --methods runs/methods-*.json       # methods side by side

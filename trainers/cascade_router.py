@@ -14,7 +14,7 @@ the LLM is called) of the label "the union of both answers nets more correct-min
 than the encoder's alone". Stop 26 found that label learnable (a gradient-boosted router on
 test rows: +1.1-1.7 F1 at 20-50% routed); stop 29 measured this logistic form fitted on the
 other fold's dev rows against today's least-certain-span score on the five full test sets
-(docs/benchmarks.md). The features are standardised for the L2 penalty and the weights folded
+(docs/history/benchmarks.md). The features are standardised for the L2 penalty and the weights folded
 back, so the artefact is plain weights over raw features. ``--routed-share`` sets the default
 threshold: the score quantile that routes that share of the dev sentences.
 """

@@ -117,7 +117,7 @@ def export_fp32(model: nn.Module, path: Path) -> None:
 def quantize_int8(source: Path, target: Path) -> None:
     """ONNX Runtime's dynamic int8 quantisation of ``source``: weights int8 with one scale per
     output channel, activations quantised per batch at run time. One scale per tensor (the
-    default) cost 1.7 F1 on CrossNER music (docs/benchmarks.md); per channel keeps the hidden
+    default) cost 1.7 F1 on CrossNER music (docs/history/benchmarks.md); per channel keeps the hidden
     states much closer to fp32 (token cosine 0.99 against 0.95). The activations' scale is the
     whole input's, so :class:`OnnxEncoder` runs an int8 model one text at a time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -9,7 +9,7 @@ the merge rewrites them in a copy of the base file.
 
 The merged weights are not bit-for-bit what the unmerged run computes: ``W'`` is quantised
 again (``W`` was quantised from the original weights; ``s B A`` is small against it), so a
-greedy answer on a near tie may differ. ``docs/benchmarks.md`` measures how often.
+greedy answer on a near tie may differ. ``docs/history/benchmarks.md`` measures how often.
 
 Merged files are built on first use into a cache directory, named by the hashes of the base
 file, the adapter and :data:`MERGE_VERSION`: a new adapter or base model builds a new file.

@@ -89,7 +89,7 @@ def build_registry(settings: Settings, generator: Generator, metrics: Metrics) -
 
 
 # Unset NERVE_DEFAULT_METHOD: the cascade, which beats wraner on every measured variant
-# (full CrossNER test sets; bare type names; lowercased text: docs/benchmarks.md), where a
+# (full CrossNER test sets; bare type names; lowercased text: docs/history/benchmarks.md), where a
 # deployment serves it; else the LLM alone.
 DEFAULT_PREFERENCE = ("auto", "wraner")
 

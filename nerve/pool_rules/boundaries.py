@@ -4,7 +4,7 @@ Every domain has its own convention at a name's edges, and a few-shot method see
 examples of it: politics writes "2004 European Parliament election" with its year, science
 "4 Vesta" with its number, music "the Beatles" with its article but "rock" without "music"
 (or the other way round). One-word boundary errors were 572 of the cascade's 2,034
-wrong-boundary spans on the five CrossNER test sets (docs/benchmarks.md, "Stop 28").
+wrong-boundary spans on the five CrossNER test sets (docs/history/benchmarks.md, "Stop 28").
 
 The pool says, for each entity type, side (left or right) and word class (the word lowercased;
 a year and any other number each stand for their class), how often that word was the outer

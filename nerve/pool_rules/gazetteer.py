@@ -16,7 +16,7 @@ two edits of an answer:
 Before those, a returned entity's edges move to the pool's convention for its type (the year of
 "2004 European Parliament election", the "The" of a title: :mod:`nerve.pool_rules.boundaries`).
 
-Measured on the five full CrossNER test sets (docs/benchmarks.md, "Stop 27"): average micro-F1
+Measured on the five full CrossNER test sets (docs/history/benchmarks.md, "Stop 27"): average micro-F1
 +2.1 for ``auto`` (61.2 -> 63.3), +3.1 for ``wraner``, +1.1 for ``baner``. Used by the gateway
 (:mod:`app.ner.pool_step`) and the offline tools alike.
 """

@@ -4,7 +4,7 @@ The LLM was tuned on cased text and loses ~13 F1 on text typed all in lowercase 
 and bands are no longer capitalised). A word-casing table from the domain's pool (each word's
 commonest form where it is not the first word of its sentence: that capital is positional)
 restores 27-50% of the capitalised words of CrossNER's entities at 0.9-3.3% miscasing of the
-other words (docs/benchmarks.md, "Stop 27"), yet on 400 lowercased test sentences wraner with
+other words (docs/history/benchmarks.md, "Stop 27"), yet on 400 lowercased test sentences wraner with
 it scored 1.4 F1 lower than without (49.0 vs 50.4, "Stop 28"): hence off by default. Only a text
 with no capital at all is changed, and each word only by a form of the same length, so every
 offset into it is an offset into the query.

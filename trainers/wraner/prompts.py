@@ -12,7 +12,7 @@ that CoNLL's label names stop being an answer in themselves: the model must map 
 whatever the type list calls things, as it must in a new domain. A fourth, optional one sends a
 share of the training sentences lowercased (the retrieved examples keep their case), because
 users type lowercase text into chats and search boxes and a model tuned on cased text alone
-loses names there (measured in docs/benchmarks.md).
+loses names there (measured in docs/history/benchmarks.md).
 
 Besides the main source (CoNLL-2003 by default), ``extra_sources`` adds other labelled domains,
 each retrieving from its own pool with its own type list: many fine-grained types per prompt and

@@ -20,7 +20,7 @@ class CascadeSettings(BaseModel):
         description="How auto combines BANER's and the LLM's answers on a routed segment "
         "(nerve/methods/auto/policy.py). best: of overlapping candidates, the one the "
         "calibrated merge model scores highest, if at least the keep threshold; the rule both "
-        "calibrations' dev sets prefer (measured in docs/benchmarks.md, stop 30).",
+        "calibrations' dev sets prefer (measured in docs/history/benchmarks.md, stop 30).",
     )
     route_threshold: float | None = Field(
         None,

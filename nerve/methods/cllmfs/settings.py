@@ -16,6 +16,6 @@ class CllmfsSettings(BaseModel):
         description="LoRA GGUF of method=cllmfs over the same base model: 'cllmfs' (the shipped "
         "CLLMFS adapter, model_repository/llm_cpu/1/adapters), a path, or 'none' (not served: "
         "the default, since it loads a second llama.cpp model and scores below wraner, see "
-        "docs/benchmarks.md). Served by llama.cpp in process, or by Triton "
+        "docs/history/benchmarks.md). Served by llama.cpp in process, or by Triton "
         "(NERVE_TRITON_CLLMFS_MODEL) when NERVE_GENERATOR=triton.",
     )

@@ -31,7 +31,7 @@ class EncoderSettings(BaseModel):
         "default; exported with the LoRA merged into the ONNX dir on first use) or ONNX Runtime "
         "int8 (about 60% less CPU; F1 -0.1 with the MiniLM backbone but -4 with mpnet on "
         "CrossNER; each text runs alone, so its answer never depends on its batch: "
-        "docs/benchmarks.md).",
+        "docs/history/benchmarks.md).",
     )
     support_k: int = Field(
         20, ge=1, description="Support examples retrieved for BANER/LAR type prototypes."
