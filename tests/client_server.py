@@ -11,8 +11,6 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.fixtures.processes import free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 NERVE = Path(sys.executable).with_name("nerve")
@@ -32,12 +32,6 @@ ASSEMBLED_MODELS = (
 )
 START_TIMEOUT_S = 240.0
 DEMO_DOMAIN = "customer_care"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_keys_file(path: Path, key: str, tenant: str = "default", admin: bool = True) -> Path:
@@ -102,16 +96,8 @@ class NerveServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        if process is not None:
+            stop_group(process, timeout_s=30)
 
 
 @contextlib.contextmanager
