@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,6 +70,16 @@ def test_correction_becomes_an_example_and_invalidates_answers(api: TestClient) 
     )
     assert line in metrics
     assert 'nerve_examples_added_total{domain="support",source="feedback"} 1.0' in metrics
+
+    # The reviewed answers go out on their own: the correction, none of the uploaded examples.
+    reviewed = api.get(
+        "/v1/domains/support/export", params={"format": "spacy-jsonl", "subset": "reviewed"}
+    )
+    assert reviewed.status_code == 200, reviewed.text
+    lines = [json.loads(line) for line in reviewed.text.splitlines() if line.strip()]
+    assert [line["text"] for line in lines] == [TEXT]
+    everything = api.get("/v1/domains/support/export", params={"format": "spacy-jsonl"})
+    assert len(everything.text.splitlines()) == page["total"]
 
 
 def test_records_survive_a_gateway_restart_with_redis(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +27,18 @@ from nerve.vocab.types import Example, Span
 log = logging.getLogger(__name__)
 
 FEEDBACK_SOURCE = "feedback"
+# A reviewed answer's example id: the prefix marks it in the pool (the export of reviewed answers
+# reads it), the digest keeps any request id within the store's 64-character ids.
+REVIEWED_PREFIX = "fb-"
+
+
+def reviewed_example_id(request_id: str) -> str:
+    return REVIEWED_PREFIX + hashlib.sha256(request_id.encode("utf-8")).hexdigest()[:32]
+
+
+def is_reviewed(example: Example) -> bool:
+    """Whether ``example`` is a reviewer's correction of an answer (``POST /v1/feedback``)."""
+    return (example.id or "").startswith(REVIEWED_PREFIX)
 
 
 def _outcome(escalate: bool) -> Outcome:
@@ -167,6 +180,7 @@ class FeedbackService:
         example_id: str | None = None
         if body.entities is not None:
             example = Example(
+                id=reviewed_example_id(body.request_id),
                 text=record.text,
                 entities=[Span(start=s.start, end=s.end, type=s.type) for s in body.entities],
             )

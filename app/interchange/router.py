@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from app.deps import DomainsDep, TenantDep
 from app.domains.protocol import ExamplesAdded
 from app.domains.service import DomainService
+from app.feedback.service import is_reviewed
 from app.interchange.formats import ExportFormat, UploadFormat, export, name_source, parse_upload
 from nerve.errors import InvalidRequest
 from nerve.vocab.types import Example
@@ -69,9 +70,19 @@ async def export_examples(
             "spacy (DocBin bytes, a .spacy file), spacy-jsonl ({text, spans} lines) or conll.",
         ),
     ] = "labelstudio",
+    subset: Annotated[
+        Literal["all", "reviewed"],
+        Query(
+            description="all: the whole pool, reviewed answers included; reviewed: only the "
+            "answers reviewers corrected (POST /v1/feedback with entities, the console)."
+        ),
+    ] = "all",
 ) -> Response:
-    """The domain's pool, its reviewed answers (feedback corrections) included, as a file."""
-    file = export(await pool(service, tenant, name), format)
+    """The domain's pool, or only its reviewed answers (feedback corrections), as a file."""
+    examples = await pool(service, tenant, name)
+    if subset == "reviewed":
+        examples = [e for e in examples if is_reviewed(e)]
+    file = export(examples, format)
     return Response(
         content=file.body,
         media_type=file.media_type,
