@@ -17,6 +17,7 @@ from app.auth import add_key
 from nerve.data.formats.labelstudio import text_sha
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES, ServerProcess
 from tests.fixtures.labelstudio import LabelStudio
+from tests.fixtures.settings import as_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,7 +60,7 @@ def nerve(
     keys = root / "keys.json"
     key = add_key(keys, "acme", name="labelstudio")
     other_key = add_key(keys, "globex", name="another tenant")
-    env = {f"NERVE_{k.upper()}": str(v) for k, v in base_settings.items()}
+    env = as_env(base_settings)
     env |= {"NERVE_AUTH_ENABLED": "true", "NERVE_AUTH_API_KEYS_FILE": str(keys)}
     server = ServerProcess(root / "data", root / "server.log", env)
     server.start(timeout_s=300)
