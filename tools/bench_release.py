@@ -91,7 +91,7 @@ def git_state(repo: Path = REPO_ROOT) -> dict[str, Any]:
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
+        ).stdout.rstrip("\n")  # not strip(): porcelain lines start with a space
 
     changes = git("status", "--porcelain").splitlines()
     return {
