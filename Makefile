@@ -130,7 +130,7 @@ bench-serve: install
 # RELEASE_LIMIT test sentences of the five CrossNER domains (wraner and auto on RELEASE_LLM_LIMIT),
 # curated and bare type descriptions. Refuses a dirty tree (RELEASE_ARGS=--allow-dirty to measure
 # one anyway); saves runs/release-<date>-<commit>.json, then writes README.md's and
-# docs/results.md's tables from it. Both cores free: ~2 h.
+# docs/results.md's tables from it. Both cores free: ~1.5-2 h (load ~30 min, quality ~65 min).
 RELEASE_RUNS ?= 3
 RELEASE_LEVELS ?= 1,4,8,16
 RELEASE_REQUESTS ?= 100

@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def test_the_placeholder_round_trips(docs: tuple[Path, Path]) -> None:
     ],
     ids=["no start", "no end", "twice"],
 )
-def test_the_markers_are_required(docs: tuple[Path, Path], damage) -> None:  # type: ignore[no-untyped-def]
+def test_the_markers_are_required(docs: tuple[Path, Path], damage: Callable[[str], str]) -> None:
     readme, results = docs
     readme.write_text(damage(readme.read_text()))
     untouched = readme.read_text(), results.read_text()

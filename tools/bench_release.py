@@ -694,7 +694,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"saved {path} ({record['duration_s'] / 60:.1f} min)")
     print(path)
     if args.write:
-        changed = write_tables(path)
+        try:
+            changed = write_tables(path)
+        except MissingMarkers as error:
+            log(f"error: {error} (the measurement is saved: write it with `write {path}`)")
+            return 2
         log("written: " + (", ".join(str(p) for p in changed) or "nothing changed"))
     return 0
 
