@@ -81,6 +81,7 @@ class LLMGate:
         reason = self.shed_reason(deadline)
         if reason is not None:
             return reason
+        queued = self.running >= self.slots or self.waiting > 0
         self.waiting += 1
         try:
             await self._free.acquire()
@@ -88,7 +89,7 @@ class LLMGate:
             self.waiting -= 1
         try:
             start = self.clock()
-            if deadline is not None and start > deadline:
+            if queued and deadline is not None and start > deadline:
                 return "deadline"  # it passed while the segment waited
             self._running.append(start)
             try:
