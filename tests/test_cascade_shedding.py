@@ -30,6 +30,7 @@ from tests.fixtures.baner import shared_baner
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES
 from tests.fixtures.settings import merged
 from tests.test_cascade_gateway import write_calibration
+from tests.test_jobs import wait_for
 
 TOY_CALIBRATION = {
     "encoder": {"features": ["bias", "encoder_score"], "weights": [-2.0, 4.0]},
@@ -410,3 +411,22 @@ def test_an_invalid_deadline_is_a_422_json_error(gateway: Any) -> None:
     schema = client.get("/openapi.json").json()["components"]["schemas"]["NERRequest"]
     field = schema["properties"]["deadline_ms"]
     assert "llm_shed" in field["description"]
+
+
+def test_a_job_has_no_deadline_unless_its_request_sets_one(gateway: Any) -> None:
+    client, generator = gateway(0.2, request_deadline_ms=1)
+    ner(client, text="Peter Novak from Prague called.")  # measures one call
+
+    def job(**fields: Any) -> dict[str, Any]:
+        body = {"text": LONG, "domain": "support", **fields}
+        accepted = client.post("/v1/ner/jobs", json=body)
+        assert accepted.status_code == 202, accepted.text
+        done = wait_for(client, accepted.json()["status_url"], lambda b: b["status"] == "done")
+        return done[-1]["result"]
+
+    # NERVE_REQUEST_DEADLINE_MS is for synchronous requests: the job waits for every call.
+    assert REASON_LLM_SHED not in job()["escalation_reasons"] and generator.calls == 4
+    assert shed_counts(client)["deadline"] == 0.0
+    # Its own deadline_ms counts (another top_k: not the full answer cached above).
+    assert REASON_LLM_SHED in job(deadline_ms=1, top_k=4)["escalation_reasons"]
+    assert shed_counts(client)["deadline"] == 2.0
