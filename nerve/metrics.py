@@ -88,6 +88,17 @@ class Metrics:
         )
         for routed in ("true", "false"):
             self.cascade_segments.labels(routed=routed)
+        self.cascade_shed = Counter(
+            "nerve_cascade_shed",
+            "Routed segments method=auto answered with the encoder alone (escalation reason "
+            "llm_shed), by why: queue (NERVE_CASCADE_MAX_QUEUED segments already waited for the "
+            "LLM) or deadline (waiting would miss the request's deadline). Also counted as "
+            "routed in nerve_cascade_segments_total.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("queue", "deadline"):
+            self.cascade_shed.labels(reason=reason)
         self.cache_requests = Counter(
             "nerve_cache_requests",
             "Cache look-ups by result (hit, miss, error).",

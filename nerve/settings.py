@@ -389,6 +389,16 @@ class Settings(BaseSettings):
         64, ge=1, description="Concurrent /v1/ner requests; more get 429 (not queued)."
     )
     max_examples_per_upload: int = Field(5_000, ge=1, description="Examples in one upload.")
+    request_deadline_ms: float = Field(
+        10_000,
+        ge=0,
+        description="How long a /v1/ner request (each /v1/ner/batch item) may take, ms, unless "
+        "it sets deadline_ms; 0 = none. method=auto sheds a routed segment (the encoder's answer "
+        "alone, reason llm_shed) when waiting for the LLM calls ahead of it would pass it. An "
+        "idle LLM never sheds, so one client is answered as without a deadline; 10 s leaves room "
+        "for a wait behind two ~3.5 s calls of the shipped 270M LLM, under its 60-s generation "
+        "timeout. Jobs (/v1/ner/jobs) have no deadline unless their request sets one.",
+    )
 
     # --- methods and generation --------------------------------------------------------------
     default_method: str | None = Field(

@@ -179,7 +179,15 @@ def scraped(
     every kind of traffic."""
     llm = _ScriptedLLM()
     settings = load_settings(
-        **{**base_settings, "data_dir": tmp_path_factory.mktemp("deploy"), "max_in_flight": 1}
+        **{
+            **base_settings,
+            "data_dir": tmp_path_factory.mktemp("deploy"),
+            "max_in_flight": 1,
+            # auto routes every segment and never lets one wait: a two-sentence text (two
+            # segments) asks the LLM once and sheds the second (nerve_cascade_shed_total).
+            "cascade": {"route_threshold": 1.01, "max_queued": 0},
+            "segment": {"chars": 60},
+        }
     )
     app = build_app(
         settings,
@@ -192,6 +200,10 @@ def scraped(
         answer = client.post("/v1/ner", json={"text": "Anna Berg in Oslo.", "domain": "support"})
         assert answer.status_code == 200, answer.text
         assert answer.json()["escalate"]  # no product, a repaired answer
+        two = "Anna Berg called from Oslo about her order. Tom Walsh wrote from Lyon today."
+        auto = client.post("/v1/ner", json={"text": two, "domain": "support", "method": "auto"})
+        assert auto.status_code == 200, auto.text
+        assert "llm_shed" in auto.json()["escalation_reasons"]
         outcome = {"request_id": answer.json()["request_id"], "outcome": "escalated"}
         assert client.post("/v1/feedback", json=outcome).status_code == 200
         # One request held in flight: the next meets the limit.
@@ -314,6 +326,13 @@ def test_dashboard_covers_what_operators_need() -> None:
             )
         ), quantile
     assert some(lambda e, n: "nerve_cache_requests_total" in n and 'result="hit"' in e)
+    # method=auto under load: the share of routed segments answered without the LLM.
+    assert some(
+        lambda e, n: (
+            n == {"nerve_cascade_shed_total", "nerve_cascade_segments_total"}
+            and 'routed="true"' in e
+        )
+    )
     assert some(lambda e, n: "nerve_entities_total" in n and "type" in promql_grouping_labels(e))
     assert some(
         lambda e, n: "domain" in promql_grouping_labels(e) and "nerve_escalations_total" in n

@@ -133,7 +133,11 @@ class JobRunner:
 
         try:
             response = await self.pipeline.extract(
-                tenant, record.request, record.request_id, progress=progress
+                tenant,
+                record.request,
+                record.request_id,
+                progress=progress,
+                default_deadline=False,  # a job has no deadline unless its request sets one
             )
         except _Cancelled:
             log.info("job cancelled", extra={"job_id": job_id})

@@ -143,8 +143,11 @@ class NERPipeline:
         *,
         exclude_same_text: bool = False,
         progress: Progress | None = None,
+        default_deadline: bool = True,
     ) -> NERResponse:
+        """``default_deadline`` False (jobs): no deadline unless the request sets one."""
         started = time.perf_counter()
+        deadline = self._deadline(request, default_deadline)
         prepared = await self.prepare(tenant, request)
         domain, handler = prepared.domain, prepared.handler
         k = self.settings.default_top_k if request.top_k is None else request.top_k
@@ -178,6 +181,7 @@ class NERPipeline:
                 k,
                 exclude_same_text,
                 rules,
+                deadline,
             )
             if progress is not None:
                 await progress(len(segments), len(ranges))
@@ -213,7 +217,9 @@ class NERPipeline:
             timings_ms=timings,
         )
         self._record(domain, response)
-        if not degraded:
+        # Neither a zero-shot answer (retrieval down) nor one a method cut short for load (auto's
+        # shed LLM calls) is cached: the next identical request gets the full answer.
+        if not degraded and not any(s.answer.shed for s in segments):
             await self.cache.set(
                 cache_key, response.model_dump_json().encode(), self.settings.cache.ttl_s
             )
@@ -228,6 +234,7 @@ class NERPipeline:
         k: int,
         exclude_same_text: bool,
         rules: DomainPoolRules | None = None,
+        deadline: float | None = None,
     ) -> list[_Segment]:
         """Answers of the segments ``ranges`` of ``text``, in order: their embeddings in one
         pass, their examples retrieved in one search, then the handler (one batch where it takes
@@ -251,7 +258,7 @@ class NERPipeline:
             if warming is not None:
                 await _settled(warming)
         tasks = [
-            SegmentTask(segment, prepared.types, found)
+            SegmentTask(segment, prepared.types, found, deadline)
             for segment, found in zip(method_texts, examples, strict=True)
         ]
         try:
@@ -319,6 +326,14 @@ class NERPipeline:
                 if self.embeddings is not None:
                     await self.embeddings.put(tenant, query)
         return [found[i] for i in range(len(texts))]
+
+    def _deadline(self, request: NERRequest, default: bool) -> float | None:
+        """The ``time.monotonic()`` instant the request must be answered by: its deadline_ms,
+        else (``default``) NERVE_REQUEST_DEADLINE_MS; None: none."""
+        ms: float | None = request.deadline_ms
+        if ms is None and default:
+            ms = self.settings.request_deadline_ms or None
+        return None if ms is None else time.monotonic() + ms / 1000
 
     # --- record --------------------------------------------------------------------------
     def _record(self, domain: Domain, response: NERResponse) -> None:

@@ -6,6 +6,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.domains.protocol import EntityTypeIn
 
+# The longest per-request deadline, ms (ten minutes: past any LLM call's timeout).
+MAX_DEADLINE_MS = 600_000
+
 
 class NERRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -21,6 +24,16 @@ class NERRequest(BaseModel):
     # Any name the deployment's method registry serves (listed by GET /v1/methods and in the
     # OpenAPI schema the running service publishes); None: its default method.
     method: str | None = Field(None, description="Which method answers (default: the service's).")
+    deadline_ms: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_DEADLINE_MS,
+        description="How long this request may take, in ms (1 to 600000; default: the "
+        "service's NERVE_REQUEST_DEADLINE_MS; a job has none unless set). method=auto answers "
+        "a sentence with its encoder alone, escalation reason llm_shed, instead of waiting for "
+        "the LLM past it; an idle LLM is always asked. Other methods ignore it. Not part of the "
+        "answer-cache key: a shed answer is never cached.",
+    )
 
 
 class EntityOut(BaseModel):

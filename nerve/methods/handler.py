@@ -24,6 +24,9 @@ class SegmentTask:
     entity_types: list[EntityType]
     # The domain's retrieved examples, the most similar last.
     examples: list[Example]
+    # When the request must be answered, a ``time.monotonic()`` instant (None: no deadline).
+    # A method may answer with less to meet it (auto sheds its LLM call); others ignore it.
+    deadline: float | None = None
 
 
 @dataclass
@@ -40,6 +43,9 @@ class SegmentAnswer:
     # a domain requires one), and whether the second source was asked.
     disagreements: list[str] = field(default_factory=list)
     routed: bool = False
+    # Less than the method's full answer, for load (auto answered a routed segment without
+    # its LLM call): the pipeline does not cache it, so it never stands in for the full answer.
+    shed: bool = False
 
 
 class MethodHandler(Protocol):

@@ -80,9 +80,17 @@ def ner_request(
     entity_types: EntityTypes = None,
     top_k: int | None = None,
     method: str | None = None,
+    deadline_ms: int | None = None,
 ) -> NERRequest:
     types = None if entity_types is None else [_entity_type(t) for t in entity_types]
-    return NERRequest(text=text, domain=domain, entity_types=types, top_k=top_k, method=method)
+    return NERRequest(
+        text=text,
+        domain=domain,
+        entity_types=types,
+        top_k=top_k,
+        method=method,
+        deadline_ms=deadline_ms,
+    )
 
 
 def _entity_type(value: str | EntityType | Mapping[str, str]) -> str | EntityType:

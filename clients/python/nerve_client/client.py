@@ -89,11 +89,17 @@ class NerveClient:
         entity_types: EntityTypes = None,
         top_k: int | None = None,
         method: str | None = None,
+        deadline_ms: int | None = None,
         request_id: str | None = None,
     ) -> NERResponse:
         """Entities of ``text`` with character offsets (``text[start:end]``)."""
         request = calls.ner_request(
-            text, domain, entity_types=entity_types, top_k=top_k, method=method
+            text,
+            domain,
+            entity_types=entity_types,
+            top_k=top_k,
+            method=method,
+            deadline_ms=deadline_ms,
         )
         return self._send(calls.ner(request, request_id))
 
@@ -121,10 +127,16 @@ class NerveClient:
         entity_types: EntityTypes = None,
         top_k: int | None = None,
         method: str | None = None,
+        deadline_ms: int | None = None,
         request_id: str | None = None,
     ) -> Job:
         request = calls.ner_request(
-            text, domain, entity_types=entity_types, top_k=top_k, method=method
+            text,
+            domain,
+            entity_types=entity_types,
+            top_k=top_k,
+            method=method,
+            deadline_ms=deadline_ms,
         )
         return self._send(calls.submit_job(request, request_id))
 
@@ -159,12 +171,20 @@ class NerveClient:
         entity_types: EntityTypes = None,
         top_k: int | None = None,
         method: str | None = None,
+        deadline_ms: int | None = None,
         poll_interval: float = 1.0,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> NERResponse:
         """A long text as a job: submit, wait, return its answer."""
-        job = self.submit_job(text, domain, entity_types=entity_types, top_k=top_k, method=method)
+        job = self.submit_job(
+            text,
+            domain,
+            entity_types=entity_types,
+            top_k=top_k,
+            method=method,
+            deadline_ms=deadline_ms,
+        )
         done = self.wait_job(
             job.job_id, poll_interval=poll_interval, timeout=timeout, on_progress=on_progress
         )

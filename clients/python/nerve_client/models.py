@@ -35,6 +35,9 @@ class NERRequest(_Request):
     entity_types: list[str | EntityType] | None = None
     top_k: int | None = None
     method: str | None = None
+    # ms this request may take; method=auto answers a sentence with its encoder alone
+    # (escalation reason llm_shed) rather than wait for the LLM past it. None: the server's.
+    deadline_ms: int | None = Field(None, ge=1, le=600_000)
 
 
 class Entity(_Answer):

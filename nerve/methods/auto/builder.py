@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from nerve.methods.auto.gate import LLMGate
 from nerve.methods.auto.handler import CascadeHandler, calibration_tag
 from nerve.methods.auto.policy import Calibrator, CascadePolicy
 from nerve.methods.deps import MethodDeps
@@ -38,4 +39,10 @@ def build(deps: MethodDeps) -> MethodHandler | None:
         llm_examples=settings.default_top_k,
         concurrency=settings.segment.concurrency,
         calibration=calibration_tag(path),
+        # The in-process llama.cpp runs one generation at a time; a server (OpenAI-compatible,
+        # Triton) is taken to run as many as one text sends at once.
+        gate=LLMGate(
+            settings.cascade.max_queued,
+            slots=1 if settings.generator == "llama_cpp" else settings.segment.concurrency,
+        ),
     )

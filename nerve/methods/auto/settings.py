@@ -11,6 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+# One text's segments reach the LLM NERVE_SEGMENT_CONCURRENCY (4) at a time: one runs, three
+# wait. Three waiting: a text alone never sheds by the queue rule, a second client's segments do.
+DEFAULT_MAX_QUEUED = 3
+
 
 class CascadeSettings(BaseModel):
     """method=auto: the encoder first, the LLM where it is unsure."""
@@ -34,4 +38,14 @@ class CascadeSettings(BaseModel):
         None,
         description="auto's calibration JSON (nerve train cascade); unset = "
         "model_repository/cascade/calibration-fold-a.json (the shipped adapter's fold).",
+    )
+    max_queued: int = Field(
+        DEFAULT_MAX_QUEUED,
+        ge=0,
+        description="auto sheds a routed segment (answers it with the encoder alone, escalation "
+        "reason llm_shed) when this many routed segments already wait for the LLM; 0 = never "
+        "wait (only a segment the idle LLM can take at once is asked). The default 3 lets one "
+        "text's own segments (NERVE_SEGMENT_CONCURRENCY=4 at a time: one runs, three wait) "
+        "queue. A segment is also shed when waiting would miss its request's deadline "
+        "(NERVE_REQUEST_DEADLINE_MS); an idle LLM never sheds.",
     )
