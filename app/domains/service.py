@@ -154,14 +154,16 @@ class DomainService:
             raise InvalidRequest(f"examples: at most {limit} per upload; got {len(examples)}")
         types = {t.name for t in domain.entity_types}
         for index, example in enumerate(examples):
-            self._validate_example(index, example, types)
+            self.validate_example(index, example, types)
         ids = await to_thread.run_sync(self.retriever.index, tenant, name, list(examples))
         domain = await self._bump(domain)
         self.metrics.examples_added.labels(domain=name, source=source).inc(len(ids))
         log.info("examples added", extra={"domain": name, "count": len(ids), "source": source})
         return domain, ids
 
-    def _validate_example(self, index: int, example: Example, types: set[str]) -> None:
+    def validate_example(self, index: int, example: Example, types: set[str]) -> None:
+        """The checks every stored example passes (an upload's, a feedback correction's, a
+        Label Studio annotation's before it replaces the earlier one); 422 naming ``index``."""
         where = f"examples[{index}]"
         if not example.text.strip():
             raise InvalidRequest(f"{where}.text is empty")

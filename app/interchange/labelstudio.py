@@ -186,7 +186,7 @@ async def webhook(
         entities=[_typed(span, mapping, where) for span in spans],
     )
     # The domain's checks (overlaps, lengths) before the earlier example is deleted.
-    service._validate_example(0, example, set(mapping.values()))
+    service.validate_example(0, example, set(mapping.values()))
     replaced = await _replace(service, tenant, domain, example)
     return {
         "status": "added",
