@@ -11,7 +11,7 @@ from anyio import to_thread
 
 from app.auth import Authenticator, build_authenticator
 from app.domains.service import DomainService
-from app.feedback.records import build_record_store
+from app.feedback.request_records import build_record_store
 from app.feedback.service import FeedbackService
 from app.jobs.factory import build_job_store
 from app.jobs.runner import JobRunner

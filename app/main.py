@@ -23,7 +23,7 @@ from app.domains.protocol import DomainIn
 from app.domains.router import router as domains_router
 from app.feedback.router import router as feedback_router
 from app.health import router as health_router
-from app.interchange.labelstudio import router as labelstudio_router
+from app.interchange.labelstudio_backend import router as labelstudio_router
 from app.interchange.router import router as interchange_router
 from app.jobs.router import router as jobs_router
 from app.logging import request_id_var

@@ -74,7 +74,7 @@ def prepare() -> None:
     merged in when NERVE_LLM_MERGE_ADAPTER asks for it), and export the
     ONNX encoders that NERVE_EMBEDDER_RUNTIME / NERVE_ENCODER_RUNTIME ask for (idempotent)."""
     from app.components import build_embedder
-    from nerve.generation.models import model_files
+    from nerve.generation.weights import model_files
     from nerve.methods.encoders.factory import EncoderBackendsConfig, build_encoder_backends
 
     settings = load_settings()

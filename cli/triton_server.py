@@ -42,7 +42,7 @@ from pathlib import Path
 import httpx
 
 from cli.subprocesses import die_with_parent
-from nerve.generation.models import resolve_adapter
+from nerve.generation.weights import resolve_adapter
 from nerve.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from nerve.data.readers import read_split
 from nerve.errors import BackendTimeout, InvalidRequest
 from nerve.generation.base import Generation, GenerationRequest
 from nerve.methods import registry
-from nerve.methods.deps import MethodDeps
+from nerve.methods.builder_deps import MethodDeps
 from nerve.methods.handler import MethodHandler
 from nerve.methods.wraner.handler import WranerHandler
 from nerve.retrieval.embedding.sentence_transformers import SentenceTransformerEmbedder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nerve.generation.models import CLLMFS_ADAPTER, resolve_adapter
+from nerve.generation.weights import CLLMFS_ADAPTER, resolve_adapter
 from nerve.settings import REPO_ROOT, Settings
 from trainers.cllmfs.cli import NAME
 from trainers.cllmfs.config import CllmfsConfig
@@ -41,8 +41,8 @@ async def test_behind_triton_method_cllmfs_calls_its_own_model() -> None:
     the adapter is Triton's to load (the gateway's host need not hold the file); unset, the
     method is not served."""
     from nerve.generation.triton import TritonGenerator
+    from nerve.methods.builder_deps import MethodDeps
     from nerve.methods.cllmfs.builder import build as build_cllmfs
-    from nerve.methods.deps import MethodDeps
     from nerve.metrics import Metrics
 
     def cllmfs(adapter: str, generator: str = "triton") -> Any:

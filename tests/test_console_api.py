@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from app.feedback.records import RecordStore, RequestRecord, build_record_store
+from app.feedback.request_records import RecordStore, RequestRecord, build_record_store
 from nerve.cache.memory import MemoryCache
 from nerve.metrics import Metrics
 from nerve.settings import load_settings

@@ -14,7 +14,7 @@ from app.components import build_store
 from app.domains.protocol import DomainIn
 from app.domains.service import DomainService
 from app.feedback.protocol import FeedbackIn
-from app.feedback.records import RecordStore, RequestRecord, build_record_store
+from app.feedback.request_records import RecordStore, RequestRecord, build_record_store
 from app.feedback.service import FeedbackService
 from app.ner.protocol import EntityOut, NERResponse, Timings
 from nerve.cache.memory import MemoryCache

@@ -13,7 +13,7 @@ from nerve.generation import llama_cpp as llama_cpp_module
 from nerve.generation.base import GenerationRequest
 from nerve.generation.factory import build_generator
 from nerve.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator, _assemble
-from nerve.generation.models import resolve_adapter
+from nerve.generation.weights import resolve_adapter
 from nerve.prompting.answer_grammar import answer_grammar
 from nerve.prompting.parser import parse_answer
 from nerve.prompting.prompt import STOP_SEQUENCES, Prompt, build_prompt

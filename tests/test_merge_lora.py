@@ -10,7 +10,7 @@ import pytest
 from nerve.data.readers import parse_bio
 from nerve.generation.llama_cpp import LlamaCppEngine
 from nerve.generation.merge_lora import LoraMergeError, ensure_merged_gguf, merged_path
-from nerve.generation.models import DEFAULT_ADAPTER, model_files
+from nerve.generation.weights import DEFAULT_ADAPTER, model_files
 from nerve.prompting.prompt import STOP_SEQUENCES, build_prompt
 from nerve.settings import REPO_ROOT, load_settings
 from nerve.vocab.types import EntityType

@@ -13,8 +13,8 @@ from nerve.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from nerve.generation.base import GenerationRequest
 from nerve.generation.factory import build_generator
 from nerve.generation.llama_cpp import LlamaCppEngine, LlamaCppGenerator
-from nerve.generation.models import resolve_adapter
 from nerve.generation.triton import TritonGenerator
+from nerve.generation.weights import resolve_adapter
 from nerve.prompting.answer_grammar import answer_grammar
 from nerve.prompting.parser import parse_answer
 from nerve.prompting.prompt import STOP_SEQUENCES

@@ -21,7 +21,7 @@ from cli.triton_server import (
     server_env,
     triton_command,
 )
-from nerve.generation.models import CLLMFS_ADAPTER
+from nerve.generation.weights import CLLMFS_ADAPTER
 from nerve.settings import REPO_ROOT, load_settings
 
 

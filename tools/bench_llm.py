@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from nerve.data.crossner_types import entity_types_for
     from nerve.data.readers import entity_types_of, read_split
     from nerve.generation.llama_cpp import LlamaCppGenerator
-    from nerve.generation.models import ensure_base_gguf
+    from nerve.generation.weights import ensure_base_gguf
 
     pool = read_split(args.data, args.domain, "train")
     test = read_split(args.data, args.domain, "test")[: args.limit + 1]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nerve.generation.llama_cpp import LlamaCppEngine
-from nerve.generation.models import ensure_base_gguf, resolve_adapter
+from nerve.generation.weights import ensure_base_gguf, resolve_adapter
 from nerve.wire import llm as t
 from triton_models.adapter import Call, ModelConfig, Tensors
 

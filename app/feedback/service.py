@@ -18,7 +18,7 @@ from app.feedback.protocol import (
     Outcome,
     QueuedSpan,
 )
-from app.feedback.records import RecordedSpan, RecordStore, RequestRecord
+from app.feedback.request_records import RecordedSpan, RecordStore, RequestRecord
 from app.ner.protocol import NERResponse
 from nerve.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from nerve.metrics import Metrics

@@ -24,7 +24,7 @@ import numpy as np
 
 from nerve.errors import BackendTimeout, BackendUnavailable, InvalidRequest
 from nerve.generation.base import Generation, GenerationRequest, TokenLogprob
-from nerve.generation.models import model_files
+from nerve.generation.weights import model_files
 from nerve.prompting.parser import longest_line_run
 from nerve.prompting.prompt import instruction_prefix
 from nerve.settings import Settings

@@ -16,8 +16,8 @@ from nerve.errors import InvalidRequest
 from nerve.generation.base import Generator
 from nerve.methods.auto.builder import build as build_auto
 from nerve.methods.baner.builder import build as build_baner
+from nerve.methods.builder_deps import MethodDeps
 from nerve.methods.cllmfs.builder import build as build_cllmfs
-from nerve.methods.deps import MethodDeps
 from nerve.methods.handler import MethodHandler
 from nerve.methods.lar.builder import build as build_lar
 from nerve.methods.wraner.builder import build as build_wraner

@@ -12,7 +12,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from nerve.generation.models import ensure_base_gguf
+from nerve.generation.weights import ensure_base_gguf
 from trainers.wraner.config import WranerConfig
 
 log = logging.getLogger(__name__)

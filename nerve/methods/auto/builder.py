@@ -8,7 +8,7 @@ import logging
 from nerve.methods.auto.gate import LLMGate
 from nerve.methods.auto.handler import CascadeHandler, calibration_tag
 from nerve.methods.auto.policy import Calibrator, CascadePolicy
-from nerve.methods.deps import MethodDeps
+from nerve.methods.builder_deps import MethodDeps
 from nerve.methods.encoders.handler import EncoderHandler
 from nerve.methods.handler import MethodHandler
 from nerve.methods.wraner.builder import build as build_wraner

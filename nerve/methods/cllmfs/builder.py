@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from nerve.generation.factory import build_generator
-from nerve.generation.models import resolve_adapter
-from nerve.methods.deps import MethodDeps
+from nerve.generation.weights import resolve_adapter
+from nerve.methods.builder_deps import MethodDeps
 from nerve.methods.handler import MethodHandler
 from nerve.methods.wraner.handler import WranerHandler
 

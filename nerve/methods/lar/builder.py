@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nerve.methods.deps import MethodDeps
+from nerve.methods.builder_deps import MethodDeps
 from nerve.methods.encoders.handler import EncoderHandler
 from nerve.methods.handler import MethodHandler
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nerve.methods.deps import MethodDeps
+from nerve.methods.builder_deps import MethodDeps
 from nerve.methods.handler import MethodHandler
 from nerve.methods.wraner.handler import WranerHandler
 
