@@ -75,16 +75,25 @@ def entity_types_of(examples: Iterable[Example]) -> list[str]:
 
 def to_bio(example: Example) -> Iterator[tuple[str, str]]:
     """(token, IOB2 tag) pairs of a space-tokenised example (the inverse of :func:`parse_bio`)."""
-    offset = 0
-    for token in example.text.split(" "):
-        start, end = offset, offset + len(token)
-        offset = end + 1
+    return tagged_tokens(example, _space_bounds(example.text))
+
+
+def tagged_tokens(example: Example, bounds: Iterable[tuple[int, int]]) -> Iterator[tuple[str, str]]:
+    """(token, IOB2 tag) of each token of ``example`` at the character ranges ``bounds``."""
+    for start, end in bounds:
         tag = "O"
         for span in example.entities:
             if span.start <= start and end <= span.end:
                 tag = ("B-" if span.start == start else "I-") + span.type
                 break
-        yield token, tag
+        yield example.text[start:end], tag
+
+
+def _space_bounds(text: str) -> Iterator[tuple[int, int]]:
+    offset = 0
+    for token in text.split(" "):
+        yield offset, offset + len(token)
+        offset += len(token) + 1
 
 
 def _to_example(tokens: list[tuple[str, str, int]], source: str) -> Example:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nerve.vocab.types import Span
+from nerve.vocab.words import split_words
 
 
 class FormatError(ValueError):
@@ -28,8 +29,6 @@ def make_span(text: str, start: object, end: object, label: object, where: str) 
 def token_bounds(text: str, spans: list[Span]) -> list[tuple[int, int]]:
     """(start, end) of the text's words (:func:`nerve.vocab.words.split_words`), cut further at
     every span boundary inside a word, so each span is a whole run of tokens."""
-    from nerve.vocab.words import split_words
-
     cuts = sorted({s.start for s in spans} | {s.end for s in spans})
     bounds: list[tuple[int, int]] = []
     for word in split_words(text):

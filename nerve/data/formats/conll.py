@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from nerve.data.formats.base import FormatError, token_bounds
-from nerve.data.readers import BioFormatError, parse_bio
+from nerve.data.readers import BioFormatError, parse_bio, tagged_tokens
 from nerve.vocab.types import Example
 
 
@@ -26,16 +26,8 @@ def parse_conll(text: str, *, source: str = "CoNLL file") -> list[Example]:
 
 def conll_lines(example: Example) -> list[str]:
     """``token<TAB>IOB2 tag`` lines of one example."""
-    spans = sorted(example.entities, key=lambda s: (s.start, s.end))
-    lines = []
-    for start, end in token_bounds(example.text, spans):
-        tag = "O"
-        for span in spans:
-            if span.start <= start and end <= span.end:
-                tag = ("B-" if span.start == start else "I-") + span.type
-                break
-        lines.append(f"{example.text[start:end]}\t{tag}")
-    return lines
+    bounds = token_bounds(example.text, example.entities)
+    return [f"{token}\t{tag}" for token, tag in tagged_tokens(example, bounds)]
 
 
 def to_conll(examples: Iterable[Example]) -> str:

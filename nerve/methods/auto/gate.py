@@ -53,9 +53,14 @@ class LLMGate:
     def running(self) -> int:
         return len(self._running)
 
+    @property
+    def idle(self) -> bool:
+        """A segment arriving now would start at once: a free slot and nobody waiting."""
+        return self.running < self.slots and not self.waiting
+
     def expected_wait(self, now: float) -> float:
         """Seconds a segment arriving now would wait before its call starts (0: a free slot)."""
-        if self.running < self.slots and not self.waiting:
+        if self.idle:
             return 0.0
         estimate = self.estimate or 0.0
         # The first slot to free up, then one estimated call per ``slots`` waiting ahead.
@@ -64,7 +69,7 @@ class LLMGate:
 
     def shed_reason(self, deadline: float | None) -> ShedReason | None:
         """Why a segment arriving now would be shed, or None: it is asked."""
-        if self.running < self.slots and not self.waiting:
+        if self.idle:
             return None  # the LLM is idle: never shed
         if self.waiting >= self.max_queued:
             return "queue"
@@ -81,7 +86,7 @@ class LLMGate:
         reason = self.shed_reason(deadline)
         if reason is not None:
             return reason
-        queued = self.running >= self.slots or self.waiting > 0
+        queued = not self.idle
         self.waiting += 1
         try:
             await self._free.acquire()
