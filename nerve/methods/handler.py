@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from nerve.vocab.types import Entity, EntityType, Example
+
+if TYPE_CHECKING:
+    from nerve.adaptation.model import DomainModel
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class SegmentTask:
     # When the request must be answered, a ``time.monotonic()`` instant (None: no deadline).
     # A method may answer with less to meet it (auto sheds its LLM call); others ignore it.
     deadline: float | None = None
+    # The domain's promoted model (fitted on its pool), when it has one that loads: encoder
+    # methods answer with it in place of their few-shot stages (auto's first pass included).
+    domain_model: DomainModel | None = None
 
 
 @dataclass

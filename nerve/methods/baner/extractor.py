@@ -179,6 +179,16 @@ class BanerExtractor:
         for text, encoded in zip(todo, self.encode(todo), strict=True):
             self._warm_queries.put(text, encoded)
 
+    def prime(self, encoded: EncodedText) -> None:
+        """Hand over a text already encoded (as :meth:`warm` would): the next answer for it
+        takes this encoding instead of running the encoder again."""
+        self._warm_queries.put(encoded.text, encoded)
+
+    def prime_support(self, examples: Sequence[Example], encoded: Sequence[EncodedText]) -> None:
+        """Cache ``examples`` as support from their encodings (a trainer encoded them already)."""
+        for example, enc in zip(examples, encoded, strict=True):
+            self._support_cache.put(_support_key(example), self._encoded_support(example, enc))
+
     def _encode_queries(self, texts: Sequence[str]) -> list[EncodedText]:
         """``encode(texts)``, taking the ones :meth:`warm` encoded (each once)."""
         found: dict[int, EncodedText] = {}
@@ -340,6 +350,16 @@ class BanerExtractor:
         """:meth:`extract` of each item; the encoder runs once over all of them."""
         out: list[list[TypedEntity]] = [[] for _ in items]
         todo = [i for i, item in enumerate(items) if item.entity_types and item.text.strip()]
+        # A domain model fitted on the domain's pool answers in place of the few-shot stages
+        # (same encoder pass); only for the types it was fitted on.
+        adapted = [i for i in todo if _adapted(items[i])]
+        if adapted:
+            encodings = self._encode_queries([items[i].text for i in adapted])
+            for index, encoded in zip(adapted, encodings, strict=True):
+                model = items[index].domain_model
+                assert model is not None
+                out[index] = model.predict(encoded, items[index].entity_types)
+            todo = [i for i in todo if i not in set(adapted)]
         prepared = self.prepare_batch([items[i] for i in todo])
         for index, (encoded, support_set) in zip(todo, prepared, strict=True):
             entity_types = items[index].entity_types
@@ -376,6 +396,10 @@ def typed_entity(
             for i in order[:candidates]
         ],
     )
+
+
+def _adapted(task: SegmentTask) -> bool:
+    return task.domain_model is not None and task.domain_model.knows(task.entity_types)
 
 
 def _support_key(example: Example) -> Hashable:

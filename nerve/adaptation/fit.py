@@ -1,0 +1,195 @@
+"""Fit a domain model on a domain's labelled pool and judge it against the few-shot path.
+
+The pool is split once, by a hash of each example's id (stable as the pool grows): the fit part
+trains the head, the held-out part scores both the head and BANER's few-shot answer (its
+support retrieved from the fit part, as the gateway would). The model that ships is refitted on
+the whole pool; the report keeps the held-out scores that decided its promotion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nerve.adaptation.head import DomainHead, HeadDesign, tag_count, typed_tags
+from nerve.adaptation.model import DomainModel
+from nerve.data.scoring import prf
+from nerve.methods.baner.extractor import BanerExtractor, EncodedText
+from nerve.methods.handler import SegmentTask
+from nerve.vocab.types import EntityType, Example
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    design: HeadDesign = "mlp"
+    epochs: int = 40
+    learning_rate: float = 3e-3
+    batch_size: int = 16
+    heldout_share: float = 0.2
+    support_k: int = 20
+    seed: int = 0
+
+
+@dataclass
+class FitReport:
+    design: str
+    examples: int
+    fitted_on: int
+    heldout: int
+    heldout_f1_domain: float
+    heldout_f1_fewshot: float
+    seconds: float
+    epochs: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def wins(self) -> bool:
+        """Promote only a model that beats the few-shot path where neither was fitted."""
+        return self.heldout > 0 and self.heldout_f1_domain > self.heldout_f1_fewshot
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "wins": self.wins}
+
+
+def is_heldout(example: Example, share: float) -> bool:
+    digest = hashlib.sha256(f"{example.id}\0{example.text}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < share
+
+
+def fit_head(
+    states: Sequence[torch.Tensor],
+    tags: Sequence[np.ndarray],
+    type_count: int,
+    options: FitOptions,
+    stop: Callable[[], None] | None = None,
+) -> DomainHead:
+    """Train a fresh head on word states and their typed tags (cross-entropy, AdamW)."""
+    torch.manual_seed(options.seed)
+    dim = int(states[0].shape[-1])
+    head = DomainHead(options.design, dim, type_count)
+    width = max(int(s.shape[0]) for s in states) or 1
+    inputs = torch.zeros(len(states), width, dim)
+    targets = torch.full((len(states), width), -100, dtype=torch.long)
+    for row, (state, tag) in enumerate(zip(states, tags, strict=True)):
+        inputs[row, : len(tag)] = state
+        targets[row, : len(tag)] = torch.from_numpy(tag)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=options.learning_rate, weight_decay=1e-2)
+    order = torch.Generator().manual_seed(options.seed)
+    classes = tag_count(type_count)
+    head.train()
+    for _ in range(options.epochs):
+        if stop is not None:
+            stop()  # raises to abandon the fit (the domain went away)
+        for batch in torch.randperm(len(states), generator=order).split(options.batch_size):
+            logits = head(inputs[batch]).reshape(-1, classes)
+            loss = nn.functional.cross_entropy(
+                logits, targets[batch].reshape(-1), ignore_index=-100
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return head.eval()
+
+
+def span_f1(gold: Sequence[Example], predicted: Sequence[Sequence[tuple[int, int, str]]]) -> float:
+    tp = fp = fn = 0
+    for example, found in zip(gold, predicted, strict=True):
+        truth = {(s.start, s.end, s.type) for s in example.entities}
+        guess = set(found)
+        tp, fp, fn = tp + len(truth & guess), fp + len(guess - truth), fn + len(truth - guess)
+    return round(100 * prf(tp, fp, fn)[2], 2)
+
+
+def fewshot_answers(
+    extractor: BanerExtractor,
+    encoded: Sequence[EncodedText],
+    support: Sequence[Example],
+    support_encoded: Sequence[EncodedText],
+    entity_types: list[EntityType],
+    k: int,
+) -> list[list[tuple[int, int, str]]]:
+    """BANER's few-shot answers, each text's support the ``k`` most similar of ``support``
+    (mean word vectors: the gateway retrieves by word embeddings; close enough to judge)."""
+    if not support:
+        return [[] for _ in encoded]
+    pool = np.stack([_mean_vector(e) for e in support_encoded])
+    tasks: list[SegmentTask] = []
+    for enc in encoded:
+        nearest = np.argsort(-(pool @ _mean_vector(enc)))[:k][::-1]  # the most similar last
+        tasks.append(SegmentTask(enc.text, entity_types, [support[int(i)] for i in nearest]))
+        extractor.prime(enc)
+    answers = extractor.extract_batch(tasks)
+    return [[(e.start, e.end, e.type) for e in found] for found in answers]
+
+
+def fit_domain(
+    extractor: BanerExtractor,
+    examples: Sequence[Example],
+    entity_types: list[EntityType],
+    options: FitOptions,
+    stop: Callable[[], None] | None = None,
+) -> tuple[DomainModel, FitReport]:
+    """Fit on ``examples``: held-out scores of head and few-shot path, then the whole-pool head."""
+    began = time.process_time()
+    names = [t.name for t in entity_types]
+    encoded = extractor.encode([e.text for e in examples])
+    extractor.prime_support(examples, encoded)
+    tags = [typed_tags(enc.words, e, names) for e, enc in zip(examples, encoded, strict=True)]
+    heldout = [i for i, e in enumerate(examples) if is_heldout(e, options.heldout_share)]
+    fitted = [i for i in range(len(examples)) if i not in set(heldout)]
+    domain_f1 = fewshot_f1 = 0.0
+    if heldout and fitted:
+        head = fit_head(
+            [encoded[i].states for i in fitted],
+            [tags[i] for i in fitted],
+            len(names),
+            options,
+            stop,
+        )
+        probe = DomainModel(head, names, options.design, extractor.net.config.encoder)
+        gold = [examples[i] for i in heldout]
+        domain_f1 = span_f1(
+            gold,
+            [
+                [(e.start, e.end, e.type) for e in probe.predict(encoded[i], entity_types)]
+                for i in heldout
+            ],
+        )
+        fewshot_f1 = span_f1(
+            gold,
+            fewshot_answers(
+                extractor,
+                [encoded[i] for i in heldout],
+                [examples[i] for i in fitted],
+                [encoded[i] for i in fitted],
+                entity_types,
+                options.support_k,
+            ),
+        )
+    head = fit_head([enc.states for enc in encoded], tags, len(names), options, stop)
+    model = DomainModel(head, names, options.design, extractor.net.config.encoder)
+    report = FitReport(
+        design=options.design,
+        examples=len(examples),
+        fitted_on=len(fitted),
+        heldout=len(heldout),
+        heldout_f1_domain=domain_f1,
+        heldout_f1_fewshot=fewshot_f1,
+        seconds=round(time.process_time() - began, 1),
+        epochs=options.epochs,
+    )
+    return model, report
+
+
+def _mean_vector(encoded: EncodedText) -> np.ndarray:
+    if not len(encoded.word_vectors):
+        return np.zeros(encoded.states.shape[-1] - 6, dtype=np.float32)  # words' hidden size
+    vector = encoded.word_vectors.mean(axis=0)
+    return vector / max(float(np.linalg.norm(vector)), 1e-9)
