@@ -149,6 +149,9 @@ def eval_command(
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
     pool_split: Annotated[str, typer.Option(help="Split used as the retrieval pool.")] = "train",
     limit: Annotated[int | None, typer.Option(help="Score only the first N sentences.")] = None,
+    pool_limit: Annotated[
+        int | None, typer.Option(help="Pool: only the first N sentences of --pool-split.")
+    ] = None,
     offset: Annotated[
         int, typer.Option(min=0, help="Skip the first N sentences (before --limit).")
     ] = 0,
@@ -198,6 +201,7 @@ def eval_command(
                 domain,
                 split,
                 pool_split=pool_split,
+                pool_limit=pool_limit,
                 limit=limit,
                 top_k=top_k,
                 method=method,

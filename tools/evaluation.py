@@ -116,12 +116,14 @@ async def evaluate(
     offset: int = 0,
     bare_types: bool = False,
     lowercase: bool = False,
+    pool_limit: int | None = None,
 ) -> EvalResult:
     """Score ``split`` (from sentence ``offset``, at most ``limit`` sentences) with the pool
-    ``pool_split``; ``bare_types`` and ``lowercase`` are the stress variants (module doc)."""
+    ``pool_split`` (its first ``pool_limit`` sentences); ``bare_types`` and ``lowercase`` are the
+    stress variants (module doc)."""
     if offset < 0:
         raise ValueError(f"offset must be at least 0; got {offset}")
-    pool = read_split(data_dir, domain, pool_split)
+    pool = read_split(data_dir, domain, pool_split)[:pool_limit]
     test = read_split(data_dir, domain, split)[offset:]
     if limit is not None:
         test = test[:limit]

@@ -16,6 +16,12 @@ from app.domains.service import DomainService, check_type_names
 from app.ner.escalation import escalation_reasons
 from app.ner.pool_step import DomainPoolRules, PoolRulesStep
 from app.ner.protocol import EntityOut, NERRequest, NERResponse, Timings
+from nerve.adaptation.serving import (
+    FEW_SHOT,
+    REASON_DOMAIN_MODEL_UNAVAILABLE,
+    DomainModels,
+    ServedModel,
+)
 from nerve.cache.counted import CountedCache
 from nerve.cache.keys import answer_key
 from nerve.errors import BackendUnavailable, InvalidRequest, NotFound
@@ -46,6 +52,15 @@ class PreparedRequest:
     domain: Domain
     types: list[EntityType]
     handler: MethodHandler
+    # The domain's own model (fitted on its pool) where the handler answers with one and the
+    # model knows every requested type; otherwise the few-shot path (and why, if it failed).
+    served: ServedModel = FEW_SHOT
+
+    @property
+    def model(self) -> str:
+        """What answers: the handler's model, and the domain model's version when one does."""
+        label = self.served.label
+        return self.handler.model if label is None else f"{self.handler.model}+{label}"
 
 
 @dataclass
@@ -67,6 +82,7 @@ class NERPipeline:
         metrics: Metrics,
         embeddings: QueryEmbeddingCache | None = None,
         pool_rules: PoolRulesStep | None = None,
+        domain_models: DomainModels | None = None,
     ) -> None:
         self.settings = settings
         self.domains = domains
@@ -76,6 +92,7 @@ class NERPipeline:
         self.metrics = metrics
         self.embeddings = embeddings
         self.pool_rules = pool_rules
+        self.domain_models = domain_models
 
     # --- validate ------------------------------------------------------------------------
     def validate(self, request: NERRequest, where: str = "") -> MethodHandler:
@@ -130,9 +147,21 @@ class NERPipeline:
             domain = await self.domains.get(tenant, request.domain)
         except NotFound as exc:
             raise NotFound(f"{where}{exc.message}") from None
+        types = self.resolve_types(domain, request.entity_types, where)
         return PreparedRequest(
-            domain, self.resolve_types(domain, request.entity_types, where), handler
+            domain, types, handler, await self._served_model(tenant, domain, handler, types)
         )
+
+    async def _served_model(
+        self, tenant: str, domain: Domain, handler: MethodHandler, types: list[EntityType]
+    ) -> ServedModel:
+        # Optional, like warm(): only encoder methods answering in process take a domain model.
+        if self.domain_models is None or not getattr(handler, "adapts_to_domain", False):
+            return FEW_SHOT
+        served = await self.domain_models.get(tenant, domain.name)
+        if served.model is not None and not served.model.knows(types):
+            return FEW_SHOT  # a type the model never saw: the few-shot path knows them all
+        return served
 
     # --- the pipeline --------------------------------------------------------------------
     async def extract(
@@ -190,11 +219,12 @@ class NERPipeline:
             key=lambda e: (e.start, e.end),
         )
         degraded = any(s.degraded for s in segments)
+        failed = [REASON_DOMAIN_MODEL_UNAVAILABLE] if prepared.served.failure else []
         reasons = escalation_reasons(
             domain,
             self.domains.threshold(domain),
             entities,
-            (r for s in segments for r in s.answer.reasons),
+            [*failed, *(r for s in segments for r in s.answer.reasons)],
             degraded,
             (t for s in segments for t in s.answer.disagreements),
         )
@@ -209,7 +239,7 @@ class NERPipeline:
             request_id=request_id,
             domain=domain.name,
             method=handler.name,
-            model=handler.model,
+            model=prepared.model,
             entities=entities,
             escalate=bool(reasons),
             escalation_reasons=reasons,
@@ -219,7 +249,8 @@ class NERPipeline:
         self._record(domain, response)
         # Neither a zero-shot answer (retrieval down) nor one a method cut short for load (auto's
         # shed LLM calls) is cached: the next identical request gets the full answer.
-        if not degraded and not any(s.answer.shed for s in segments):
+        # Nor one the few-shot path gave for a domain model that failed to load.
+        if not degraded and not failed and not any(s.answer.shed for s in segments):
             await self.cache.set(
                 cache_key, response.model_dump_json().encode(), self.settings.cache.ttl_s
             )
@@ -258,7 +289,7 @@ class NERPipeline:
             if warming is not None:
                 await _settled(warming)
         tasks = [
-            SegmentTask(segment, prepared.types, found, deadline)
+            SegmentTask(segment, prepared.types, found, deadline, prepared.served.model)
             for segment, found in zip(method_texts, examples, strict=True)
         ]
         try:
@@ -372,7 +403,7 @@ class NERPipeline:
             domain_version=domain.version,
             method=prepared.handler.name,
             # The handler's model: a new LLM, encoder artefact or Triton model misses.
-            model=prepared.handler.model,
+            model=prepared.model,
             prompt_version=PROMPT_VERSION,
             request={
                 # A domain deleted and created again restarts at version 1: its creation time

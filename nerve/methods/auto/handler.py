@@ -64,6 +64,8 @@ class CascadeHandler:
         # None: every routed segment waits for the LLM (no shedding).
         self.gate = gate
         self.min_examples = max(encoder.min_examples, llm.min_examples)
+        # Its first pass is the encoder's: a domain model answers it where the encoder takes one.
+        self.adapts_to_domain = bool(getattr(encoder, "adapts_to_domain", False))
         self.model = (
             f"{encoder.model}+{llm.model}+{policy.rule}@{policy.route_threshold:g}"
             f"+cal:{calibration}"

@@ -23,8 +23,13 @@ class EncoderHandler:
         self.model = backend.model
         self.summary = SUMMARIES.get(backend.name, backend.name)
         self.min_examples = min_examples
+        # BANER in process answers with a domain's own model when the pipeline hands it one
+        # (SegmentTask.domain_model); on Triton the model would need the head on the server.
+        self.adapts_to_domain = backend.name == "baner" and hasattr(backend, "extract_batch")
 
     async def answer(self, task: SegmentTask) -> SegmentAnswer:
+        if task.domain_model is not None and self.adapts_to_domain:
+            return (await self.answer_batch([task]))[0]
         t0 = time.perf_counter()
         found = await self.backend.extract(task.text, task.entity_types, task.examples)
         return SegmentAnswer(
