@@ -315,6 +315,13 @@ def bench_serve(
             "the Triton model named like the method (NERVE_ENCODER_BACKEND=triton)."
         ),
     ] = None,
+    adapted: Annotated[
+        bool,
+        typer.Option(
+            help="Also load each method on a copy of the domain adapted to its pool "
+            "(reported as <method>+adapted)."
+        ),
+    ] = False,
 ) -> None:
     """Load /v1/ner of a real `nerve serve` at several concurrency levels with unseen CrossNER
     test sentences: requests/s, latency percentiles, errors and each stage's share."""
@@ -346,6 +353,7 @@ def bench_serve(
         top_k=top_k,
         server_env=env,
         triton_stats=triton_stats,
+        adapted=adapted,
     )
     try:
         result = run(config, log=lambda line: console.print(line, highlight=False))

@@ -73,6 +73,10 @@ class BenchConfig:
     start_timeout_s: float = 300.0  # of the gateway's start-up
     server_env: dict[str, str] = field(default_factory=dict)  # NERVE_* for the started gateway
     triton_stats: str | None = None  # Triton's HTTP URL: count each level's executions
+    # Also each method on a copy of the domain adapted to its pool (its own model, promoted),
+    # reported as "<method>+adapted" beside the few-shot domain, in the same run.
+    adapted: bool = False
+    adapt_timeout_s: float = 900.0
 
 
 @dataclass
@@ -206,6 +210,9 @@ def started_gateway(config: BenchConfig, log: Any) -> Iterator[tuple[str, int]]:
         "NERVE_MAX_IN_FLIGHT": str(max(64, *config.levels)),
         "NERVE_LOG_JSON": "false",
         "NERVE_LOG_LEVEL": "WARNING",
+        # No run starts by itself mid-benchmark: the few-shot domain stays few-shot, and the
+        # adapted copy (--adapted) adapts before its levels.
+        "NERVE_ADAPT_ENABLED": "false",
         **config.server_env,
     }
     # The gateway imports this checkout's app/, whatever the current directory.
@@ -271,6 +278,22 @@ async def _create_domain(client: httpx.AsyncClient, name: str, pool: Sequence[Ex
         response.raise_for_status()
 
 
+async def _adapt(client: httpx.AsyncClient, name: str, timeout_s: float) -> dict[str, Any]:
+    """Start the domain's adaptation, wait for it to end; its state (a version must serve)."""
+    (await client.post(f"/v1/domains/{name}/adaptation")).raise_for_status()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = await client.get(f"/v1/domains/{name}")
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()["adaptation"]
+        if state["status"] not in ("queued", "running"):
+            if state["served_version"] is None:
+                raise RuntimeError(f"adapting {name} served no version: {state}")
+            return state
+        await asyncio.sleep(1.0)
+    raise RuntimeError(f"adapting {name} did not end within {timeout_s:g} s")
+
+
 async def _one(client: httpx.AsyncClient, body: dict[str, Any]) -> Sample:
     started = time.perf_counter()
     try:
@@ -318,10 +341,11 @@ async def run_load(
 ) -> dict[str, Any]:
     pool = read_split(config.data, config.domain, "train")[: config.pool_limit]
     queries = _queries(config, pool)
-    needed = len(config.methods) * (config.warmup + config.requests * len(config.levels))
+    runs = len(config.methods) * (2 if config.adapted else 1)
+    needed = runs * (config.warmup + config.requests * len(config.levels))
     if needed > len(queries):
         raise ValueError(
-            f"{needed} unseen sentences needed ({len(config.methods)} methods x "
+            f"{needed} unseen sentences needed ({runs} methods x "
             f"({config.warmup} warm-up + {config.requests} requests x {len(config.levels)} "
             f"levels)); {config.domain}/test has {len(queries)}: lower --requests"
         )
@@ -335,10 +359,21 @@ async def run_load(
             await _create_domain(client, name, pool)
             seconds = time.perf_counter() - started
             log(f"pool: {len(pool)} {config.domain} train sentences indexed in {seconds:.1f} s")
+            runs = [(method, name, method) for method in config.methods]
+            adaptation: dict[str, Any] | None = None
+            if config.adapted:
+                await _create_domain(client, f"{name}-adapted", pool)
+                started = time.perf_counter()
+                adaptation = await _adapt(client, f"{name}-adapted", config.adapt_timeout_s)
+                log(
+                    f"adapted copy: version {adaptation['served_version']} serves "
+                    f"({time.perf_counter() - started:.0f} s)"
+                )
+                runs += [(m, f"{name}-adapted", f"{m}+adapted") for m in config.methods]
             results: list[LevelResult] = []
             unseen = iter(queries)
-            for method in config.methods:
-                body: dict[str, Any] = {"domain": name, "method": method}
+            for method, domain_name, label in runs:
+                body: dict[str, Any] = {"domain": domain_name, "method": method}
                 if config.top_k is not None:
                     body["top_k"] = config.top_k
 
@@ -358,7 +393,7 @@ async def run_load(
                     samples, duration = await _level(
                         client, take(config.requests), clients, config.seconds
                     )
-                    result = summarise(method, clients, samples, duration)
+                    result = summarise(label, clients, samples, duration)
                     if server_pgid and result.ok:
                         cpu = group_cpu_seconds(server_pgid) - cpu_before
                         result.server_cpu_ms_per_request = round(cpu * 1000 / result.ok, 1)
@@ -372,8 +407,9 @@ async def run_load(
                     )
                     results.append(result)
         finally:
-            with contextlib.suppress(httpx.HTTPError):
-                await client.delete(f"/v1/domains/{name}")
+            for created in (name, f"{name}-adapted") if config.adapted else (name,):
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.delete(f"/v1/domains/{created}")
     return {
         "tool": "nerve bench serve",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -395,6 +431,7 @@ async def run_load(
             if k != "server_env"
         },
         "levels": [asdict(r) for r in results],
+        "adaptation": adaptation,
     }
 
 
