@@ -341,11 +341,11 @@ async def run_load(
 ) -> dict[str, Any]:
     pool = read_split(config.data, config.domain, "train")[: config.pool_limit]
     queries = _queries(config, pool)
-    runs = len(config.methods) * (2 if config.adapted else 1)
-    needed = runs * (config.warmup + config.requests * len(config.levels))
+    run_count = len(config.methods) * (2 if config.adapted else 1)
+    needed = run_count * (config.warmup + config.requests * len(config.levels))
     if needed > len(queries):
         raise ValueError(
-            f"{needed} unseen sentences needed ({runs} methods x "
+            f"{needed} unseen sentences needed ({run_count} methods x "
             f"({config.warmup} warm-up + {config.requests} requests x {len(config.levels)} "
             f"levels)); {config.domain}/test has {len(queries)}: lower --requests"
         )
