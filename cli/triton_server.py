@@ -41,7 +41,7 @@ from pathlib import Path
 
 import httpx
 
-from cli.subprocesses import die_with_parent
+from nerve.subprocesses import die_with_parent
 from nerve.generation.weights import resolve_adapter
 from nerve.settings import REPO_ROOT, Settings
 
