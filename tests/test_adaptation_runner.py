@@ -71,7 +71,8 @@ class MemoryPool:
         return len(self.examples.get(name, []))
 
     async def all_examples(self, tenant: str, name: str) -> list[Example]:
-        return list(self.examples.get(name, []))
+        await self.get(tenant, name)
+        return list(self.examples[name])
 
 
 class Rig:
@@ -271,6 +272,31 @@ async def test_a_domain_deleted_elsewhere_mid_run_leaves_nothing(
     state = await task
     assert state.versions == [] and state.served is None
     assert not rig.store.domain_dir(TENANT, "music").exists() and no_runs_left(rig)
+
+
+@pytest.mark.parametrize("tree", ["deleted", "left"])
+async def test_a_domain_deleted_elsewhere_while_queued_leaves_nothing(
+    rig: Rig, pool: MemoryPool, tree: str
+) -> None:
+    """Queued behind another run, the domain is deleted through another gateway (whose hook
+    removes its tree, or not yet): its run never starts a job and leaves no tree."""
+    pool.add("music", 4)
+    pool.add("books", 4)
+    rig.job("win", seconds=60)
+    running = asyncio.ensure_future(rig.runner.run_now(TENANT, "music"))
+    pid = await rig.job_started("music")
+    queued = asyncio.ensure_future(rig.runner.run_now(TENANT, "books"))
+    while rig.store.state(TENANT, "books").queued is None:
+        await asyncio.sleep(0.02)
+    pool.remove("books")
+    if tree == "deleted":
+        rig.store.delete(TENANT, "books")
+    os.kill(pid, 9)
+    await running
+    state = await queued
+    assert state.versions == [] and state.last_run is None
+    assert not rig.store.domain_dir(TENANT, "books").exists() and no_runs_left(rig)
+    assert rig.outcomes() == {"failed": 1.0, "deleted": 1.0}
 
 
 async def test_stopping_the_gateway_kills_its_jobs(rig: Rig, pool: MemoryPool) -> None:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from anyio import to_thread
 
-from nerve.adaptation.store import RUN_LOCK, AdaptationStore
+from nerve.adaptation.store import RUN_LOCK, AdaptationStore, DomainGone
 from nerve.cache.errors import CacheError
 from nerve.cache.keys import adaptation_lock_key
 from nerve.cache.redis_cache import RedisCache
@@ -76,15 +76,20 @@ class FileRunLocks:
         self.store = store
 
     async def acquire(self, tenant: str, domain: str) -> HeldLock | None:
-        path = self.store.run_lock_path(tenant, domain)
-        descriptor = await to_thread.run_sync(_try_flock, path)
+        """:class:`DomainGone` when the domain's tree is gone (deleted since it was queued)."""
+        path = self.store.domain_dir(tenant, domain) / RUN_LOCK
+        try:
+            descriptor = await to_thread.run_sync(_try_flock, path)
+        except FileNotFoundError:
+            raise DomainGone(f"{tenant}/{domain} was deleted") from None
         return None if descriptor is None else _FileLock(descriptor)
 
     async def held(self, tenant: str, domain: str) -> bool:
         path = self.store.domain_dir(tenant, domain) / RUN_LOCK
-        if not path.exists():
+        try:
+            descriptor = await to_thread.run_sync(_try_flock, path)
+        except FileNotFoundError:  # no tree: nothing runs it
             return False
-        descriptor = await to_thread.run_sync(_try_flock, path)
         if descriptor is None:
             return True
         os.close(descriptor)

@@ -41,7 +41,7 @@ from nerve.adaptation.store import (
     Trigger,
     this_host,
 )
-from nerve.errors import Conflict, InvalidRequest
+from nerve.errors import Conflict, InvalidRequest, NerveError, NotFound
 from nerve.metrics import Metrics
 from nerve.settings import AdaptSettings, Settings, settings_env
 from nerve.subprocesses import die_with_parent
@@ -56,6 +56,8 @@ GATEWAY_STOPPED = "gateway stopped"
 DOMAIN_DELETED = "the domain was deleted"
 # How long a DELETE of a domain waits for its run here to end (the job is killed at once).
 DELETE_WAIT_S = 30.0
+# A run directory this old was left by a gateway that died mid-run (the longest timeout, twice).
+STALE_RUN_S = 2 * 3600.0
 
 
 class DomainPool(Protocol):
@@ -118,6 +120,11 @@ class AdaptationRunner:
         # Built on first use, in the event loop (the components are built in a thread).
         self._slots: asyncio.Semaphore | None = None
         self._closed = False
+
+    @property
+    def stale_s(self) -> float:
+        """Age past which a run's directory or queued mark was left by a gateway that died."""
+        return max(STALE_RUN_S, 2 * self.settings.adapt.job_timeout_s)
 
     # --- asking for runs -----------------------------------------------------------------------
     def active(self, tenant: str, domain: str) -> RunRecord | None:
@@ -182,9 +189,8 @@ class AdaptationRunner:
             queued_at=time.time(),
             host=this_host(),
         )
-        run = self._runs[key] = _Run(
-            tenant, name, record
-        )  # before any wait: a second request sees it
+        # Registered before any wait: a second request for the domain sees it.
+        run = self._runs[key] = _Run(tenant, name, record)
         try:
             examples = await self.pool.count_examples(tenant, name)
             minimum = self.settings.adapt.min_examples
@@ -197,6 +203,9 @@ class AdaptationRunner:
                 raise Conflict(f"an adaptation run of domain {name!r} is running elsewhere")
             record.examples = examples
             await to_thread.run_sync(self.store.queue, tenant, name, record, domain.created_at)
+            if self._closed:  # the gateway began to stop meanwhile
+                await to_thread.run_sync(self.store.drop_queued, tenant, name, record.run_id)
+                raise Conflict("the gateway is stopping: no new adaptation run")
         except BaseException:
             self._runs.pop(key, None)
             raise
@@ -227,6 +236,8 @@ class AdaptationRunner:
                     return await self._run_locked(run, domain, lock, options)
                 finally:
                     await lock.release()
+        except (DomainGone, NotFound):  # deleted while queued: whatever it made goes too
+            return await self._gone(domain)
         except asyncio.CancelledError:
             if run.record.status == "queued":  # never started: only the queued mark to undo
                 with contextlib.suppress(Exception):
@@ -250,27 +261,21 @@ class AdaptationRunner:
                 self._count("skipped")
                 return state
         examples = await self.pool.all_examples(tenant, name)
-        record = run.record = run.record.model_copy(update={"examples": len(examples)})
-        try:
-            state = await to_thread.run_sync(
-                self.store.start, tenant, name, record, domain.created_at
-            )
-        except DomainGone:
-            self._count("deleted")
-            return AdaptationState(tenant=tenant, domain=name)
+        record = run.record.model_copy(update={"examples": len(examples)})
+        state = await to_thread.run_sync(self.store.start, tenant, name, record, domain.created_at)
         run.record = state.last_run or record
-        timeout = self.settings.adapt.job_timeout_s
-        dirs = await to_thread.run_sync(
-            lambda: self.store.prepare_run(record.run_id, sweep_older_than_s=2 * timeout + 600)
-        )
         began = time.monotonic()
-        try:
+        try:  # from here on, every end of the run is recorded
+            dirs = await to_thread.run_sync(
+                lambda: self.store.prepare_run(record.run_id, sweep_older_than_s=self.stale_s)
+            )
             await to_thread.run_sync(self._write_input, dirs, domain, examples, options)
             error = await self._job(run, dirs, lock)
             return await self._conclude(run, domain, dirs, error)
         except asyncio.CancelledError:
             reason = run.stop_reason or GATEWAY_STOPPED
-            await self._fail(run, domain, reason, counts=False, outcome="stopped")
+            outcome = "deleted" if reason == DOMAIN_DELETED else "stopped"
+            await self._fail(run, domain, reason, counts=False, outcome=outcome)
             raise
         except Exception as exc:  # a bug or the filesystem: the run fails, the gateway goes on
             log.exception("adaptation run failed", extra={"domain": name})
@@ -323,12 +328,12 @@ class AdaptationRunner:
                 start_new_session=True,  # a kill reaches whatever the job started
                 preexec_fn=die_with_parent(signal.SIGKILL),
             )
-        await to_thread.run_sync(
-            self.store.attach_pid, run.tenant, run.domain, run.record.run_id, process.pid
-        )
         waiter = asyncio.ensure_future(process.wait())
         keeper = asyncio.ensure_future(lock.keep())
-        try:
+        try:  # whatever ends this (a cancel included), the job does not outlive it
+            await to_thread.run_sync(
+                self.store.attach_pid, run.tenant, run.domain, run.record.run_id, process.pid
+            )
             done, _ = await asyncio.wait(
                 {waiter, keeper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
@@ -368,10 +373,7 @@ class AdaptationRunner:
             return AdaptationState(tenant=tenant, domain=name)
         now = await self.pool.find(tenant, name)
         if now is None or now.created_at != domain.created_at:
-            if now is None:  # deleted through another gateway: its tree goes too
-                await to_thread.run_sync(self.store.delete, tenant, name)
-            self._count("deleted")
-            return AdaptationState(tenant=tenant, domain=name)
+            return await self._gone(domain)
         if error is not None:
             outcome = "timed_out" if "timed out" in error else "failed"
             return await self._fail(run, domain, error, counts=True, outcome=outcome)
@@ -382,8 +384,7 @@ class AdaptationRunner:
         except PublishRejected as exc:
             return await self._fail(run, domain, exc.message, counts=True, outcome="failed")
         except DomainGone:
-            self._count("deleted")
-            return AdaptationState(tenant=tenant, domain=name)
+            return await self._gone(domain)
         last = state.last_run
         self._count(
             "promoted" if last is not None and last.status == "succeeded" else "not_promoted"
@@ -410,10 +411,19 @@ class AdaptationRunner:
                 )
             )
         except DomainGone:
-            self._count("deleted")
-            return AdaptationState(tenant=tenant, domain=name)
+            return await self._gone(domain)
         self._count(outcome)
         return state
+
+    async def _gone(self, domain: Domain) -> AdaptationState:
+        """The domain was deleted during its run (through this gateway or another): its tree
+        goes too, unless a new domain of the same name owns it by now."""
+        tenant, name = domain.tenant, domain.name
+        with contextlib.suppress(NerveError):  # the vector store down: the hook's job, then
+            if await self.pool.find(tenant, name) is None:
+                await to_thread.run_sync(self.store.delete, tenant, name)
+        self._count("deleted")
+        return AdaptationState(tenant=tenant, domain=name)
 
     def _count(self, outcome: str) -> None:
         self.metrics.adaptation_runs.labels(outcome=outcome).inc()

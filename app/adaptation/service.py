@@ -5,6 +5,7 @@ takes its run and its versions with it."""
 from __future__ import annotations
 
 import logging
+import time
 
 from anyio import to_thread
 
@@ -72,7 +73,10 @@ class AdaptationService:
         run_out = None if last is None else AdaptationRunOut.model_validate(last.model_dump())
         if run_out is not None and run_out.status == "running" and not await self._running(domain):
             run_out = run_out.model_copy(update={"status": "failed", "error": LOST})
-        queued = state.queued is not None or self.runner.active(domain.tenant, domain.name)
+        mark = state.queued  # a mark left by a gateway that died before its run started: stale
+        queued = (mark is not None and time.time() - mark.queued_at < self.runner.stale_s) or (
+            self.runner.active(domain.tenant, domain.name) is not None
+        )
         if run_out is not None and run_out.status == "running":
             status = "running"
         elif queued:

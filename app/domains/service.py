@@ -131,7 +131,10 @@ class DomainService:
             await self.get(tenant, name)
             removed = await to_thread.run_sync(self.store.delete_domain, tenant, name)
             for watcher in self._watchers:
-                await watcher.domain_deleted(tenant, name)
+                try:
+                    await watcher.domain_deleted(tenant, name)
+                except Exception:  # the domain is deleted; what hangs on it is logged
+                    log.exception("after the domain was deleted", extra={"domain": name})
             return removed
 
     async def count_examples(self, tenant: str, name: str) -> int:
