@@ -177,6 +177,9 @@ def build_components(
     records = build_record_store(settings, metrics, redis)
     methods = build_registry(settings, generator, metrics)
     domains = DomainService(settings, store, retriever, metrics)
+    # Before the pipeline: its domain models follow ``adaptation.store``.
+    adaptation = build_adaptation(settings, domains, metrics, redis)
+    domains.watch(adaptation)
     ner = NERPipeline(
         settings,
         domains,
@@ -201,8 +204,6 @@ def build_components(
         metrics,
         on_done=feedback.remember,
     )
-    adaptation = build_adaptation(settings, domains, metrics, redis)
-    domains.watch(adaptation)
     return Components(
         settings=settings,
         metrics=metrics,
