@@ -185,12 +185,6 @@ class AdaptationStore:
     def version_dir(self, tenant: str, domain: str, version: int) -> Path:
         return self.domain_dir(tenant, domain) / VERSIONS / f"v{version}"
 
-    def run_lock_path(self, tenant: str, domain: str) -> Path:
-        """The file the run of a domain locks when no Redis is configured (created here)."""
-        directory = self.domain_dir(tenant, domain)
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory / RUN_LOCK
-
     # --- what serving reads --------------------------------------------------------------------
     def served(self, tenant: str, domain: str) -> ServedVersion | None:
         """The version that answers the domain's requests; None: the few-shot path."""
