@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from anyio import to_thread
 
+from app.adaptation.locks import FileRunLocks, RedisRunLocks, RunLocks
+from app.adaptation.runner import AdaptationRunner
+from app.adaptation.service import AdaptationService
 from app.auth import Authenticator, build_authenticator
 from app.domains.service import DomainService
 from app.feedback.request_records import build_record_store
@@ -18,10 +21,12 @@ from app.jobs.runner import JobRunner
 from app.limits import InFlightLimiter
 from app.ner.pipeline import NERPipeline
 from app.ner.pool_step import GazetteerCache, PoolRulesStep
+from nerve.adaptation.store import AdaptationStore
 from nerve.batching import BatchLimits
 from nerve.cache.base import Cache
 from nerve.cache.counted import CountedCache
 from nerve.cache.factory import build_cache, build_redis
+from nerve.cache.redis_cache import RedisCache
 from nerve.generation.base import Generator
 from nerve.generation.factory import build_generator
 from nerve.methods.registry import MethodRegistry, build_registry
@@ -61,6 +66,8 @@ class Components:
     feedback: FeedbackService
     # /v1/ner/jobs: long texts in the background, through ``ner``.
     jobs: JobRunner
+    # Per-domain adaptation: its store (shared by every replica), runner and API logic.
+    adaptation: AdaptationService
     limiter: InFlightLimiter
     # None when auth is off.
     authenticator: Authenticator | None
@@ -97,6 +104,7 @@ class Components:
             self.warmup.cancel()  # the load stops at its next domain once the store is closed
         closers = [
             ("jobs", self.jobs.close),  # first: running jobs stop before what they use
+            ("adaptation", self.adaptation.close),  # its jobs killed, recorded as stopped
             ("retrieval", self.retrieval.close),
             ("methods", self.methods.close),
             ("generator", self.generator.close),
@@ -169,6 +177,9 @@ def build_components(
     records = build_record_store(settings, metrics, redis)
     methods = build_registry(settings, generator, metrics)
     domains = DomainService(settings, store, retriever, metrics)
+    # Before the pipeline: its domain models follow ``adaptation.store``.
+    adaptation = build_adaptation(settings, domains, metrics, redis)
+    domains.watch(adaptation)
     ner = NERPipeline(
         settings,
         domains,
@@ -208,9 +219,21 @@ def build_components(
         ner=ner,
         feedback=feedback,
         jobs=jobs,
+        adaptation=adaptation,
         limiter=InFlightLimiter(settings.max_in_flight, metrics),
         authenticator=authenticator,
     )
+
+
+def build_adaptation(
+    settings: Settings, domains: DomainService, metrics: Metrics, redis: RedisCache | None
+) -> AdaptationService:
+    """The store on its directory, and the run lock on Redis when configured (every replica's
+    runs exclude each other), else on files in that directory."""
+    store = AdaptationStore(settings.adaptation_dir)
+    locks: RunLocks = RedisRunLocks(redis) if redis is not None else FileRunLocks(store)
+    runner = AdaptationRunner(settings, store, domains, locks, metrics)
+    return AdaptationService(settings, store, runner, locks, domains)
 
 
 def build_pool_rules(settings: Settings, store: VectorStore) -> PoolRulesStep | None:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.adaptation.service import AdaptationService
 from app.components import Components
 from app.domains.service import DomainService
 from app.feedback.service import FeedbackService
@@ -65,3 +66,10 @@ def get_jobs(components: ComponentsDep) -> JobRunner:
 
 
 JobsDep = Annotated[JobRunner, Depends(get_jobs)]
+
+
+def get_adaptation(components: ComponentsDep) -> AdaptationService:
+    return components.adaptation
+
+
+AdaptationDep = Annotated[AdaptationService, Depends(get_adaptation)]

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
+from app.adaptation.router import router as adaptation_router
 from app.components import Components, build_components
 from app.console.router import front_door
 from app.console.router import router as console_router
@@ -79,6 +80,7 @@ def build_app(
     app.include_router(ner_router)
     app.include_router(jobs_router)
     app.include_router(domains_router)
+    app.include_router(adaptation_router)
     app.include_router(interchange_router)
     app.include_router(labelstudio_router)
     app.include_router(feedback_router)

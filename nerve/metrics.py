@@ -11,6 +11,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from nerve.prompting.parser import DROP_KINDS, REPAIR_KINDS
 
 STAGES = ("embed", "retrieve", "generate", "parse", "total")
+ADAPTATION_OUTCOMES = (
+    "promoted",
+    "not_promoted",
+    "failed",
+    "timed_out",
+    "stopped",
+    "deleted",
+    "skipped",
+)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -123,6 +132,21 @@ class Metrics:
         self.jobs_running = Gauge("nerve_jobs_running", "Jobs a worker is running.", registry=r)
         self.examples_added = Counter(
             "nerve_examples_added", "Examples added to a pool.", ["domain", "source"], registry=r
+        )
+        self.adaptation_runs = Counter(
+            "nerve_adaptation_runs",
+            "Adaptation runs by how they ended (promoted, not_promoted, failed, timed_out, "
+            "stopped with the gateway, deleted with their domain, skipped: another run had it).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ADAPTATION_OUTCOMES:
+            self.adaptation_runs.labels(outcome=outcome)
+        self.adaptation_run_seconds = Histogram(
+            "nerve_adaptation_run_seconds",
+            "Wall time of an adaptation run's job (export, fit, publication), s.",
+            buckets=(5, 10, 20, 30, 60, 120, 300, 600, 1200),
+            registry=r,
         )
 
 

@@ -15,6 +15,7 @@ still work for one release, with a warning naming the new one (:data:`LEGACY_NAM
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import types
 import warnings
@@ -53,6 +54,7 @@ __all__ = [
     "CROSSNER_DIR",
     "LEGACY_NAMES",
     "REPO_ROOT",
+    "AdaptSettings",
     "AuthSettings",
     "BanerSettings",
     "BatchSettings",
@@ -77,6 +79,7 @@ __all__ = [
     "WranerSettings",
     "env_names",
     "load_settings",
+    "settings_env",
     "settings_table",
 ]
 
@@ -335,6 +338,56 @@ class FeedbackSettings(BaseModel):
     )
 
 
+class AdaptSettings(BaseModel):
+    """Per-domain adaptation: a small model fitted on each domain's own pool (nerve/adaptation/)."""
+
+    enabled: bool = Field(
+        True,
+        description="Start a run by itself when a domain's pool reaches min_examples, and again "
+        "whenever it grew by growth_share; off: only POST /v1/domains/{name}/adaptation starts "
+        "one (promoted versions serve either way).",
+    )
+    min_examples: int = Field(
+        50, ge=2, description="Smallest pool a run fits on (a smaller one: the few-shot path)."
+    )
+    growth_share: float = Field(
+        0.25,
+        gt=0,
+        description="Run again once the pool grew by this share since the last run (0.25: 80 "
+        "examples after a run on 64).",
+    )
+    concurrency: int = Field(
+        1, ge=1, description="Runs at once in this gateway process (each its own process)."
+    )
+    nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="The run's process lowers its CPU priority by this much: serving keeps the "
+        "cores when both want them.",
+    )
+    dir: Path | None = Field(
+        None,
+        description="Where versions and their state live; unset = <data_dir>/adaptation. Every "
+        "replica must see the same directory (a shared volume), so all serve one version.",
+    )
+    poll_s: float = Field(
+        2.0, gt=0, description="How often a replica looks for a newly promoted version, s."
+    )
+    cache_mb: float = Field(
+        64.0, ge=0, description="Loaded domain models kept per process (LRU), MB."
+    )
+    job_timeout_s: float = Field(
+        600.0, gt=0, description="A run still going after this long is killed (and failed), s."
+    )
+    # The defaults of nerve.adaptation.fit.FitOptions (imported lazily: it imports torch);
+    # tests/test_adaptation_store.py keeps the two equal.
+    design: Literal["linear", "mlp", "bilstm"] = Field(
+        "mlp", description="The head over the encoder's word states (FitOptions.design)."
+    )
+    epochs: int = Field(40, ge=1, description="Training epochs of a run (FitOptions.epochs).")
+
+
 class AuthSettings(BaseModel):
     """API keys."""
 
@@ -443,10 +496,11 @@ class Settings(BaseSettings):
     baner: BanerSettings = Field(default_factory=BanerSettings)
     lar: LarSettings = Field(default_factory=LarSettings)
     cascade: CascadeSettings = Field(default_factory=CascadeSettings)
-    # Post-processing from the pool, caches, feedback, auth.
+    # Post-processing from the pool, caches, feedback, adaptation, auth.
     gazetteer: GazetteerSettings = Field(default_factory=GazetteerSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    adapt: AdaptSettings = Field(default_factory=AdaptSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @classmethod
@@ -484,11 +538,30 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
+    @property
+    def adaptation_dir(self) -> Path:
+        return self.adapt.dir or self.data_dir / "adaptation"
+
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit ``overrides`` (CLI flags, tests) on top:
     top-level fields, or groups as dicts (``encoder={"support_k": 3}``)."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``NERVE_`` environment that loads ``settings`` again (unset fields left out): what a
+    child process of the gateway (an adaptation run) needs to see the gateway's settings, also
+    when they were given in code (tests, evaluation tools) rather than in its environment."""
+    groups = _group_models()
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="json").items():
+        fields = value.items() if name in groups else [(None, value)]
+        for field, item in fields:
+            if item is not None:
+                key = env_name(name, field) if field is not None else env_name(None, name)
+                env[key] = item if isinstance(item, str) else json.dumps(item)
+    return env
 
 
 # --- the flat names of the release before the groups ---------------------------------------

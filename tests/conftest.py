@@ -14,6 +14,11 @@ os.environ.setdefault(
     "NERVE_ONNX_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "onnx")
 )
 
+# Adaptation runs (a process fitting a domain model for a minute) start by themselves once a
+# pool has NERVE_ADAPT_MIN_EXAMPLES examples: off for every test app and `nerve serve` a test
+# starts, unless the test turns them on (tests/test_adaptation_*.py).
+os.environ.setdefault("NERVE_ADAPT_ENABLED", "false")
+
 pytest_plugins = [
     "pytester",
     "tests.fixtures.ci_skips",

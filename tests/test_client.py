@@ -146,6 +146,28 @@ def test_domain_examples_and_feedback_round_trip(client: NerveClient) -> None:
     assert missing.value.code == "not_found" and missing.value.request_id
 
 
+def test_adaptation_state_start_and_rollback(client: NerveClient, server: NerveServer) -> None:
+    """The demo pool (30 examples) is under the 50 a run needs: refusals with the reason."""
+    state = client.adaptation(DEMO_DOMAIN)
+    assert (state.status, state.served_version, state.versions) == ("none", None, [])
+    assert state.examples == 30 and state.next_run_at == state.min_examples == 50
+    assert client.get_domain(DEMO_DOMAIN).adaptation == state
+    with pytest.raises(InvalidRequest, match="has 30 examples; a run needs at least 50"):
+        client.start_adaptation(DEMO_DOMAIN)
+    with pytest.raises(Conflict, match="nothing to roll back"):
+        client.rollback_adaptation(DEMO_DOMAIN)
+    with pytest.raises(NotFound, match="no adapted version 3"):
+        client.rollback_adaptation(DEMO_DOMAIN, 3)
+    with pytest.raises(Conflict, match="already serves the few-shot path"):
+        client.rollback_adaptation(DEMO_DOMAIN, None)
+
+    async def run() -> str:
+        async with AsyncNerveClient(server.url, api_key=API_KEY) as other:
+            return (await other.adaptation(DEMO_DOMAIN)).status
+
+    assert asyncio.run(run()) == "none"
+
+
 def test_invalid_request_carries_code_message_and_request_id(server: NerveServer) -> None:
     events: list[RetryEvent] = []
     policy = RetryPolicy(on_retry=events.append)

@@ -21,7 +21,7 @@ Shape = tuple[Any, ...]
 # NERRequest.method; the client accepts any name (GET /v1/methods lists them).
 DEPLOYMENT_ENUMS = {("NERRequest", "method")}
 REQUESTS = {models.NERRequest, models.EntityType, models.DomainSpec, models.Span, models.Example,
-            models.ExamplesUpload, models.Feedback}  # fmt: skip
+            models.ExamplesUpload, models.Feedback, models.Rollback}  # fmt: skip
 
 
 # Each module starts one server (~20-30 s here); the rest is quick.

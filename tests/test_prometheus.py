@@ -18,8 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from cli.subprocesses import die_with_parent
 from nerve.settings import REPO_ROOT
+from nerve.subprocesses import die_with_parent
 from tests.fixtures.gateway import SUPPORT_DOMAIN, SUPPORT_EXAMPLES, ServerProcess
 from tests.fixtures.processes import free_port, stop_group
 from tests.fixtures.redis import RedisServer

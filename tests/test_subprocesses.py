@@ -12,7 +12,7 @@ import pytest
 
 PARENT = """
 import subprocess, sys, time
-from cli.subprocesses import die_with_parent
+from nerve.subprocesses import die_with_parent
 child = subprocess.Popen(
     ["sleep", "300"], start_new_session=True, preexec_fn=die_with_parent()
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.adaptation.protocol import AdaptationOut
+
 DOMAIN_NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 # Example ids the store makes (uuid hex) or keeps (a reader's "domain-split-index").
 EXAMPLE_ID_PATTERN = r"^[A-Za-z0-9_\-.:]{1,64}$"
@@ -39,6 +41,9 @@ class DomainOut(BaseModel):
     score_threshold: float
     version: int
     examples: int
+    adaptation: AdaptationOut | None = Field(
+        None, description="The domain's own model fitted on its pool: versions, what serves."
+    )
 
 
 class DomainList(BaseModel):

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 from pydantic import ValidationError
 
-from app.deps import DomainsDep, TenantDep
+from app.adaptation.service import AdaptationService
+from app.deps import AdaptationDep, DomainsDep, TenantDep
 from app.domains.protocol import (
     Deleted,
     DomainIn,
@@ -32,7 +33,10 @@ router = APIRouter(prefix="/v1/domains", tags=["domains"])
 _MAX_BODY_BYTES = 20 * 1024 * 1024
 
 
-async def _out(service: DomainService, tenant: str, domain: Domain) -> DomainOut:
+async def _out(
+    service: DomainService, adaptation: AdaptationService, tenant: str, domain: Domain
+) -> DomainOut:
+    examples = await service.count_examples(tenant, domain.name)
     return DomainOut(
         name=domain.name,
         description=domain.description,
@@ -42,7 +46,8 @@ async def _out(service: DomainService, tenant: str, domain: Domain) -> DomainOut
         required_types=domain.required_types,
         score_threshold=service.threshold(domain),
         version=domain.version,
-        examples=await service.count_examples(tenant, domain.name),
+        examples=examples,
+        adaptation=await adaptation.describe(domain, examples),
     )
 
 
@@ -58,18 +63,25 @@ def _example_out(example: Example) -> ExampleOut:
 
 
 @router.post("", response_model=DomainOut, status_code=status.HTTP_201_CREATED)
-async def create_domain(body: DomainIn, service: DomainsDep, tenant: TenantDep) -> DomainOut:
-    return await _out(service, tenant, await service.create(tenant, body))
+async def create_domain(
+    body: DomainIn, service: DomainsDep, adaptation: AdaptationDep, tenant: TenantDep
+) -> DomainOut:
+    return await _out(service, adaptation, tenant, await service.create(tenant, body))
 
 
 @router.get("", response_model=DomainList)
-async def list_domains(service: DomainsDep, tenant: TenantDep) -> DomainList:
-    return DomainList(domains=[await _out(service, tenant, d) for d in await service.list(tenant)])
+async def list_domains(
+    service: DomainsDep, adaptation: AdaptationDep, tenant: TenantDep
+) -> DomainList:
+    domains = await service.list(tenant)
+    return DomainList(domains=[await _out(service, adaptation, tenant, d) for d in domains])
 
 
 @router.get("/{name}", response_model=DomainOut)
-async def get_domain(name: str, service: DomainsDep, tenant: TenantDep) -> DomainOut:
-    return await _out(service, tenant, await service.get(tenant, name))
+async def get_domain(
+    name: str, service: DomainsDep, adaptation: AdaptationDep, tenant: TenantDep
+) -> DomainOut:
+    return await _out(service, adaptation, tenant, await service.get(tenant, name))
 
 
 @router.delete("/{name}", response_model=Deleted)

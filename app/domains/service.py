@@ -9,6 +9,7 @@ import re
 import time
 import weakref
 from collections.abc import Sequence
+from typing import Protocol
 
 from anyio import to_thread
 
@@ -25,6 +26,18 @@ log = logging.getLogger(__name__)
 
 # What one stored example's entity list may hold (the store keeps it as one 64 KB string).
 MAX_ENTITIES_PER_EXAMPLE = 500
+# Examples read from the store per page when the whole pool is read.
+POOL_PAGE = 500
+
+
+class PoolWatcher(Protocol):
+    """Told of every change of a domain's pool (the adaptation's trigger and cleanup)."""
+
+    async def examples_added(self, tenant: str, domain: Domain) -> None:
+        """After examples were stored (an upload of any format, a reviewed correction)."""
+
+    async def domain_deleted(self, tenant: str, name: str) -> None:
+        """After the domain and its examples were deleted (before the DELETE answers)."""
 
 
 class DomainService:
@@ -44,6 +57,10 @@ class DomainService:
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self._watchers: builtins.list[PoolWatcher] = []
+
+    def watch(self, watcher: PoolWatcher) -> None:
+        self._watchers.append(watcher)
 
     def _lock(self, tenant: str, name: str) -> asyncio.Lock:
         lock = self._locks.get((tenant, name))
@@ -100,7 +117,11 @@ class DomainService:
         return domain
 
     async def store_has(self, tenant: str, name: str) -> bool:
-        return await to_thread.run_sync(self.store.get_domain, tenant, name) is not None
+        return await self.find(tenant, name) is not None
+
+    async def find(self, tenant: str, name: str) -> Domain | None:
+        """The stored domain, or None (no 404, no fallback to the last one seen)."""
+        return await to_thread.run_sync(self.store.get_domain, tenant, name)
 
     async def list(self, tenant: str) -> list[Domain]:
         return await to_thread.run_sync(self.store.list_domains, tenant)
@@ -108,7 +129,13 @@ class DomainService:
     async def delete(self, tenant: str, name: str) -> int:
         async with self._lock(tenant, name):
             await self.get(tenant, name)
-            return await to_thread.run_sync(self.store.delete_domain, tenant, name)
+            removed = await to_thread.run_sync(self.store.delete_domain, tenant, name)
+            for watcher in self._watchers:
+                try:
+                    await watcher.domain_deleted(tenant, name)
+                except Exception:  # the domain is deleted; what hangs on it is logged
+                    log.exception("after the domain was deleted", extra={"domain": name})
+            return removed
 
     async def count_examples(self, tenant: str, name: str) -> int:
         _, total = await to_thread.run_sync(self.store.list_examples, tenant, name, 0, 0)
@@ -143,7 +170,13 @@ class DomainService:
     ) -> tuple[Domain, builtins.list[str]]:
         """Validate every example first, then store all of them or none."""
         async with self._lock(tenant, name):
-            return await self._add_examples(tenant, name, examples, source)
+            domain, ids = await self._add_examples(tenant, name, examples, source)
+        for watcher in self._watchers:
+            try:
+                await watcher.examples_added(tenant, domain)
+            except Exception:  # the examples are stored: what follows from them must not fail it
+                log.exception("after examples were added", extra={"domain": name})
+        return domain, ids
 
     async def _add_examples(
         self, tenant: str, name: str, examples: Sequence[Example], source: str
@@ -199,6 +232,15 @@ class DomainService:
     ) -> tuple[builtins.list[Example], int]:
         await self.get(tenant, name)
         return await to_thread.run_sync(self.store.list_examples, tenant, name, offset, limit)
+
+    async def all_examples(self, tenant: str, name: str) -> builtins.list[Example]:
+        """Every stored example of the domain (feedback corrections are among them)."""
+        examples: builtins.list[Example] = []
+        while True:
+            page, total = await self.list_examples(tenant, name, len(examples), POOL_PAGE)
+            examples.extend(page)
+            if not page or len(examples) >= total:
+                return examples
 
     async def delete_example(self, tenant: str, name: str, example_id: str) -> Domain:
         async with self._lock(tenant, name):

@@ -13,12 +13,8 @@ from app.domains.service import DomainService
 from app.feedback.service import is_reviewed
 from app.interchange.formats import ExportFormat, UploadFormat, export, name_source, parse_upload
 from nerve.errors import InvalidRequest
-from nerve.vocab.types import Example
 
 router = APIRouter(prefix="/v1/domains", tags=["domains"])
-
-# Examples read from the store per page while exporting.
-EXPORT_PAGE = 500
 
 
 async def add_uploaded(
@@ -32,16 +28,6 @@ async def add_uploaded(
     except InvalidRequest as exc:
         raise name_source(exc, sources) from exc
     return ExamplesAdded(domain=name, added=len(ids), ids=ids, version=domain.version)
-
-
-async def pool(service: DomainService, tenant: str, name: str) -> list[Example]:
-    """Every stored example of the domain (feedback corrections are among them)."""
-    examples: list[Example] = []
-    while True:
-        page, total = await service.list_examples(tenant, name, len(examples), EXPORT_PAGE)
-        examples.extend(page)
-        if not page or len(examples) >= total:
-            return examples
 
 
 @router.get(
@@ -79,7 +65,7 @@ async def export_examples(
     ] = "all",
 ) -> Response:
     """The domain's pool, or only its reviewed answers (feedback corrections), as a file."""
-    examples = await pool(service, tenant, name)
+    examples = await service.all_examples(tenant, name)
     if subset == "reviewed":
         examples = [e for e in examples if is_reviewed(e)]
     file = export(examples, format)

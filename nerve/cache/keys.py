@@ -98,3 +98,9 @@ def job_key(*, tenant: str, job_id: str) -> str:
 def unfinished_jobs_key() -> str:
     """Sorted set of every replica's unfinished jobs (their record keys) by lease end."""
     return ":".join([PREFIX, "jobs-unfinished", SCHEMA])
+
+
+def adaptation_lock_key(*, tenant: str, domain: str) -> str:
+    """Held (SET NX PX, with its holder's token) by the one replica running a domain's
+    adaptation; the holder renews it while the run goes."""
+    return ":".join([PREFIX, "adapt-run", SCHEMA, _part(tenant), _part(domain)])

@@ -18,6 +18,7 @@ from nerve_client.errors import (
     Unauthorized,
 )
 from nerve_client.models import (
+    Adaptation,
     BatchResponse,
     Domain,
     Entity,
@@ -32,6 +33,7 @@ from nerve_client.retry import RetryEvent, RetryPolicy
 
 __all__ = [
     "DEFAULT_URL",
+    "Adaptation",
     "AsyncNerveClient",
     "BackendUnavailable",
     "BatchResponse",

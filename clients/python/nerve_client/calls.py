@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
 
 from nerve_client.models import (
+    Adaptation,
     BatchResponse,
     Deleted,
     Domain,
@@ -34,6 +35,7 @@ from nerve_client.models import (
     NERRequest,
     NERResponse,
     Outcome,
+    Rollback,
     Span,
 )
 
@@ -212,6 +214,27 @@ def get_domain(name: str) -> Call[Domain]:
 
 def delete_domain(name: str) -> Call[Deleted]:
     return Call("DELETE", f"/v1/domains/{_segment(name)}", _model(Deleted), idempotent=True)
+
+
+def get_adaptation(domain: str) -> Call[Adaptation]:
+    path = f"/v1/domains/{_segment(domain)}/adaptation"
+    return Call("GET", path, _model(Adaptation), idempotent=True)
+
+
+def start_adaptation(domain: str) -> Call[Adaptation]:
+    return Call("POST", f"/v1/domains/{_segment(domain)}/adaptation", _model(Adaptation))
+
+
+# ``rollback_adaptation``'s default ``to``: the version that served before the current one.
+Previous = Literal["previous"]
+PREVIOUS: Previous = "previous"
+
+
+def rollback_adaptation(domain: str, to: int | Previous | None = PREVIOUS) -> Call[Adaptation]:
+    """``to``: a version, None (the few-shot path) or ``"previous"``."""
+    body = {} if to == PREVIOUS else Rollback(to=None if to is None else int(to)).model_dump()
+    path = f"/v1/domains/{_segment(domain)}/adaptation/rollback"
+    return Call("POST", path, _model(Adaptation), json=body)
 
 
 def add_examples(

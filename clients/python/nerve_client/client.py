@@ -13,6 +13,7 @@ from nerve_client import calls
 from nerve_client.calls import EntityTypes
 from nerve_client.jobs import JobWatch, ProgressCallback, job_result
 from nerve_client.models import (
+    Adaptation,
     BatchResponse,
     Deleted,
     Domain,
@@ -219,6 +220,20 @@ class NerveClient:
     def delete_domain(self, name: str) -> Deleted:
         """Delete the domain and all its examples."""
         return self._send(calls.delete_domain(name))
+
+    def adaptation(self, domain: str) -> Adaptation:
+        """The domain's own model: versions, their held-out scores, what serves, the last run."""
+        return self._send(calls.get_adaptation(domain))
+
+    def start_adaptation(self, domain: str) -> Adaptation:
+        """Start fitting the domain's model on its pool now (poll :meth:`adaptation`)."""
+        return self._send(calls.start_adaptation(domain))
+
+    def rollback_adaptation(
+        self, domain: str, to: int | calls.Previous | None = calls.PREVIOUS
+    ) -> Adaptation:
+        """Serve version ``to``, the few-shot path (None), or the one before the current."""
+        return self._send(calls.rollback_adaptation(domain, to))
 
     def add_examples(
         self, domain: str, examples: Iterable[Example | Mapping[str, Any]]

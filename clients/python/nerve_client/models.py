@@ -130,6 +130,52 @@ class DomainSpec(_Request):
     score_threshold: float | None = None
 
 
+class AdaptedVersion(_Answer):
+    """A model fitted on the domain's pool, with the held-out scores that decided it."""
+
+    version: int
+    created_at: float
+    examples: int
+    heldout_f1_domain: float
+    heldout_f1_fewshot: float
+    wins: bool
+    promoted: bool
+    reason: str
+    serving: bool
+
+
+class AdaptationRun(_Answer):
+    run_id: str
+    trigger: Literal["auto", "manual"]
+    status: Literal["queued", "running", "succeeded", "not_promoted", "failed"]
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+    examples: int | None
+    version: int | None
+    error: str | None
+
+
+class Adaptation(_Answer):
+    """The domain's own model: what serves (None: the few-shot path), its versions, the last run."""
+
+    status: Literal["none", "queued", "running", "served", "few_shot", "failed"]
+    enabled: bool
+    examples: int
+    min_examples: int
+    next_run_at: int
+    served_version: int | None
+    served: AdaptedVersion | None
+    latest: AdaptedVersion | None
+    versions: list[AdaptedVersion]
+    last_run: AdaptationRun | None
+    error: str | None
+
+
+class Rollback(_Request):
+    to: int | None = None
+
+
 class Domain(_Answer):
     name: str
     description: str
@@ -138,6 +184,7 @@ class Domain(_Answer):
     score_threshold: float
     version: int
     examples: int
+    adaptation: Adaptation | None = None
 
 
 class DomainList(_Answer):
@@ -265,6 +312,10 @@ SERVER_SCHEMAS: dict[type[BaseModel], str] = {
     Job: "JobOut",
     DomainSpec: "DomainIn",
     Domain: "DomainOut",
+    AdaptedVersion: "AdaptedVersionOut",
+    AdaptationRun: "AdaptationRunOut",
+    Adaptation: "AdaptationOut",
+    Rollback: "RollbackIn",
     DomainList: "DomainList",
     Span: "SpanIn",
     Example: "ExampleIn",

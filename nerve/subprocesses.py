@@ -1,8 +1,9 @@
-"""Child servers that cannot outlive their parent.
+"""Child processes that cannot outlive their parent.
 
-A ``tritonserver`` (or a test's ``redis-server``) runs in its own session so that a stop signal
-reaches its whole process group; the price is that a parent killed with SIGKILL (an OOM kill, a
-cancelled CI job) would leave it running, holding its port and shared memory. On Linux the
+A ``tritonserver`` (or a test's ``redis-server``, or the gateway's adaptation job) runs in its
+own session so that a stop signal reaches its whole process group; the price is that a parent
+killed with SIGKILL (an OOM kill, a cancelled CI job) would leave it running, holding its port
+and shared memory, or a core. On Linux the
 kernel can deliver a signal to the child when its parent dies: ``PR_SET_PDEATHSIG``.
 """
 
