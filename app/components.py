@@ -21,6 +21,7 @@ from app.jobs.runner import JobRunner
 from app.limits import InFlightLimiter
 from app.ner.pipeline import NERPipeline
 from app.ner.pool_step import GazetteerCache, PoolRulesStep
+from nerve.adaptation.serving import DomainModels
 from nerve.adaptation.store import AdaptationStore
 from nerve.batching import BatchLimits
 from nerve.cache.base import Cache
@@ -194,6 +195,7 @@ def build_components(
             ttl_s=settings.cache.ttl_s,
         ),
         pool_rules=build_pool_rules(settings, store),
+        domain_models=build_domain_models(settings, adaptation, methods),
     )
     caches = list({id(c): c for c in (cache, records.cache)}.values())
     feedback = FeedbackService(records, domains, metrics)
@@ -234,6 +236,23 @@ def build_adaptation(
     locks: RunLocks = RedisRunLocks(redis) if redis is not None else FileRunLocks(store)
     runner = AdaptationRunner(settings, store, domains, locks, metrics)
     return AdaptationService(settings, store, runner, locks, domains)
+
+
+def build_domain_models(
+    settings: Settings, adaptation: AdaptationService, methods: MethodRegistry
+) -> DomainModels | None:
+    """The domain models this process serves, following the adaptation store; None when no
+    served method answers with one (BANER on Triton: the head would have to run there)."""
+    encoders = {getattr(h, "domain_encoder", None) for h in methods} - {None}
+    if not encoders:
+        return None
+    (encoder,) = encoders  # baner and auto share one encoder network
+    return DomainModels(
+        adaptation.store,
+        encoder=str(encoder),
+        max_bytes=int(settings.adapt.cache_mb * 2**20),
+        poll_s=settings.adapt.poll_s,
+    )
 
 
 def build_pool_rules(settings: Settings, store: VectorStore) -> PoolRulesStep | None:

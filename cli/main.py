@@ -168,6 +168,13 @@ def eval_command(
     lowercase: Annotated[
         bool, typer.Option(help="Lowercase the scored sentences, same gold (stress variant).")
     ] = False,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            help="Adapt the domain to its pool (a run of the real job) before scoring; pool "
+            "sentences equal to a scored one are left out."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
     output: Annotated[Path | None, typer.Option(help="Also write the JSON result here.")] = None,
     predictions: Annotated[
@@ -209,6 +216,7 @@ def eval_command(
                 offset=offset,
                 bare_types=bare_types,
                 lowercase=lowercase,
+                adapt=adapt,
             )
         )
     except (

@@ -383,7 +383,7 @@ class AdaptSettings(BaseModel):
     # The defaults of nerve.adaptation.fit.FitOptions (imported lazily: it imports torch);
     # tests/test_adaptation_store.py keeps the two equal.
     design: Literal["linear", "mlp", "bilstm"] = Field(
-        "mlp", description="The head over the encoder's word states (FitOptions.design)."
+        "bilstm", description="The head over the encoder's word states (FitOptions.design)."
     )
     epochs: int = Field(40, ge=1, description="Training epochs of a run (FitOptions.epochs).")
 

@@ -46,7 +46,7 @@ def music() -> tuple[list[str], list[dict[str, Any]]]:
 
 
 def overrides() -> dict[str, Any]:
-    return {"adapt": {"enabled": True, "min_examples": MIN_EXAMPLES, "epochs": 10}}
+    return {"adapt": {"enabled": True, "min_examples": MIN_EXAMPLES, "epochs": 10, "poll_s": 0.1}}
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +184,63 @@ def test_rollback_to_a_version_to_the_few_shot_path_and_back(gateway: TestClient
     assert rollback(gateway, "music", {"to": "x"}).status_code == 422
 
 
+def answers(client: TestClient, texts: list[str]) -> tuple[set[str], list[Any], list[Any]]:
+    """The models that answered ``texts`` (method=baner), their entities, their reasons."""
+    time.sleep(0.3)  # past poll_s: the gateway has looked at the store again
+    bodies = []
+    for text in texts:
+        response = client.post("/v1/ner", json={"domain": "music", "text": text, "method": "baner"})
+        assert response.status_code == 200, response.text
+        bodies.append(response.json())
+    return (
+        {b["model"] for b in bodies},
+        [[(e["start"], e["end"], e["type"]) for e in b["entities"]] for b in bodies],
+        [b["escalation_reasons"] for b in bodies],
+    )
+
+
+def test_answers_name_the_served_version_and_a_rollback_restores_them(
+    gateway: TestClient, music_queries: list[str]
+) -> None:
+    """The promoted model answers (its version in the answer's model), a rollback to the
+    few-shot path restores the few-shot answers, and a corrupt artefact is never served."""
+    assert adaptation(gateway, "music")["served_version"] == 1
+    adapted_models, adapted, _ = answers(gateway, music_queries)
+    assert len(adapted_models) == 1 and next(iter(adapted_models)).endswith("+domain-v1")
+    assert rollback(gateway, "music", {"to": None}).status_code == 200
+    fewshot_models, fewshot, _ = answers(gateway, music_queries)
+    assert len(fewshot_models) == 1 and "+domain-v" not in next(iter(fewshot_models))
+    assert fewshot != adapted  # the domain model answered, not the few-shot stages
+    assert rollback(gateway, "music", {"to": 1}).status_code == 200
+    assert answers(gateway, music_queries)[1] == adapted
+    assert rollback(gateway, "music", {"to": None}).status_code == 200
+    assert answers(gateway, music_queries)[1] == fewshot  # restored
+    assert rollback(gateway, "music", {"to": 1}).status_code == 200
+
+    # A corrupt weights file, met by a process loading it (a new replica, or this one after
+    # its LRU let the model go): refused by its digest, the few-shot path answers, says so.
+    store = components(gateway).adaptation.store
+    served = components(gateway).ner.domain_models
+    assert served is not None
+    weights = store.version_dir("default", "music", 1) / "model" / "head.safetensors"
+    original = weights.read_bytes()
+    try:
+        weights.write_bytes(original[:-8] + bytes(8))
+        served.forget("default", "music")
+        models, found, reasons = answers(gateway, music_queries)
+        assert "+domain-v" not in next(iter(models)) and found == fewshot
+        assert all("domain_model_unavailable" in r for r in reasons)
+    finally:
+        weights.write_bytes(original)
+    assert answers(gateway, music_queries)[1] == adapted  # mended: served again
+
+
+@pytest.fixture(scope="module")
+def music_queries() -> list[str]:
+    """Five music dev sentences (never in the pool)."""
+    return [e.text for e in read_split(require_data(), "music", "dev")[:5]]
+
+
 def test_a_failed_job_keeps_the_served_version_and_shows_the_error(gateway: TestClient) -> None:
     runner = components(gateway).adaptation.runner
     settings = runner.settings
@@ -248,3 +305,39 @@ def test_a_stopped_gateway_kills_its_run_and_says_so_after_a_restart(
         assert state["versions"] == [] and state["served_version"] is None
         assert state["next_run_at"] == MIN_EXAMPLES  # a stopped run does not count
         assert not any((tmp_path / "adaptation" / RUNS).iterdir())
+
+
+def test_two_gateways_on_one_redis_serve_the_version_one_of_them_promoted(
+    make_client: ClientMaker,
+    tmp_path: Path,
+    redis_url: str,
+    music: tuple[list[str], list[dict[str, Any]]],
+    music_queries: list[str],
+) -> None:
+    """Replicas share the adaptation directory (a shared volume in production; here one
+    directory) and Redis (the run lock): a version one trains and promotes serves on the other
+    within poll_s, a rollback too, and the other cannot start a run of the domain meanwhile."""
+    types, examples = music
+    shared = {"dir": str(tmp_path / "adaptation")}
+    settings = {**overrides()["adapt"], **shared, "enabled": False}
+    with (
+        make_client(tmp_path / "a", adapt=settings, redis_url=redis_url) as first,
+        make_client(tmp_path / "b", adapt=settings, redis_url=redis_url) as second,
+    ):
+        for client in (first, second):  # the domain's pool (one Milvus server in production)
+            create(client, "music", types)
+            add(client, "music", examples[:MIN_EXAMPLES])
+        start(first, "music")
+        job_pid(first, "music")
+        busy = second.post("/v1/domains/music/adaptation")
+        assert busy.status_code == 409, busy.text  # the first holds the domain's Redis lock
+        state = settled(first, "music")
+        if state["served_version"] is None:  # it did not win its held-out: serve it anyway
+            assert rollback(first, "music", {"to": 1}).status_code == 200
+        models, adapted, _ = answers(second, music_queries)
+        assert models == {next(iter(answers(first, music_queries)[0]))}
+        assert next(iter(models)).endswith("+domain-v1")
+        assert adapted == answers(first, music_queries)[1]
+        assert rollback(first, "music", {"to": None}).status_code == 200
+        models, _, _ = answers(second, music_queries)
+        assert "+domain-v" not in next(iter(models))

@@ -5,6 +5,7 @@ two. The real job, through the gateway: tests/test_adaptation_lifecycle.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -181,9 +182,9 @@ async def test_the_job_gets_the_gateways_settings_and_the_fit_options(
     )
     rig.runner.command = [sys.executable, "-c", script]
     state = await rig.runner.run_now(TENANT, "music", options={"epochs": 7})
-    minimum, data_dir, request = __import__("json").loads(seen.read_text())
+    minimum, data_dir, request = json.loads(seen.read_text())
     assert minimum == "4" and data_dir == str(rig.settings.data_dir)
-    assert request["options"]["epochs"] == 7 and request["options"]["design"] == "mlp"
+    assert request["options"]["epochs"] == 7 and request["options"]["design"] == "bilstm"
     assert request["nice"] == 10 and [t["name"] for t in request["entity_types"]] == [
         "person",
         "band",

@@ -117,6 +117,7 @@ async def evaluate(
     bare_types: bool = False,
     lowercase: bool = False,
     pool_limit: int | None = None,
+    adapt: bool = False,
 ) -> EvalResult:
     """Score ``split`` (from sentence ``offset``, at most ``limit`` sentences) with the pool
     ``pool_split`` (its first ``pool_limit`` sentences); ``bare_types`` and ``lowercase`` are the
@@ -129,7 +130,12 @@ async def evaluate(
         test = test[:limit]
     if lowercase:
         test = lowercased(test, first=offset)
-    variant = Variant(offset=offset, bare_types=bare_types, lowercase=lowercase)
+    if adapt:
+        # The domain model is fitted on the pool: a scored sentence in it would be memorised
+        # (retrieval only skips it, with exclude_same_text).
+        scored = {e.text for e in test}
+        pool = [e for e in pool if e.text not in scored]
+    variant = Variant(offset=offset, bare_types=bare_types, lowercase=lowercase, adapt=adapt)
     with tempfile.TemporaryDirectory(prefix="nerve-eval-") as scratch:
         if components is None:
             run_settings = settings.model_copy(
@@ -137,6 +143,8 @@ async def evaluate(
                     "data_dir": Path(scratch),
                     "milvus": settings.milvus.model_copy(update={"uri": None}),
                     "cache": settings.cache.model_copy(update={"entries": 0}),
+                    # No run starts by itself; with ``adapt`` one runs before scoring.
+                    "adapt": settings.adapt.model_copy(update={"enabled": False, "dir": None}),
                 }
             )
             components = build_components(run_settings)
@@ -190,6 +198,16 @@ async def _run(
     # An unknown method fails here, naming the served ones, before the pool is indexed.
     handler = components.methods.resolve(method)
     await setup_domain(components, domain, pool, test, variant.bare_types)
+    adaptation: dict[str, Any] | None = None
+    if variant.adapt:
+        state = await components.adaptation.runner.run_now(TENANT, domain)
+        latest = state.latest
+        adaptation = {
+            "served_version": state.served,
+            "last_run": None if state.last_run is None else state.last_run.model_dump(),
+            "latest": None if latest is None else latest.model_dump(),
+        }
+        log.info("%s adapted: %s", domain, adaptation)
 
     predictions: list[list[dict[str, Any]]] = []
     latencies: list[float] = []
@@ -197,6 +215,7 @@ async def _run(
     failures: list[dict[str, Any]] = []
     consecutive = 0
     escalated = 0
+    answered_by: set[str] = set()  # the answers' models (a domain model names its version)
     with Progress(
         TextColumn(f"[bold]{domain}/{split}"),
         BarColumn(),
@@ -228,6 +247,7 @@ async def _run(
                 latencies.append((time.perf_counter() - started) * 1000)
                 stage_ms.append(response.timings_ms.model_dump())
                 escalated += int(response.escalate)
+                answered_by.add(response.model)
                 predictions.append([e.model_dump() for e in response.entities])
             gold_so_far.append(example.entities)
             if index % 10 == 9:
@@ -272,6 +292,8 @@ async def _run(
             "adapter": settings.llm.adapter,
             "constrained_decoding": settings.wraner.constrained_decoding,
             **variant.settings(),
+            "adaptation": adaptation,
+            "answered_by": sorted(answered_by),
         },
         predictions=predictions,
         failures=failures,
@@ -286,10 +308,13 @@ class Variant:
     offset: int = 0
     bare_types: bool = False
     lowercase: bool = False
+    # The domain adapted to its pool (a run, the real job) before scoring.
+    adapt: bool = False
 
     def settings(self) -> dict[str, Any]:
         return {
             "offset": self.offset,
+            "adapt": self.adapt,
             "type_descriptions": "bare" if self.bare_types else "curated",
             "text": "lowercased" if self.lowercase else "original",
         }

@@ -182,7 +182,10 @@ class NERPipeline:
         k = self.settings.default_top_k if request.top_k is None else request.top_k
 
         cache_key = self._cache_key(tenant, prepared, request.text, k, exclude_same_text)
-        response = _cached_response(await self.cache.get(cache_key))
+        # A domain model that failed to load: the few-shot answer must say so, so no cached
+        # one (which would not) stands in for it.
+        cached = None if prepared.served.failure else await self.cache.get(cache_key)
+        response = _cached_response(cached)
         if response is not None:
             total = (time.perf_counter() - started) * 1000
             return response.model_copy(

@@ -1,14 +1,16 @@
 """Fit a domain model on a domain's labelled pool and judge it against the few-shot path.
 
-The pool is split once, by a hash of each example's id (stable as the pool grows): the fit part
-trains the head, the held-out part scores both the head and BANER's few-shot answer (its
-support retrieved from the fit part, as the gateway would). The model that ships is refitted on
+The pool (oldest first, as the store lists it) is split once: its newest ``heldout_share`` as
+one block is held out, the rest trains the head; the held-out block scores both the head and
+BANER's few-shot answer (its support retrieved from the fit part, as the gateway would). One
+block, not a random sample: a document's sentences sit together in a pool, and a held-out
+sentence whose neighbours were fitted on (or retrieved as support) would flatter either path;
+the newest examples are also the closest to the traffic to come (reviewers' corrections). The model that ships is refitted on
 the whole pool; the report keeps the held-out scores that decided its promotion.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,9 +63,11 @@ class FitReport:
         return {**asdict(self), "wins": self.wins}
 
 
-def is_heldout(example: Example, share: float) -> bool:
-    digest = hashlib.sha256(f"{example.id}\0{example.text}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < share
+def heldout_count(examples: int, share: float) -> int:
+    """How many of the newest examples are held out (none from a pool too small to split)."""
+    if examples < 5:
+        return 0
+    return min(examples - 1, max(1, round(examples * share)))
 
 
 def fit_head(
@@ -145,8 +149,8 @@ def fit_domain(
     encoded = extractor.encode([e.text for e in examples])
     extractor.prime_support(examples, encoded)
     tags = [typed_tags(enc.words, e, names) for e, enc in zip(examples, encoded, strict=True)]
-    heldout = [i for i, e in enumerate(examples) if is_heldout(e, options.heldout_share)]
-    fitted = [i for i in range(len(examples)) if i not in set(heldout)]
+    split = len(examples) - heldout_count(len(examples), options.heldout_share)
+    fitted, heldout = list(range(split)), list(range(split, len(examples)))
     domain_f1 = fewshot_f1 = 0.0
     if heldout and fitted:
         head = fit_head(

@@ -13,11 +13,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nerve.adaptation.fit import FitOptions, fit_domain
-from nerve.adaptation.model import save_model
 from nerve.vocab.types import EntityType, Example
+
+if TYPE_CHECKING:  # torch loads in the job only, not in the gateway that writes its input
+    from nerve.adaptation.fit import FitOptions
 
 REQUEST_FILE = "request.json"
 EXAMPLES_FILE = "examples.jsonl"
@@ -66,6 +67,8 @@ def run(input_dir: Path, output_dir: Path) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
+    from nerve.adaptation.fit import FitOptions, fit_domain
+    from nerve.adaptation.model import save_model
     from nerve.methods.encoders.factory import EncoderBackendsConfig, load_extractor
     from nerve.settings import load_settings
 

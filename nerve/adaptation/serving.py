@@ -155,6 +155,8 @@ class DomainModels:
         return served
 
     def _still_loaded(self, served: ServedModel) -> bool:
+        if served.failure is not None:
+            return False  # a refused artefact is tried again every poll_s (it may be mended)
         return served.model is None or any(m is served.model for m in self._loaded.values())
 
     def _evict(self) -> None:

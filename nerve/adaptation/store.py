@@ -20,7 +20,7 @@ deletion renames its tree away under the same lock: a writer that waited for the
 its domain gone (:class:`DomainGone`) instead of writing into the removed tree.
 
 Pure filesystem code, synchronous: the gateway calls it in a thread. It imports no torch (the
-gateway may serve without it); the job's file names are read lazily from ``nerve.adaptation.job``.
+gateway may serve without it).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from nerve.adaptation.job import MODEL_DIR, REPORT_FILE
 from nerve.errors import Conflict, NerveError, NotFound
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
@@ -272,8 +273,6 @@ class AdaptationStore:
         beat the few-shot path on the held-out examples. :class:`DomainGone` when the run is not
         the domain's last (the domain was deleted meanwhile): nothing is written;
         :class:`PublishRejected` when the output is incomplete or its digest is wrong."""
-        from nerve.adaptation.job import MODEL_DIR, REPORT_FILE
-
         report_path, model = output / REPORT_FILE, output / MODEL_DIR
         try:
             result = json.loads(report_path.read_text())

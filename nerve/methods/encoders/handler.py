@@ -25,7 +25,10 @@ class EncoderHandler:
         self.min_examples = min_examples
         # BANER in process answers with a domain's own model when the pipeline hands it one
         # (SegmentTask.domain_model); on Triton the model would need the head on the server.
-        self.adapts_to_domain = backend.name == "baner" and hasattr(backend, "extract_batch")
+        self.domain_encoder: str | None = (
+            getattr(backend, "encoder_id", None) if backend.name == "baner" else None
+        )
+        self.adapts_to_domain = self.domain_encoder is not None
 
     async def answer(self, task: SegmentTask) -> SegmentAnswer:
         if task.domain_model is not None and self.adapts_to_domain:

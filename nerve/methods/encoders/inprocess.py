@@ -39,6 +39,8 @@ class InProcessBaner:
     def __init__(self, extractor: BanerExtractor, batching: BatchLimits = NO_BATCHING) -> None:
         self.extractor = extractor
         self.model = f"baner:{extractor.model_id}"
+        # The encoder whose word states a domain model reads (nerve/adaptation/).
+        self.encoder_id: str = extractor.net.config.encoder
         self.batcher: MicroBatcher[SegmentTask, list[TypedEntity]] = MicroBatcher(
             self.name, extractor.extract_batch, batching
         )
