@@ -22,11 +22,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from nerve.adaptation.fit import FitOptions, fewshot_answers, fit_head, span_f1
+from nerve.adaptation.fit import (
+    FitOptions,
+    fewshot_answers,
+    fit_head,
+    judging_splits,
+    span_f1,
+)
 from nerve.adaptation.head import typed_tags
 from nerve.adaptation.model import DomainModel
 from nerve.data.readers import read_split
-from nerve.methods.baner.extractor import BanerExtractor
+from nerve.methods.baner.extractor import BanerExtractor, EncodedText
 from nerve.vocab.types import EntityType, Example
 
 # (data folder under the shared data root, set, dev split or None: a slice of train)
@@ -71,7 +77,44 @@ def recall(gold: list[Example], found: list[list[tuple[int, int, str]]]) -> floa
     return round(100 * hit / max(sum(len(t) for t in truth), 1), 1)
 
 
-def run(root: Path, pool_size: int, designs: list[str], sets: list[str] | None) -> dict[str, Any]:
+def judge(
+    extractor: BanerExtractor,
+    pool: list[Example],
+    pool_enc: list[EncodedText],
+    tags: list[Any],
+    types: list[EntityType],
+    folds: int,
+) -> dict[str, float]:
+    """What a run's gate sees on the pool alone: held-out F1 of the (default) model and of the
+    few-shot path, with the pool cut in ``folds`` blocks (nerve.adaptation.fit.judging_splits)."""
+    options = replace(FitOptions(), folds=folds)
+    names = [t.name for t in types]
+    gold: list[Example] = []
+    by_model: list[list[tuple[int, int, str]]] = []
+    by_fewshot: list[list[tuple[int, int, str]]] = []
+    for fitted, heldout in judging_splits(len(pool), options):
+        head = fit_head(
+            [pool_enc[i].states for i in fitted], [tags[i] for i in fitted], len(names), options
+        )
+        model = DomainModel(head, names, options.design, extractor.net.config.encoder)
+        gold += [pool[i] for i in heldout]
+        by_model += [
+            [(e.start, e.end, e.type) for e in model.predict(pool_enc[i], types)] for i in heldout
+        ]
+        by_fewshot += fewshot_answers(
+            extractor,
+            [pool_enc[i] for i in heldout],
+            [pool[i] for i in fitted],
+            [pool_enc[i] for i in fitted],
+            types,
+            options.support_k,
+        )
+    return {"model": span_f1(gold, by_model), "few_shot": span_f1(gold, by_fewshot)}
+
+
+def run(
+    root: Path, pool_size: int, designs: list[str], sets: list[str] | None, judges: list[int]
+) -> dict[str, Any]:
     from nerve.methods.encoders.factory import EncoderBackendsConfig, load_extractor
     from nerve.settings import load_settings
 
@@ -101,7 +144,11 @@ def run(root: Path, pool_size: int, designs: list[str], sets: list[str] | None) 
                 [(e.start, e.end, e.type) for e in model.predict(enc, types)] for enc in held_enc
             ]
             rows[spec] = _row(heldout, found, time.process_time() - began)
-        results[name] = {"pool": len(pool), "heldout": len(heldout), "rows": rows}
+        judged = {
+            f"folds={folds}": judge(extractor, pool, pool_enc, tags, types, folds)
+            for folds in judges
+        }
+        results[name] = {"pool": len(pool), "heldout": len(heldout), "rows": rows, "judged": judged}
         print(name, json.dumps(rows), flush=True)
     return results
 
@@ -134,6 +181,18 @@ def print_table(results: dict[str, Any]) -> None:
     means = [sum(r["rows"][c]["f1"] for r in results.values()) / len(results) for c in columns]
     table.add_row("mean", *(f"{m:.1f}" for m in means))
     Console().print(table)
+    judges = list(next(iter(results.values()))["judged"])
+    if judges:
+        gate = Table(title="the gate on the pool alone: model vs few-shot held-out F1")
+        gate.add_column("set")
+        for column in judges:
+            gate.add_column(column, justify="right")
+        for name, result in results.items():
+            gate.add_row(
+                name,
+                *(f"{j['model']:.1f} vs {j['few_shot']:.1f}" for j in result["judged"].values()),
+            )
+        Console().print(gate)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,10 +201,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=int, default=100)
     parser.add_argument("--designs", default="linear:40,mlp:40,bilstm:40")
     parser.add_argument("--sets", default="", help="Comma-separated subset of the ten sets.")
+    parser.add_argument(
+        "--judge",
+        default="",
+        help="Comma-separated fold counts: what a run's gate would see on the pool alone.",
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     results = run(
-        args.data, args.pool, args.designs.split(","), [s for s in args.sets.split(",") if s]
+        args.data,
+        args.pool,
+        [d for d in args.designs.split(",") if d],
+        [s for s in args.sets.split(",") if s],
+        [int(f) for f in args.judge.split(",") if f],
     )
     if args.output:
         args.output.write_text(json.dumps(results, indent=1))

@@ -38,6 +38,9 @@ class FitOptions:
     learning_rate: float = 3e-3
     batch_size: int = 16
     heldout_share: float = 0.2
+    # Blocks the pool is cut in to judge the model against the few-shot path (1: only the newest
+    # heldout_share is held out).
+    folds: int = 1
     support_k: int = 20
     seed: int = 0
 
@@ -61,6 +64,25 @@ class FitReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "wins": self.wins}
+
+
+def judging_splits(count: int, options: FitOptions) -> list[tuple[list[int], list[int]]]:
+    """(fitted, held-out) index lists the two paths are judged on. ``folds`` 1: the newest
+    ``heldout_share`` as one block; more: the pool cut in that many contiguous blocks, each
+    held out once (every example judged, at the cost of one fit per block)."""
+    if options.folds <= 1:
+        split = count - heldout_count(count, options.heldout_share)
+        return [(list(range(split)), list(range(split, count)))] if split < count else []
+    if count < 2 * options.folds:
+        return []
+    bounds = [round(count * k / options.folds) for k in range(options.folds + 1)]
+    return [
+        (
+            [i for i in range(count) if not bounds[k] <= i < bounds[k + 1]],
+            list(range(bounds[k], bounds[k + 1])),
+        )
+        for k in range(options.folds)
+    ]
 
 
 def heldout_count(examples: int, share: float) -> int:
@@ -149,10 +171,10 @@ def fit_domain(
     encoded = extractor.encode([e.text for e in examples])
     extractor.prime_support(examples, encoded)
     tags = [typed_tags(enc.words, e, names) for e, enc in zip(examples, encoded, strict=True)]
-    split = len(examples) - heldout_count(len(examples), options.heldout_share)
-    fitted, heldout = list(range(split)), list(range(split, len(examples)))
-    domain_f1 = fewshot_f1 = 0.0
-    if heldout and fitted:
+    gold: list[Example] = []
+    by_model: list[list[tuple[int, int, str]]] = []
+    by_fewshot: list[list[tuple[int, int, str]]] = []
+    for fitted, heldout in judging_splits(len(examples), options):
         head = fit_head(
             [encoded[i].states for i in fitted],
             [tags[i] for i in fitted],
@@ -161,32 +183,28 @@ def fit_domain(
             stop,
         )
         probe = DomainModel(head, names, options.design, extractor.net.config.encoder)
-        gold = [examples[i] for i in heldout]
-        domain_f1 = span_f1(
-            gold,
-            [
-                [(e.start, e.end, e.type) for e in probe.predict(encoded[i], entity_types)]
-                for i in heldout
-            ],
+        gold += [examples[i] for i in heldout]
+        by_model += [
+            [(e.start, e.end, e.type) for e in probe.predict(encoded[i], entity_types)]
+            for i in heldout
+        ]
+        by_fewshot += fewshot_answers(
+            extractor,
+            [encoded[i] for i in heldout],
+            [examples[i] for i in fitted],
+            [encoded[i] for i in fitted],
+            entity_types,
+            options.support_k,
         )
-        fewshot_f1 = span_f1(
-            gold,
-            fewshot_answers(
-                extractor,
-                [encoded[i] for i in heldout],
-                [examples[i] for i in fitted],
-                [encoded[i] for i in fitted],
-                entity_types,
-                options.support_k,
-            ),
-        )
+    domain_f1, fewshot_f1 = span_f1(gold, by_model), span_f1(gold, by_fewshot)
+    fitted_on = len(examples) - len(gold) // max(options.folds, 1)
     head = fit_head([enc.states for enc in encoded], tags, len(names), options, stop)
     model = DomainModel(head, names, options.design, extractor.net.config.encoder)
     report = FitReport(
         design=options.design,
         examples=len(examples),
-        fitted_on=len(fitted),
-        heldout=len(heldout),
+        fitted_on=fitted_on if gold else len(examples),
+        heldout=len(gold),
         heldout_f1_domain=domain_f1,
         heldout_f1_fewshot=fewshot_f1,
         seconds=round(time.process_time() - began, 1),
