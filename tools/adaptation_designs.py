@@ -115,9 +115,12 @@ def judge(
 def run(
     root: Path, pool_size: int, designs: list[str], sets: list[str] | None, judges: list[int]
 ) -> dict[str, Any]:
+    import torch
+
     from nerve.methods.encoders.factory import EncoderBackendsConfig, load_extractor
     from nerve.settings import load_settings
 
+    torch.set_num_threads(1)  # as the job runs (nerve/adaptation/job.py): cpu_s is one core's
     extractor: BanerExtractor = load_extractor(EncoderBackendsConfig.from_settings(load_settings()))
     results: dict[str, Any] = {}
     for folder, name, dev in SETS:
