@@ -122,6 +122,7 @@ async def curve(settings: Settings, args: argparse.Namespace) -> list[dict[str, 
                 await point(corrections, index + 1)
                 if len(points) > args.points:
                     break
+        print(json.dumps({"streamed": min(len(stream), args.stream), "corrections": corrections}))
         return points
     finally:
         await components.close()
