@@ -1,12 +1,15 @@
 """Fit a domain model on a domain's labelled pool and judge it against the few-shot path.
 
-The pool (oldest first, as the store lists it) is split once: its newest ``heldout_share`` as
-one block is held out, the rest trains the head; the held-out block scores both the head and
-BANER's few-shot answer (its support retrieved from the fit part, as the gateway would). One
-block, not a random sample: a document's sentences sit together in a pool, and a held-out
-sentence whose neighbours were fitted on (or retrieved as support) would flatter either path;
-the newest examples are also the closest to the traffic to come (reviewers' corrections). The model that ships is refitted on
-the whole pool; the report keeps the held-out scores that decided its promotion.
+The pool (oldest first, as the store lists it) is judged on contiguous blocks
+(:func:`judging_splits`): by default its newest ``heldout_share`` is held out, the rest trains
+the head, and the held-out block scores both the head and BANER's few-shot answer (its support
+retrieved from the fitted part, as the gateway would). Blocks, not a random sample: a
+document's sentences sit together in a pool, and a held-out sentence whose neighbours were
+fitted on (or retrieved as support) would flatter either path; the newest examples are also the
+closest to the traffic to come (reviewers' corrections). ``folds`` > 1 holds out each of that
+many blocks once (measured on dev: no better a gate than the newest block, docs/results.md).
+The model that ships is refitted on the whole pool; the report keeps the held-out scores that
+decided its promotion.
 """
 
 from __future__ import annotations
