@@ -9,7 +9,6 @@ so neither file can be swapped for another domain's or a corrupt copy without be
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from nerve.adaptation.head import DomainHead, HeadDesign, decode_typed
+from nerve.adaptation.store import file_sha256
 from nerve.errors import NerveError
 from nerve.methods.baner.extractor import EncodedText
 from nerve.vocab.types import EntityType
@@ -33,14 +33,6 @@ MANIFEST_FILE = "manifest.json"
 
 class ArtefactRejected(NerveError):
     """A domain model's files are missing, corrupt, foreign or made for another encoder."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

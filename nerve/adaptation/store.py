@@ -170,7 +170,8 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The file's sha256 (hex): what a version's manifest and weights are checked by."""
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
@@ -281,7 +282,7 @@ class AdaptationStore:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise PublishRejected(f"the job's report is missing or unreadable: {error}") from error
         manifest = model / "manifest.json"
-        if not manifest.is_file() or _sha256(manifest) != digest:
+        if not manifest.is_file() or file_sha256(manifest) != digest:
             raise PublishRejected("the job's model does not match its report's manifest digest")
         with self._locked(tenant, domain) as state:
             run = state.last_run
@@ -367,7 +368,7 @@ class AdaptationStore:
                 known = ", ".join(str(v.version) for v in state.versions) or "none"
                 raise NotFound(f"domain {domain!r} has no adapted version {to} (versions: {known})")
             manifest = self.version_dir(state.tenant, domain, to) / "model" / "manifest.json"
-            if not manifest.is_file() or _sha256(manifest) != record.manifest_sha256:
+            if not manifest.is_file() or file_sha256(manifest) != record.manifest_sha256:
                 raise Conflict(f"version {to} of domain {domain!r}: files missing or corrupt")
         self._push(state, to, f"rolled back to {_named(to)}")
 
