@@ -26,13 +26,13 @@ from nerve.adaptation.fit import (
     FitOptions,
     fewshot_answers,
     fit_head,
-    judging_splits,
+    judge,
     span_f1,
 )
 from nerve.adaptation.head import typed_tags
 from nerve.adaptation.model import DomainModel
 from nerve.data.readers import read_split
-from nerve.methods.baner.extractor import BanerExtractor, EncodedText
+from nerve.methods.baner.extractor import BanerExtractor
 from nerve.vocab.types import EntityType, Example
 
 # (data folder under the shared data root, set, dev split or None: a slice of train)
@@ -77,41 +77,6 @@ def recall(gold: list[Example], found: list[list[tuple[int, int, str]]]) -> floa
     return round(100 * hit / max(sum(len(t) for t in truth), 1), 1)
 
 
-def judge(
-    extractor: BanerExtractor,
-    pool: list[Example],
-    pool_enc: list[EncodedText],
-    tags: list[Any],
-    types: list[EntityType],
-    folds: int,
-) -> dict[str, float]:
-    """What a run's gate sees on the pool alone: held-out F1 of the (default) model and of the
-    few-shot path, with the pool cut in ``folds`` blocks (nerve.adaptation.fit.judging_splits)."""
-    options = replace(FitOptions(), folds=folds)
-    names = [t.name for t in types]
-    gold: list[Example] = []
-    by_model: list[list[tuple[int, int, str]]] = []
-    by_fewshot: list[list[tuple[int, int, str]]] = []
-    for fitted, heldout in judging_splits(len(pool), options):
-        head = fit_head(
-            [pool_enc[i].states for i in fitted], [tags[i] for i in fitted], len(names), options
-        )
-        model = DomainModel(head, names, options.design, extractor.net.config.encoder)
-        gold += [pool[i] for i in heldout]
-        by_model += [
-            [(e.start, e.end, e.type) for e in model.predict(pool_enc[i], types)] for i in heldout
-        ]
-        by_fewshot += fewshot_answers(
-            extractor,
-            [pool_enc[i] for i in heldout],
-            [pool[i] for i in fitted],
-            [pool_enc[i] for i in fitted],
-            types,
-            options.support_k,
-        )
-    return {"model": span_f1(gold, by_model), "few_shot": span_f1(gold, by_fewshot)}
-
-
 def run(
     root: Path, pool_size: int, designs: list[str], sets: list[str] | None, judges: list[int]
 ) -> dict[str, Any]:
@@ -148,7 +113,15 @@ def run(
             ]
             rows[spec] = _row(heldout, found, time.process_time() - began)
         judged = {
-            f"folds={folds}": judge(extractor, pool, pool_enc, tags, types, folds)
+            f"folds={folds}": dict(
+                zip(
+                    ("model", "few_shot"),
+                    judge(
+                        extractor, pool, pool_enc, tags, types, replace(FitOptions(), folds=folds)
+                    )[:2],
+                    strict=True,
+                )
+            )
             for folds in judges
         }
         results[name] = {"pool": len(pool), "heldout": len(heldout), "rows": rows, "judged": judged}

@@ -161,19 +161,18 @@ def fewshot_answers(
     return [[(e.start, e.end, e.type) for e in found] for found in answers]
 
 
-def fit_domain(
+def judge(
     extractor: BanerExtractor,
     examples: Sequence[Example],
+    encoded: Sequence[EncodedText],
+    tags: Sequence[np.ndarray],
     entity_types: list[EntityType],
     options: FitOptions,
     stop: Callable[[], None] | None = None,
-) -> tuple[DomainModel, FitReport]:
-    """Fit on ``examples``: held-out scores of head and few-shot path, then the whole-pool head."""
-    began = time.process_time()
+) -> tuple[float, float, int]:
+    """Held-out F1 of a head fitted as ``options`` say and of the few-shot path, over the
+    blocks of :func:`judging_splits`, and how many examples were held out."""
     names = [t.name for t in entity_types]
-    encoded = extractor.encode([e.text for e in examples])
-    extractor.prime_support(examples, encoded)
-    tags = [typed_tags(enc.words, e, names) for e, enc in zip(examples, encoded, strict=True)]
     gold: list[Example] = []
     by_model: list[list[tuple[int, int, str]]] = []
     by_fewshot: list[list[tuple[int, int, str]]] = []
@@ -199,15 +198,33 @@ def fit_domain(
             entity_types,
             options.support_k,
         )
-    domain_f1, fewshot_f1 = span_f1(gold, by_model), span_f1(gold, by_fewshot)
-    fitted_on = len(examples) - len(gold) // max(options.folds, 1)
+    return span_f1(gold, by_model), span_f1(gold, by_fewshot), len(gold)
+
+
+def fit_domain(
+    extractor: BanerExtractor,
+    examples: Sequence[Example],
+    entity_types: list[EntityType],
+    options: FitOptions,
+    stop: Callable[[], None] | None = None,
+) -> tuple[DomainModel, FitReport]:
+    """Fit on ``examples``: held-out scores of head and few-shot path, then the whole-pool head."""
+    began = time.process_time()
+    names = [t.name for t in entity_types]
+    encoded = extractor.encode([e.text for e in examples])
+    extractor.prime_support(examples, encoded)
+    tags = [typed_tags(enc.words, e, names) for e, enc in zip(examples, encoded, strict=True)]
+    domain_f1, fewshot_f1, judged = judge(
+        extractor, examples, encoded, tags, entity_types, options, stop
+    )
+    fitted_on = len(examples) - judged // max(options.folds, 1)
     head = fit_head([enc.states for enc in encoded], tags, len(names), options, stop)
     model = DomainModel(head, names, options.design, extractor.net.config.encoder)
     report = FitReport(
         design=options.design,
         examples=len(examples),
-        fitted_on=fitted_on if gold else len(examples),
-        heldout=len(gold),
+        fitted_on=fitted_on if judged else len(examples),
+        heldout=judged,
         heldout_f1_domain=domain_f1,
         heldout_f1_fewshot=fewshot_f1,
         seconds=round(time.process_time() - began, 1),
