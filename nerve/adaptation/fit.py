@@ -33,9 +33,8 @@ from nerve.vocab.types import EntityType, Example
 
 @dataclass(frozen=True)
 class FitOptions:
-    # Chosen on dev (docs/adaptation.md: tools.adaptation_designs, ten sets, 100-sentence
-    # pools): bilstm 61.0 mean F1, mlp 58.6, linear 58.1, BANER few-shot 54.5; 60 epochs 61.2
-    # for 1.5x the time, 20 epochs 59.5.
+    # Chosen on dev (docs/results.md, "Domain adaptation": tools.adaptation_designs, ten sets,
+    # 100-sentence pools): bilstm 61.0 mean F1, mlp 58.6, linear 57.0, BANER few-shot 54.5.
     design: HeadDesign = "bilstm"
     epochs: int = 40
     learning_rate: float = 3e-3
