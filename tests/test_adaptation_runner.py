@@ -398,10 +398,10 @@ def assert_never_overlapping(trace: Path, per_domain: bool = False) -> None:
     assert starts
 
 
-async def two_runners_race(first: Rig, second: Rig, trace: Path) -> None:
+async def two_runners_race(first: Rig, second: Rig, trace: Path, seconds: float = 1.0) -> None:
     """Both ask for the same domain at once, twice: one runs, the other is refused (409)."""
     for rig in (first, second):
-        rig.job("win", seconds=1.0, trace=trace)
+        rig.job("win", seconds=seconds, trace=trace)
     for _ in range(2):
         results = await asyncio.gather(
             first.runner.run_now(TENANT, "music"),
@@ -412,7 +412,8 @@ async def two_runners_race(first: Rig, second: Rig, trace: Path) -> None:
         assert len(refused) == 1, results
         assert "elsewhere" in refused[0].message
     assert_never_overlapping(trace, per_domain=True)
-    assert [v.version for v in first.store.state(TENANT, "music").versions] == [1, 2]
+    state = first.store.state(TENANT, "music")
+    assert [v.version for v in state.versions] == [1, 2], state.last_run
 
 
 async def test_two_gateways_on_one_data_dir_never_run_a_domain_at_once(
@@ -431,12 +432,13 @@ async def test_two_gateways_on_one_redis_never_run_a_domain_at_once(
 ) -> None:
     clients = [RedisCache(redis_url, timeout_s=2.0, default_ttl_s=60.0) for _ in range(2)]
     # One store, as replicas share its volume; the lock is Redis alone (no file locks).
-    first = Rig(tmp_path / "a", pool, RedisRunLocks(clients[0], lease_s=0.6))
-    second = Rig(tmp_path / "a", pool, RedisRunLocks(clients[1], lease_s=0.6))
+    # A lease a loaded CI machine's event loop cannot miss by a stall (renewed every 0.5 s).
+    first = Rig(tmp_path / "a", pool, RedisRunLocks(clients[0], lease_s=1.5))
+    second = Rig(tmp_path / "a", pool, RedisRunLocks(clients[1], lease_s=1.5))
     pool.add("music", 4)
     try:
-        # The 1-s jobs outlive the 0.6-s lease: only the holder's renewals keep others out.
-        await two_runners_race(first, second, tmp_path / "trace")
+        # The 2-s jobs outlive the 1.5-s lease: only the holder's renewals keep others out.
+        await two_runners_race(first, second, tmp_path / "trace", seconds=2.0)
         assert not await first.locks.held(TENANT, "music")  # released after each run
     finally:
         for rig in (first, second):

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nerve.adaptation.store import MODEL_DIR, REPORT_FILE
 from nerve.vocab.types import EntityType, Example
 
 if TYPE_CHECKING:  # torch loads in the job only, not in the gateway that writes its input
@@ -22,8 +23,6 @@ if TYPE_CHECKING:  # torch loads in the job only, not in the gateway that writes
 
 REQUEST_FILE = "request.json"
 EXAMPLES_FILE = "examples.jsonl"
-REPORT_FILE = "report.json"
-MODEL_DIR = "model"
 
 
 def write_input(

@@ -42,11 +42,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from nerve.adaptation.job import MODEL_DIR, REPORT_FILE
 from nerve.errors import Conflict, NerveError, NotFound
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 STATE_FILE = "state.json"
+# What a run writes into its output directory (nerve.adaptation.job) and a promotion moves in.
+REPORT_FILE = "report.json"
+MODEL_DIR = "model"
 STATE_LOCK = ".state.lock"
 RUN_LOCK = ".run.lock"
 VERSIONS = "versions"
