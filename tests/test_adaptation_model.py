@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from nerve.adaptation.fit import FitOptions, fit_domain, fit_head, heldout_count
+from nerve.adaptation.fit import FitOptions, fit_domain, fit_head, heldout_count, judging_splits
 from nerve.adaptation.head import DomainHead, decode_typed, typed_tags
 from nerve.adaptation.model import (
     MANIFEST_FILE,
@@ -70,6 +70,19 @@ def test_typed_tags_mark_each_type() -> None:
 def test_the_newest_block_of_the_pool_is_held_out() -> None:
     assert heldout_count(100, 0.2) == 20 and heldout_count(7, 0.2) == 1
     assert heldout_count(4, 0.2) == 0  # too small to split: nothing to judge on
+    assert judging_splits(10, FitOptions()) == [(list(range(8)), [8, 9])]
+
+
+def test_the_gates_other_splits_hold_out_every_example_once_or_a_stable_sample() -> None:
+    splits = judging_splits(10, FitOptions(folds=5))
+    assert [held for _, held in splits] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert all(sorted(fitted + held) == list(range(10)) for fitted, held in splits)
+    texts = [f"sentence {i}" for i in range(200)]
+    ((fitted, held),) = judging_splits(200, FitOptions(heldout="hashed"), texts)
+    assert 20 < len(held) < 60 and sorted(fitted + held) == list(range(200))
+    # A text keeps its side as the pool grows.
+    ((_, held_more),) = judging_splits(300, FitOptions(heldout="hashed"), [*texts, *texts[:100]])
+    assert set(held) <= set(held_more)
 
 
 def _toy_model(tmp_path: Path, seed: int = 0) -> tuple[Path, str]:

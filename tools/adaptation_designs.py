@@ -64,6 +64,13 @@ def parse_design(spec: str) -> FitOptions:
     return replace(FitOptions(), design=design, epochs=int(epochs or FitOptions().epochs))  # type: ignore[arg-type]
 
 
+def parse_judge(spec: str) -> FitOptions:
+    """``5`` (that many folds) or ``hashed`` (a hashed sample of heldout_share) as fit options."""
+    if spec == "hashed":
+        return replace(FitOptions(), folds=1, heldout="hashed")
+    return replace(FitOptions(), folds=int(spec))
+
+
 def f1_without_misc(gold: list[Example], found: list[list[tuple[int, int, str]]]) -> float:
     kept = [
         e.model_copy(update={"entities": [s for s in e.entities if s.type != "misc"]}) for e in gold
@@ -78,7 +85,7 @@ def recall(gold: list[Example], found: list[list[tuple[int, int, str]]]) -> floa
 
 
 def run(
-    root: Path, pool_size: int, designs: list[str], sets: list[str] | None, judges: list[int]
+    root: Path, pool_size: int, designs: list[str], sets: list[str] | None, judges: list[str]
 ) -> dict[str, Any]:
     import torch
 
@@ -113,16 +120,14 @@ def run(
             ]
             rows[spec] = _row(heldout, found, time.process_time() - began)
         judged = {
-            f"folds={folds}": dict(
+            spec: dict(
                 zip(
                     ("model", "few_shot"),
-                    judge(
-                        extractor, pool, pool_enc, tags, types, replace(FitOptions(), folds=folds)
-                    )[:2],
+                    judge(extractor, pool, pool_enc, tags, types, parse_judge(spec))[:2],
                     strict=True,
                 )
             )
-            for folds in judges
+            for spec in judges
         }
         results[name] = {"pool": len(pool), "heldout": len(heldout), "rows": rows, "judged": judged}
         print(name, json.dumps(rows), flush=True)
@@ -180,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--judge",
         default="",
-        help="Comma-separated fold counts: what a run's gate would see on the pool alone.",
+        help="Comma-separated gates (a fold count, or hashed): what a run's gate would see on "
+        "the pool alone.",
     )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         args.pool,
         [d for d in args.designs.split(",") if d],
         [s for s in args.sets.split(",") if s],
-        [int(f) for f in args.judge.split(",") if f],
+        [f for f in args.judge.split(",") if f],
     )
     if args.output:
         args.output.write_text(json.dumps(results, indent=1))

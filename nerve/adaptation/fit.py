@@ -14,10 +14,11 @@ decided its promotion.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -43,6 +44,9 @@ class FitOptions:
     # Blocks the pool is cut in to judge the model against the few-shot path (1: only the newest
     # heldout_share is held out).
     folds: int = 1
+    # With folds 1, which heldout_share: the newest block, or a sample by a hash of each text
+    # (compared on dev, docs/results.md "Domain adaptation").
+    heldout: Literal["newest", "hashed"] = "newest"
     support_k: int = 20
     seed: int = 0
 
@@ -68,10 +72,17 @@ class FitReport:
         return {**asdict(self), "wins": self.wins}
 
 
-def judging_splits(count: int, options: FitOptions) -> list[tuple[list[int], list[int]]]:
+def judging_splits(
+    count: int, options: FitOptions, texts: Sequence[str] = ()
+) -> list[tuple[list[int], list[int]]]:
     """(fitted, held-out) index lists the two paths are judged on. ``folds`` 1: the newest
     ``heldout_share`` as one block; more: the pool cut in that many contiguous blocks, each
     held out once (every example judged, at the cost of one fit per block)."""
+    if options.folds <= 1 and options.heldout == "hashed":
+        held = [i for i in range(count) if _hashed_out(texts[i], options.heldout_share)]
+        if not held or len(held) == count or count < 5:
+            return []
+        return [([i for i in range(count) if i not in set(held)], held)]
     if options.folds <= 1:
         split = count - heldout_count(count, options.heldout_share)
         return [(list(range(split)), list(range(split, count)))] if split < count else []
@@ -85,6 +96,11 @@ def judging_splits(count: int, options: FitOptions) -> list[tuple[list[int], lis
         )
         for k in range(options.folds)
     ]
+
+
+def _hashed_out(text: str, share: float) -> bool:
+    digest = hashlib.sha256(text.encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < share
 
 
 def heldout_count(examples: int, share: float) -> int:
@@ -175,7 +191,7 @@ def judge(
     gold: list[Example] = []
     by_model: list[list[tuple[int, int, str]]] = []
     by_fewshot: list[list[tuple[int, int, str]]] = []
-    for fitted, heldout in judging_splits(len(examples), options):
+    for fitted, heldout in judging_splits(len(examples), options, [e.text for e in examples]):
         head = fit_head(
             [encoded[i].states for i in fitted],
             [tags[i] for i in fitted],
