@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tools.adaptation_table import Cell, cells, table
+from tools.adaptation_table import Cell, cells, run, table
 
 
 def _result(
@@ -36,6 +36,14 @@ def test_cells_cover_both_paths_of_every_set() -> None:
     args = Cell("extra", "btc", "auto", True).args(Path("/d"), Path("/o"))
     assert args[:5] == ["eval", "--data", "/d/extra", "--domain", "btc"]
     assert "--adapt" in args and "--bare-types" in args and "--pool-limit" in args
+
+
+def test_run_takes_only_the_cells_asked_for(tmp_path: Path) -> None:
+    for cell in cells():  # every cell but one already measured
+        if cell.file != "extra-btc-auto-adapted":
+            (tmp_path / f"{cell.file}.json").write_text("{}")
+    run(tmp_path, tmp_path / "no-data", only="crossner-*")  # nothing of them is missing
+    assert not (tmp_path / "extra-btc-auto-adapted.err").exists()
 
 
 def test_table_gives_both_scores_and_what_served(tmp_path: Path) -> None:

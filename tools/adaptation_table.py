@@ -2,6 +2,7 @@
 the domain adapted to its pool, one JSON (with predictions) per cell, then one markdown table.
 
     python -m tools.adaptation_table run OUT     # every missing cell (skips those in OUT)
+    python -m tools.adaptation_table run OUT --only 'extra-*-auto-adapted'  # some of them
     python -m tools.adaptation_table table OUT   # the markdown table of OUT's cells
 
 Cells: the five extra sets (pool = first 100 train sentences, first 200 test sentences) with
@@ -13,6 +14,7 @@ from a frozen worktree; the LLM gets no deadline (quality, not load: ``auto`` ne
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import subprocess
@@ -61,11 +63,11 @@ def cells() -> list[Cell]:
     return found + [Cell("crossner", s, "baner", a) for s in CROSSNER for a in (False, True)]
 
 
-def run(out: Path, shared: Path) -> None:
+def run(out: Path, shared: Path, only: str = "*") -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **QUALITY_ENV, "PYTHONPATH": str(REPO_ROOT)}
     for cell in cells():
-        if (out / f"{cell.file}.json").is_file():
+        if (out / f"{cell.file}.json").is_file() or not fnmatch.fnmatch(cell.file, only):
             continue
         command = [sys.executable, "-m", "cli.main", *cell.args(shared, out)]
         print(" ".join(command[2:]), flush=True)
@@ -127,9 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=("run", "table"))
     parser.add_argument("out", type=Path)
     parser.add_argument("--shared-data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--only",
+        default="*",
+        help="run the cells whose file name matches (fnmatch), e.g. to "
+        "split them over two processes",
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
-        run(args.out, args.shared_data)
+        run(args.out, args.shared_data, args.only)
     print(table(args.out))
 
 
