@@ -386,6 +386,12 @@ class AdaptSettings(BaseModel):
         "bilstm", description="The head over the encoder's word states (FitOptions.design)."
     )
     epochs: int = Field(40, ge=1, description="Training epochs of a run (FitOptions.epochs).")
+    folds: int = Field(
+        5,
+        ge=1,
+        description="The gate judges the model against the few-shot path on this many blocks of "
+        "the pool, each held out once (1: the newest 20% only; FitOptions.folds).",
+    )
 
 
 class AuthSettings(BaseModel):

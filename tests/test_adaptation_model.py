@@ -70,18 +70,20 @@ def test_typed_tags_mark_each_type() -> None:
 def test_the_newest_block_of_the_pool_is_held_out() -> None:
     assert heldout_count(100, 0.2) == 20 and heldout_count(7, 0.2) == 1
     assert heldout_count(4, 0.2) == 0  # too small to split: nothing to judge on
-    assert judging_splits(10, FitOptions()) == [(list(range(8)), [8, 9])]
+    assert judging_splits(10, FitOptions(folds=1)) == [(list(range(8)), [8, 9])]
 
 
 def test_the_gates_other_splits_hold_out_every_example_once_or_a_stable_sample() -> None:
-    splits = judging_splits(10, FitOptions(folds=5))
+    splits = judging_splits(10, FitOptions())  # five blocks: the shipped gate
     assert [held for _, held in splits] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
     assert all(sorted(fitted + held) == list(range(10)) for fitted, held in splits)
     texts = [f"sentence {i}" for i in range(200)]
-    ((fitted, held),) = judging_splits(200, FitOptions(heldout="hashed"), texts)
+    ((fitted, held),) = judging_splits(200, FitOptions(folds=1, heldout="hashed"), texts)
     assert 20 < len(held) < 60 and sorted(fitted + held) == list(range(200))
     # A text keeps its side as the pool grows.
-    ((_, held_more),) = judging_splits(300, FitOptions(heldout="hashed"), [*texts, *texts[:100]])
+    ((_, held_more),) = judging_splits(
+        300, FitOptions(folds=1, heldout="hashed"), [*texts, *texts[:100]]
+    )
     assert set(held) <= set(held_more)
 
 
@@ -219,8 +221,9 @@ def test_a_model_fitted_on_a_real_pool_answers_through_the_extractor(
     pool = read_split(DATA, "music", "train")[:60]
     names = sorted({s.type for e in pool for s in e.entities})
     types = [EntityType(name=n, description=n) for n in names]
-    model, report = fit_domain(extractor, pool, types, FitOptions(design="bilstm", epochs=15))
-    assert report.examples == 60 and report.heldout + report.fitted_on == 60
+    options = FitOptions(design="bilstm", epochs=15, folds=2)  # two probes, not five: a test
+    model, report = fit_domain(extractor, pool, types, options)
+    assert (report.examples, report.heldout, report.fitted_on) == (60, 60, 30)  # all judged
     assert 0 <= report.heldout_f1_domain <= 100 and 0 <= report.heldout_f1_fewshot <= 100
     sample = pool[:10]
     answers = extractor.extract_batch(

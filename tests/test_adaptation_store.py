@@ -251,5 +251,9 @@ def test_the_settings_defaults_are_the_fit_options_defaults() -> None:
     from nerve.adaptation.head import HEAD_DESIGNS
 
     options, adapt = FitOptions(), AdaptSettings()
-    assert (adapt.design, adapt.epochs) == (options.design, options.epochs)
+    assert (adapt.design, adapt.epochs, adapt.folds) == (
+        options.design,
+        options.epochs,
+        options.folds,
+    )
     assert get_args(AdaptSettings.model_fields["design"].annotation) == HEAD_DESIGNS

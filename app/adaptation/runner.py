@@ -298,7 +298,8 @@ class AdaptationRunner:
         from nerve.adaptation.job import write_input
 
         adapt = self.settings.adapt
-        fit = FitOptions(**{"design": adapt.design, "epochs": adapt.epochs, **options})
+        defaults = {"design": adapt.design, "epochs": adapt.epochs, "folds": adapt.folds}
+        fit = FitOptions(**{**defaults, **options})
         write_input(
             dirs.input,
             tenant=domain.tenant,
