@@ -87,6 +87,27 @@ def test_the_gates_other_splits_hold_out_every_example_once_or_a_stable_sample()
     assert set(held) <= set(held_more)
 
 
+def test_a_packed_batch_reads_each_text_as_inference_does() -> None:
+    """Trained packed (``FitOptions.packed``), the BiLSTM sees each row as it sees one text at
+    inference; padded, the backward direction also reads the padding."""
+    torch.manual_seed(0)
+    head = DomainHead("bilstm", 8, 2).eval()
+    texts = [torch.randn(3, 8), torch.randn(6, 8)]
+    batch = torch.zeros(2, 6, 8)
+    for row, text in enumerate(texts):
+        batch[row, : len(text)] = text
+    with torch.inference_mode():
+        packed = head(batch, torch.tensor([3, 6]))
+        padded = head(batch)
+        alone = head(texts[0].unsqueeze(0))[0]
+    assert torch.allclose(packed[0, :3], alone, atol=1e-5)
+    assert not torch.allclose(padded[0, :3], alone, atol=1e-5)
+    states = [texts[0], texts[1]]
+    tags = [np.array([1, 2, 0]), np.array([0, 3, 4, 0, 0, 1])]
+    fitted = fit_head(states, tags, 2, FitOptions(epochs=2, packed=True))
+    assert isinstance(fitted, DomainHead)
+
+
 def _toy_model(tmp_path: Path, seed: int = 0) -> tuple[Path, str]:
     states = torch.randn(5, 8, generator=torch.Generator().manual_seed(seed))
     options = FitOptions(design="mlp", epochs=2, seed=seed)

@@ -59,9 +59,11 @@ def heldout_of(root: Path, folder: str, name: str, dev: str | None) -> list[Exam
 
 
 def parse_design(spec: str) -> FitOptions:
-    """``bilstm:40`` (design and epochs) as fit options."""
-    design, _, epochs = spec.partition(":")
-    return replace(FitOptions(), design=design, epochs=int(epochs or FitOptions().epochs))  # type: ignore[arg-type]
+    """``bilstm:40`` (design and epochs), ``bilstm:40:packed`` (trained on packed sequences) as
+    fit options."""
+    design, epochs, *flags = [*spec.split(":"), ""]
+    options = replace(FitOptions(), design=design, epochs=int(epochs or FitOptions().epochs))  # type: ignore[arg-type]
+    return replace(options, packed="packed" in flags)
 
 
 def parse_judge(spec: str) -> FitOptions:

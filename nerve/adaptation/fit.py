@@ -50,6 +50,10 @@ class FitOptions:
     heldout: Literal["newest", "hashed"] = "newest"
     support_k: int = 20
     seed: int = 0
+    # Train on each batch's own words only (trimmed to its longest text, the LSTM packed), not
+    # padded to the pool's longest: faster, and what inference sees. Measured on dev, not shipped
+    # (docs/results.md, "Domain adaptation").
+    packed: bool = False
 
 
 @dataclass
@@ -125,6 +129,7 @@ def fit_head(
     width = max(int(s.shape[0]) for s in states) or 1
     inputs = torch.zeros(len(states), width, dim)
     targets = torch.full((len(states), width), -100, dtype=torch.long)
+    lengths = torch.tensor([max(len(tag), 1) for tag in tags])
     for row, (state, tag) in enumerate(zip(states, tags, strict=True)):
         inputs[row, : len(tag)] = state
         targets[row, : len(tag)] = torch.from_numpy(tag)
@@ -136,9 +141,14 @@ def fit_head(
         if stop is not None:
             stop()  # raises to abandon the fit (the domain went away)
         for batch in torch.randperm(len(states), generator=order).split(options.batch_size):
-            logits = head(inputs[batch]).reshape(-1, classes)
+            if options.packed:
+                longest = int(lengths[batch].max())
+                logits = head(inputs[batch, :longest], lengths[batch])
+                gold = targets[batch, :longest]
+            else:
+                logits, gold = head(inputs[batch]), targets[batch]
             loss = nn.functional.cross_entropy(
-                logits, targets[batch].reshape(-1), ignore_index=-100
+                logits.reshape(-1, classes), gold.reshape(-1), ignore_index=-100
             )
             optimiser.zero_grad()
             loss.backward()

@@ -46,10 +46,20 @@ class DomainHead(nn.Module):
         else:
             raise ValueError(f"unknown head design {design!r}; one of {HEAD_DESIGNS}")
 
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
+    def forward(self, states: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``lengths`` (B,): the LSTM reads each row's own words only, as at inference (one
+        text, no padding); without them it also reads the padding."""
         x = self.dropout(states)
         if self.design == "mlp":
             x = self.dropout(nn.functional.gelu(self.inner(x)))
+        elif self.design == "bilstm" and lengths is not None:
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths, batch_first=True, enforce_sorted=False
+            )
+            read, _ = nn.utils.rnn.pad_packed_sequence(
+                self.rnn(packed)[0], batch_first=True, total_length=x.shape[1]
+            )
+            x = self.dropout(read)
         elif self.design == "bilstm":
             x = self.dropout(self.rnn(x)[0])
         return self.out(x)
