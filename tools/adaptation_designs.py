@@ -67,10 +67,12 @@ def parse_design(spec: str) -> FitOptions:
 
 
 def parse_judge(spec: str) -> FitOptions:
-    """``5`` (that many folds) or ``hashed`` (a hashed sample of heldout_share) as fit options."""
+    """``5`` (that many folds), ``5e20`` (their probes fitted for 20 epochs) or ``hashed`` (a
+    hashed sample of heldout_share) as fit options."""
     if spec == "hashed":
         return replace(FitOptions(), folds=1, heldout="hashed")
-    return replace(FitOptions(), folds=int(spec))
+    folds, _, probe_epochs = spec.partition("e")
+    return replace(FitOptions(), folds=int(folds), probe_epochs=int(probe_epochs or 0) or None)
 
 
 def f1_without_misc(gold: list[Example], found: list[list[tuple[int, int, str]]]) -> float:
