@@ -87,6 +87,8 @@ def judging_splits(
     ``heldout_share`` as one block; more: the pool cut in that many contiguous blocks, each
     held out once (every example judged, at the cost of one fit per block)."""
     if options.folds <= 1 and options.heldout == "hashed":
+        if len(texts) != count:
+            raise ValueError("a hashed held-out sample needs the pool's texts")
         held = [i for i in range(count) if _hashed_out(texts[i], options.heldout_share)]
         if not held or len(held) == count or count < 5:
             return []
