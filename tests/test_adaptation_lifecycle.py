@@ -140,6 +140,13 @@ def music_run(gateway: TestClient, music: tuple[list[str], list[dict[str, Any]]]
     }
 
 
+def serve_version_1(client: TestClient) -> None:
+    """Music's first version serves, whether or not its run won the gate (a rollback to it)."""
+    if adaptation(client, "music")["served_version"] is None:  # not promoted: serve it
+        served = rollback(client, "music", {"to": 1})
+        assert served.status_code == 200 and served.json()["served_version"] == 1
+
+
 def test_a_run_starts_at_min_examples_and_publishes_a_version(
     gateway: TestClient, music_run: dict[str, Any]
 ) -> None:
@@ -185,9 +192,7 @@ def test_a_run_starts_at_min_examples_and_publishes_a_version(
 def test_rollback_to_a_version_to_the_few_shot_path_and_back(
     gateway: TestClient, music_run: dict[str, Any]
 ) -> None:
-    if adaptation(gateway, "music")["served_version"] is None:
-        served = rollback(gateway, "music", {"to": 1})
-        assert served.status_code == 200 and served.json()["served_version"] == 1
+    serve_version_1(gateway)
     assert rollback(gateway, "music", {"to": 1}).status_code == 409  # serves it already
     fewshot = rollback(gateway, "music", {"to": None})
     assert fewshot.status_code == 200, fewshot.text
@@ -223,8 +228,7 @@ def test_answers_name_the_served_version_and_a_rollback_restores_them(
 ) -> None:
     """The promoted model answers (its version in the answer's model), a rollback to the
     few-shot path restores the few-shot answers, and a corrupt artefact is never served."""
-    if adaptation(gateway, "music")["served_version"] is None:  # not promoted: serve it
-        assert rollback(gateway, "music", {"to": 1}).status_code == 200
+    serve_version_1(gateway)
     adapted_models, adapted, _ = answers(gateway, music_queries)
     assert len(adapted_models) == 1 and next(iter(adapted_models)).endswith("+domain-v1")
     assert rollback(gateway, "music", {"to": None}).status_code == 200
@@ -264,8 +268,7 @@ def music_queries() -> list[str]:
 def test_a_failed_job_keeps_the_served_version_and_shows_the_error(
     gateway: TestClient, music_run: dict[str, Any]
 ) -> None:
-    if adaptation(gateway, "music")["served_version"] is None:
-        assert rollback(gateway, "music", {"to": 1}).status_code == 200
+    serve_version_1(gateway)
     runner = components(gateway).adaptation.runner
     settings = runner.settings
     bad = settings.adapt.model_copy(update={"design": "transformer"})  # no such head
@@ -285,8 +288,7 @@ def test_a_failed_job_keeps_the_served_version_and_shows_the_error(
 def test_a_killed_job_keeps_the_served_version(
     gateway: TestClient, music_run: dict[str, Any]
 ) -> None:
-    if adaptation(gateway, "music")["served_version"] is None:
-        assert rollback(gateway, "music", {"to": 1}).status_code == 200
+    serve_version_1(gateway)
     start(gateway, "music")
     pid = job_pid(gateway, "music")
     assert adaptation(gateway, "music")["status"] == "running"

@@ -89,10 +89,11 @@ def judging_splits(
     if options.folds <= 1 and options.heldout == "hashed":
         if len(texts) != count:
             raise ValueError("a hashed held-out sample needs the pool's texts")
-        held = [i for i in range(count) if _hashed_out(texts[i], options.heldout_share)]
+        out = [_hashed_out(text, options.heldout_share) for text in texts]
+        held = [i for i in range(count) if out[i]]
         if not held or len(held) == count or count < 5:
             return []
-        return [([i for i in range(count) if i not in set(held)], held)]
+        return [([i for i in range(count) if not out[i]], held)]
     if options.folds <= 1:
         split = count - heldout_count(count, options.heldout_share)
         return [(list(range(split)), list(range(split, count)))] if split < count else []
