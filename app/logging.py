@@ -37,8 +37,17 @@ class PlainFormatter(logging.Formatter):
         return super().format(record)
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to the ``sys.stderr`` of the moment, not the one it was made with: a command run
+    in process (by a test, under a redirect) must not keep writing to a stream since closed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging(level: str = "INFO", as_json: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter()
         if as_json
