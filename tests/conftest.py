@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tests.fixtures.cores import cores_per_worker
+
 # Never reach for a model hub from tests; the machines have none.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -18,6 +20,9 @@ os.environ.setdefault(
 # pool has NERVE_ADAPT_MIN_EXAMPLES examples: off for every test app and `nerve serve` a test
 # starts, unless the test turns them on (tests/test_adaptation_*.py).
 os.environ.setdefault("NERVE_ADAPT_ENABLED", "false")
+
+# pytest-xdist's workers share the cores: every test app's llama.cpp takes its worker's share.
+os.environ.setdefault("NERVE_LLM_THREADS", str(cores_per_worker()))
 
 pytest_plugins = [
     "pytester",

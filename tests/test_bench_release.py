@@ -97,7 +97,9 @@ def test_writing_twice_changes_nothing(docs: tuple[Path, Path]) -> None:
 
 
 def test_the_placeholder_round_trips(docs: tuple[Path, Path]) -> None:
+    """The README as before any release run, written and put back, is the same file."""
     readme, _ = docs
+    readme.write_text(between(readme.read_text(), README_START, README_END, PLACEHOLDER, "README"))
     original = readme.read_text()
     write_tables(FIXTURE, readme, docs[1])
     restored = between(readme.read_text(), README_START, README_END, PLACEHOLDER, "README")
@@ -269,3 +271,18 @@ def test_run_measures_and_writes_with_tiny_parameters(
     readme, results = docs
     assert write_tables(output, readme, results) == [readme, results]
     assert "| `baner` | 1 |" in readme.read_text()
+
+
+def test_the_quality_rows_run_no_adaptation(tmp_path: Path) -> None:
+    """A pool past NERVE_ADAPT_MIN_EXAMPLES would start a run mid-table (it did, on
+    2026-12-07: answers of one row from two models)."""
+    for fold in ("a", "b"):
+        settings = bench_release.quality_settings(tmp_path, fold)
+        assert not settings.adapt.enabled and settings.cache.entries == 0
+        assert settings.data_dir == tmp_path and settings.milvus.uri is None
+
+
+def test_a_row_answered_by_two_models_is_refused() -> None:
+    bench_release.one_model({"answered_by": ["baner:x"]}, "one")
+    with pytest.raises(RuntimeError, match="came from 2 models"):
+        bench_release.one_model({"answered_by": ["baner:x", "baner:x+domain-v1"]}, "baner")

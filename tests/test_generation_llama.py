@@ -19,6 +19,7 @@ from nerve.prompting.parser import parse_answer
 from nerve.prompting.prompt import STOP_SEQUENCES, Prompt, build_prompt
 from nerve.settings import REPO_ROOT, load_settings
 from nerve.vocab.types import EntityType
+from tests.fixtures.cores import cores_per_worker
 from tests.fixtures.grammar import ADVERSARIAL, adversarial_prompt
 from tests.fixtures.llm import COUNTING, FEW_SHOT, check_offsets
 
@@ -196,7 +197,9 @@ def test_the_default_adapter_is_the_shipped_one_and_reads_a_new_domains_types(
     )
     query = "Charles Dickens wrote Oliver Twist while he lived in London ."
     prompt = build_prompt(types, [example], query)
-    engine = LlamaCppEngine(llm_model_path, lora_path=adapter, n_ctx=2048, n_threads=2)
+    engine = LlamaCppEngine(
+        llm_model_path, lora_path=adapter, n_ctx=2048, n_threads=cores_per_worker()
+    )
     try:
         answer = engine.complete(prompt.text, max_tokens=48, stop=STOP_SEQUENCES)
     finally:

@@ -14,6 +14,7 @@ from nerve.generation.weights import DEFAULT_ADAPTER, model_files
 from nerve.prompting.prompt import STOP_SEQUENCES, build_prompt
 from nerve.settings import REPO_ROOT, load_settings
 from nerve.vocab.types import EntityType
+from tests.fixtures.cores import cores_per_worker
 from tests.fixtures.llm import MODELS_CACHE
 
 ADAPTER = REPO_ROOT / DEFAULT_ADAPTER
@@ -34,7 +35,7 @@ def _prompt() -> str:
 
 def _next_token_logits(model: Path, lora: Path | None = None) -> np.ndarray:
     """The model's log-softmax over the vocabulary for the first answer token of the prompt."""
-    engine = LlamaCppEngine(model, lora_path=lora, n_ctx=1024, n_threads=2)
+    engine = LlamaCppEngine(model, lora_path=lora, n_ctx=1024, n_threads=cores_per_worker())
     try:
         engine._evaluate_prompt(engine.tokenize(_prompt()), 0)
         logits = engine._logits().astype(np.float64)
@@ -44,7 +45,7 @@ def _next_token_logits(model: Path, lora: Path | None = None) -> np.ndarray:
 
 
 def _answer(model: Path, lora: Path | None = None) -> str:
-    engine = LlamaCppEngine(model, lora_path=lora, n_ctx=1024, n_threads=2)
+    engine = LlamaCppEngine(model, lora_path=lora, n_ctx=1024, n_threads=cores_per_worker())
     try:
         return engine.complete(_prompt(), max_tokens=32, stop=STOP_SEQUENCES).text
     finally:

@@ -14,6 +14,7 @@ import pytest
 from nerve.data.crossner_types import entity_types_for
 from nerve.prompting.prompt import STOP_SEQUENCES, build_prompt, render_answer
 from nerve.vocab.types import Example, Span
+from tests.fixtures.cores import cores_per_worker
 from trainers.wraner.config import WranerConfig
 from trainers.wraner.prompts import TrainPrompt
 
@@ -58,7 +59,7 @@ def _prompts() -> list[TrainPrompt]:
 # A tiny but real run: LoRA on three modules, two steps of two prompts.
 E2E_SETTINGS: dict[str, Any] = {
     "dtype": "float32",
-    "threads": 2,
+    "threads": cores_per_worker(),
     "lora_r": 2,
     "lora_alpha": 4,
     "lora_dropout": 0.0,
@@ -103,8 +104,8 @@ def train_export_and_serve(
     assert gguf_path.stat().st_size < 20 * 2**20
 
     base = base_gguf(config)
-    plain = LlamaCppEngine(base, n_ctx=512, n_threads=2)
-    tuned = LlamaCppEngine(base, lora_path=gguf_path, n_ctx=512, n_threads=2)
+    plain = LlamaCppEngine(base, n_ctx=512, n_threads=cores_per_worker())
+    tuned = LlamaCppEngine(base, lora_path=gguf_path, n_ctx=512, n_threads=cores_per_worker())
     try:
         prompt = prompts[0].prompt
         a = plain.complete(prompt, max_tokens=8, stop=STOP_SEQUENCES)

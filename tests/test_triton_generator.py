@@ -19,6 +19,7 @@ from nerve.prompting.answer_grammar import answer_grammar
 from nerve.prompting.parser import parse_answer
 from nerve.prompting.prompt import STOP_SEQUENCES
 from nerve.settings import load_settings
+from tests.fixtures.cores import cores_per_worker
 from tests.fixtures.grammar import (
     ADVERSARIAL,
     adversarial_prompt,
@@ -107,7 +108,10 @@ async def test_llm_cpu_cllmfs_serves_the_cllmfs_adapter(
     in process, and not what the base model (llm_cpu here) answers."""
     request = GenerationRequest(FEW_SHOT, max_tokens=40, stop=STOP)
     cllmfs = LlamaCppEngine(
-        llama_engine.model_path, lora_path=resolve_adapter("cllmfs"), n_ctx=2048, n_threads=2
+        llama_engine.model_path,
+        lora_path=resolve_adapter("cllmfs"),
+        n_ctx=2048,
+        n_threads=cores_per_worker(),
     )
     triton = TritonGenerator(triton_server.grpc_url, LLM_CPU_CLLMFS, timeout_s=600)
     base = TritonGenerator(triton_server.grpc_url, "llm_cpu", timeout_s=600)

@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nerve.settings import CROSSNER_DIR, REPO_ROOT
+from nerve.settings import CROSSNER_DIR, REPO_ROOT, Settings, load_settings
 
 SCHEMA = "nerve-bench-release/1"
 DOMAINS = ("music", "literature", "ai", "politics", "science")
@@ -164,7 +164,6 @@ def served_methods(log: Log) -> list[str]:
     """The methods the shipped defaults serve (``GET /v1/methods``'s list), from components
     built with the default settings and closed again."""
     from app.components import build_components
-    from nerve.settings import load_settings
 
     async def names_of(scratch: str) -> list[str]:
         components = build_components(load_settings(data_dir=Path(scratch), milvus={"uri": None}))
@@ -253,11 +252,25 @@ def fold_overrides(fold: str) -> dict[str, Any]:
     }
 
 
+def quality_settings(scratch: Path, fold: str) -> Settings:
+    """The shipped defaults as one fold's quality rows run them: a scratch store, the answer
+    cache off, and no adaptation run. A domain's pool (its train split) is past
+    ``NERVE_ADAPT_MIN_EXAMPLES``: a run started by itself would fit on another core while the
+    rows are timed, and its promoted model would answer the rest of the rows (the few-shot path
+    is what these tables score; the adaptation table scores the other)."""
+    return load_settings(
+        data_dir=scratch,
+        milvus={"uri": None},
+        cache={"entries": 0},
+        adapt={"enabled": False},
+        **fold_overrides(fold),
+    )
+
+
 def run_quality(args: argparse.Namespace, methods: Sequence[str], log: Log) -> list[dict[str, Any]]:
     """``nerve eval`` of each method, domain and type-description variant; one set of
-    components per fold (the answer cache off, a scratch store), shared by its runs."""
+    components per fold (:func:`quality_settings`), shared by its runs."""
     from app.components import build_components
-    from nerve.settings import load_settings
     from tools.evaluation import evaluate
 
     rows: list[dict[str, Any]] = []
@@ -266,18 +279,12 @@ def run_quality(args: argparse.Namespace, methods: Sequence[str], log: Log) -> l
         folds.setdefault(fold_of(domain, args.fold_b_domains), []).append(domain)
 
     async def one_fold(fold: str, domains: list[str], scratch: str) -> None:
-        settings = load_settings(
-            data_dir=Path(scratch),
-            milvus={"uri": None},
-            cache={"entries": 0},
-            **fold_overrides(fold),
-        )
-        components = build_components(settings)
+        components = build_components(quality_settings(Path(scratch), fold))
         try:
             for method in methods:  # not counted: the first requests load what a method uses
                 log(f"quality: fold {fold}, warm-up of {method}")
                 await evaluate(
-                    settings,
+                    components.settings,
                     args.data,
                     domains[0],
                     "test",
@@ -324,6 +331,7 @@ async def _quality_row(
         bare_types=variant == "bare",
     )
     seconds = time.monotonic() - started
+    one_model(result.settings, f"{method} on {domain} ({variant})")
     routed = _delta(before, _parser_counts(components), "cascade_routed")
     gold = [e.entities for e in read_split(args.data, domain, "test")[: result.sentences]]
     predicted = [_spans(p) for p in result.predictions]
@@ -351,6 +359,14 @@ async def _quality_row(
         "wall_s": round(seconds, 1),
         "settings": result.settings,
     }
+
+
+def one_model(settings: dict[str, Any], row: str) -> None:
+    """Refuse a row whose answers name more than one model (a domain model promoted mid-row,
+    say): its F1 would describe neither."""
+    models = settings.get("answered_by") or []
+    if len(models) > 1:
+        raise RuntimeError(f"the answers of {row} came from {len(models)} models: {models}")
 
 
 def _delta(
