@@ -14,12 +14,12 @@ import argparse
 import json
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from app.adaptation.runner import JOB_COMMAND
 from nerve.adaptation.fit import FitOptions
 from nerve.adaptation.job import write_input
 from nerve.adaptation.store import REPORT_FILE
@@ -44,7 +44,7 @@ def measure(data: Path, domain: str, pool: int) -> dict[str, Any]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.monotonic()
         subprocess.run(
-            [sys.executable, "-m", "nerve.adaptation.job", str(request), str(output)],
+            [*JOB_COMMAND, str(request), str(output)],
             check=True,
             stdout=subprocess.DEVNULL,
         )

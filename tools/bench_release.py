@@ -253,18 +253,12 @@ def fold_overrides(fold: str) -> dict[str, Any]:
 
 
 def quality_settings(scratch: Path, fold: str) -> Settings:
-    """The shipped defaults as one fold's quality rows run them: a scratch store, the answer
-    cache off, and no adaptation run. A domain's pool (its train split) is past
-    ``NERVE_ADAPT_MIN_EXAMPLES``: a run started by itself would fit on another core while the
-    rows are timed, and its promoted model would answer the rest of the rows (the few-shot path
-    is what these tables score; the adaptation table scores the other)."""
-    return load_settings(
-        data_dir=scratch,
-        milvus={"uri": None},
-        cache={"entries": 0},
-        adapt={"enabled": False},
-        **fold_overrides(fold),
-    )
+    """The shipped defaults with the fold's overrides, as an evaluation runs them
+    (:func:`tools.evaluation.scratch_settings`: a scratch store, the answer cache off, no
+    adaptation run beside the timed rows)."""
+    from tools.evaluation import scratch_settings
+
+    return scratch_settings(load_settings(**fold_overrides(fold)), scratch)
 
 
 def run_quality(args: argparse.Namespace, methods: Sequence[str], log: Log) -> list[dict[str, Any]]:

@@ -101,6 +101,21 @@ class EvalResult:
         }
 
 
+def scratch_settings(settings: Settings, scratch: Path) -> Settings:
+    """``settings`` as an evaluation runs them: a scratch store (Milvus Lite in ``scratch``),
+    the answer cache off, and no adaptation run starting by itself (a pool past
+    ``NERVE_ADAPT_MIN_EXAMPLES`` would fit beside the timed sentences, and its promoted model
+    would answer the rest; with ``adapt`` one runs before scoring)."""
+    return settings.model_copy(
+        update={
+            "data_dir": scratch,
+            "milvus": settings.milvus.model_copy(update={"uri": None}),
+            "cache": settings.cache.model_copy(update={"entries": 0}),
+            "adapt": settings.adapt.model_copy(update={"enabled": False, "dir": None}),
+        }
+    )
+
+
 async def evaluate(
     settings: Settings,
     data_dir: Path,
@@ -138,16 +153,7 @@ async def evaluate(
     variant = Variant(offset=offset, bare_types=bare_types, lowercase=lowercase, adapt=adapt)
     with tempfile.TemporaryDirectory(prefix="nerve-eval-") as scratch:
         if components is None:
-            run_settings = settings.model_copy(
-                update={
-                    "data_dir": Path(scratch),
-                    "milvus": settings.milvus.model_copy(update={"uri": None}),
-                    "cache": settings.cache.model_copy(update={"entries": 0}),
-                    # No run starts by itself; with ``adapt`` one runs before scoring.
-                    "adapt": settings.adapt.model_copy(update={"enabled": False, "dir": None}),
-                }
-            )
-            components = build_components(run_settings)
+            components = build_components(scratch_settings(settings, Path(scratch)))
             own = True
         else:
             own = False
