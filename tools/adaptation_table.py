@@ -75,7 +75,7 @@ def run(out: Path, shared: Path, only: str = "*") -> None:
             subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=log, check=True)
 
 
-def _score(result: dict[str, Any]) -> dict[str, float]:
+def scores(result: dict[str, Any]) -> dict[str, float]:
     report = result["report"]
     per_type = report.get("per_type", {})
     kept = {t: c for t, c in per_type.items() if t != "misc"}
@@ -103,7 +103,7 @@ def table(out: Path) -> str:
         if not base_file.is_file() or not adapted_file.is_file():
             continue
         base, adapted = json.loads(base_file.read_text()), json.loads(adapted_file.read_text())
-        b, a = _score(base), _score(adapted)
+        b, a = scores(base), scores(adapted)
         state = adapted["settings"]["adaptation"] or {}
         latest = state.get("latest") or {}
         served = f"v{state['served_version']}" if state.get("served_version") else "few-shot"

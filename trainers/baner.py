@@ -1,6 +1,13 @@
-"""Train BANER's span detector and boundary space on the source data (CoNLL-2003 train).
+"""Train BANER's span detector and boundary space on the source data: CoNLL-2003 train
+(``--domain``), or the many sets of a fold (``--fold``, :mod:`trainers.baner_sources`).
 
     python -m trainers.baner --data-dir ../shared/data/crossner --out model_repository/baner/1
+    python -m trainers.baner --fold multi-a --init model_repository/baner/1 --out DIR
+
+A fold trains on CoNLL-2003 and the other sets' splits it may see (never a split of a set it
+holds out, nor from an ``--init`` artefact that saw one), one set per step with that set's own
+types, half the steps with bare type names, so that the detector proposes spans of types
+CoNLL never named.
 
 Then the query-time weights (how much the support examples' nearest-neighbour votes count in
 detection, prototype vs nearest support span vs type description in typing) are calibrated on
@@ -51,6 +58,7 @@ from nerve.methods.lar.alignment import type_text
 from nerve.vocab.types import EntityType, Example
 from nerve.vocab.words import split_words
 from trainers.baner_losses import boundary_contrastive_loss, tagging_loss
+from trainers.baner_sources import FOLDS, check_unseen, read_source, source_types, sources_for
 from trainers.calibration import (
     baner_predictions,
     build_retriever,
@@ -151,18 +159,38 @@ def batch_tensors(
     )
 
 
+@dataclass(frozen=True)
+class SourceData:
+    """One labelled set's training sentences, with the types its span labels index."""
+
+    name: str
+    samples: list[Sample]
+    types: list[EntityType]
+
+
+def source_weights(sources: Sequence[SourceData], power: float) -> list[float]:
+    """Each source's chance of giving a step's batch: its size to ``power`` (below 1, CoNLL's
+    14,000 sentences do not drown a CrossNER dev split of 400)."""
+    sizes = [len(s.samples) ** power for s in sources]
+    return [size / sum(sizes) for size in sizes]
+
+
 def train(
     net: BanerNet,
     tokenizer: Any,
-    samples: list[Sample],
-    types: list[EntityType],
+    sources: list[SourceData],
     *,
     steps: int,
     batch_size: int,
     lr: float,
     contrastive_weight: float,
     seed: int,
+    bare_share: float = 0.0,
+    sampling_power: float = 0.5,
 ) -> list[float]:
+    """One source per step (drawn by :func:`source_weights`), contrasted with that source's
+    types; with ``bare_share``, a step's types are their bare names instead of name and
+    description (users often write nothing more)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -170,18 +198,25 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: min(1.0, (s + 1) / max(1, steps // 10)) * max(0.0, 1 - s / steps)
     )
-    type_inputs = tokenizer(
-        [type_text(t) for t in types],
-        padding=True,
-        truncation=True,
-        max_length=64,
-        return_tensors="pt",
-    )
-    order: list[int] = []
+
+    def tokenized(texts: list[str]) -> Any:
+        return tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+
+    described = [tokenized([type_text(t) for t in s.types]) for s in sources]
+    # A bare type as nerve eval's bare variant registers it: its name as its description.
+    bare = [
+        tokenized([type_text(EntityType(name=t.name, description=t.name)) for t in s.types])
+        for s in sources
+    ]
+    weights = source_weights(sources, sampling_power)
+    orders: list[list[int]] = [[] for _ in sources]
     losses: list[float] = []
     net.train()
     progress = tqdm(range(steps), desc="baner", unit="step")
     for _ in progress:
+        # One source keeps the single-set trainer's random stream (and its artefact) unchanged.
+        which = rng.choices(range(len(sources)), weights)[0] if len(sources) > 1 else 0
+        samples, order = sources[which].samples, orders[which]
         if len(order) < batch_size:
             fresh = list(range(len(samples)))
             rng.shuffle(fresh)
@@ -191,6 +226,7 @@ def train(
         batch, tags, spans, labels = batch_tensors(net, tokenizer, chosen, rng)
         states = net.word_states(batch)
         tag_loss = tagging_loss(net.tag_logits(states), tags, batch.word_mask)
+        type_inputs = bare[which] if bare_share and rng.random() < bare_share else described[which]
         type_reps = net.type_reps(type_inputs["input_ids"], type_inputs["attention_mask"])
         contrast = boundary_contrastive_loss(
             net.span_reps(states, spans), labels, type_reps, net.null, net.config.temperature
@@ -256,6 +292,16 @@ def run(
         "model_repository/baner/1"
     ),
     domain: Annotated[str, typer.Option(help="Training data (a CrossNER domain).")] = "conll2003",
+    fold: Annotated[
+        str | None,
+        typer.Option(help=f"Train on a fold's sources instead of --domain: {', '.join(FOLDS)}."),
+    ] = None,
+    data_root: Annotated[
+        Path, typer.Option(help="Root of the fold's collections (crossner/, extra/).")
+    ] = Path("../shared/data"),
+    bare_share: Annotated[
+        float, typer.Option(help="Share of steps contrasting bare type names (multi-set).")
+    ] = 0.5,
     init: Annotated[
         Path | None, typer.Option(help="Continue from this artefact (per-domain adapters).")
     ] = None,
@@ -290,10 +336,27 @@ def run(
         config.save(out)
         typer.echo(json.dumps(config.training, indent=2))
         return
-    train_examples = read_split(data_dir, domain, "train")
-    types = entity_types_for(entity_types_of(train_examples))
+    if fold is not None:
+        chosen = FOLDS.get(fold)
+        if chosen is None:
+            raise typer.BadParameter(f"unknown fold {fold!r}; known: {', '.join(FOLDS)}")
+        sources = [
+            SourceData(str(source), make_samples(examples, [t.name for t in types]), types)
+            for source in sources_for(chosen.sources, chosen.held_out)
+            for examples in [read_source(data_root, source)]
+            for types in [source_types(source, examples)]
+        ]
+        dev_domain, dev_dir = "conll2003", data_root / "crossner"
+    else:
+        train_examples = read_split(data_dir, domain, "train")
+        types = entity_types_for(entity_types_of(train_examples))
+        sources = [SourceData(domain, make_samples(train_examples, [t.name for t in types]), types)]
+        dev_domain, dev_dir = domain, data_dir
+    types = sources[0].types  # the first source's label set is the one LAR aligns to
     if init is not None:
         config = BanerConfig.load(init)
+        if fold is not None:
+            check_unseen(str(config.training.get("data", "")), FOLDS[fold].held_out)
         tokenizer, net = build_net(config)
         load_adapter_state(net, read_adapter(init))
     else:
@@ -304,30 +367,31 @@ def run(
             source_types=[t.model_dump() for t in types],
         )
         tokenizer, net = build_net(config)
-    samples = make_samples(train_examples, [t.name for t in types])
     started = time.monotonic()
     losses = train(
         net,
         tokenizer,
-        samples,
-        types,
+        sources,
         steps=steps,
         batch_size=batch_size,
         lr=lr,
         contrastive_weight=contrastive_weight,
         seed=seed,
+        bare_share=bare_share if fold is not None else 0.0,
     )
     minutes = (time.monotonic() - started) / 60
     save_artefact(net, out)
     extractor = BanerExtractor.load(out, options=BanerOptions(knn_weight=0.0))
-    dev = read_split(data_dir, domain, "dev")[:eval_sentences]
+    dev = read_split(dev_dir, dev_domain, "dev")[:eval_sentences]
     scores = evaluate(extractor, dev, types)
+    trained_on = f"--fold {fold} --bare-share {bare_share}" if fold else f"--domain {domain}"
     config.training = {
-        "command": f"python -m trainers.baner --encoder {encoder} --domain {domain} --steps {steps} "
+        "command": f"python -m trainers.baner --encoder {encoder} {trained_on} --steps {steps} "
         f"--batch-size {batch_size} --lr {lr} --lora-rank {config.lora_rank} "
         f"--contrastive-weight {contrastive_weight} --seed {seed}"
         + (f" --init {init}" if init else ""),
-        "data": f"{domain}/train ({len(samples)} sentences)",
+        "data": ", ".join(f"{s.name} ({len(s.samples)} sentences)" for s in sources),
+        "held_out": list(FOLDS[fold].held_out) if fold else [],
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "minutes": round(minutes, 1),
         "final_loss": round(float(np.mean(losses[-20:])), 4),
