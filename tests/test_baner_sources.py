@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from nerve.methods.baner.config import PACKAGED_ENCODER, BanerConfig
+from nerve.settings import load_settings
 from tests.fixtures.cores import cores_per_worker
 from tests.fixtures.gateway import DATA_ROOT
 from tools.adaptation_table import CROSSNER, EXTRA
-from tools.proposer_table import Cell, artefact_dir, cells, fold_of
+from tools.proposer_table import Cell, artefact_dir, artefact_env, cells, fold_of
 from trainers.baner_sources import (
     FOLDS,
     Fold,
@@ -115,3 +116,13 @@ def test_the_trainer_runs_a_fold_and_refuses_to_continue_one_that_leaks(
     )
     with pytest.raises(ValueError, match="refusing an artefact trained on extra/btc"):
         trainer.run(fold="leaky", init=out, out=tmp_path / "leaky", data_root=SHARED, threads=1)
+
+
+def test_a_cell_serves_the_artefact_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The variable the table sets is the one the settings read (a wrong name once scored the
+    shipped artefact twice)."""
+    for name, value in artefact_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().baner.artefact_dir == tmp_path.resolve()

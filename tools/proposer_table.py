@@ -92,6 +92,11 @@ def artefact_dir(cell: Cell, artefacts: dict[str, Path]) -> Path:
     return directory
 
 
+def artefact_env(directory: Path) -> dict[str, str]:
+    """The environment of a ``nerve eval`` that serves BANER from ``directory``."""
+    return {"PYTHONPATH": str(REPO_ROOT), "NERVE_BANER_ARTEFACT_DIR": str(directory.resolve())}
+
+
 def run(
     out: Path, shared: Path, split: str, artefacts: dict[str, Path], method: str, only: str
 ) -> None:
@@ -102,12 +107,7 @@ def run(
         if cell.artefact != "shipped" and cell.artefact not in artefacts:
             continue
         directory = artefact_dir(cell, artefacts)
-        env = {
-            **os.environ,
-            **QUALITY_ENV,
-            "PYTHONPATH": str(REPO_ROOT),
-            "NERVE_BANER__ARTEFACT_DIR": str(directory.resolve()),
-        }
+        env = {**os.environ, **QUALITY_ENV, **artefact_env(directory)}
         command = [sys.executable, "-m", "cli.main", *cell.args(shared, out)]
         print(" ".join(command[2:]), f"(artefact {directory})", flush=True)
         with (out / f"{cell.file}.err").open("w") as log:
