@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 
+from nerve.methods.baner.artefact import artefact_digest
+from nerve.methods.baner.config import OPTIONS_FILE
 from nerve.methods.baner.extractor import BanerExtractor, bio_tags, word_span_of
 from nerve.methods.encoders.factory import DEFAULT_ARTEFACT
 from nerve.vocab.types import EntityType, Example, Span
@@ -48,6 +54,19 @@ def test_artefact_names_its_source_labels(extractor: BanerExtractor) -> None:
         "location",
         "misc",
     }
+
+
+def test_the_model_id_names_the_artefact(extractor: BanerExtractor, tmp_path: Path) -> None:
+    """Two artefacts on one base encoder answer differently, so the answer's model (and the
+    answer cache key) tells them apart; a recalibrated copy is another artefact."""
+    assert f"#{artefact_digest(DEFAULT_ARTEFACT)}" in extractor.model_id
+    copy = tmp_path / "copy"
+    shutil.copytree(DEFAULT_ARTEFACT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert artefact_digest(copy) == artefact_digest(DEFAULT_ARTEFACT)
+    options = json.loads((copy / OPTIONS_FILE).read_text())
+    options["knn_weight"] = options["knn_weight"] / 2
+    (copy / OPTIONS_FILE).write_text(json.dumps(options))
+    assert artefact_digest(copy) != artefact_digest(DEFAULT_ARTEFACT)
 
 
 def test_spans_are_typed_by_the_support_prototypes(extractor: BanerExtractor) -> None:

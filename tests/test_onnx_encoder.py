@@ -19,6 +19,7 @@ from nerve.data.crossner_types import entity_types_for
 from nerve.data.readers import read_split
 from nerve.engines import onnx_encoder
 from nerve.engines.onnx_encoder import OnnxEncoder, OnnxUnavailable, ensure_onnx
+from nerve.methods.baner.artefact import artefact_digest
 from nerve.methods.baner.extractor import BanerExtractor
 from nerve.methods.baner.onnx import run_encoder_in_onnx
 from nerve.methods.encoders.factory import (
@@ -353,4 +354,7 @@ def test_settings_choose_the_encoder_runtime(onnx_dir: Path) -> None:
     # The service's default: fp32 (int8 costs the mpnet backbone 4 F1; docs/history/benchmarks.md).
     assert EncoderBackendsConfig.from_settings(load_settings()).runtime == "onnx"
     torch_config = EncoderBackendsConfig.from_settings(load_settings(encoder={"runtime": "torch"}))
-    assert build_encoder_backends(torch_config).baner.model == "baner:pypi-parts:all-mpnet-base-v2"
+    digest = artefact_digest(DEFAULT_ARTEFACT)
+    assert build_encoder_backends(torch_config).baner.model == (
+        f"baner:pypi-parts:all-mpnet-base-v2#{digest}"
+    )

@@ -217,7 +217,7 @@ def judge(
             probing,
             stop,
         )
-        probe = DomainModel(head, names, options.design, extractor.net.config.encoder)
+        probe = DomainModel(head, names, options.design, extractor.states_id)
         gold += [examples[i] for i in heldout]
         by_model += [
             [(e.start, e.end, e.type) for e in probe.predict(encoded[i], entity_types)]
@@ -252,7 +252,7 @@ def fit_domain(
     )
     fitted_on = len(examples) - judged // max(options.folds, 1)
     head = fit_head([enc.states for enc in encoded], tags, len(names), options, stop)
-    model = DomainModel(head, names, options.design, extractor.net.config.encoder)
+    model = DomainModel(head, names, options.design, extractor.states_id)
     report = FitReport(
         design=options.design,
         examples=len(examples),

@@ -8,12 +8,13 @@ adapter and merges it, so inference costs the same as the bare encoder.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
 
 from nerve.methods.baner.backbone import load_encoder
-from nerve.methods.baner.config import WEIGHTS_FILE, BanerConfig
+from nerve.methods.baner.config import OPTIONS_FILE, WEIGHTS_FILE, BanerConfig
 from nerve.methods.baner.net import BanerNet
 
 _LORA_PREFIX = "lora."
@@ -78,6 +79,18 @@ def load_adapter_state(net: BanerNet, state: dict[str, torch.Tensor]) -> None:
         )
     with torch.no_grad():
         net.null.copy_(state[_NULL_KEY].float())
+
+
+def artefact_digest(directory: Path) -> str:
+    """A short digest of the trained weights and the calibrated options: what makes one
+    artefact's answers differ from another's on the same base encoder (the answer cache key
+    names it, so a retrained or recalibrated artefact never serves the old one's answers)."""
+    digest = hashlib.sha256()
+    for name in (WEIGHTS_FILE, OPTIONS_FILE):
+        path = Path(directory) / name
+        digest.update(name.encode())
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    return digest.hexdigest()[:10]
 
 
 def read_adapter(directory: Path) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nerve.methods.baner.artefact import load_artefact
+from nerve.methods.baner.artefact import artefact_digest, load_artefact
 from nerve.methods.baner.backbone import SHAPE_DIM, make_word_batch, word_windows
 from nerve.methods.baner.config import OPTIONS_FILE, BanerOptions, load_options
 from nerve.methods.baner.decoding import WordSpan, viterbi_bio
@@ -114,6 +114,9 @@ class BanerExtractor:
         self.options = options or BanerOptions()
         # What runs the encoder: "torch", or "onnx"/"onnx-int8" (nerve/methods/baner/onnx.py).
         self.runtime = "torch"
+        # Which trained weights and options (nerve.methods.baner.artefact.artefact_digest); set
+        # by load(), empty for a network built in memory.
+        self.artefact_id = ""
         self._lock = threading.Lock()
         self._support_cache = _Lru(self.options.cache_entries)
         self._type_cache = _Lru(self.options.cache_entries)
@@ -129,13 +132,22 @@ class BanerExtractor:
         saved = Path(directory) / OPTIONS_FILE
         if options is None and saved.is_file():
             options = load_options(BanerOptions, saved)
-        return cls(tokenizer, net, options)
+        extractor = cls(tokenizer, net, options)
+        extractor.artefact_id = artefact_digest(Path(directory))
+        return extractor
+
+    @property
+    def states_id(self) -> str:
+        """The network whose word states a domain model's head reads: the base encoder and the
+        artefact's digest (a head fitted on one BANER artefact is refused on another)."""
+        artefact = f"#{self.artefact_id}" if self.artefact_id else ""
+        return f"{self.net.config.encoder}{artefact}"
 
     @property
     def model_id(self) -> str:
-        """The encoder and, when not torch, what runs it (part of the answer cache key)."""
+        """:attr:`states_id` and, when not torch, what runs it (part of the answer cache key)."""
         suffix = "" if self.runtime == "torch" else f"@{self.runtime}"
-        return f"{self.net.config.encoder}{suffix}"
+        return f"{self.states_id}{suffix}"
 
     @property
     def source_types(self) -> list[EntityType]:

@@ -40,7 +40,7 @@ class InProcessBaner:
         self.extractor = extractor
         self.model = f"baner:{extractor.model_id}"
         # The encoder whose word states a domain model reads (nerve/adaptation/).
-        self.encoder_id: str = extractor.net.config.encoder
+        self.encoder_id: str = extractor.states_id
         self.batcher: MicroBatcher[SegmentTask, list[TypedEntity]] = MicroBatcher(
             self.name, extractor.extract_batch, batching
         )
