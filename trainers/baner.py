@@ -58,7 +58,14 @@ from nerve.methods.lar.alignment import type_text
 from nerve.vocab.types import EntityType, Example
 from nerve.vocab.words import split_words
 from trainers.baner_losses import boundary_contrastive_loss, tagging_loss
-from trainers.baner_sources import FOLDS, check_unseen, read_source, source_types, sources_for
+from trainers.baner_sources import (
+    CROSSNER_DOMAINS,
+    FOLDS,
+    check_unseen,
+    read_source,
+    source_types,
+    sources_for,
+)
 from trainers.calibration import (
     baner_predictions,
     build_retriever,
@@ -69,7 +76,7 @@ from trainers.calibration import (
     prepare_crossner,
 )
 
-CALIBRATION_DOMAINS = ("politics", "science", "music", "literature", "ai")
+CALIBRATION_DOMAINS = CROSSNER_DOMAINS
 # Detection knobs first, then typing knobs with the best detection (12 + 24 trials).
 DETECTION_SPACE: dict[str, list[object]] = {
     "knn_weight": [0.3, 0.5, 0.7],
