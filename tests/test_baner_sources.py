@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from nerve.engines.smoothing import load_ranges
 from nerve.methods.baner.config import PACKAGED_ENCODER, BanerConfig
 from nerve.settings import load_settings
 from tests.fixtures.cores import cores_per_worker
@@ -110,6 +111,9 @@ def test_the_trainer_runs_a_fold_and_refuses_to_continue_one_that_leaks(
     assert training["data"].startswith("crossner/music:dev (380 sentences), extra/btc:dev")
     assert training["held_out"] == ["crossner/ai"]
     assert "--fold tiny" in training["command"]
+    # The int8 encoder's activation ranges are measured on the new weights (CoNLL train).
+    assert training["int8_ranges"]["data"] == "conll2003/train, first 256 sentences"
+    assert load_ranges(out) is not None
 
     monkeypatch.setitem(
         FOLDS, "leaky", Fold(sources=("crossner/politics:dev",), held_out=("extra/btc",))

@@ -57,6 +57,7 @@ from nerve.methods.baner.net import BanerNet
 from nerve.methods.lar.alignment import type_text
 from nerve.vocab.types import EntityType, Example
 from nerve.vocab.words import split_words
+from trainers.baner_int8 import write_ranges
 from trainers.baner_losses import boundary_contrastive_loss, tagging_loss
 from trainers.baner_sources import (
     CROSSNER_DOMAINS,
@@ -416,6 +417,10 @@ def run(
         "final_loss": round(float(np.mean(losses[-20:])), 4),
         f"dev_first_{len(dev)}": scores,
     }
+    config.save(out)
+    # The int8 encoder's activation ranges, on the new weights (CoNLL train, as `nerve train
+    # baner-int8` measures them).
+    config.training["int8_ranges"] = write_ranges(out, dev_dir, dev_domain, "train", 256)
     config.save(out)
     if calibration_sentences > 0:
         config.training["calibration"] = calibrate(out, data_dir, calibration_sentences, support_k)

@@ -31,6 +31,9 @@ TRAINERS: dict[str, Trainer] = {
         "trainers.cllmfs.cli", "CLLMFS: IF-WRANER plus an InfoNCE loss on entity-token states"
     ),
     "baner": Trainer("trainers.baner", "BANER: span encoder with a boundary-aware loss"),
+    "baner-int8": Trainer(
+        "trainers.baner_int8", "BANER: measure the int8 encoder's activation ranges (SmoothQuant)"
+    ),
     "lar": Trainer("trainers.lar", "LAR: calibrate type reassignment on BANER's encoder"),
     "cascade": Trainer(
         "trainers.cascade_calibration", "auto: fit the cascade's calibration on dev predictions"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from nerve.engines.smoothing import RANGES_FILE
 from nerve.methods.baner.backbone import load_encoder
 from nerve.methods.baner.config import OPTIONS_FILE, WEIGHTS_FILE, BanerConfig
 from nerve.methods.baner.net import BanerNet
@@ -58,6 +59,8 @@ def save_artefact(net: BanerNet, directory: Path) -> list[Path]:
     weights = directory / WEIGHTS_FILE
     save_file(state, str(weights), metadata={"format": "nerve-baner.v1"})
     weights.chmod(0o644)  # safetensors writes 0600; images run the models as another user
+    # The int8 activation ranges were measured on the old weights: `nerve train baner-int8`.
+    (directory / RANGES_FILE).unlink(missing_ok=True)
     return [net.config.save(directory), weights]
 
 
@@ -84,12 +87,17 @@ def load_adapter_state(net: BanerNet, state: dict[str, torch.Tensor]) -> None:
 def artefact_digest(directory: Path) -> str:
     """A short digest of the trained weights and the calibrated options: what makes one
     artefact's answers differ from another's on the same base encoder (the answer cache key
-    names it, so a retrained or recalibrated artefact never serves the old one's answers)."""
+    names it, so a retrained or recalibrated artefact never serves the old one's answers).
+    The int8 activation ranges count when present: they change int8's answers."""
     digest = hashlib.sha256()
     for name in (WEIGHTS_FILE, OPTIONS_FILE):
         path = Path(directory) / name
         digest.update(name.encode())
         digest.update(path.read_bytes() if path.is_file() else b"")
+    ranges = Path(directory) / RANGES_FILE
+    if ranges.is_file():
+        digest.update(RANGES_FILE.encode())
+        digest.update(ranges.read_bytes())
     return digest.hexdigest()[:10]
 
 

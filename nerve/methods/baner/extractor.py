@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nerve.engines.smoothing import load_ranges
 from nerve.methods.baner.artefact import artefact_digest, load_artefact
 from nerve.methods.baner.backbone import SHAPE_DIM, make_word_batch, word_windows
 from nerve.methods.baner.config import OPTIONS_FILE, BanerOptions, load_options
@@ -117,6 +118,9 @@ class BanerExtractor:
         # Which trained weights and options (nerve.methods.baner.artefact.artefact_digest); set
         # by load(), empty for a network built in memory.
         self.artefact_id = ""
+        # The int8 encoder's activation ranges (nerve.engines.smoothing), when the artefact has
+        # them; set by load().
+        self.activation_ranges: dict[str, torch.Tensor] | None = None
         self._lock = threading.Lock()
         self._support_cache = _Lru(self.options.cache_entries)
         self._type_cache = _Lru(self.options.cache_entries)
@@ -134,6 +138,7 @@ class BanerExtractor:
             options = load_options(BanerOptions, saved)
         extractor = cls(tokenizer, net, options)
         extractor.artefact_id = artefact_digest(Path(directory))
+        extractor.activation_ranges = load_ranges(Path(directory))
         return extractor
 
     @property
