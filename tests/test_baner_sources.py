@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nerve.engines.smoothing import load_ranges
+from nerve.engines.smoothing import RANGES_FILE, load_ranges
 from nerve.methods.baner.config import PACKAGED_ENCODER, BanerConfig
 from nerve.settings import load_settings
 from tests.fixtures.cores import cores_per_worker
@@ -114,6 +114,14 @@ def test_the_trainer_runs_a_fold_and_refuses_to_continue_one_that_leaks(
     # The int8 encoder's activation ranges are measured on the new weights (CoNLL train).
     assert training["int8_ranges"]["data"] == "conll2003/train, first 256 sentences"
     assert load_ranges(out) is not None
+    # `nerve train baner-int8` re-measures them alone, on the sentences asked for.
+    import trainers.baner_int8 as int8_trainer
+
+    (out / RANGES_FILE).unlink()
+    int8_argv = ["--artefact", str(out), "--data-dir", str(SHARED / "crossner"), "--sentences", "8"]
+    with pytest.raises(SystemExit) as done:
+        int8_trainer.main([*int8_argv, "--threads", "1"])
+    assert done.value.code == 0 and load_ranges(out) is not None
 
     monkeypatch.setitem(
         FOLDS, "leaky", Fold(sources=("crossner/politics:dev",), held_out=("extra/btc",))

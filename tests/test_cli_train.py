@@ -22,6 +22,7 @@ OWN_OPTION = {
     "wraner": "--config",
     "cllmfs": "--contrastive-temperature",
     "baner": "--contrastive-weight",
+    "baner-int8": "--sentences",
     "lar": "--out",
     "cascade": "--fold",
     "cascade-router": "--routed-share",
