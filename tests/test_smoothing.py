@@ -115,3 +115,27 @@ def test_the_shipped_artefact_has_ranges_for_its_encoder() -> None:
     assert ranges is not None, "regenerate with `nerve train baner-int8`"
     # mpnet: 12 layers of q, k, v, o, FFN in, FFN out
     assert len(ranges) == 72 and all(bool((r > 0).all()) for r in ranges.values())
+
+
+def test_int8_without_ranges_serves_unsmoothed_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An artefact from before the ranges: plain int8, with a warning naming the fix."""
+    from nerve.methods.baner.extractor import BanerExtractor
+    from nerve.methods.baner.onnx import run_encoder_in_onnx
+    from nerve.settings import load_settings
+
+    artefact = tmp_path / "baner"
+    shutil.copytree(DEFAULT_ARTEFACT, artefact)
+    (artefact / RANGES_FILE).unlink()
+    extractor = BanerExtractor.load(artefact)
+    assert extractor.activation_ranges is None
+    with caplog.at_level("WARNING", logger="nerve.methods.baner.onnx"):
+        run_encoder_in_onnx(extractor, "onnx-int8", load_settings().onnx.dir)
+    assert "nerve train baner-int8" in caplog.text
+    plain = extractor.net.encoder
+    assert isinstance(plain, OnnxEncoder)
+    # The shipped artefact (same weights, with ranges) runs another, smoothed graph.
+    shipped = BanerExtractor.load(DEFAULT_ARTEFACT)
+    run_encoder_in_onnx(shipped, "onnx-int8", load_settings().onnx.dir)
+    assert isinstance(shipped.net.encoder, OnnxEncoder) and shipped.net.encoder.path != plain.path

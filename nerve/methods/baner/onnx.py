@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from nerve.engines.onnx_encoder import OnnxEncoder
 from nerve.engines.smoothing import smoothed
 from nerve.methods.baner.extractor import BanerExtractor
 from nerve.settings import EncoderRuntime
+
+log = logging.getLogger(__name__)
 
 
 def run_encoder_in_onnx(
@@ -19,8 +22,16 @@ def run_encoder_in_onnx(
     (nerve.engines.smoothing): plain int8 of mpnet lost 3-4 F1."""
     net = extractor.net
     encoder = net.encoder
-    if runtime == "onnx-int8" and extractor.activation_ranges is not None:
-        encoder = smoothed(encoder, extractor.activation_ranges)
+    if runtime == "onnx-int8":
+        if extractor.activation_ranges is not None:
+            encoder = smoothed(encoder, extractor.activation_ranges)
+        else:
+            # An artefact trained before the ranges existed: it serves, less accurately.
+            log.warning(
+                "the BANER artefact has no activation ranges: int8 runs unsmoothed (plain int8 "
+                "cost the mpnet encoder 3-4 F1); `nerve train baner-int8 --artefact DIR` "
+                "measures them"
+            )
     net.encoder = OnnxEncoder.from_model(
         encoder,
         runtime=runtime,
