@@ -25,7 +25,6 @@ from nerve.data.readers import read_split
 from nerve.engines.smoothing import ALPHA, FFN_OUTPUT_ALPHA, measure_ranges, save_ranges
 from nerve.methods.baner.artefact import load_artefact
 from nerve.methods.baner.backbone import make_word_batch
-from nerve.methods.baner.config import BanerConfig
 from nerve.vocab.words import split_words
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -46,13 +45,9 @@ def write_ranges(
     tokenizer, net = load_artefact(artefact)
     examples = read_split(data_dir, source, split)[:sentences]
     words = [[w.text for w in split_words(example.text)] for example in examples]
-    max_length = BanerConfig.load(artefact).max_subtokens
-    batches = word_batches(tokenizer, words, batch_size, max_length)
+    batches = word_batches(tokenizer, words, batch_size, net.config.max_subtokens)
     total = -(-len(words) // batch_size)
-    with torch.inference_mode():
-        ranges = measure_ranges(
-            net.encoder, tqdm(batches, total=total, desc="ranges", unit="batch")
-        )
+    ranges = measure_ranges(net.encoder, tqdm(batches, total=total, desc="ranges", unit="batch"))
     record: dict[str, object] = {
         "command": f"nerve train baner-int8 --artefact {artefact} --source {source} "
         f"--split {split} --sentences {sentences}",
